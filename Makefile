@@ -1,0 +1,44 @@
+# One entry point for set-up, the demo and the tests. Every target sets itself up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test unit check-generated generate lint typecheck clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade 'pip>=24'
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+generate: setup
+	PYTHON=$(PY) scripts/gen-protos.sh
+
+# Regenerates into a scratch copy and fails when the committed generated/ differs.
+check-generated: setup
+	scripts/check-generated.sh
+
+lint: setup
+	cd protos && ../$(VENV)/bin/buf lint
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+demo: setup
+	$(VENV)/bin/osago up
+
+unit: setup
+	$(PY) -m pytest -q -m "not functional"
+
+test: setup check-generated lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Generated from protos/osago/v1 (package osago.v1)."""

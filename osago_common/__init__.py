@@ -1,0 +1,1 @@
+"""Code shared by the services: clock, insurer catalogue, tariff, validation, settings, gRPC helpers."""
