@@ -1,0 +1,56 @@
+"""Where domain errors become gRPC statuses: one mapping for every RPC."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from aggregator.core import InvalidRequest, NotFound
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
+    """Ends the call with the status that `error` stands for. Unexpected errors become UNKNOWN
+    "internal error" (logged with a trace id the caller can quote), never internal text."""
+    if isinstance(error, InvalidRequest):
+        bad_request = error_details_pb2.BadRequest()
+        for violation in error.violations:
+            bad_request.field_violations.add(field=violation.field, description=violation.description)
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status = status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT,
+            message=f"invalid request: {len(error.violations)} field violation(s)",
+            details=[detail],
+        )
+        await context.abort_with_status(rpc_status.to_status(status))
+    if isinstance(error, NotFound):
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
+    trace_id = uuid.uuid4().hex[:16]
+    log.error("internal error, trace %s", trace_id, exc_info=(type(error), error, error.__traceback__))
+    await context.abort(grpc.StatusCode.UNKNOWN, f"internal error (trace {trace_id})")
+    raise AssertionError("abort returned")  # abort always raises
+
+
+async def guarded(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except Exception as error:  # noqa: BLE001 - the one boundary where errors change type
+        await abort_for(context, error)
+
+
+async def guarded_stream(context: grpc.aio.ServicerContext[Any, Any], stream: AsyncIterator[T]) -> AsyncIterator[T]:
+    try:
+        async for item in stream:
+            yield item
+    except Exception as error:  # noqa: BLE001 - the one boundary where errors change type
+        await abort_for(context, error)

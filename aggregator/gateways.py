@@ -1,0 +1,98 @@
+"""The aggregator's side of the insurer gateways: one gRPC channel per gateway."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+from osago.v1 import application_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
+
+from aggregator.settings import GatewayEndpoint
+
+Reason = quote_pb2.FailureReason
+
+# RequestOffer is idempotent by request id (a repeated call resumes the insurer application),
+# so gRPC may retry it while no response has started; retry throttling keeps a failing gateway
+# from being multiplied.
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "osago.v1.InsurerGatewayService"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+        "retryThrottling": {"maxTokens": 20, "tokenRatio": 0.2},
+    }
+)
+
+CHANNEL_OPTIONS = (
+    ("grpc.service_config", SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # A gateway that is down must be reported at once: reconnect attempts stay short.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
+
+_FAILURES: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.UNAVAILABLE: (Reason.FAILURE_REASON_UNAVAILABLE, "the insurer's service is unavailable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (Reason.FAILURE_REASON_DEADLINE, "no offer within the time limit"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (Reason.FAILURE_REASON_RATE_LIMITED, "the insurer's service is overloaded"),
+    grpc.StatusCode.CANCELLED: (Reason.FAILURE_REASON_CANCELLED, "the request was cancelled"),
+}
+
+
+def failed(reason: int, message: str) -> gateway_service_pb2.RequestOfferResponse:
+    return gateway_service_pb2.RequestOfferResponse(
+        failed=gateway_service_pb2.OfferFailed(reason=reason, message=message)
+    )
+
+
+class GrpcGateways:
+    """An OfferSource over the gateways' gRPC services."""
+
+    def __init__(self, endpoints: tuple[GatewayEndpoint, ...]) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, gateway_service_pb2_grpc.InsurerGatewayServiceStub] = {}
+        for endpoint in endpoints:
+            channel = grpc.aio.insecure_channel(endpoint.target, options=CHANNEL_OPTIONS)
+            self._channels[endpoint.insurer_id] = channel
+            self._stubs[endpoint.insurer_id] = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel)
+
+    async def request_offer(
+        self, insurer_id: str, request_id: str, application: application_pb2.Application, timeout_s: float
+    ) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
+        call = self._stubs[insurer_id].RequestOffer(
+            gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=application),
+            timeout=timeout_s,
+        )
+        try:
+            async for update in call:
+                yield update
+        except grpc.aio.AioRpcError as error:
+            reason, message = _FAILURES.get(
+                error.code(), (Reason.FAILURE_REASON_INTERNAL, "the insurer's service failed")
+            )
+            yield failed(reason, message)
+        finally:
+            call.cancel()
+
+    async def status(self, insurer_id: str, timeout_s: float = 2.0) -> gateway_service_pb2.GetGatewayStatusResponse:
+        response: gateway_service_pb2.GetGatewayStatusResponse = await self._stubs[insurer_id].GetGatewayStatus(
+            gateway_service_pb2.GetGatewayStatusRequest(), timeout=timeout_s
+        )
+        return response
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()

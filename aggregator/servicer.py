@@ -1,0 +1,69 @@
+"""The gRPC face of the aggregator: protobuf in, domain calls, protobuf out. No logic here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+from osago.v1 import aggregator_service_pb2 as pb
+from osago.v1 import aggregator_service_pb2_grpc
+
+from aggregator.core import Aggregator
+from aggregator.errors import abort_for, guarded, guarded_stream
+
+# grpc ships no type information; the context is a grpc.aio.ServicerContext.
+Context: TypeAlias = Any
+
+# The final event must reach a GetQuotes caller before its own deadline does.
+CALLER_DEADLINE_MARGIN_S = 0.5
+
+
+def _time_limit(request: pb.GetQuotesRequest | pb.CreateQuoteRequestRequest) -> float | None:
+    if not request.HasField("time_limit"):
+        return None
+    return float(request.time_limit.ToTimedelta().total_seconds())
+
+
+class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):  # type: ignore[misc]
+    def __init__(self, aggregator: Aggregator) -> None:
+        self._aggregator = aggregator
+
+    async def GetQuotes(self, request: pb.GetQuotesRequest, context: Context) -> AsyncIterator[pb.GetQuotesResponse]:
+        limit = _time_limit(request)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            fits = max(remaining - CALLER_DEADLINE_MARGIN_S, 0.1)
+            limit = fits if limit is None or limit <= 0 else min(limit, fits)
+        application = request.application if request.HasField("application") else None
+        try:
+            record, _ = await self._aggregator.create(application, request.idempotency_key, limit)
+        except Exception as error:  # noqa: BLE001 - mapped to a status
+            await abort_for(context, error)
+        finished = False
+        try:
+            async for event in guarded_stream(context, self._aggregator.events(record.request_id, 0)):
+                yield pb.GetQuotesResponse(event=event)
+                finished = event.WhichOneof("payload") == "session_finished"
+        finally:
+            if not finished:
+                self._aggregator.release(record.request_id)
+
+    async def CreateQuoteRequest(
+        self, request: pb.CreateQuoteRequestRequest, context: Context
+    ) -> pb.CreateQuoteRequestResponse:
+        application = request.application if request.HasField("application") else None
+        record, _ = await guarded(
+            context, self._aggregator.create(application, request.idempotency_key, _time_limit(request))
+        )
+        snapshot = await guarded(context, self._aggregator.snapshot(record.request_id))
+        return pb.CreateQuoteRequestResponse(quote_request=snapshot)
+
+    async def GetQuoteRequest(self, request: pb.GetQuoteRequestRequest, context: Context) -> pb.GetQuoteRequestResponse:
+        snapshot = await guarded(context, self._aggregator.snapshot(request.request_id))
+        return pb.GetQuoteRequestResponse(quote_request=snapshot)
+
+    async def StreamQuoteEvents(
+        self, request: pb.StreamQuoteEventsRequest, context: Context
+    ) -> AsyncIterator[pb.StreamQuoteEventsResponse]:
+        async for event in guarded_stream(context, self._aggregator.events(request.request_id, request.after_seq)):
+            yield pb.StreamQuoteEventsResponse(event=event)

@@ -1,0 +1,210 @@
+"""One quote session: ask every insurer at once, log each answer as it comes, finish by the
+deadline whatever the insurers do. Plain asyncio with an injected clock; no transport here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
+
+from aggregator.eventlog import EventLog
+from osago_common.clock import Clock
+
+log = logging.getLogger(__name__)
+
+Reason = quote_pb2.FailureReason
+Status = events_pb2.SessionStatus
+
+# Failures that say "could not get an answer" rather than "answered no": when every insurer
+# fails this way at once, the cause is most likely shared (e.g. the national registry is down).
+OUTAGE_REASONS = frozenset(
+    {
+        Reason.FAILURE_REASON_UNAVAILABLE,
+        Reason.FAILURE_REASON_TIMEOUT,
+        Reason.FAILURE_REASON_INSURER_ERROR,
+        Reason.FAILURE_REASON_BAD_RESPONSE,
+        Reason.FAILURE_REASON_CIRCUIT_OPEN,
+    }
+)
+
+
+class OfferSource(Protocol):
+    """Where offers come from: the insurer gateways."""
+
+    def request_offer(
+        self, insurer_id: str, request_id: str, application: application_pb2.Application, timeout_s: float
+    ) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
+        """Streams one insurer's updates until an offer or a failure. Transport failures come as
+        a final `failed` update, never as an exception."""
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    request_id: str
+    application: application_pb2.Application
+    # (insurer_id, insurer_name) in the order they are asked.
+    insurers: tuple[tuple[str, str], ...]
+    # On the clock's monotonic scale.
+    deadline: float
+    limit_s: float
+
+
+@dataclass
+class _Tally:
+    quotes: int = 0
+    failures: list[int] = field(default_factory=list)
+    answered: set[str] = field(default_factory=set)
+
+
+class QuoteSession:
+    """Runs one session to its end, appending every event to the log."""
+
+    def __init__(
+        self,
+        plan: SessionPlan,
+        source: OfferSource,
+        events: EventLog,
+        clock: Clock,
+        *,
+        gateway_margin_s: float = 0.25,
+    ) -> None:
+        self.plan = plan
+        self._source = source
+        self._events = events
+        self._clock = clock
+        self._margin = gateway_margin_s
+        self._tally = _Tally()
+
+    def _event(self) -> events_pb2.QuoteEvent:
+        event = events_pb2.QuoteEvent(request_id=self.plan.request_id)
+        event.time.FromDatetime(self._clock.now())
+        return event
+
+    async def run(self) -> int:
+        """Runs the session; returns the SessionStatus it finished with."""
+        tasks = [
+            asyncio.create_task(self._ask(insurer_id, name), name=f"offer:{insurer_id}")
+            for insurer_id, name in self.plan.insurers
+        ]
+        timer = asyncio.create_task(self._clock.sleep(self.plan.deadline - self._clock.monotonic()))
+        cancelled = False
+        try:
+            waiting: set[asyncio.Task[None]] = set(tasks)
+            while waiting:
+                done, _ = await asyncio.wait({*waiting, timer}, return_when=asyncio.FIRST_COMPLETED)
+                waiting -= done
+                if timer in done:
+                    break
+        except asyncio.CancelledError:
+            cancelled = True
+        finally:
+            timer.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, timer, return_exceptions=True)
+        status = await self._finish(cancelled)
+        if cancelled:
+            raise asyncio.CancelledError
+        return status
+
+    async def _ask(self, insurer_id: str, name: str) -> None:
+        remaining = self.plan.deadline - self._clock.monotonic() - self._margin
+        progress = events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_UNSPECIFIED
+        try:
+            updates = self._source.request_offer(insurer_id, self.plan.request_id, self.plan.application, max(remaining, 0.05))
+            async for update in updates:
+                kind = update.WhichOneof("update")
+                if kind == "offer":
+                    await self._quote(insurer_id, name, update.offer)
+                    return
+                if kind == "failed":
+                    await self._failed(insurer_id, name, update.failed.reason, update.failed.message)
+                    return
+                state = (
+                    events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_ACCEPTED
+                    if kind == "accepted"
+                    else events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_PENDING
+                )
+                if state != progress:  # only changes of state reach the log
+                    progress = state
+                    event = self._event()
+                    event.insurer_progress.CopyFrom(
+                        events_pb2.InsurerProgress(insurer_id=insurer_id, insurer_name=name, state=state)
+                    )
+                    await self._events.append(event)
+            await self._failed(insurer_id, name, Reason.FAILURE_REASON_BAD_RESPONSE, "the insurer's gateway ended without an answer")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("offer task failed", extra={"request_id": self.plan.request_id, "insurer_id": insurer_id})
+            if insurer_id not in self._tally.answered:
+                await self._failed(insurer_id, name, Reason.FAILURE_REASON_INTERNAL, "internal error")
+
+    async def _quote(self, insurer_id: str, name: str, offer: quote_pb2.Quote) -> None:
+        self._tally.answered.add(insurer_id)
+        self._tally.quotes += 1
+        event = self._event()
+        quote = event.quote_received.quote
+        quote.CopyFrom(offer)
+        quote.insurer_id = insurer_id
+        quote.insurer_name = name
+        await self._events.append(event)
+
+    async def _failed(self, insurer_id: str, name: str, reason: int, message: str) -> None:
+        self._tally.answered.add(insurer_id)
+        self._tally.failures.append(reason)
+        event = self._event()
+        event.insurer_failed.CopyFrom(
+            events_pb2.InsurerFailed(insurer_id=insurer_id, insurer_name=name, reason=reason, message=message)
+        )
+        await self._events.append(event)
+
+    async def _finish(self, cancelled: bool) -> int:
+        limit = f"{self.plan.limit_s:g} s"
+        late = [(i, n) for i, n in self.plan.insurers if i not in self._tally.answered]
+        for insurer_id, name in late:
+            if cancelled:
+                await self._failed(insurer_id, name, Reason.FAILURE_REASON_CANCELLED, "the request was cancelled")
+            else:
+                await self._failed(insurer_id, name, Reason.FAILURE_REASON_DEADLINE, f"no offer within the {limit} limit")
+        asked = len(self.plan.insurers)
+        quotes = self._tally.quotes
+        failed = len(self._tally.failures)
+        if cancelled:
+            status, message = Status.SESSION_STATUS_CANCELLED, "The request was cancelled."
+        elif quotes == 0 and asked > 1 and all(r in OUTAGE_REASONS for r in self._tally.failures):
+            status = Status.SESSION_STATUS_UPSTREAM_OUTAGE
+            message = (
+                "No insurer could answer: all of them failed at once, which points to a shared "
+                "outage (such as the national registry). Please try again in a few minutes."
+            )
+        elif late:
+            status = Status.SESSION_STATUS_DEADLINE_EXCEEDED
+            message = f"{quotes} offers from {asked} insurers; {len(late)} did not answer within the {limit} limit."
+        else:
+            status = Status.SESSION_STATUS_COMPLETED
+            message = f"{quotes} offers from {asked} insurers; every insurer answered."
+        event = self._event()
+        event.session_finished.CopyFrom(
+            events_pb2.SessionFinished(
+                status=status, insurers_asked=asked, quotes_received=quotes, insurers_failed=failed, message=message
+            )
+        )
+        await self._events.append(event)
+        return int(status)
+
+
+def session_started(request_id: str, insurers: Sequence[tuple[str, str]], clock: Clock, deadline_wall: datetime) -> events_pb2.QuoteEvent:
+    """The first event of a session."""
+    event = events_pb2.QuoteEvent(request_id=request_id)
+    event.time.FromDatetime(clock.now())
+    started = event.session_started
+    for insurer_id, name in insurers:
+        started.insurers.add(insurer_id=insurer_id, insurer_name=name)
+    started.deadline.FromDatetime(deadline_wall)
+    return event

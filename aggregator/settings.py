@@ -1,0 +1,76 @@
+"""The aggregator's settings, read from an injectable environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from osago_common import insurers
+from osago_common.env import SettingsError, env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class GatewayEndpoint:
+    """Where one insurer's gateway listens."""
+
+    insurer_id: str
+    insurer_name: str
+    target: str
+
+
+@dataclass(frozen=True)
+class AggregatorSettings:
+    # host:port the gRPC server binds (port 0 picks a free one).
+    bind: str = "127.0.0.1:50050"
+    # The insurer gateways, in the order insurers are asked.
+    gateways: tuple[GatewayEndpoint, ...] = field(default_factory=tuple)
+    # Every session ends by this many seconds after it started; a caller may ask for less.
+    session_limit_s: float = 60.0
+    # The gateways are asked to finish this much before the session deadline, so their last
+    # answer reaches the session before it closes.
+    gateway_margin_s: float = 0.25
+    # After a GetQuotes caller goes away, the session keeps running this long for a
+    # StreamQuoteEvents to pick it up; with nobody watching it is then cancelled.
+    orphan_grace_s: float = 5.0
+    # Finished sessions stay readable (snapshot, replay) this long.
+    retention_s: float = 900.0
+    # Concurrent RPCs beyond this get RESOURCE_EXHAUSTED.
+    max_concurrent_rpcs: int = 20_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> AggregatorSettings:
+        settings = cls(
+            bind=env_str(env, "OSAGO_AGGREGATOR_BIND", cls.bind),
+            gateways=parse_gateways(env_str(env, "OSAGO_GATEWAYS", "")) if env.get("OSAGO_GATEWAYS") else (),
+            session_limit_s=env_float(env, "OSAGO_SESSION_LIMIT_S", cls.session_limit_s),
+            gateway_margin_s=env_float(env, "OSAGO_GATEWAY_MARGIN_S", cls.gateway_margin_s),
+            orphan_grace_s=env_float(env, "OSAGO_ORPHAN_GRACE_S", cls.orphan_grace_s),
+            retention_s=env_float(env, "OSAGO_RETENTION_S", cls.retention_s),
+            max_concurrent_rpcs=env_int(env, "OSAGO_MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs),
+        )
+        settings = replace(settings, **overrides)
+        if not settings.gateways:
+            raise SettingsError("OSAGO_GATEWAYS is required (id=host:port,...)")
+        if not 0 < settings.session_limit_s <= 600:
+            raise SettingsError("OSAGO_SESSION_LIMIT_S must be between 0 and 600 seconds")
+        return settings
+
+
+def parse_gateways(spec: str) -> tuple[GatewayEndpoint, ...]:
+    """Parses `id=host:port,id2=host:port`; display names come from the insurer catalogue,
+    or are given as `id:Display Name=host:port`."""
+    endpoints: list[GatewayEndpoint] = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, target = item.partition("=")
+        if not sep or not key or not target:
+            raise SettingsError(f"OSAGO_GATEWAYS: expected id=host:port, got {item!r}")
+        insurer_id, _, name = key.partition(":")
+        if not name:
+            known = insurers.BY_ID.get(insurer_id)
+            name = known.name if known else insurer_id
+        endpoints.append(GatewayEndpoint(insurer_id, name, target))
+    ids = [e.insurer_id for e in endpoints]
+    if len(set(ids)) != len(ids):
+        raise SettingsError("OSAGO_GATEWAYS: an insurer is listed twice")
+    return tuple(endpoints)

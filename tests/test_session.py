@@ -1,0 +1,197 @@
+"""The quote session's logic with a fake clock and scripted gateways: no real waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
+
+from aggregator.eventlog import MemoryEventLog
+from aggregator.session import QuoteSession, SessionPlan, session_started
+from osago_common.clock import FakeClock
+
+Reason = quote_pb2.FailureReason
+Status = events_pb2.SessionStatus
+Update = gateway_service_pb2.RequestOfferResponse
+
+# A script per insurer: (seconds to wait, update to send, an exception to raise, or END to close
+# the stream); a script that does not END keeps the stream open forever.
+END = "end"
+Script = list[tuple[float, Update | Exception | str]]
+
+
+def accepted() -> Update:
+    return Update(accepted=gateway_service_pb2.OfferAccepted(insurer_application_id="app-1"))
+
+
+def pending() -> Update:
+    return Update(pending=gateway_service_pb2.OfferPending(polls=1))
+
+
+def offer(premium: int) -> Update:
+    return Update(offer=quote_pb2.Quote(offer_id=f"offer-{premium}", premium_kopecks=premium, currency="RUB"))
+
+
+def failed(reason: int, message: str = "no") -> Update:
+    return Update(failed=gateway_service_pb2.OfferFailed(reason=reason, message=message))  # type: ignore[arg-type]
+
+
+class ScriptedGateways:
+    def __init__(self, clock: FakeClock, scripts: dict[str, Script]) -> None:
+        self.clock = clock
+        self.scripts = scripts
+        self.timeouts: dict[str, float] = {}
+        self.cancelled: set[str] = set()
+
+    async def request_offer(
+        self, insurer_id: str, request_id: str, application: application_pb2.Application, timeout_s: float
+    ) -> AsyncIterator[Update]:
+        self.timeouts[insurer_id] = timeout_s
+        try:
+            for delay, item in self.scripts[insurer_id]:
+                await self.clock.sleep(delay)
+                if isinstance(item, Exception):
+                    raise item
+                if isinstance(item, str):
+                    return
+                yield item
+            await self.clock.sleep(10_000)  # a gateway that never answers
+        except asyncio.CancelledError:
+            self.cancelled.add(insurer_id)
+            raise
+
+
+async def run(scripts: dict[str, Script], limit: float = 60.0) -> tuple[FakeClock, ScriptedGateways, asyncio.Task[int], MemoryEventLog]:
+    clock = FakeClock()
+    log = MemoryEventLog()
+    gateways = ScriptedGateways(clock, scripts)
+    insurers = tuple((i, i.upper()) for i in scripts)
+    await log.open("r1")
+    await log.append(session_started("r1", insurers, clock, clock.now()))
+    plan = SessionPlan("r1", application_pb2.Application(), insurers, clock.monotonic() + limit, limit)
+    session = QuoteSession(plan, gateways, log, clock, gateway_margin_s=0.25)
+    task = asyncio.create_task(session.run())
+    return clock, gateways, task, log
+
+
+def kinds(events: list[events_pb2.QuoteEvent]) -> list[str]:
+    return [str(e.WhichOneof("payload")) for e in events]
+
+
+async def test_all_insurers_answer_and_session_completes_in_arrival_order() -> None:
+    clock, _, task, log = await run(
+        {
+            "a": [(0.1, accepted()), (3.0, offer(900_000))],
+            "b": [(0.1, accepted()), (1.0, pending()), (1.0, pending()), (0.5, offer(700_000))],
+            "c": [(0.2, accepted()), (9.0, failed(Reason.FAILURE_REASON_DECLINED, "declined by underwriting"))],
+        }
+    )
+    await clock.advance(2.0)
+    assert not task.done()
+    await clock.advance(8.0)
+    assert task.done() and task.result() == Status.SESSION_STATUS_COMPLETED
+    events = await log.read("r1")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert kinds(events)[0] == "session_started" and kinds(events)[-1] == "session_finished"
+    quotes = [e.quote_received.quote for e in events if e.HasField("quote_received")]
+    # b answered at 2.6 s, a at 3.1 s: arrival order, each stamped with its insurer.
+    assert [(q.insurer_id, q.insurer_name, q.premium_kopecks) for q in quotes] == [("b", "B", 700_000), ("a", "A", 900_000)]
+    failed_events = [e.insurer_failed for e in events if e.HasField("insurer_failed")]
+    assert [(f.insurer_id, f.reason, f.message) for f in failed_events] == [
+        ("c", Reason.FAILURE_REASON_DECLINED, "declined by underwriting")
+    ]
+    finished = events[-1].session_finished
+    assert (finished.insurers_asked, finished.quotes_received, finished.insurers_failed) == (3, 2, 1)
+    # The session ended when the last insurer answered (9.2 s), not at the deadline.
+    assert (events[-1].time.ToDatetime().timestamp() - events[0].time.ToDatetime().timestamp()) == pytest.approx(9.2)
+
+
+async def test_repeated_pending_updates_log_only_changes_of_state() -> None:
+    clock, _, task, log = await run({"a": [(0.1, accepted())] + [(1.0, pending())] * 5 + [(1.0, offer(1))]})
+    await clock.advance(10)
+    events = await log.read("r1")
+    states = [e.insurer_progress.state for e in events if e.HasField("insurer_progress")]
+    assert states == [
+        events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_ACCEPTED,
+        events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_PENDING,
+    ]
+    assert task.result() == Status.SESSION_STATUS_COMPLETED
+
+
+async def test_slow_insurer_gets_deadline_and_session_finishes_at_the_deadline() -> None:
+    clock, gateways, task, log = await run(
+        {"fast": [(1.0, offer(500_000))], "slow": [(0.1, accepted()), (90.0, offer(400_000))]}, limit=60.0
+    )
+    await clock.advance(59.9)
+    assert not task.done()
+    await clock.advance(0.1)
+    assert task.done() and task.result() == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+    assert "slow" in gateways.cancelled  # nothing runs on past the deadline
+    # The gateway was told to finish a margin before the session deadline.
+    assert gateways.timeouts["slow"] == pytest.approx(59.75)
+    events = await log.read("r1")
+    late = [e.insurer_failed for e in events if e.HasField("insurer_failed")]
+    assert [(f.insurer_id, f.reason) for f in late] == [("slow", Reason.FAILURE_REASON_DEADLINE)]
+    assert "60 s" in late[0].message
+    finished = events[-1]
+    assert finished.session_finished.status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+    assert finished.time.ToDatetime().timestamp() - events[0].time.ToDatetime().timestamp() == pytest.approx(60.0)
+
+
+async def test_gateway_that_errors_is_reported_and_others_are_not_held_back() -> None:
+    clock, _, task, log = await run(
+        {
+            "broken": [(0.5, RuntimeError("boom"))],
+            "down": [(0.01, failed(Reason.FAILURE_REASON_UNAVAILABLE, "the insurer's service is unavailable"))],
+            "ok": [(2.0, offer(600_000))],
+        }
+    )
+    await clock.advance(2.0)
+    assert task.done()
+    events = await log.read("r1")
+    failures = {e.insurer_failed.insurer_id: e.insurer_failed for e in events if e.HasField("insurer_failed")}
+    assert failures["broken"].reason == Reason.FAILURE_REASON_INTERNAL
+    assert failures["broken"].message == "internal error"  # no internal text leaks
+    assert failures["down"].reason == Reason.FAILURE_REASON_UNAVAILABLE
+    assert events[-1].session_finished.quotes_received == 1
+
+
+async def test_gateway_stream_ending_without_answer_is_a_bad_response() -> None:
+    clock, _, task, log = await run({"a": [(0.1, accepted()), (0.1, END)], "b": [(0.5, offer(1))]})
+    await clock.advance(1.0)
+    assert task.result() == Status.SESSION_STATUS_COMPLETED
+    failures = [e.insurer_failed for e in await log.read("r1") if e.HasField("insurer_failed")]
+    assert [(f.insurer_id, f.reason) for f in failures] == [("a", Reason.FAILURE_REASON_BAD_RESPONSE)]
+
+
+async def test_everyone_failing_at_once_is_one_outage_condition() -> None:
+    scripts: dict[str, Script] = {
+        name: [(0.2, failed(Reason.FAILURE_REASON_INSURER_ERROR, "registry unavailable"))] for name in "abcde"
+    }
+    clock, _, task, log = await run(scripts)
+    await clock.advance(1.0)
+    assert task.result() == Status.SESSION_STATUS_UPSTREAM_OUTAGE
+    finished = (await log.read("r1"))[-1].session_finished
+    assert finished.status == Status.SESSION_STATUS_UPSTREAM_OUTAGE
+    assert "shared outage" in finished.message
+    assert finished.insurers_failed == 5
+
+
+async def test_declines_everywhere_are_not_an_outage() -> None:
+    clock, _, task, _ = await run({n: [(0.2, failed(Reason.FAILURE_REASON_DECLINED))] for n in "ab"})
+    await clock.advance(1.0)
+    assert task.result() == Status.SESSION_STATUS_COMPLETED
+
+
+async def test_cancelled_session_stops_every_insurer_and_logs_cancelled() -> None:
+    clock, gateways, task, log = await run({"a": [(5.0, offer(1))], "b": [(0.1, offer(2))]})
+    await clock.advance(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gateways.cancelled == {"a"}
+    events = await log.read("r1")
+    assert events[-1].session_finished.status == Status.SESSION_STATUS_CANCELLED
+    assert [e.insurer_failed.reason for e in events if e.HasField("insurer_failed")] == [Reason.FAILURE_REASON_CANCELLED]
