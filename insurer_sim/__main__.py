@@ -1,0 +1,17 @@
+"""`python -m insurer_sim`: the simulator as a process, configured by OSAGO_SIM_* variables."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from insurer_sim.config import SimConfig
+from insurer_sim.server import serve_forever
+
+
+def main() -> None:
+    asyncio.run(serve_forever(SimConfig.from_env(os.environ)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The simulator's settings: which insurers it plays, how fast time runs, where it listens.
+
+| variable | default | meaning |
+|---|---|---|
+| `OSAGO_SIM_INSURERS` | `12` | the first N insurers of the catalogue, or catalogue ids: `alfa,vsk` |
+| `OSAGO_SIM_TIME_SCALE` | `1.0` | multiplies every simulated delay (0.01: a 2 s insurer takes 20 ms) |
+| `OSAGO_SIM_SEED` | random | seed of the draws (latency, declines, ids), for reproducible runs |
+| `OSAGO_SIM_HOST` | `127.0.0.1` | address to listen on |
+| `OSAGO_SIM_PORT` | `0` | port to listen on; 0 picks a free one (printed at start) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.insurers import CATALOGUE, InsurerProfile, first, profile
+
+# Insurers whose "ready in" hints are a fixed polling cadence rather than an honest estimate.
+VAGUE_HINTS: frozenset[str] = frozenset({"reso", "vsk", "soglasie", "tstrah", "zetta", "ugoria"})
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    insurers: tuple[InsurerProfile, ...] = CATALOGUE
+    time_scale: float = 1.0
+    seed: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Ids of the insurers that hint a fixed 1 s (× time_scale) instead of the time really left.
+    vague_hints: frozenset[str] = VAGUE_HINTS
+
+    def __post_init__(self) -> None:
+        if not self.insurers:
+            raise ValueError("at least one insurer must be simulated")
+        ids = [p.insurer_id for p in self.insurers]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"insurer ids must be unique: {', '.join(ids)}")
+        if not (self.time_scale > 0 and self.time_scale != float("inf")):
+            raise ValueError(f"time_scale must be a positive finite number, not {self.time_scale}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, not {self.port}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> SimConfig:
+        """Settings from `env` (see the module's table); `overrides` win and skip their variable."""
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown SimConfig fields: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = dict(overrides)
+        if "insurers" not in values:
+            values["insurers"] = _insurers(env_str(env, "OSAGO_SIM_INSURERS", str(len(CATALOGUE))))
+        if "time_scale" not in values:
+            values["time_scale"] = env_float(env, "OSAGO_SIM_TIME_SCALE", 1.0)
+            if values["time_scale"] <= 0:
+                raise SettingsError("OSAGO_SIM_TIME_SCALE must be positive")
+        if "seed" not in values and env.get("OSAGO_SIM_SEED"):
+            values["seed"] = env_int(env, "OSAGO_SIM_SEED", 0)
+        if "host" not in values:
+            values["host"] = env_str(env, "OSAGO_SIM_HOST", "127.0.0.1")
+        if "port" not in values:
+            values["port"] = env_int(env, "OSAGO_SIM_PORT", 0)
+            if not 0 <= values["port"] <= 65535:
+                raise SettingsError("OSAGO_SIM_PORT must be 0..65535")
+        return cls(**values)
+
+
+def _insurers(raw: str) -> tuple[InsurerProfile, ...]:
+    try:
+        if raw.strip().isdigit():
+            return first(int(raw))
+        chosen = tuple(profile(i.strip()) for i in raw.split(",") if i.strip())
+    except (KeyError, ValueError) as exc:
+        raise SettingsError(f"OSAGO_SIM_INSURERS: {exc.args[0]}") from None
+    if not chosen:
+        raise SettingsError("OSAGO_SIM_INSURERS names no insurer")
+    return chosen

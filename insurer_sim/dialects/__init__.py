@@ -1,0 +1,15 @@
+"""The insurer API dialects the simulator speaks, by name (`InsurerProfile.dialect`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from insurer_sim.dialects import calc, rest
+from insurer_sim.dialects.base import Dialect, Reply
+
+DIALECTS: Mapping[str, Dialect] = MappingProxyType(
+    {d.name: d for d in (rest.DIALECT, calc.DIALECT)}
+)
+
+__all__ = ["DIALECTS", "Dialect", "Reply"]

@@ -1,0 +1,226 @@
+"""Simulated insurers, whatever API dialect they speak: each application's outcome (an offer priced
+with the real tariff, or a decline), when it becomes ready, and what a poll sees.
+
+Nothing here knows HTTP: the dialects parse requests into a `Proposal` and render what
+`SimInsurer` answers. All per-insurer state lives in `SimInsurer`, so run-time faults attach there.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from osago_common.clock import Clock
+from osago_common.insurers import InsurerProfile
+from osago_common.tariff import Breakdown, TariffError, TariffInput, base_rate_for, compute_premium
+
+from insurer_sim.config import SimConfig
+from insurer_sim.ledger import IssuedDecline, IssuedOffer, Ledger
+
+# How long an issued offer can be bought (not a simulated delay: not scaled).
+OFFER_VALIDITY = timedelta(hours=24)
+# The polling cadence that insurers with vague hints announce, before time_scale.
+VAGUE_HINT_S = 1.0
+# No hint is shorter than this, whatever time is left.
+MIN_HINT_S = 0.010
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What an insurer needs from a create request, in any dialect."""
+
+    reference: str  # the caller's reference (the aggregator's request id)
+    tariff: TariffInput
+    taxi: bool
+
+
+@dataclass(frozen=True)
+class Offer:
+    offer_id: str
+    breakdown: Breakdown
+
+
+@dataclass(frozen=True)
+class Decline:
+    reason: str
+
+
+@dataclass
+class Application:
+    application_id: str
+    reference: str
+    created_at: float  # clock.monotonic()
+    ready_at: float  # clock.monotonic() from which polls see the outcome
+    outcome: Offer | Decline
+    polls: int = 0
+    last_poll_at: datetime | None = None
+    issued_at: datetime | None = None  # the first poll that returned the outcome
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A poll before the outcome is ready."""
+
+    application: Application
+    hint_s: float  # when to ask again
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A poll that sees the outcome."""
+
+    application: Application
+    outcome: Offer | Decline
+    issued_at: datetime
+
+    @property
+    def valid_until(self) -> datetime:
+        return self.issued_at + OFFER_VALIDITY
+
+
+class SimInsurer:
+    """One insurer: its profile, applications, idempotency keys and counters."""
+
+    def __init__(
+        self,
+        profile: InsurerProfile,
+        *,
+        clock: Clock,
+        ledger: Ledger,
+        time_scale: float,
+        seed: str,
+        honest_hints: bool,
+    ) -> None:
+        self.profile = profile
+        self.applications: dict[str, Application] = {}
+        self.creates = 0  # applications created
+        self.replays = 0  # creates answered from an idempotency key
+        self.polls = 0
+        self._clock = clock
+        self._ledger = ledger
+        self._time_scale = time_scale
+        self._seed = seed
+        self._honest_hints = honest_hints
+        self._by_key: dict[str, str] = {}
+        self._by_offer: dict[str, Application] = {}
+        self._per_reference: Counter[str] = Counter()
+
+    @property
+    def insurer_id(self) -> str:
+        return self.profile.insurer_id
+
+    def create(self, proposal: Proposal, idempotency_key: str | None) -> tuple[Application, bool]:
+        """The application for `proposal`, and whether it is new (False: a replayed key)."""
+        if idempotency_key is not None:
+            known = self._by_key.get(idempotency_key)
+            if known is not None:
+                self.replays += 1
+                return self.applications[known], False
+        # One generator per application, seeded by what identifies it, so outcomes do not depend
+        # on the order concurrent applications arrive in.
+        ordinal = self._per_reference[proposal.reference]
+        self._per_reference[proposal.reference] += 1
+        rng = random.Random(f"{self._seed}/{proposal.reference}/{ordinal}")
+        p = self.profile
+        median = max(p.latency_median_s, 1e-6)
+        delay = rng.lognormvariate(math.log(median), p.latency_sigma) * self._time_scale
+        declined = rng.random() < p.decline_rate
+        application_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        while application_id in self.applications:
+            application_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        offer_id = f"{rng.getrandbits(64):016X}"
+        now = self._clock.monotonic()
+        application = Application(
+            application_id=application_id,
+            reference=proposal.reference,
+            created_at=now,
+            ready_at=now + delay,
+            outcome=self._decide(proposal, declined, offer_id),
+        )
+        self.applications[application_id] = application
+        if isinstance(application.outcome, Offer):
+            self._by_offer[offer_id] = application
+        if idempotency_key is not None:
+            self._by_key[idempotency_key] = application_id
+        self.creates += 1
+        return application, True
+
+    def _decide(self, proposal: Proposal, declined: bool, offer_id: str) -> Offer | Decline:
+        try:
+            base_rate = base_rate_for(self.profile.base_rate_position, proposal.tariff.start_date)
+            breakdown = compute_premium(base_rate, proposal.tariff)
+        except TariffError as exc:
+            return Decline(f"cannot price the application: {exc}")
+        if proposal.taxi and self.profile.declines_taxi:
+            return Decline("taxis are not insured")
+        if declined:
+            return Decline("declined by underwriting")
+        return Offer(offer_id, breakdown)
+
+    def hint_s(self, application: Application) -> float:
+        """When to ask again: the time really left, or a fixed cadence for vague insurers."""
+        if self._honest_hints:
+            left = application.ready_at - self._clock.monotonic()
+        else:
+            left = VAGUE_HINT_S * self._time_scale
+        return max(MIN_HINT_S, left)
+
+    def poll(self, application_id: str) -> Pending | Ready | None:
+        """What a poll of `application_id` sees (None: no such application); the first poll that
+        sees the outcome issues it, into the ledger."""
+        application = self.applications.get(application_id)
+        if application is None:
+            return None
+        now = self._clock.now()
+        self.polls += 1
+        application.polls += 1
+        application.last_poll_at = now
+        if self._clock.monotonic() < application.ready_at:
+            return Pending(application, self.hint_s(application))
+        if application.issued_at is None:
+            application.issued_at = now
+            self._ledger.record(self._issued(application, now))
+        return Ready(application, application.outcome, application.issued_at)
+
+    def _issued(self, application: Application, now: datetime) -> IssuedOffer | IssuedDecline:
+        outcome = application.outcome
+        if isinstance(outcome, Offer):
+            return IssuedOffer(
+                self.insurer_id, application.application_id, outcome.offer_id,
+                application.reference, outcome.breakdown.premium_kopecks, now,
+            )
+        return IssuedDecline(
+            self.insurer_id, application.application_id, application.reference, outcome.reason, now
+        )
+
+    def issued_offer(self, offer_id: str) -> Application | None:
+        """The application whose offer `offer_id` has been issued, if any."""
+        application = self._by_offer.get(offer_id)
+        if application is None or application.issued_at is None:
+            return None
+        return application
+
+
+class Simulation:
+    """Every simulated insurer of one server, and the ledger they share."""
+
+    def __init__(self, config: SimConfig, clock: Clock) -> None:
+        seed = config.seed if config.seed is not None else random.SystemRandom().getrandbits(64)
+        self.config = config
+        self.clock = clock
+        self.ledger = Ledger()
+        self.insurers: dict[str, SimInsurer] = {
+            p.insurer_id: SimInsurer(
+                p,
+                clock=clock,
+                ledger=self.ledger,
+                time_scale=config.time_scale,
+                seed=f"{seed}/{p.insurer_id}",
+                honest_hints=p.insurer_id not in config.vague_hints,
+            )
+            for p in config.insurers
+        }
