@@ -1,0 +1,128 @@
+"""What every insurer API dialect provides: building the two HTTP calls (create an application,
+poll it) and reading their answers into a few plain outcomes. Pure code: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+
+class BadResponse(Exception):
+    """The insurer answered something off its API's schema. The message names what was wrong,
+    never the data sent (it may hold personal data)."""
+
+
+class InvalidApplication(ValueError):
+    """The application cannot be written in the insurer's dialect; `field` is its path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One HTTP request to the insurer; `path` is relative to the insurer's base URL."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """One HTTP response; header names are lower-case."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Created:
+    """The insurer accepted the application; poll it after `poll_hint_s` seconds if given."""
+
+    application_id: str
+    poll_hint_s: float | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The insurer refused the application's data; `field` is the insurer's name of the field."""
+
+    field: str
+
+
+@dataclass(frozen=True)
+class NotReady:
+    """The insurer is still computing; poll again after `poll_hint_s` seconds if given."""
+
+    poll_hint_s: float | None
+
+
+@dataclass(frozen=True)
+class NotFound:
+    """The insurer does not know the application polled."""
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The tariff coefficients of an offer (ТБ in kopecks, the rest exact decimals)."""
+
+    base_rate_kopecks: int
+    kt: Decimal
+    kbm: Decimal
+    kvs: Decimal
+    ko: Decimal
+    km: Decimal
+    ks: Decimal
+    kn: Decimal
+    kp: Decimal
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The insurer's offer."""
+
+    offer_id: str
+    premium_kopecks: int
+    currency: str
+    breakdown: Breakdown
+    valid_until: datetime
+    purchase_url: str
+
+
+@dataclass(frozen=True)
+class Declined:
+    """The insurer declined the application; `reason` is its own words."""
+
+    reason: str
+
+
+CreateOutcome = Created | Rejected
+PollOutcome = NotReady | Offer | Declined | NotFound
+
+
+class Dialect(Protocol):
+    """One insurer API dialect. `application` is an osago.v1.Application message."""
+
+    name: str
+
+    def create_request(
+        self, ref: str, idempotency_key: str, application: Any, start_date: date
+    ) -> HttpCall:
+        """The call creating the application; raises InvalidApplication."""
+
+    def parse_create(self, response: HttpResponse) -> CreateOutcome:
+        """Reads the answer to the create call (status below 500, not 429); raises BadResponse."""
+
+    def poll_request(self, application_id: str) -> HttpCall:
+        """The call asking for the application's state."""
+
+    def parse_poll(self, response: HttpResponse) -> PollOutcome:
+        """Reads the answer to a poll (status below 500, not 429); raises BadResponse."""

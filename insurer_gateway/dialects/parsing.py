@@ -1,0 +1,129 @@
+"""Strict readers for insurer JSON bodies: every miss raises BadResponse naming the field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, NoReturn
+
+from insurer_gateway.dialects.base import BadResponse
+
+# Identifiers and texts the insurer sends back are bounded, so a broken insurer cannot flood
+# logs, events and the customer's page.
+MAX_ID_CHARS = 200
+MAX_TEXT_CHARS = 500
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; numbers with a fraction become Decimal, never float."""
+    try:
+        value = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        raise BadResponse("body is not JSON") from None
+    if not isinstance(value, dict):
+        raise BadResponse("body is not a JSON object")
+    return value
+
+
+def get_obj(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if not isinstance(value, dict):
+        raise BadResponse(f"{key!r} is not an object")
+    return value
+
+
+def get_str(obj: Mapping[str, Any], key: str, *, limit: int = MAX_ID_CHARS) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise BadResponse(f"{key!r} is not a non-empty string")
+    if len(value) > limit:
+        raise BadResponse(f"{key!r} is longer than {limit} characters")
+    return value
+
+
+def opt_str(obj: Mapping[str, Any], key: str, *, limit: int = MAX_TEXT_CHARS) -> str:
+    """A string field that may be missing or empty; over-long text is cut, not refused."""
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadResponse(f"{key!r} is not a string")
+    return value.strip()[:limit]
+
+
+def get_int(obj: Mapping[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadResponse(f"{key!r} is not an integer")
+    return value
+
+
+def get_decimal(obj: Mapping[str, Any], key: str) -> Decimal:
+    """A positive decimal written as a string ("1.17") or a JSON number."""
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise BadResponse(f"{key!r} is not a decimal")
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise BadResponse(f"{key!r} is not a decimal") from None
+    if not number.is_finite() or number <= 0:
+        raise BadResponse(f"{key!r} is not a positive number")
+    return number
+
+
+def get_datetime(obj: Mapping[str, Any], key: str) -> datetime:
+    """An ISO 8601 moment with a time zone (a naive one is ambiguous, so refused)."""
+    raw = get_str(obj, key)
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadResponse(f"{key!r} is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise BadResponse(f"{key!r} has no time zone")
+    return moment
+
+
+def roubles_to_kopecks(amount: Decimal, key: str) -> int:
+    """Exact conversion of a rouble amount with at most two decimals."""
+    kopecks = amount * 100
+    if kopecks != kopecks.to_integral_value():
+        raise BadResponse(f"{key!r} has fractions of a kopeck")
+    return int(kopecks)
+
+
+def positive_int(obj: Mapping[str, Any], key: str) -> int:
+    value = get_int(obj, key)
+    if value <= 0:
+        raise BadResponse(f"{key!r} is not positive")
+    return value
+
+
+def ms_hint(obj: Mapping[str, Any], key: str) -> float | None:
+    """An optional "come back in N ms" hint, in seconds."""
+    if obj.get(key) is None:
+        return None
+    value = get_int(obj, key)
+    if value < 0:
+        raise BadResponse(f"{key!r} is negative")
+    return value / 1000.0
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After in seconds; an HTTP-date or garbage is ignored (the caller's default applies)."""
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw.strip())
+    except ValueError:
+        return None
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        return None
+    return seconds

@@ -1,0 +1,84 @@
+"""Running the gateway: one HTTP session toward the insurer, one grpc.aio server with health and
+reflection, opened in `start` and closed in `stop`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+from osago.v1 import gateway_service_pb2_grpc
+
+from insurer_gateway.dialects import DIALECTS
+from insurer_gateway.offers import OfferFlow
+from insurer_gateway.servicer import SERVICE_NAME, GatewayServicer
+from insurer_gateway.settings import GatewaySettings
+from insurer_gateway.transport import AiohttpTransport, open_session
+from osago_common.clock import SYSTEM_CLOCK, Clock
+from osago_common.grpc_server import ServiceServer
+
+
+class GatewayService:
+    """One insurer's gateway service."""
+
+    def __init__(self, settings: GatewaySettings, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._stack = contextlib.AsyncExitStack()
+        self._server: ServiceServer | None = None
+        self.servicer: GatewayServicer | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Opens the HTTP session, starts serving and returns the bound port."""
+        if self._server is not None:
+            raise RuntimeError("gateway already started")
+        s = self.settings
+        try:
+            session = open_session(s)
+            self._stack.push_async_callback(session.close)
+            transport = AiohttpTransport(session, s.base_url)
+            flow = OfferFlow(s, DIALECTS[s.dialect], transport, self._clock)
+            self.servicer = GatewayServicer(s, flow, self._clock, self._clock.now())
+            server = ServiceServer(s.bind)
+            gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(self.servicer, server.server)
+            server.add_service_name(SERVICE_NAME)
+            self._server = server
+            self.port = await server.start()
+        except BaseException:
+            await self.stop(0)
+            raise
+        return self.port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Reports NOT_SERVING, lets calls run for `grace` seconds, cancels the rest, then closes
+        the HTTP session. Safe to call twice."""
+        server, self._server = self._server, None
+        try:
+            if server is not None:
+                await server.stop(grace)
+        finally:
+            await self._stack.aclose()
+
+
+async def serve_forever(settings: GatewaySettings) -> None:
+    """Runs the gateway until SIGTERM, SIGINT or cancellation; prints one `listening` line."""
+    service = GatewayService(settings)
+    port = await service.start()
+    try:
+        host = settings.bind.rsplit(":", 1)[0]
+        print(f"listening {host}:{port}", flush=True)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
+            loop.add_signal_handler(sig, stopping.set)
+        try:
+            await stopping.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+    finally:
+        await service.stop()
+    sys.stdout.flush()

@@ -1,0 +1,178 @@
+"""The thin gRPC face of the gateway: protobuf in, updates of the offer flow out, errors mapped
+at this one boundary. Personal data (names, licences, VIN) never reaches logs or statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from osago.v1 import gateway_service_pb2, quote_pb2
+
+from insurer_gateway.dialects import HttpCall, InvalidApplication, Offer
+from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
+from insurer_gateway.settings import GatewaySettings
+from osago_common.clock import Clock
+
+SERVICE_NAME = "osago.v1.InsurerGatewayService"
+MAX_REQUEST_ID_CHARS = 128
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GatewayStats:
+    """Counters reported by GetGatewayStatus."""
+
+    in_flight: int = 0
+    requests_total: int = 0
+    offers_total: int = 0
+    failures_total: int = 0
+
+
+class GatewayServicer:
+    """osago.v1.InsurerGatewayService."""
+
+    def __init__(
+        self, settings: GatewaySettings, flow: OfferFlow, clock: Clock, started_at: datetime
+    ) -> None:
+        self._settings = settings
+        self._flow = flow
+        self._clock = clock
+        self._started_at = started_at
+        self.stats = GatewayStats()
+
+    async def RequestOffer(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        """Streams accepted → pending… → offer | failed. A cancelled call stops at once: the
+        cancellation reaches the sleep or HTTP call in progress, which closes its connection."""
+        stats = self.stats
+        stats.requests_total += 1
+        stats.in_flight += 1
+        got_offer = False
+        try:
+            create = await self._prepare(request, context)
+            deadline = self._deadline(context)
+            async with contextlib.aclosing(self._flow.run(create, deadline)) as updates:
+                async for update in updates:
+                    got_offer = got_offer or isinstance(update, Offer)
+                    self._log(request.request_id, update)
+                    yield self._to_proto(update)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            trace_id = uuid.uuid4().hex
+            # The exception's text may quote application data: log its type and stack only.
+            log.error(
+                "RequestOffer failed: trace_id=%s request_id=%s error=%s\n%s",
+                trace_id, request.request_id, type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            await context.abort(grpc.StatusCode.UNKNOWN, "internal error")
+        finally:
+            stats.in_flight -= 1
+            if got_offer:
+                stats.offers_total += 1
+            else:
+                stats.failures_total += 1
+
+    async def GetGatewayStatus(self, request: Any, context: Any) -> Any:
+        s, stats = self._settings, self.stats
+        response = gateway_service_pb2.GetGatewayStatusResponse(
+            insurer=quote_pb2.InsurerRef(insurer_id=s.insurer_id, insurer_name=s.insurer_name),
+            dialect=s.dialect,
+            base_url=s.base_url,
+            breaker_state=gateway_service_pb2.BREAKER_STATE_CLOSED,
+            in_flight=stats.in_flight,
+            requests_total=stats.requests_total,
+            offers_total=stats.offers_total,
+            failures_total=stats.failures_total,
+            retries_total=0,
+            rejected_by_breaker_total=0,
+        )
+        response.started_at.FromDatetime(self._started_at)
+        return response
+
+    async def _prepare(self, request: Any, context: Any) -> HttpCall:
+        """The insurer's create call, or INVALID_ARGUMENT with field violations."""
+        violations: list[tuple[str, str]] = []
+        request_id: str = request.request_id
+        if not request_id:
+            violations.append(("request_id", "required"))
+        elif len(request_id) > MAX_REQUEST_ID_CHARS or not all("!" <= c <= "~" for c in request_id):
+            violations.append(("request_id", f"at most {MAX_REQUEST_ID_CHARS} printable ASCII characters"))
+        if not request.HasField("application"):
+            violations.append(("application", "required"))
+        if not violations:
+            try:
+                return self._flow.prepare(request_id, request.application)
+            except InvalidApplication as exc:
+                violations.append((f"application.{exc.field}", exc.message))
+        await _abort_invalid(context, violations)
+
+    def _deadline(self, context: Any) -> float:
+        """The call's deadline on the clock's scale, a little early so the last message arrives."""
+        s = self._settings
+        remaining = context.time_remaining()
+        budget = s.max_call_s if remaining is None else min(float(remaining), s.max_call_s)
+        return self._clock.monotonic() + budget - s.deadline_margin_s
+
+    def _to_proto(self, update: Update) -> Any:
+        Response = gateway_service_pb2.RequestOfferResponse
+        if isinstance(update, Accepted):
+            return Response(
+                accepted=gateway_service_pb2.OfferAccepted(insurer_application_id=update.application_id)
+            )
+        if isinstance(update, Pending):
+            return Response(pending=gateway_service_pb2.OfferPending(polls=update.polls))
+        if isinstance(update, Failed):
+            reason = quote_pb2.FailureReason.Value(f"FAILURE_REASON_{update.reason.name}")
+            return Response(failed=gateway_service_pb2.OfferFailed(reason=reason, message=update.message))
+        return Response(offer=self._quote(update))
+
+    def _quote(self, offer: Offer) -> Any:
+        b = offer.breakdown
+        quote = quote_pb2.Quote(
+            insurer_id=self._settings.insurer_id,
+            insurer_name=self._settings.insurer_name,
+            offer_id=offer.offer_id,
+            premium_kopecks=offer.premium_kopecks,
+            currency=offer.currency,
+            breakdown=quote_pb2.CoefficientBreakdown(
+                base_rate_kopecks=b.base_rate_kopecks,
+                kt=float(b.kt), kbm=float(b.kbm), kvs=float(b.kvs), ko=float(b.ko),
+                km=float(b.km), ks=float(b.ks), kn=float(b.kn), kp=float(b.kp),
+            ),
+            purchase_url=offer.purchase_url,
+        )
+        quote.valid_until.FromDatetime(offer.valid_until)
+        return quote
+
+    def _log(self, request_id: str, update: Update) -> None:
+        insurer = self._settings.insurer_id
+        if isinstance(update, Failed):
+            log.info("no offer: request_id=%s insurer=%s reason=%s detail=%s",
+                     request_id, insurer, update.reason.name, update.detail)
+        elif isinstance(update, Offer):
+            log.debug("offer: request_id=%s insurer=%s offer_id=%s", request_id, insurer, update.offer_id)
+
+
+async def _abort_invalid(context: Any, violations: list[tuple[str, str]]) -> NoReturn:
+    """Ends the call with INVALID_ARGUMENT and google.rpc.BadRequest field violations."""
+    bad_request = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
+        ]
+    )
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="invalid request")
+    status.details.add().Pack(bad_request)
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort returned")  # pragma: no cover

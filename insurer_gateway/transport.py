@@ -1,0 +1,69 @@
+"""The one place HTTP calls to the insurer are made (aiohttp). Retries, the circuit breaker and
+the rate limit wrap `AiohttpTransport.__call__`."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from insurer_gateway.dialects import HttpCall, HttpResponse
+from insurer_gateway.offers import HttpProtocolError, HttpTimeout, HttpUnavailable
+from insurer_gateway.settings import GatewaySettings
+
+# Insurer answers are a few kilobytes; a larger body is a broken insurer.
+MAX_BODY_BYTES = 1 << 20
+
+
+def open_session(settings: GatewaySettings) -> aiohttp.ClientSession:
+    """The gateway's one HTTP client session (its connection pool toward the insurer)."""
+    connector = aiohttp.TCPConnector(limit=settings.http_max_connections)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=settings.http_timeout_s),
+        raise_for_status=False,
+    )
+
+
+class AiohttpTransport:
+    """Makes an `HttpCall` against the insurer's base URL within a total timeout."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+
+    async def __call__(self, call: HttpCall, timeout: float) -> HttpResponse:
+        url = self._base_url + call.path
+        try:
+            # Leaving the block (normally, by error or by cancellation) releases or closes the
+            # connection, so a cancelled call stops at once.
+            async with self._session.request(
+                call.method,
+                url,
+                json=call.json,
+                headers=dict(call.headers),
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as response:
+                body = await _read(response)
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                return HttpResponse(response.status, headers, body)
+        except TimeoutError:
+            raise HttpTimeout(f"{call.method} timed out after {timeout:.3g} s") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise HttpUnavailable(f"{call.method}: {type(exc).__name__}") from None
+        except aiohttp.ClientResponseError as exc:
+            raise HttpProtocolError(f"{call.method}: invalid HTTP response ({exc.status})") from None
+        except aiohttp.ClientError as exc:
+            raise HttpUnavailable(f"{call.method}: {type(exc).__name__}") from None
+
+
+async def _read(response: aiohttp.ClientResponse) -> bytes:
+    if response.content_length is not None and response.content_length > MAX_BODY_BYTES:
+        raise HttpProtocolError(f"body of {response.content_length} bytes is too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HttpProtocolError("body is too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
