@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -41,9 +42,11 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
             await abort_for(context, error)
         finished = False
         try:
-            async for event in guarded_stream(context, self._aggregator.events(record.request_id, 0)):
-                yield pb.GetQuotesResponse(event=event)
-                finished = event.WhichOneof("payload") == "session_finished"
+            # aclosing: the event stream stops watching at once when the caller goes away.
+            async with contextlib.aclosing(self._aggregator.events(record.request_id, 0)) as events:
+                async for event in guarded_stream(context, events):
+                    yield pb.GetQuotesResponse(event=event)
+                    finished = event.WhichOneof("payload") == "session_finished"
         finally:
             if not finished:
                 self._aggregator.release(record.request_id)
@@ -65,5 +68,6 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
     async def StreamQuoteEvents(
         self, request: pb.StreamQuoteEventsRequest, context: Context
     ) -> AsyncIterator[pb.StreamQuoteEventsResponse]:
-        async for event in guarded_stream(context, self._aggregator.events(request.request_id, request.after_seq)):
-            yield pb.StreamQuoteEventsResponse(event=event)
+        async with contextlib.aclosing(self._aggregator.events(request.request_id, request.after_seq)) as events:
+            async for event in guarded_stream(context, events):
+                yield pb.StreamQuoteEventsResponse(event=event)

@@ -174,6 +174,9 @@ class QuoteSession:
                 await self._failed(insurer_id, name, Reason.FAILURE_REASON_DEADLINE, f"no offer within the {limit} limit")
         asked = len(self.plan.insurers)
         quotes = self._tally.quotes
+        # Gateways end their own calls just before the deadline, so some "late" insurers were
+        # already reported DEADLINE by their gateway.
+        out_of_time = self._tally.failures.count(Reason.FAILURE_REASON_DEADLINE)
         failed = len(self._tally.failures)
         if cancelled:
             status, message = Status.SESSION_STATUS_CANCELLED, "The request was cancelled."
@@ -183,9 +186,9 @@ class QuoteSession:
                 "No insurer could answer: all of them failed at once, which points to a shared "
                 "outage (such as the national registry). Please try again in a few minutes."
             )
-        elif late:
+        elif out_of_time:
             status = Status.SESSION_STATUS_DEADLINE_EXCEEDED
-            message = f"{quotes} offers from {asked} insurers; {len(late)} did not answer within the {limit} limit."
+            message = f"{quotes} offers from {asked} insurers; {out_of_time} did not answer within the {limit} limit."
         else:
             status = Status.SESSION_STATUS_COMPLETED
             message = f"{quotes} offers from {asked} insurers; every insurer answered."

@@ -29,7 +29,7 @@ class AggregatorSettings:
     session_limit_s: float = 60.0
     # The gateways are asked to finish this much before the session deadline, so their last
     # answer reaches the session before it closes.
-    gateway_margin_s: float = 0.25
+    gateway_margin_s: float = 0.1
     # After a GetQuotes caller goes away, the session keeps running this long for a
     # StreamQuoteEvents to pick it up; with nobody watching it is then cancelled.
     orphan_grace_s: float = 5.0

@@ -1,0 +1,134 @@
+"""The `osago` command: run the mesh or any one service, and ask for quotes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from osago_common.env import SettingsError
+
+DEFAULT_TARGET = "127.0.0.1:50050"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osago", description="OSAGO quote aggregator")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the whole mesh on this machine")
+    up.add_argument("--insurers", type=int, default=12, help="simulated insurers (default 12)")
+    up.add_argument("--time-scale", type=float, default=1.0, help="multiplies every simulated delay")
+    up.add_argument("--host", default="127.0.0.1", help="interface every service binds")
+    up.add_argument("--aggregator-port", type=int, default=50050, help="0 picks a free port")
+    up.add_argument("--sim-port", type=int, default=0, help="0 picks a free port")
+    up.add_argument("--session-limit", type=float, default=None, help="seconds (default 60)")
+    up.add_argument("--seed", type=int, default=None, help="simulator random seed")
+
+    commands.add_parser("aggregator", help="run the aggregator (OSAGO_AGGREGATOR_*, OSAGO_GATEWAYS)")
+
+    gateway = commands.add_parser("gateway", help="run one insurer's gateway (OSAGO_GATEWAY_*)")
+    gateway.add_argument("--insurer", help="insurer id (OSAGO_GATEWAY_INSURER)")
+    gateway.add_argument("--base-url", help="insurer API base URL (OSAGO_GATEWAY_BASE_URL)")
+    gateway.add_argument("--bind", help="host:port (OSAGO_GATEWAY_BIND)")
+
+    sim = commands.add_parser("sim", help="run the insurer simulator (OSAGO_SIM_*)")
+    sim.add_argument("--insurers", type=int, help="simulated insurers (OSAGO_SIM_INSURERS)")
+    sim.add_argument("--time-scale", type=float, help="delay multiplier (OSAGO_SIM_TIME_SCALE)")
+    sim.add_argument("--port", type=int, help="port (OSAGO_SIM_PORT)")
+    sim.add_argument("--host", help="interface (OSAGO_SIM_HOST)")
+    sim.add_argument("--seed", type=int, help="random seed (OSAGO_SIM_SEED)")
+
+    quote = commands.add_parser("quote", help="ask for quotes and watch them arrive")
+    quote.add_argument("--file", required=True, help="application JSON (protobuf JSON mapping)")
+    quote.add_argument("--target", default=os.environ.get("OSAGO_TARGET", DEFAULT_TARGET), help="aggregator host:port")
+    quote.add_argument("--json", action="store_true", help="print one JSON object per event")
+    quote.add_argument("--time-limit", type=float, default=None, help="ask for a shorter session (seconds)")
+    return parser
+
+
+def _overrides(**values: object) -> dict[str, object]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _run(args: argparse.Namespace) -> int:
+    env = os.environ
+    if args.command == "up":
+        from osago_cli.up import MeshOptions, run_mesh
+
+        return asyncio.run(
+            run_mesh(
+                MeshOptions(
+                    insurers=args.insurers,
+                    time_scale=args.time_scale,
+                    host=args.host,
+                    aggregator_port=args.aggregator_port,
+                    sim_port=args.sim_port,
+                    session_limit_s=args.session_limit,
+                    seed=args.seed,
+                )
+            )
+        )
+    if args.command == "aggregator":
+        from aggregator.service import serve_forever as serve_aggregator
+        from aggregator.settings import AggregatorSettings
+
+        asyncio.run(serve_aggregator(AggregatorSettings.from_env(env)))
+        return 0
+    if args.command == "gateway":
+        from insurer_gateway.service import serve_forever as serve_gateway
+        from insurer_gateway.settings import GatewaySettings
+
+        gateway_env = dict(env)
+        for name, value in (
+            ("OSAGO_GATEWAY_INSURER", args.insurer),
+            ("OSAGO_GATEWAY_BASE_URL", args.base_url),
+            ("OSAGO_GATEWAY_BIND", args.bind),
+        ):
+            if value:
+                gateway_env[name] = value
+        asyncio.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
+        return 0
+    if args.command == "sim":
+        from insurer_sim.config import SimConfig
+        from insurer_sim.server import serve_forever as serve_sim
+
+        sim_env = dict(env)
+        for name, value in (
+            ("OSAGO_SIM_INSURERS", args.insurers),
+            ("OSAGO_SIM_TIME_SCALE", args.time_scale),
+            ("OSAGO_SIM_PORT", args.port),
+            ("OSAGO_SIM_HOST", args.host),
+            ("OSAGO_SIM_SEED", args.seed),
+        ):
+            if value is not None:
+                sim_env[name] = str(value)
+        asyncio.run(serve_sim(SimConfig.from_env(sim_env)))
+        return 0
+    if args.command == "quote":
+        from osago_cli.quote import run_quote
+
+        return asyncio.run(run_quote(args.file, args.target, args.json, time_limit_s=args.time_limit))
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("OSAGO_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _run(args)
+    except SettingsError as error:
+        print(f"osago {args.command}: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
