@@ -8,8 +8,8 @@ import collections
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
-from datetime import timedelta, timezone
+from collections.abc import AsyncGenerator, Callable
+from datetime import date, timedelta, timezone
 
 from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2
 
@@ -82,6 +82,7 @@ class Aggregator:
         if violations:
             raise InvalidRequest(violations)
         assert application is not None
+        application = normalised(application, self._clock.now().astimezone(MOSCOW).date())
         limit = min(self._settings.session_limit_s, time_limit_s or self._settings.session_limit_s)
         now = self._clock.now()
         record = RequestRecord(
@@ -127,7 +128,7 @@ class Aggregator:
             wait = self._expiry[0][0] - now if self._expiry else self._settings.retention_s
             await self._clock.sleep(min(max(wait, 0.0), 30.0))
 
-    async def events(self, request_id: str, after_seq: int) -> AsyncIterator[events_pb2.QuoteEvent]:
+    async def events(self, request_id: str, after_seq: int) -> AsyncGenerator[events_pb2.QuoteEvent, None]:
         """Replays the events after `after_seq`, then follows the session to its end."""
         if after_seq < 0:
             raise InvalidRequest([FieldViolation("after_seq", "must not be negative")])
@@ -186,6 +187,18 @@ class Aggregator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def normalised(application: application_pb2.Application, today: date) -> application_pb2.Application:
+    """The application every insurer is sent: defaults made explicit, so all insurers quote the
+    same policy (an empty start date means tomorrow, Moscow time; no months of use means 12)."""
+    result = application_pb2.Application()
+    result.CopyFrom(application)
+    if not result.policy_start_date:
+        result.policy_start_date = (today + timedelta(days=1)).isoformat()
+    if result.usage_months == 0:
+        result.usage_months = 12
+    return result
 
 
 def fold(record: RequestRecord, logged: list[events_pb2.QuoteEvent]) -> aggregator_service_pb2.QuoteRequest:
