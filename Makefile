@@ -37,7 +37,7 @@ demo: setup
 unit: setup
 	$(PY) -m pytest -q -m "not functional"
 
-test: setup check-generated lint
+test: setup check-generated lint typecheck
 	$(PY) -m pytest -q
 
 clean:
