@@ -9,6 +9,8 @@ import grpc
 from osago.v1 import application_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from aggregator.settings import GatewayEndpoint
+from insurer_gateway.breaker import BreakerConfig, CircuitBreaker
+from osago_common.clock import SYSTEM_CLOCK, Clock
 
 Reason = quote_pb2.FailureReason
 
@@ -58,12 +60,25 @@ def failed(reason: int, message: str) -> gateway_service_pb2.RequestOfferRespons
     )
 
 
-class GrpcGateways:
-    """An OfferSource over the gateways' gRPC services."""
+# Transport failures that say the gateway itself is unwell (insurer failures come in-band).
+_GATEWAY_FAILURES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNIMPLEMENTED}
+)
 
-    def __init__(self, endpoints: tuple[GatewayEndpoint, ...]) -> None:
+
+class GrpcGateways:
+    """An OfferSource over the gateways' gRPC services, with a circuit breaker per gateway so a
+    gateway that keeps failing is reported unavailable at once instead of being called."""
+
+    def __init__(
+        self,
+        endpoints: tuple[GatewayEndpoint, ...],
+        breaker: BreakerConfig | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, gateway_service_pb2_grpc.InsurerGatewayServiceStub] = {}
+        self.breakers = {e.insurer_id: CircuitBreaker(breaker or BreakerConfig(), clock) for e in endpoints}
         for endpoint in endpoints:
             channel = grpc.aio.insecure_channel(endpoint.target, options=CHANNEL_OPTIONS)
             self._channels[endpoint.insurer_id] = channel
@@ -72,19 +87,32 @@ class GrpcGateways:
     async def request_offer(
         self, insurer_id: str, request_id: str, application: application_pb2.Application, timeout_s: float
     ) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
+        permit = self.breakers[insurer_id].try_acquire()
+        if permit is None:
+            yield failed(Reason.FAILURE_REASON_UNAVAILABLE, "the insurer's service is unavailable right now")
+            return
         call = self._stubs[insurer_id].RequestOffer(
             gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=application),
             timeout=timeout_s,
         )
+        answered = False
         try:
             async for update in call:
+                if not answered:
+                    answered = True
+                    permit.success(permit.elapsed)  # the gateway answers: it is healthy
                 yield update
         except grpc.aio.AioRpcError as error:
+            # A gateway that never said a word before the deadline is as unwell as a refused one.
+            silent_timeout = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and not answered
+            if error.code() in _GATEWAY_FAILURES or silent_timeout:
+                permit.failure(permit.elapsed)
             reason, message = _FAILURES.get(
                 error.code(), (Reason.FAILURE_REASON_INTERNAL, "the insurer's service failed")
             )
             yield failed(reason, message)
         finally:
+            permit.release()
             call.cancel()
 
     async def status(self, insurer_id: str, timeout_s: float = 2.0) -> gateway_service_pb2.GetGatewayStatusResponse:

@@ -35,7 +35,7 @@ class AggregatorService:
         self.port = 0
 
     async def start(self) -> int:
-        gateways = GrpcGateways(self.settings.gateways)
+        gateways = GrpcGateways(self.settings.gateways, self.settings.breaker(), self._clock)
         self._stack.push_async_callback(gateways.close)
         self.aggregator = Aggregator(self.settings, gateways, MemoryRequestStore(), MemoryEventLog(), self._clock)
         self._stack.push_async_callback(self.aggregator.close)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from insurer_gateway.breaker import BreakerConfig
 from osago_common import insurers
 from osago_common.env import SettingsError, env_float, env_int, env_str
 
@@ -37,6 +38,12 @@ class AggregatorSettings:
     retention_s: float = 900.0
     # Concurrent RPCs beyond this get RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 20_000
+    # The breaker per gateway: over the last `breaker_window` calls, once `breaker_min_calls`
+    # were made, a failure rate at or above `breaker_failure_rate` opens it for `breaker_open_s`.
+    breaker_window: int = 10
+    breaker_min_calls: int = 3
+    breaker_failure_rate: float = 0.5
+    breaker_open_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> AggregatorSettings:
@@ -48,13 +55,29 @@ class AggregatorSettings:
             orphan_grace_s=env_float(env, "OSAGO_ORPHAN_GRACE_S", cls.orphan_grace_s),
             retention_s=env_float(env, "OSAGO_RETENTION_S", cls.retention_s),
             max_concurrent_rpcs=env_int(env, "OSAGO_MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs),
+            breaker_window=env_int(env, "OSAGO_AGGREGATOR_BREAKER_WINDOW", cls.breaker_window),
+            breaker_min_calls=env_int(env, "OSAGO_AGGREGATOR_BREAKER_MIN_CALLS", cls.breaker_min_calls),
+            breaker_failure_rate=env_float(env, "OSAGO_AGGREGATOR_BREAKER_FAILURE_RATE", cls.breaker_failure_rate),
+            breaker_open_s=env_float(env, "OSAGO_AGGREGATOR_BREAKER_OPEN_S", cls.breaker_open_s),
         )
         settings = replace(settings, **overrides)
         if not settings.gateways:
             raise SettingsError("OSAGO_GATEWAYS is required (id=host:port,...)")
         if not 0 < settings.session_limit_s <= 600:
             raise SettingsError("OSAGO_SESSION_LIMIT_S must be between 0 and 600 seconds")
+        try:
+            settings.breaker()
+        except ValueError as error:
+            raise SettingsError(f"OSAGO_AGGREGATOR_BREAKER_*: {error}") from None
         return settings
+
+    def breaker(self) -> BreakerConfig:
+        return BreakerConfig(
+            window_size=self.breaker_window,
+            minimum_calls=self.breaker_min_calls,
+            failure_rate_threshold=self.breaker_failure_rate,
+            open_duration_s=self.breaker_open_s,
+        )
 
 
 def parse_gateways(spec: str) -> tuple[GatewayEndpoint, ...]:

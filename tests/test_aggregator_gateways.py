@@ -1,0 +1,77 @@
+"""The aggregator's gateway client against real sockets: failing gateways are reported fast,
+and once one keeps failing its breaker answers without calling it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from osago.v1 import gateway_service_pb2, quote_pb2
+
+from aggregator.gateways import GrpcGateways
+from aggregator.settings import GatewayEndpoint
+from insurer_gateway.breaker import BreakerConfig, BreakerState
+from tests.conftest import load_example
+
+pytestmark = pytest.mark.functional
+Reason = quote_pb2.FailureReason
+
+
+@pytest.fixture
+async def blackhole() -> AsyncIterator[tuple[int, list[int]]]:
+    """A TCP port that accepts connections and never says a word; counts the connections."""
+    accepted: list[int] = []
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield port, accepted
+    for writer in held:
+        writer.close()
+    server.close()
+
+
+async def first_update(gateways: GrpcGateways, timeout_s: float) -> tuple[gateway_service_pb2.RequestOfferResponse, float]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    updates = [u async for u in gateways.request_offer("alfa", "r-1", load_example(), timeout_s)]
+    assert len(updates) == 1
+    return updates[0], loop.time() - started
+
+
+async def test_silent_gateway_opens_the_breaker_then_fails_fast_without_a_call(blackhole: tuple[int, list[int]]) -> None:
+    port, _ = blackhole
+    gateways = GrpcGateways(
+        (GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),),
+        BreakerConfig(window_size=5, minimum_calls=3, open_duration_s=30.0),
+    )
+    try:
+        for _ in range(3):
+            update, took = await first_update(gateways, 0.3)
+            assert update.failed.reason == Reason.FAILURE_REASON_DEADLINE
+            assert took >= 0.25
+        assert gateways.breakers["alfa"].state == BreakerState.OPEN
+        update, took = await first_update(gateways, 30.0)
+        assert update.failed.reason == Reason.FAILURE_REASON_UNAVAILABLE
+        assert took < 0.05
+    finally:
+        await gateways.close()
+
+
+async def test_gateway_that_is_down_is_unavailable_at_once() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    gateways = GrpcGateways((GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),))
+    try:
+        update, took = await first_update(gateways, 30.0)
+        assert update.failed.reason == Reason.FAILURE_REASON_UNAVAILABLE
+        assert took < 5.0  # refused connections are retried briefly by the service config, not for 30 s
+    finally:
+        await gateways.close()
