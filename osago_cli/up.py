@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -16,10 +15,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from osago_common import insurers
+from osago_common.process import spawn_bound, stop_process
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -33,13 +32,6 @@ class MeshOptions:
     seed: int | None = None
 
 
-def _die_with_parent() -> None:
-    """Runs in each child before exec: the kernel sends it SIGTERM if `osago up` dies, even by
-    SIGKILL, so no service outlives the mesh."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class Child:
     """One service process; `address` is what it printed as `listening ADDRESS`."""
 
@@ -51,10 +43,10 @@ class Child:
 
     @classmethod
     async def spawn(cls, name: str, args: list[str], env: dict[str, str]) -> Child:
-        process = await asyncio.create_subprocess_exec(
+        # Bound to this process: each service dies with `osago up`, even if it is SIGKILLed.
+        process = await spawn_bound(
             sys.executable, "-m", "osago_cli.main", *args,
             env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent,
         )
         return cls(name, process)
 
@@ -76,15 +68,7 @@ class Child:
             pass
 
     async def stop(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-                await self.process.wait()
+        await stop_process(self.process, STOP_TIMEOUT_S)
         if self._drain is not None:
             self._drain.cancel()
             await asyncio.gather(self._drain, return_exceptions=True)
