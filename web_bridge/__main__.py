@@ -1,0 +1,17 @@
+"""`python -m web_bridge`: the bridge as a process, configured by OSAGO_BRIDGE_* variables."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from web_bridge.service import serve_forever
+from web_bridge.settings import BridgeSettings
+
+
+def main() -> None:
+    asyncio.run(serve_forever(BridgeSettings.from_env(os.environ)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Running web_bridge: `BridgeService` for tests and `osago up`, `serve_forever` for a process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from aiohttp import web
+
+from web_bridge.app import make_app
+from web_bridge.settings import BridgeSettings
+from web_bridge.state import STREAMS, Streams
+
+# Pending connections the listening socket queues: many browsers connect at once under load.
+BACKLOG = 1024
+# How long `stop` lets requests in flight finish (streams are told to go away first).
+SHUTDOWN_GRACE_S = 2.0
+
+
+class BridgeService:
+    """The bridge on a TCP port (port 0: a free one); `start` returns the port."""
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.settings = settings
+        self._runner: web.AppRunner | None = None
+        self._app: web.Application | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        if self._runner is not None:
+            raise RuntimeError("web_bridge is already started")
+        app = make_app(self.settings)
+        runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.settings.host, self.settings.port, backlog=BACKLOG)
+            await site.start()
+            self.port = int(runner.addresses[0][1])
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner, self._app = runner, app
+        return self.port
+
+    @property
+    def url(self) -> str:
+        """The base URL, "http://HOST:PORT"; only while started."""
+        if self._runner is None:
+            raise RuntimeError("web_bridge is not started")
+        host = self.settings.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    @property
+    def streams(self) -> Streams:
+        """The open WebSocket streams and how streams ended; only once started."""
+        if self._app is None:
+            raise RuntimeError("web_bridge is not started")
+        return self._app[STREAMS]
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def serve_forever(settings: BridgeSettings) -> None:
+    """Serves until cancelled, SIGTERM or SIGINT; prints one line, "listening http://HOST:PORT"."""
+    service = BridgeService(settings)
+    await service.start()
+    try:
+        print(f"listening {service.url}", flush=True)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stopping.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread: cancellation still stops it
+            handled.append(sig)
+        try:
+            await stopping.wait()
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+    finally:
+        await service.stop()

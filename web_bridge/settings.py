@@ -1,0 +1,74 @@
+"""web_bridge's settings, read from an injectable environment.
+
+| variable | meaning | default |
+|---|---|---|
+| `OSAGO_BRIDGE_AGGREGATOR` | the aggregator's gRPC target, `host:port` | required |
+| `OSAGO_BRIDGE_HOST` | address the HTTP server binds | `127.0.0.1` |
+| `OSAGO_BRIDGE_PORT` | port the HTTP server binds (0: a free one) | `8081` |
+| `OSAGO_BRIDGE_STATIC_DIR` | the page's files | `web_bridge/static` |
+| `OSAGO_BRIDGE_REQUEST_TIMEOUT_S` | deadline of each unary call to the aggregator | `10` |
+| `OSAGO_BRIDGE_STREAM_TIMEOUT_S` | deadline of one WebSocket's event stream | `75` |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from osago_common.env import SettingsError, env_float, env_int, env_str
+
+DEFAULT_STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    # The aggregator's gRPC target, "host:port".
+    aggregator_target: str
+    # Address and port of the HTTP server; port 0 picks a free one.
+    host: str = "127.0.0.1"
+    port: int = 8081
+    # The page's files (index.html and its assets); None means web_bridge/static.
+    static_dir: Path | None = None
+    # Deadline of each unary call to the aggregator (create, snapshot, health).
+    request_timeout_s: float = 10.0
+    # Deadline of one WebSocket's event stream: a session lasts at most 60 s, plus slack.
+    stream_timeout_s: float = 75.0
+    # WebSocket ping interval; a client that does not answer is dropped.
+    heartbeat_s: float = 15.0
+    # Largest accepted request body; an application is a few kilobytes.
+    max_body_bytes: int = 64 * 1024
+
+    @property
+    def page_dir(self) -> Path:
+        """Where the page's files are, the default applied."""
+        return self.static_dir if self.static_dir is not None else DEFAULT_STATIC_DIR
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> BridgeSettings:
+        """Settings from `env`; keyword overrides win (and make their variable optional)."""
+        target = overrides.pop("aggregator_target", None) or env_str(env, "OSAGO_BRIDGE_AGGREGATOR")
+        static = env.get("OSAGO_BRIDGE_STATIC_DIR")
+        settings = cls(
+            aggregator_target=target,
+            host=env_str(env, "OSAGO_BRIDGE_HOST", cls.host),
+            port=env_int(env, "OSAGO_BRIDGE_PORT", cls.port),
+            static_dir=Path(static) if static else None,
+            request_timeout_s=env_float(env, "OSAGO_BRIDGE_REQUEST_TIMEOUT_S", cls.request_timeout_s),
+            stream_timeout_s=env_float(env, "OSAGO_BRIDGE_STREAM_TIMEOUT_S", cls.stream_timeout_s),
+        )
+        settings = replace(settings, **overrides)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raises SettingsError naming the first setting out of range."""
+        if not 0 <= self.port <= 65535:
+            raise SettingsError("OSAGO_BRIDGE_PORT must be between 0 and 65535")
+        if not self.request_timeout_s > 0:
+            raise SettingsError("OSAGO_BRIDGE_REQUEST_TIMEOUT_S must be positive")
+        if not self.stream_timeout_s > 0:
+            raise SettingsError("OSAGO_BRIDGE_STREAM_TIMEOUT_S must be positive")
+        if not self.heartbeat_s > 0 or self.max_body_bytes <= 0:
+            raise SettingsError("heartbeat_s and max_body_bytes must be positive")
