@@ -1,0 +1,1 @@
+"""Benchmarks and the in-process mesh they (and the functional tests) run against."""

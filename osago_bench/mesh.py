@@ -1,0 +1,117 @@
+"""The whole mesh inside one event loop: simulator, a gateway per insurer and the aggregator,
+each a real server on a free localhost port, talking real HTTP and gRPC."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import grpc
+from osago.v1 import aggregator_service_pb2_grpc, gateway_service_pb2, gateway_service_pb2_grpc
+
+from aggregator.service import AggregatorService
+from aggregator.settings import AggregatorSettings, GatewayEndpoint
+from insurer_gateway.service import GatewayService
+from insurer_gateway.settings import GatewaySettings
+from insurer_sim.config import SimConfig
+from insurer_sim.server import SimServer
+from osago_common import insurers
+
+
+@dataclass
+class Mesh:
+    sim: SimServer
+    http: aiohttp.ClientSession
+    gateways: dict[str, GatewayService]
+    gateway_ports: dict[str, int]
+    aggregator: AggregatorService
+    target: str
+    channel: grpc.aio.Channel
+    stub: Any  # osago.v1 AggregatorServiceStub (grpc ships no types)
+
+    async def _get(self, path: str, **params: str) -> Any:
+        async with self.http.get(f"{self.sim.url}{path}", params=params) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    async def ledger(self, reference: str) -> list[dict[str, Any]]:
+        """The offers the simulator issued for a request id."""
+        offers: list[dict[str, Any]] = (await self._get("/_sim/ledger", reference=reference))["offers"]
+        return offers
+
+    async def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._get("/_sim/stats")
+        return result
+
+    async def gateway_status(self, insurer_id: str) -> gateway_service_pb2.GetGatewayStatusResponse:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.gateway_ports[insurer_id]}") as channel:
+            stub = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel)
+            status: gateway_service_pb2.GetGatewayStatusResponse = await stub.GetGatewayStatus(
+                gateway_service_pb2.GetGatewayStatusRequest(), timeout=5
+            )
+            return status
+
+    async def set_fault(self, insurer_id: str, mode: str, **options: Any) -> None:
+        async with self.http.put(
+            f"{self.sim.url}/_sim/insurers/{insurer_id}/fault", json={"mode": mode, **options}
+        ) as response:
+            response.raise_for_status()
+
+    async def heal(self, insurer_id: str) -> None:
+        async with self.http.delete(f"{self.sim.url}/_sim/insurers/{insurer_id}/fault") as response:
+            response.raise_for_status()
+
+
+@contextlib.asynccontextmanager
+async def start_mesh(
+    n: int = 10,
+    time_scale: float = 0.01,
+    session_limit_s: float = 60.0,
+    seed: int | None = 7,
+    orphan_grace_s: float = 0.0,
+    gateway_overrides: dict[str, Any] | None = None,
+    aggregator_overrides: dict[str, Any] | None = None,
+) -> AsyncIterator[Mesh]:
+    """Starts the first `n` insurers of the catalogue, their gateways and the aggregator."""
+    profiles = insurers.first(n)
+    async with contextlib.AsyncExitStack() as stack:
+        sim = SimServer(SimConfig(insurers=profiles, time_scale=time_scale, seed=seed))
+        await sim.start()
+        stack.push_async_callback(sim.stop)
+        http = aiohttp.ClientSession()
+        stack.push_async_callback(http.close)
+        async with http.get(f"{sim.url}/_sim/insurers") as response:
+            base_urls = {i["insurer_id"]: i["base_url"] for i in await response.json()}
+        gateways: dict[str, GatewayService] = {}
+        ports: dict[str, int] = {}
+        for p in profiles:
+            gateway = GatewayService(
+                GatewaySettings(
+                    insurer_id=p.insurer_id,
+                    insurer_name=p.name,
+                    dialect=p.dialect,
+                    base_url=base_urls[p.insurer_id],
+                    **(gateway_overrides or {}),
+                )
+            )
+            ports[p.insurer_id] = await gateway.start()
+            stack.push_async_callback(gateway.stop)
+            gateways[p.insurer_id] = gateway
+        settings = AggregatorSettings(
+            bind="127.0.0.1:0",
+            gateways=tuple(GatewayEndpoint(p.insurer_id, p.name, f"127.0.0.1:{ports[p.insurer_id]}") for p in profiles),
+            session_limit_s=session_limit_s,
+            orphan_grace_s=orphan_grace_s,
+        )
+        aggregator = AggregatorService(dataclasses.replace(settings, **(aggregator_overrides or {})))
+        port = await aggregator.start()
+        stack.push_async_callback(aggregator.stop)
+        target = f"127.0.0.1:{port}"
+        channel = grpc.aio.insecure_channel(target)
+        stack.push_async_callback(channel.close)
+        stub = aggregator_service_pb2_grpc.AggregatorServiceStub(channel)
+        yield Mesh(sim, http, gateways, ports, aggregator, target, channel, stub)
