@@ -24,10 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1", help="interface every service binds")
     up.add_argument("--aggregator-port", type=int, default=50050, help="0 picks a free port")
     up.add_argument("--sim-port", type=int, default=0, help="0 picks a free port")
+    up.add_argument("--page-port", type=int, default=8080, help="Envoy's listener: the page and grpc-web (0 picks a free port)")
     up.add_argument("--session-limit", type=float, default=None, help="seconds (default 60)")
     up.add_argument("--seed", type=int, default=None, help="simulator random seed")
 
     commands.add_parser("aggregator", help="run the aggregator (OSAGO_AGGREGATOR_*, OSAGO_GATEWAYS)")
+    commands.add_parser("bridge", help="run web_bridge: the page and the REST + WebSocket API (OSAGO_BRIDGE_*)")
 
     gateway = commands.add_parser("gateway", help="run one insurer's gateway (OSAGO_GATEWAY_*)")
     gateway.add_argument("--insurer", help="insurer id (OSAGO_GATEWAY_INSURER)")
@@ -66,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
                     host=args.host,
                     aggregator_port=args.aggregator_port,
                     sim_port=args.sim_port,
+                    page_port=args.page_port,
                     session_limit_s=args.session_limit,
                     seed=args.seed,
                 )
@@ -76,6 +79,12 @@ def _run(args: argparse.Namespace) -> int:
         from aggregator.settings import AggregatorSettings
 
         asyncio.run(serve_aggregator(AggregatorSettings.from_env(env)))
+        return 0
+    if args.command == "bridge":
+        from web_bridge.service import serve_forever as serve_bridge
+        from web_bridge.settings import BridgeSettings
+
+        asyncio.run(serve_bridge(BridgeSettings.from_env(env)))
         return 0
     if args.command == "gateway":
         from insurer_gateway.service import serve_forever as serve_gateway

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from osago_common import insurers
+from web_bridge.envoy_config import EnvoyError, EnvoyProcess, render_envoy_config, start_envoy
 from osago_common.process import spawn_bound, stop_process
 
 STARTUP_TIMEOUT_S = 60.0
@@ -28,6 +32,7 @@ class MeshOptions:
     host: str = "127.0.0.1"
     aggregator_port: int = 50050
     sim_port: int = 0
+    page_port: int = 8080
     session_limit_s: float | None = None
     seed: int | None = None
 
@@ -106,6 +111,24 @@ async def wait_http_ok(url: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
             await asyncio.sleep(0.1)
 
 
+async def _start_envoy(options: MeshOptions, aggregator: str, bridge: str, workdir: Path) -> EnvoyProcess:
+    """Envoy in front of the aggregator (grpc-web) and web_bridge (page, REST, WebSocket): one
+    origin for the browser."""
+    aggregator_host, aggregator_port = aggregator.rsplit(":", 1)
+    bridge_host, bridge_port = bridge.removeprefix("http://").rsplit(":", 1)
+    config = render_envoy_config(
+        listen_host=options.host,
+        listen_port=options.page_port,
+        aggregator_host=aggregator_host,
+        aggregator_port=int(aggregator_port),
+        web_bridge_host=bridge_host,
+        web_bridge_port=int(bridge_port),
+        admin_port=0,
+        allowed_origins=[f"http://{options.host}:{options.page_port}", f"http://localhost:{options.page_port}"],
+    )
+    return await start_envoy(config, workdir)
+
+
 async def run_mesh(options: MeshOptions) -> int:
     profiles = insurers.first(options.insurers)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("OSAGO_")}
@@ -114,6 +137,9 @@ async def run_mesh(options: MeshOptions) -> int:
         if name in os.environ:
             base_env[name] = os.environ[name]
     children: list[Child] = []
+    stack = contextlib.AsyncExitStack()
+    workdir = Path(tempfile.mkdtemp(prefix="osago-up-"))
+    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -159,9 +185,21 @@ async def run_mesh(options: MeshOptions) -> int:
             aggregator_env["OSAGO_SESSION_LIMIT_S"] = str(options.session_limit_s)
         aggregator = await start("aggregator", ["aggregator"], aggregator_env)
         await wait_grpc_serving(aggregator.address)
-        print(f"ready aggregator={aggregator.address} sim={sim.address} gateways={len(gateways)}", flush=True)
+        bridge = await start(
+            "web_bridge",
+            ["bridge"],
+            {"OSAGO_BRIDGE_AGGREGATOR": aggregator.address, "OSAGO_BRIDGE_HOST": options.host, "OSAGO_BRIDGE_PORT": "0"},
+        )
+        await wait_http_ok(f"{bridge.address}/healthz")
+        envoy = await stack.enter_async_context(await _start_envoy(options, aggregator.address, bridge.address, workdir))
+        page = f"http://{options.host}:{envoy.port}/"
+        print(
+            f"ready aggregator={aggregator.address} sim={sim.address} page={page} gateways={len(gateways)}",
+            flush=True,
+        )
 
         exited = [asyncio.create_task(c.process.wait()) for c in children]
+        exited.append(asyncio.create_task(envoy.process.wait()))
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopping, *exited], return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -170,11 +208,14 @@ async def run_mesh(options: MeshOptions) -> int:
         if stopping in done:
             return 0
         dead = [c.name for c in children if c.process.returncode is not None]
+        if envoy.process.returncode is not None:
+            dead.append("envoy")
         print(f"osago up: {', '.join(dead)} exited; stopping the mesh", file=sys.stderr)
         return 1
-    except (RuntimeError, OSError) as error:
+    except (RuntimeError, OSError, EnvoyError) as error:
         print(f"osago up: {error}", file=sys.stderr)
         return 1
     finally:
+        await stack.aclose()  # Envoy first: it fronts the others
         await asyncio.gather(*(c.stop() for c in reversed(children)), return_exceptions=True)
         print("stopped", flush=True)
