@@ -2,7 +2,9 @@
 
 Each insurer of the catalogue answers in its own dialect under `/insurers/{insurer_id}`, prices
 applications with the Bank of Russia formula, takes a log-normal time to answer, declines some,
-and issues each outcome once into a ledger that `/_sim/ledger` shows.
+and issues each outcome once into a ledger that `/_sim/ledger` shows. Faults (down, blackhole,
+slow, error, ratelimit, malformed, flapping, decline) are switched per insurer at run time over
+`/_sim/insurers/{id}/fault` (see `insurer_sim.control`) or `osago sim fault|heal`.
 """
 
 from insurer_sim.app import make_app

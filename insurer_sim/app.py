@@ -1,7 +1,10 @@
 """The simulator's aiohttp application.
 
 Insurer X's API lives under `/insurers/X` in X's dialect (see `insurer_sim.dialects`); a path of
-another dialect is a 404 there. Tests, the CLI and the benchmarks watch through `/_sim`:
+another dialect is a 404 there. With `SimConfig.insurer_ports` X's API is also served, under the
+same path, on a port of its own (`insurer_sim.listeners`), the address `/_sim/insurers` gives.
+A fault switched on for X (`insurer_sim.control`) applies to X's API on either port
+(`insurer_sim.fault_http`). Tests, the CLI and the benchmarks watch and steer through `/_sim`:
 
     GET /_sim/health                         {"status": "ok", "insurers": [ids]}
     GET /_sim/insurers                       [{"insurer_id", "name", "dialect", "base_url"}]
@@ -9,45 +12,78 @@ another dialect is a 404 there. Tests, the CLI and the benchmarks watch through 
     GET /_sim/stats?reference=&insurer_id=   {"insurers": {id: {"creates", "replays", "polls"}},
                                               "applications": [{"application_id", "insurer_id",
                                               "reference", "polls", "last_poll_at"}]}
+    /_sim/insurers/{id}/fault, /_sim/faults  see `insurer_sim.control`
 
-Every answer is JSON, errors included.
+Every answer is JSON, errors included (except what a `malformed` fault sends on purpose).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
+from insurer_sim import control
 from insurer_sim.config import SimConfig
 from insurer_sim.dialects import DIALECTS, Dialect, Reply
+from insurer_sim.fault_http import apply_faults
 from insurer_sim.insurer import Offer, SimInsurer, Simulation
+from insurer_sim.listeners import LISTENERS, InsurerListeners
+from insurer_sim.state import ONLY_INSURER, SIMULATION, insurer_in_path
 
 log = logging.getLogger(__name__)
 
-SIMULATION = web.AppKey("simulation", Simulation)
 NOT_FOUND = {"error": "not found"}
+
+__all__ = ["SIMULATION", "make_app"]
 
 
 def make_app(config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> web.Application:
     unknown = sorted({p.dialect for p in config.insurers} - set(DIALECTS))
     if unknown:
         raise ValueError(f"unknown insurer API dialects {unknown}; known: {', '.join(DIALECTS)}")
-    app = web.Application(middlewares=[_json_errors])
-    app[SIMULATION] = Simulation(config, clock)
-    for dialect in DIALECTS.values():
-        app.router.add_post(f"/insurers/{{insurer_id}}{dialect.create_path}", _creator(dialect))
-        app.router.add_get(f"/insurers/{{insurer_id}}{dialect.poll_path}", _poller(dialect))
-    app.router.add_get("/insurers/{insurer_id}/pay/{offer_id}", _pay)
+    simulation = Simulation(config, clock)
+    app = _api_app(simulation)
     app.router.add_get("/_sim/health", _health)
     app.router.add_get("/_sim/insurers", _insurers)
     app.router.add_get("/_sim/ledger", _ledger)
     app.router.add_get("/_sim/stats", _stats)
+    control.add_routes(app)
+    if config.insurer_ports:
+        app[LISTENERS] = InsurerListeners(config.host, lambda i: _api_app(simulation, i))
+        app.cleanup_ctx.append(_own_ports)
     return app
+
+
+def _api_app(simulation: Simulation, only: str | None = None) -> web.Application:
+    """The insurers' APIs (only insurer `only`'s, for its own listener), faults applied."""
+    app = web.Application(middlewares=[_json_errors, apply_faults])
+    app[SIMULATION] = simulation
+    if only is not None:
+        app[ONLY_INSURER] = only
+    for dialect in DIALECTS.values():
+        app.router.add_post(f"/insurers/{{insurer_id}}{dialect.create_path}", _creator(dialect))
+        app.router.add_get(f"/insurers/{{insurer_id}}{dialect.poll_path}", _poller(dialect))
+    app.router.add_get("/insurers/{insurer_id}/pay/{offer_id}", _pay)
+    app.on_shutdown.append(_let_go)
+    return app
+
+
+async def _own_ports(app: web.Application) -> AsyncIterator[None]:
+    listeners = app[LISTENERS]
+    await listeners.start(app[SIMULATION].insurers)
+    yield
+    await listeners.stop()
+
+
+async def _let_go(app: web.Application) -> None:
+    """Lets requests held by blackholes go, so that shutting down does not wait for them."""
+    for insurer in app[SIMULATION].insurers.values():
+        insurer.faults.let_go()
 
 
 def _reply(reply: Reply) -> web.Response:
@@ -60,7 +96,7 @@ def _base_url(request: web.Request, insurer_id: str) -> str:
 
 def _insurer(request: web.Request, dialect: Dialect) -> SimInsurer | None:
     """The insurer named in the path, if it speaks `dialect`."""
-    insurer = request.app[SIMULATION].insurers.get(request.match_info["insurer_id"])
+    insurer = insurer_in_path(request)
     if insurer is None or insurer.profile.dialect != dialect.name:
         return None
     return insurer
@@ -91,7 +127,7 @@ def _poller(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]
 
 async def _pay(request: web.Request) -> web.Response:
     """The payment link of an issued offer (the simulator takes no money)."""
-    insurer = request.app[SIMULATION].insurers.get(request.match_info["insurer_id"])
+    insurer = insurer_in_path(request)
     application = insurer.issued_offer(request.match_info["offer_id"]) if insurer else None
     if insurer is None or application is None or not isinstance(application.outcome, Offer):
         return web.json_response(NOT_FOUND, status=404)
@@ -114,7 +150,7 @@ async def _insurers(request: web.Request) -> web.Response:
             "insurer_id": i.insurer_id,
             "name": i.profile.name,
             "dialect": i.profile.dialect,
-            "base_url": _base_url(request, i.insurer_id),
+            "base_url": control.api_base_url(request, i.insurer_id),
         }
         for i in request.app[SIMULATION].insurers.values()
     ])

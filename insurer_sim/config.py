@@ -7,6 +7,7 @@
 | `OSAGO_SIM_SEED` | random | seed of the draws (latency, declines, ids), for reproducible runs |
 | `OSAGO_SIM_HOST` | `127.0.0.1` | address to listen on |
 | `OSAGO_SIM_PORT` | `0` | port to listen on; 0 picks a free one (printed at start) |
+| `OSAGO_SIM_INSURER_PORTS` | `false` | also serve each insurer's API on a free port of its own (`true`), listed as `base_url` by `/_sim/insurers`, so that the `down` fault refuses connections |
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class SimConfig:
     seed: int | None = None
     host: str = "127.0.0.1"
     port: int = 0
+    # Also serve each insurer's API on a port of its own, which the `down` fault closes.
+    insurer_ports: bool = False
     # Ids of the insurers that hint a fixed 1 s (× time_scale) instead of the time really left.
     vague_hints: frozenset[str] = VAGUE_HINTS
 
@@ -64,6 +67,8 @@ class SimConfig:
             values["port"] = env_int(env, "OSAGO_SIM_PORT", 0)
             if not 0 <= values["port"] <= 65535:
                 raise SettingsError("OSAGO_SIM_PORT must be 0..65535")
+        if "insurer_ports" not in values:
+            values["insurer_ports"] = _flag(env, "OSAGO_SIM_INSURER_PORTS")
         return cls(**values)
 
 
@@ -77,3 +82,12 @@ def _insurers(raw: str) -> tuple[InsurerProfile, ...]:
     if not chosen:
         raise SettingsError("OSAGO_SIM_INSURERS names no insurer")
     return chosen
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {env[name]!r}")

@@ -19,6 +19,7 @@ from osago_common.insurers import InsurerProfile
 from osago_common.tariff import Breakdown, TariffError, TariffInput, base_rate_for, compute_premium
 
 from insurer_sim.config import SimConfig
+from insurer_sim.fault_state import FaultState
 from insurer_sim.ledger import IssuedDecline, IssuedOffer, Ledger
 
 # How long an issued offer can be bought (not a simulated delay: not scaled).
@@ -27,6 +28,8 @@ OFFER_VALIDITY = timedelta(hours=24)
 VAGUE_HINT_S = 1.0
 # No hint is shorter than this, whatever time is left.
 MIN_HINT_S = 0.010
+# Why the `decline` fault declines.
+FAULT_DECLINE_REASON = "declined by underwriting"
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class Ready:
 
 
 class SimInsurer:
-    """One insurer: its profile, applications, idempotency keys and counters."""
+    """One insurer: its profile, applications, idempotency keys, counters and run-time fault."""
 
     def __init__(
         self,
@@ -108,6 +111,7 @@ class SimInsurer:
         self._by_key: dict[str, str] = {}
         self._by_offer: dict[str, Application] = {}
         self._per_reference: Counter[str] = Counter()
+        self.faults = FaultState(clock, random.Random(f"{seed}/faults"), time_scale)
 
     @property
     def insurer_id(self) -> str:
@@ -171,7 +175,7 @@ class SimInsurer:
 
     def poll(self, application_id: str) -> Pending | Ready | None:
         """What a poll of `application_id` sees (None: no such application); the first poll that
-        sees the outcome issues it, into the ledger."""
+        sees the outcome issues it, into the ledger; under the `decline` fault, as a decline."""
         application = self.applications.get(application_id)
         if application is None:
             return None
@@ -182,6 +186,10 @@ class SimInsurer:
         if self._clock.monotonic() < application.ready_at:
             return Pending(application, self.hint_s(application))
         if application.issued_at is None:
+            if self.faults.declining and isinstance(application.outcome, Offer):
+                self._by_offer.pop(application.outcome.offer_id, None)
+                application.outcome = Decline(FAULT_DECLINE_REASON)
+                self.faults.declined()
             application.issued_at = now
             self._ledger.record(self._issued(application, now))
         return Ready(application, application.outcome, application.issued_at)

@@ -12,11 +12,8 @@ from osago_common.clock import SYSTEM_CLOCK, Clock
 
 from insurer_sim.app import make_app
 from insurer_sim.config import SimConfig
-
-# Pending connections the listening socket queues: gateways open many at once under load.
-BACKLOG = 1024
-# How long `stop` lets requests in flight finish.
-SHUTDOWN_GRACE_S = 2.0
+from insurer_sim.listeners import BACKLOG, LISTENERS, SHUTDOWN_GRACE_S
+from insurer_sim.state import origin
 
 
 class SimServer:
@@ -26,13 +23,17 @@ class SimServer:
         self._config = config
         self._clock = clock
         self._runner: web.AppRunner | None = None
+        self._app: web.Application | None = None
         self._url: str | None = None
 
     async def start(self) -> str:
         if self._runner is not None:
             raise RuntimeError("the simulator is already started")
+        app = make_app(self._config, self._clock)
+        # handler_cancellation: a request whose client went away (a blackholed one, a slow one)
+        # stops there, leaking no task and issuing nothing.
         runner = web.AppRunner(
-            make_app(self._config, self._clock), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+            app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S, handler_cancellation=True
         )
         await runner.setup()
         try:
@@ -42,12 +43,12 @@ class SimServer:
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
-        self._url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        self._runner, self._app = runner, app
+        self._url = origin(host, port)
         return self._url
 
     async def stop(self) -> None:
-        runner, self._runner, self._url = self._runner, None, None
+        runner, self._runner, self._app, self._url = self._runner, None, None, None
         if runner is not None:
             await runner.cleanup()
 
@@ -57,6 +58,14 @@ class SimServer:
         if self._url is None:
             raise RuntimeError("the simulator is not started")
         return self._url
+
+    def insurer_url(self, insurer_id: str) -> str:
+        """Where a gateway should send insurer `insurer_id`'s API calls: its own port with
+        `SimConfig.insurer_ports` (so `down` refuses connections), else under the shared one."""
+        listeners = self._app.get(LISTENERS) if self._app is not None else None
+        if listeners is not None:
+            return listeners.base_url(insurer_id)
+        return f"{self.url}/insurers/{insurer_id}"
 
     async def __aenter__(self) -> SimServer:
         await self.start()

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from osago_common.env import SettingsError
 
 DEFAULT_TARGET = "127.0.0.1:50050"
+DEFAULT_SIM_URL = "http://127.0.0.1:8480"
+FAULT_MODES = "down, blackhole, slow, error, ratelimit, malformed, flapping, decline"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, help="port (OSAGO_SIM_PORT)")
     sim.add_argument("--host", help="interface (OSAGO_SIM_HOST)")
     sim.add_argument("--seed", type=int, help="random seed (OSAGO_SIM_SEED)")
+    sim.add_argument(
+        "--insurer-ports", action="store_true", default=None,
+        help="also serve each insurer on its own port, so `down` refuses connections (OSAGO_SIM_INSURER_PORTS)",
+    )
+    _add_sim_control(sim)
 
     quote = commands.add_parser("quote", help="ask for quotes and watch them arrive")
     quote.add_argument("--file", required=True, help="application JSON (protobuf JSON mapping)")
@@ -49,6 +56,30 @@ def _parser() -> argparse.ArgumentParser:
     quote.add_argument("--json", action="store_true", help="print one JSON object per event")
     quote.add_argument("--time-limit", type=float, default=None, help="ask for a shorter session (seconds)")
     return parser
+
+
+def _add_sim_control(sim: argparse.ArgumentParser) -> None:
+    """`osago sim fault|heal`, steering a running simulator (plain `osago sim` serves one)."""
+    control = sim.add_subparsers(dest="sim_command", metavar="{fault,heal}")
+    sim_url = os.environ.get("OSAGO_SIM_URL", DEFAULT_SIM_URL)
+    fault = control.add_parser("fault", help="switch a fault on for one insurer")
+    fault.add_argument("insurer", help="insurer id")
+    fault.add_argument("mode", help=FAULT_MODES)
+    fault.add_argument("--rate", type=float, help="error: share of requests failing, 0..1 (1.0)")
+    fault.add_argument("--status", type=int, help="error, flapping: the 5xx status (503)")
+    fault.add_argument("--body", choices=("json", "text"), help="error: body of the 5xx (json)")
+    fault.add_argument("--delay", type=float, help="slow: seconds before answering (8)")
+    fault.add_argument("--scaled", action="store_true", default=None, help="slow, flapping: times × time scale")
+    fault.add_argument("--retry-after", type=int, help="ratelimit: Retry-After seconds (1)")
+    fault.add_argument("--limit-per-s", type=int, help="ratelimit: 429 only beyond this many requests a second")
+    fault.add_argument("--variant", choices=("json", "html", "schema", "random"), help="malformed (json)")
+    fault.add_argument("--period", type=float, help="flapping: seconds of one failing + healthy cycle (2)")
+    fault.add_argument("--sim", default=sim_url, help="simulator URL (OSAGO_SIM_URL, default %(default)s)")
+    heal = control.add_parser("heal", help="heal one insurer, or every one with --all")
+    which = heal.add_mutually_exclusive_group(required=True)
+    which.add_argument("insurer", nargs="?", help="insurer id")
+    which.add_argument("--all", action="store_true", help="heal every insurer")
+    heal.add_argument("--sim", default=sim_url, help="simulator URL (OSAGO_SIM_URL, default %(default)s)")
 
 
 def _overrides(**values: object) -> dict[str, object]:
@@ -100,6 +131,10 @@ def _run(args: argparse.Namespace) -> int:
                 gateway_env[name] = value
         asyncio.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
         return 0
+    if args.command == "sim" and args.sim_command is not None:
+        from osago_cli.simctl import run_simctl
+
+        return run_simctl(args)
     if args.command == "sim":
         from insurer_sim.config import SimConfig
         from insurer_sim.server import serve_forever as serve_sim
@@ -111,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
             ("OSAGO_SIM_PORT", args.port),
             ("OSAGO_SIM_HOST", args.host),
             ("OSAGO_SIM_SEED", args.seed),
+            ("OSAGO_SIM_INSURER_PORTS", args.insurer_ports),
         ):
             if value is not None:
                 sim_env[name] = str(value)
