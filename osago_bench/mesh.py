@@ -79,7 +79,8 @@ async def start_mesh(
     """Starts the first `n` insurers of the catalogue, their gateways and the aggregator."""
     profiles = insurers.first(n)
     async with contextlib.AsyncExitStack() as stack:
-        sim = SimServer(SimConfig(insurers=profiles, time_scale=time_scale, seed=seed))
+        # Each insurer on its own port too, so `down` is a truly refused connection.
+        sim = SimServer(SimConfig(insurers=profiles, time_scale=time_scale, seed=seed, insurer_ports=True))
         await sim.start()
         stack.push_async_callback(sim.stop)
         http = aiohttp.ClientSession()

@@ -111,6 +111,13 @@ async def wait_http_ok(url: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
             await asyncio.sleep(0.1)
 
 
+async def _insurer_urls(sim: str) -> dict[str, str]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{sim}/_sim/insurers", timeout=aiohttp.ClientTimeout(total=5)) as response:
+            response.raise_for_status()
+            return {i["insurer_id"]: i["base_url"] for i in await response.json()}
+
+
 async def _start_envoy(options: MeshOptions, aggregator: str, bridge: str, workdir: Path) -> EnvoyProcess:
     """Envoy in front of the aggregator (grpc-web) and web_bridge (page, REST, WebSocket): one
     origin for the browser."""
@@ -157,11 +164,14 @@ async def run_mesh(options: MeshOptions) -> int:
             "OSAGO_SIM_TIME_SCALE": str(options.time_scale),
             "OSAGO_SIM_HOST": options.host,
             "OSAGO_SIM_PORT": str(options.sim_port),
+            # Each insurer on its own port too, so `osago sim fault X down` truly refuses connections.
+            "OSAGO_SIM_INSURER_PORTS": "true",
         }
         if options.seed is not None:
             sim_env["OSAGO_SIM_SEED"] = str(options.seed)
         sim = await start("sim", ["sim"], sim_env)
         await wait_http_ok(f"{sim.address}/_sim/health")
+        base_urls = await _insurer_urls(sim.address)
         gateways = await asyncio.gather(
             *(
                 start(
@@ -169,7 +179,7 @@ async def run_mesh(options: MeshOptions) -> int:
                     ["gateway"],
                     {
                         "OSAGO_GATEWAY_INSURER": p.insurer_id,
-                        "OSAGO_GATEWAY_BASE_URL": f"{sim.address}/insurers/{p.insurer_id}",
+                        "OSAGO_GATEWAY_BASE_URL": base_urls[p.insurer_id],
                         "OSAGO_GATEWAY_BIND": f"{options.host}:0",
                     },
                 )
