@@ -54,6 +54,9 @@ _FAILURES: dict[grpc.StatusCode, tuple[int, str]] = {
 }
 
 
+CIRCUIT_OPEN_MESSAGE = "The insurer is failing right now; it is not being asked for a while."
+
+
 def failed(reason: int, message: str) -> gateway_service_pb2.RequestOfferResponse:
     return gateway_service_pb2.RequestOfferResponse(
         failed=gateway_service_pb2.OfferFailed(reason=reason, message=message)
@@ -79,6 +82,10 @@ class GrpcGateways:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, gateway_service_pb2_grpc.InsurerGatewayServiceStub] = {}
         self.breakers = {e.insurer_id: CircuitBreaker(breaker or BreakerConfig(), clock) for e in endpoints}
+        # Until when each gateway said it refuses calls to its insurer (its breaker is open): the
+        # aggregator answers for it at once meanwhile, saving a call per session.
+        self._refusing_until: dict[str, float] = {}
+        self._clock = clock
         for endpoint in endpoints:
             channel = grpc.aio.insecure_channel(endpoint.target, options=CHANNEL_OPTIONS)
             self._channels[endpoint.insurer_id] = channel
@@ -87,6 +94,9 @@ class GrpcGateways:
     async def request_offer(
         self, insurer_id: str, request_id: str, application: application_pb2.Application, timeout_s: float
     ) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
+        if self._clock.monotonic() < self._refusing_until.get(insurer_id, 0.0):
+            yield failed(Reason.FAILURE_REASON_CIRCUIT_OPEN, CIRCUIT_OPEN_MESSAGE)
+            return
         permit = self.breakers[insurer_id].try_acquire()
         if permit is None:
             yield failed(Reason.FAILURE_REASON_UNAVAILABLE, "the insurer's service is unavailable right now")
@@ -101,6 +111,9 @@ class GrpcGateways:
                 if not answered:
                     answered = True
                     permit.success(permit.elapsed)  # the gateway answers: it is healthy
+                if update.failed.reason == Reason.FAILURE_REASON_CIRCUIT_OPEN and update.failed.HasField("retry_after"):
+                    pause = update.failed.retry_after.ToTimedelta().total_seconds()
+                    self._refusing_until[insurer_id] = self._clock.monotonic() + pause
                 yield update
         except grpc.aio.AioRpcError as error:
             # A gateway that never said a word before the deadline is as unwell as a refused one.

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
-from osago.v1 import gateway_service_pb2, quote_pb2
+from google.protobuf import duration_pb2
+from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from aggregator.gateways import GrpcGateways
 from aggregator.settings import GatewayEndpoint
 from insurer_gateway.breaker import BreakerConfig, BreakerState
+from osago_common.clock import FakeClock
 from tests.conftest import load_example
 
 pytestmark = pytest.mark.functional
@@ -75,3 +78,42 @@ async def test_gateway_that_is_down_is_unavailable_at_once() -> None:
         assert took < 5.0  # refused connections are retried briefly by the service config, not for 30 s
     finally:
         await gateways.close()
+
+
+class RefusingGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):  # type: ignore[misc]
+    """A gateway whose insurer breaker is open for 30 s; counts the calls it gets."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def RequestOffer(self, request: object, context: object) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
+        self.calls += 1
+        yield gateway_service_pb2.RequestOfferResponse(
+            failed=gateway_service_pb2.OfferFailed(
+                reason=Reason.FAILURE_REASON_CIRCUIT_OPEN, message="open", retry_after=duration_pb2.Duration(seconds=30)
+            )
+        )
+
+
+async def test_open_insurer_breaker_is_answered_without_calling_its_gateway_until_it_may_close() -> None:
+    servicer = RefusingGateway()
+    server = grpc.aio.server()
+    gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    clock = FakeClock()
+    gateways = GrpcGateways((GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),), clock=clock)
+    try:
+        update, _ = await first_update(gateways, 5.0)
+        assert update.failed.reason == Reason.FAILURE_REASON_CIRCUIT_OPEN and servicer.calls == 1
+        for _ in range(3):
+            update, took = await first_update(gateways, 5.0)
+            assert update.failed.reason == Reason.FAILURE_REASON_CIRCUIT_OPEN
+            assert took < 0.01
+        assert servicer.calls == 1
+        await clock.advance(30.0)
+        await first_update(gateways, 5.0)
+        assert servicer.calls == 2
+    finally:
+        await gateways.close()
+        await server.stop(0)

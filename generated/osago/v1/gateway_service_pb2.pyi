@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from osago.v1 import application_pb2 as _application_pb2
 from osago.v1 import quote_pb2 as _quote_pb2
@@ -55,12 +56,14 @@ class OfferPending(_message.Message):
     def __init__(self, polls: _Optional[int] = ...) -> None: ...
 
 class OfferFailed(_message.Message):
-    __slots__ = ("reason", "message")
+    __slots__ = ("reason", "message", "retry_after")
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     reason: _quote_pb2.FailureReason
     message: str
-    def __init__(self, reason: _Optional[_Union[_quote_pb2.FailureReason, str]] = ..., message: _Optional[str] = ...) -> None: ...
+    retry_after: _duration_pb2.Duration
+    def __init__(self, reason: _Optional[_Union[_quote_pb2.FailureReason, str]] = ..., message: _Optional[str] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class GetGatewayStatusRequest(_message.Message):
     __slots__ = ()
