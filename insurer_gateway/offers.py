@@ -1,21 +1,29 @@
 """Getting one offer from one insurer: create the application, then poll it until an offer, a
-decline, a failure or the deadline. Transport-free: the HTTP call and the clock are injected.
+decline, a failure or the deadline. Transport-free: the HTTP call and the clock are injected, and
+every call goes through the insurer's guard (breaker, quota, bulkhead, retries).
 
 The injected HTTP function must finish within the timeout it is given: it answers an
-`HttpResponse` or raises one of the `TransportError`s below.
+`HttpResponse` or raises one of the `TransportError`s of insurer_gateway.outcomes.
+
+Polling adapts to the insurer: the first poll comes at its hint, else at the median time its
+recent offers took; hintless polls then back off by `poll_backoff` up to the cap. A Retry-After
+header on a pending answer is honoured as the earliest next poll (not capped), unless the body
+carries a more precise hint of its own (the simulator's "calc" insurer sends both: exact
+milliseconds in the body, whole seconds rounded up in the header).
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import statistics
+from collections import deque
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import date, timedelta, timezone
 from typing import Any
 
 from insurer_gateway.dialects import (
-    BadResponse,
     Created,
+    CreateOutcome,
     Declined,
     Dialect,
     HttpCall,
@@ -23,54 +31,41 @@ from insurer_gateway.dialects import (
     NotFound,
     NotReady,
     Offer,
+    PollOutcome,
     Rejected,
 )
 from insurer_gateway.dialects.mapping import iso_date
+from insurer_gateway.dialects.parsing import retry_after_s
+from insurer_gateway.guard import HttpFunction, InsurerGuard
+from insurer_gateway.outcomes import (
+    MESSAGES,
+    Failed,
+    HttpProtocolError,
+    HttpTimeout,
+    HttpUnavailable,
+    Reason,
+    TransportError,
+    failed,
+)
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import Clock
 
-
-class TransportError(Exception):
-    """An HTTP call gave no response; the message never holds the data sent."""
-
-
-class HttpTimeout(TransportError):
-    """No complete response within the call's timeout."""
-
-
-class HttpUnavailable(TransportError):
-    """The insurer could not be reached, or the connection broke (refused, reset, closed)."""
-
-
-class HttpProtocolError(TransportError):
-    """The response was not valid HTTP, or its body was too large."""
-
-
-HttpFunction = Callable[[HttpCall, float], Awaitable[HttpResponse]]
-
-
-class Reason(enum.Enum):
-    """Why no offer came; the names match osago.v1.FailureReason without its prefix."""
-
-    TIMEOUT = enum.auto()
-    DEADLINE = enum.auto()
-    UNAVAILABLE = enum.auto()
-    DECLINED = enum.auto()
-    RATE_LIMITED = enum.auto()
-    BAD_RESPONSE = enum.auto()
-    INSURER_ERROR = enum.auto()
-
-
-# What the customer may read for each reason (a decline carries the insurer's own words).
-MESSAGES: dict[Reason, str] = {
-    Reason.TIMEOUT: "The insurer did not answer in time.",
-    Reason.DEADLINE: "The insurer's offer did not come before the time limit.",
-    Reason.UNAVAILABLE: "The insurer cannot be reached right now.",
-    Reason.DECLINED: "The insurer declined the application.",
-    Reason.RATE_LIMITED: "The insurer is receiving too many requests right now.",
-    Reason.BAD_RESPONSE: "The insurer answered something we could not understand.",
-    Reason.INSURER_ERROR: "The insurer reported an error of its own.",
-}
+__all__ = [
+    "MESSAGES",
+    "Accepted",
+    "Failed",
+    "HttpFunction",
+    "HttpProtocolError",
+    "HttpTimeout",
+    "HttpUnavailable",
+    "OfferFlow",
+    "Pending",
+    "ReadyTimes",
+    "Reason",
+    "TransportError",
+    "Update",
+    "failed",
+]
 
 
 @dataclass(frozen=True)
@@ -87,38 +82,51 @@ class Pending:
     polls: int
 
 
-@dataclass(frozen=True)
-class Failed:
-    """No offer; `message` is for the customer, `detail` for operators (no personal data)."""
-
-    reason: Reason
-    message: str
-    detail: str = ""
-
-
 Update = Accepted | Pending | Offer | Failed
 
 
-def failed(reason: Reason, detail: str = "") -> Failed:
-    return Failed(reason, MESSAGES[reason], detail)
+class ReadyTimes:
+    """How long the insurer's recent offers took from its accepting the application.
+
+    Each offer's time is estimated as the middle between the last "not ready" and the poll that
+    found it: first polls that always find the offer pull the median down, first polls that come
+    too early push it up, so it settles near the insurer's real time.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._times: deque[float] = deque(maxlen=size)
+
+    def record(self, seconds: float) -> None:
+        self._times.append(max(0.0, seconds))
+
+    def median(self) -> float | None:
+        return statistics.median(self._times) if self._times else None
 
 
 class OfferFlow:
     """The create-then-poll conversation with one insurer, as a stream of updates."""
 
     def __init__(
-        self, settings: GatewaySettings, dialect: Dialect, http: HttpFunction, clock: Clock
+        self,
+        settings: GatewaySettings,
+        dialect: Dialect,
+        http: HttpFunction,
+        clock: Clock,
+        guard: InsurerGuard | None = None,
     ) -> None:
         self._settings = settings
         self._dialect = dialect
         self._http = http
         self._clock = clock
+        self.guard = guard or InsurerGuard(settings, clock)
+        self.ready_times = ReadyTimes(settings.ready_window)
 
     def prepare(self, request_id: str, application: Any) -> HttpCall:
         """The call creating the insurer application; raises InvalidApplication.
 
         The idempotency key and reference are derived from the request id, so calling again
-        with the same request id resumes the application the insurer already has.
+        with the same request id resumes the application the insurer already has; the key is
+        also what makes retrying a failed create safe (see InsurerGuard.send).
         """
         if application.policy_start_date:
             start = iso_date(application.policy_start_date, "policy_start_date")
@@ -133,63 +141,75 @@ class OfferFlow:
     async def run(self, create: HttpCall, deadline: float) -> AsyncGenerator[Update, None]:
         """Streams Accepted, then Pending now and then, then one Offer or Failed, and stops.
 
-        `deadline` is on the clock's monotonic scale; nothing runs or sleeps past it.
+        `deadline` is on the clock's monotonic scale; nothing runs or sleeps past it. With the
+        insurer's breaker open, the first update is CIRCUIT_OPEN, without any HTTP call.
         """
-        response = await self._send(create, deadline, "create")
-        if isinstance(response, Failed):
-            yield response
+        answer = await self.guard.send(self._http, create, deadline, "create", self._read_create)
+        if isinstance(answer, Failed):
+            yield answer
             return
-        try:
-            created = self._dialect.parse_create(response)
-        except BadResponse as exc:
-            yield failed(Reason.BAD_RESPONSE, f"create: {exc}")
-            return
+        created, retry_after = answer
         if isinstance(created, Rejected):
             yield failed(Reason.DECLINED, f"create: application data refused ({created.field})")
             return
         yield Accepted(created.application_id)
-        async for update in self._poll(created, deadline):
+        async for update in self._poll(created, retry_after, deadline):
             yield update
 
-    async def _poll(self, created: Created, deadline: float) -> AsyncGenerator[Update, None]:
+    def _read_create(self, response: HttpResponse) -> tuple[CreateOutcome, float | None]:
+        return self._dialect.parse_create(response), self._retry_after(response)
+
+    def _read_poll(self, response: HttpResponse) -> tuple[PollOutcome, float | None]:
+        return self._dialect.parse_poll(response), self._retry_after(response)
+
+    def _retry_after(self, response: HttpResponse) -> float | None:
+        return retry_after_s(response.headers, self._clock.now())
+
+    async def _poll(
+        self, created: Created, retry_after: float | None, deadline: float
+    ) -> AsyncGenerator[Update, None]:
         s = self._settings
         call = self._dialect.poll_request(created.application_id)
+        accepted_at = not_ready_at = self._clock.monotonic()
         hint = created.poll_hint_s
         hintless = 0
         polls = 0
         last_pending: float | None = None
         final_used = False
         while True:
-            wait = self._wait(hint, hintless)
+            refused = self.guard.circuit_open("poll")
+            if refused is not None:  # the breaker opened meanwhile: no point waiting to poll
+                yield refused
+                return
+            wait, floor = self._wait(hint, retry_after, hintless)
             remaining = deadline - self._clock.monotonic()
             if wait >= remaining:
                 # The next regular poll would come too late: make one last poll just before the
-                # deadline, then give up.
-                if final_used or remaining <= 0:
+                # deadline (unless the insurer asked us not to come that early), then give up.
+                last = max(0.0, remaining - s.final_poll_lead_s)
+                if final_used or remaining <= 0 or (floor is not None and floor > last):
                     yield failed(Reason.DEADLINE, f"still pending after {polls} polls")
                     return
                 final_used = True
-                wait = max(0.0, remaining - s.final_poll_lead_s)
+                wait = last
             await self._clock.sleep(wait)
-            response = await self._send(call, deadline, "poll")
+            sent_at = self._clock.monotonic()
+            answer = await self.guard.send(self._http, call, deadline, "poll", self._read_poll)
             polls += 1
-            if isinstance(response, Failed):
-                yield response
+            if isinstance(answer, Failed):
+                yield answer
                 return
-            try:
-                outcome = self._dialect.parse_poll(response)
-            except BadResponse as exc:
-                yield failed(Reason.BAD_RESPONSE, f"poll: {exc}")
-                return
+            outcome, retry_after = answer
             if isinstance(outcome, NotReady):
                 hint = outcome.poll_hint_s
-                hintless = 0 if hint is not None else hintless + 1
-                now = self._clock.monotonic()
+                hintless = 0 if hint is not None or retry_after is not None else hintless + 1
+                now = not_ready_at = self._clock.monotonic()
                 if last_pending is None or now - last_pending >= s.pending_heartbeat_s:
                     last_pending = now
                     yield Pending(polls)
                 continue
             if isinstance(outcome, Offer):
+                self.ready_times.record((not_ready_at + sent_at) / 2 - accepted_at)
                 yield outcome
             elif isinstance(outcome, Declined):
                 yield Failed(Reason.DECLINED, outcome.reason or MESSAGES[Reason.DECLINED], "declined")
@@ -197,32 +217,21 @@ class OfferFlow:
                 yield failed(Reason.INSURER_ERROR, "poll: the insurer lost the application (404)")
             return
 
-    def _wait(self, hint: float | None, hintless: int) -> float:
-        """The pause before the next poll: the insurer's hint, or a growing default, clamped."""
-        s = self._settings
-        growth = s.poll_backoff ** min(hintless, 64)  # bounded: a float power can overflow
-        wait = hint if hint is not None else s.default_poll_interval_s * growth
-        return min(max(wait, s.min_poll_interval_s), s.max_poll_interval_s)
+    def _wait(
+        self, hint: float | None, retry_after: float | None, hintless: int
+    ) -> tuple[float, float | None]:
+        """The pause before the next poll, and the insurer's Retry-After when it sets the pause.
 
-    async def _send(self, call: HttpCall, deadline: float, step: str) -> HttpResponse | Failed:
-        """One HTTP call within its timeout and the deadline; failures mapped to reasons."""
-        limit = self._settings.http_timeout_s
-        remaining = deadline - self._clock.monotonic()
-        if remaining <= 0:
-            return failed(Reason.DEADLINE, f"{step}: deadline reached")
-        timeout = min(limit, remaining)
-        try:
-            response = await self._http(call, timeout)
-        except HttpTimeout:
-            if timeout < limit:
-                return failed(Reason.DEADLINE, f"{step}: deadline reached during the call")
-            return failed(Reason.TIMEOUT, f"{step}: no answer within {limit:g} s")
-        except HttpUnavailable as exc:
-            return failed(Reason.UNAVAILABLE, f"{step}: {exc}")
-        except HttpProtocolError as exc:
-            return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
-        if response.status == 429:
-            return failed(Reason.RATE_LIMITED, f"{step}: HTTP 429")
-        if response.status >= 500:
-            return failed(Reason.INSURER_ERROR, f"{step}: HTTP {response.status}")
-        return response
+        The body's own hint (clamped) wins; else Retry-After, honoured as is; else a growing
+        pause from the insurer's median time-to-offer (or the default interval), clamped.
+        """
+        s = self._settings
+        if hint is not None and hint != retry_after:
+            return min(max(hint, s.min_poll_interval_s), s.max_poll_interval_s), None
+        if retry_after is not None:
+            return max(retry_after, s.min_poll_interval_s), retry_after
+        base = self.ready_times.median()
+        if base is None:
+            base = s.default_poll_interval_s
+        growth = s.poll_backoff ** min(hintless, 64)  # bounded: a float power can overflow
+        return min(max(base * growth, s.min_poll_interval_s), s.max_poll_interval_s), None

@@ -12,6 +12,7 @@ the safe side). A wait that would pass the deadline is refused at once, without 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,6 +22,8 @@ import redis.asyncio
 from osago_common.clock import Clock
 
 _US = 1_000_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -174,3 +177,66 @@ class RedisRateLimiter:
     async def try_acquire(self) -> float:
         admitted, wait_us = await self.reserve(0)
         return 0.0 if admitted else wait_us / _US
+
+
+class FallbackRateLimiter:
+    """The quota shared in Redis; while Redis fails, this process's own quota instead.
+
+    A Redis outage then neither stops every call (failing closed would take down all insurers
+    with Redis) nor lifts the quota altogether: each replica keeps to the full quota on its own,
+    so the insurer may see up to (replicas × quota) until Redis is back. After a failure Redis is
+    left alone for `cooldown_s`, so a hung Redis costs one timeout per cool-down, not one per
+    call. Logged on each change.
+    """
+
+    def __init__(
+        self, shared: RateLimiter, local: RateLimiter, name: str, clock: Clock, cooldown_s: float
+    ) -> None:
+        self._shared = shared
+        self._local = local
+        self._name = name
+        self._clock = clock
+        self._cooldown_s = cooldown_s
+        self._retry_at: float | None = None  # while failing: when to try Redis again
+        self.errors_total = 0
+
+    @property
+    def failing(self) -> bool:
+        return self._retry_at is not None
+
+    async def acquire(self, deadline: float | None) -> bool:
+        if self._cooling():
+            return await self._local.acquire(deadline)
+        try:
+            admitted = await self._shared.acquire(deadline)
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return await self._local.acquire(deadline)
+        self._recovered()
+        return admitted
+
+    async def try_acquire(self) -> float:
+        if self._cooling():
+            return await self._local.try_acquire()
+        try:
+            wait = await self._shared.try_acquire()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return await self._local.try_acquire()
+        self._recovered()
+        return wait
+
+    def _cooling(self) -> bool:
+        return self._retry_at is not None and self._clock.monotonic() < self._retry_at
+
+    def _failed(self, exc: Exception) -> None:
+        self.errors_total += 1
+        if self._retry_at is None:
+            log.warning("rate limit %s: Redis failed (%s); using this process's quota",
+                        self._name, type(exc).__name__)
+        self._retry_at = self._clock.monotonic() + self._cooldown_s
+
+    def _recovered(self) -> None:
+        if self._retry_at is not None:
+            self._retry_at = None
+            log.warning("rate limit %s: Redis is back; using the shared quota", self._name)

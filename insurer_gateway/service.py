@@ -1,5 +1,6 @@
-"""Running the gateway: one HTTP session toward the insurer, one grpc.aio server with health and
-reflection, opened in `start` and closed in `stop`."""
+"""Running the gateway: one HTTP session toward the insurer, one Redis client for the shared quota
+(when configured), one grpc.aio server with health and reflection, opened in `start` and closed
+in `stop`."""
 
 from __future__ import annotations
 
@@ -8,15 +9,28 @@ import contextlib
 import signal
 import sys
 
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from osago.v1 import gateway_service_pb2_grpc
 
 from insurer_gateway.dialects import DIALECTS
+from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.offers import OfferFlow
+from insurer_gateway.ratelimit import (
+    FallbackRateLimiter,
+    LocalRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from insurer_gateway.servicer import SERVICE_NAME, GatewayServicer
 from insurer_gateway.settings import GatewaySettings
 from insurer_gateway.transport import AiohttpTransport, open_session
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_server import ServiceServer
+
+# The Redis key of an insurer's quota, followed by the insurer id; every replica uses the same.
+RATE_LIMIT_KEY_PREFIX = "osago:ratelimit:"
 
 
 class GatewayService:
@@ -39,7 +53,8 @@ class GatewayService:
             session = open_session(s)
             self._stack.push_async_callback(session.close)
             transport = AiohttpTransport(session, s.base_url)
-            flow = OfferFlow(s, DIALECTS[s.dialect], transport, self._clock)
+            guard = InsurerGuard(s, self._clock, self._rate_limiter())
+            flow = OfferFlow(s, DIALECTS[s.dialect], transport, self._clock, guard)
             self.servicer = GatewayServicer(s, flow, self._clock, self._clock.now())
             server = ServiceServer(s.bind)
             gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(self.servicer, server.server)
@@ -50,6 +65,26 @@ class GatewayService:
             await self.stop(0)
             raise
         return self.port
+
+    def _rate_limiter(self) -> RateLimiter:
+        """The insurer's quota: in Redis, shared by every replica, when OSAGO_REDIS_URL is set
+        (this process's quota while Redis fails); else this process's own."""
+        s = self.settings
+        local = LocalRateLimiter(s.rate_limit_config(), self._clock)
+        if s.redis_url is None:
+            return local
+        # One immediate retry (a pooled connection the server closed), then the local quota:
+        # redis-py's default of 3 retries with backoff would hold every call for seconds.
+        client = redis.asyncio.Redis.from_url(
+            s.redis_url,
+            socket_timeout=s.redis_timeout_s,
+            socket_connect_timeout=s.redis_timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._stack.push_async_callback(client.aclose)
+        key = f"{RATE_LIMIT_KEY_PREFIX}{s.insurer_id}"
+        shared = RedisRateLimiter(s.rate_limit_config(), client, key, self._clock)
+        return FallbackRateLimiter(shared, local, s.insurer_id, self._clock, s.redis_retry_s)
 
     async def stop(self, grace: float = 1.0) -> None:
         """Reports NOT_SERVING, lets calls run for `grace` seconds, cancels the rest, then closes

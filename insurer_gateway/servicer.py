@@ -18,6 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from osago.v1 import gateway_service_pb2, quote_pb2
 
+from insurer_gateway.breaker import BreakerState
 from insurer_gateway.dialects import HttpCall, InvalidApplication, Offer
 from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
 from insurer_gateway.settings import GatewaySettings
@@ -27,6 +28,12 @@ SERVICE_NAME = "osago.v1.InsurerGatewayService"
 MAX_REQUEST_ID_CHARS = 128
 
 log = logging.getLogger(__name__)
+
+BREAKER_STATES = {
+    BreakerState.CLOSED: gateway_service_pb2.BREAKER_STATE_CLOSED,
+    BreakerState.OPEN: gateway_service_pb2.BREAKER_STATE_OPEN,
+    BreakerState.HALF_OPEN: gateway_service_pb2.BREAKER_STATE_HALF_OPEN,
+}
 
 
 @dataclass
@@ -85,18 +92,18 @@ class GatewayServicer:
                 stats.failures_total += 1
 
     async def GetGatewayStatus(self, request: Any, context: Any) -> Any:
-        s, stats = self._settings, self.stats
+        s, stats, guard = self._settings, self.stats, self._flow.guard
         response = gateway_service_pb2.GetGatewayStatusResponse(
             insurer=quote_pb2.InsurerRef(insurer_id=s.insurer_id, insurer_name=s.insurer_name),
             dialect=s.dialect,
             base_url=s.base_url,
-            breaker_state=gateway_service_pb2.BREAKER_STATE_CLOSED,
+            breaker_state=BREAKER_STATES[guard.breaker_state],
             in_flight=stats.in_flight,
             requests_total=stats.requests_total,
             offers_total=stats.offers_total,
             failures_total=stats.failures_total,
-            retries_total=0,
-            rejected_by_breaker_total=0,
+            retries_total=guard.retries_total,
+            rejected_by_breaker_total=guard.breaker.rejected_total,
         )
         response.started_at.FromDatetime(self._started_at)
         return response

@@ -14,6 +14,27 @@
 | OSAGO_GATEWAY_MAX_POLL_INTERVAL_S | 5.0 | upper bound of any poll interval |
 | OSAGO_GATEWAY_PENDING_HEARTBEAT_S | 5.0 | least time between two "pending" updates |
 | OSAGO_GATEWAY_MAX_CALL_S | 120.0 | deadline of a RequestOffer call that carries none |
+| OSAGO_GATEWAY_READY_WINDOW | 20 | offers remembered to estimate the insurer's median time-to-offer (first poll without hint) |
+| OSAGO_GATEWAY_BREAKER_WINDOW_TYPE | count | breaker sliding window: "count" (last N calls) or "time" (last N seconds) |
+| OSAGO_GATEWAY_BREAKER_WINDOW | 20 | breaker window size: calls, or seconds for a time window |
+| OSAGO_GATEWAY_BREAKER_MIN_CALLS | 10 | calls in the window before the breaker may open |
+| OSAGO_GATEWAY_BREAKER_FAILURE_RATE | 0.5 | failure rate (0–1] that opens the breaker |
+| OSAGO_GATEWAY_BREAKER_SLOW_CALL_RATE | 1.0 | slow-call rate (0–1] that opens the breaker |
+| OSAGO_GATEWAY_BREAKER_SLOW_CALL_S | 4.0 | an HTTP call at least this long is slow |
+| OSAGO_GATEWAY_BREAKER_OPEN_S | 10.0 | how long an open breaker fails calls fast before probing |
+| OSAGO_GATEWAY_BREAKER_HALF_OPEN_PROBES | 2 | probe calls let through when half-open |
+| OSAGO_GATEWAY_RATE_LIMIT_PER_S | 50.0 | the insurer's quota: HTTP calls per second, all replicas together |
+| OSAGO_GATEWAY_RATE_LIMIT_BURST | 100 | calls the quota allows at once |
+| OSAGO_GATEWAY_RETRY_MAX_ATTEMPTS | 3 | attempts per HTTP call, the first included (1: no retries) |
+| OSAGO_GATEWAY_RETRY_BASE_S | 0.1 | backoff base: retry n waits uniform(0, min(cap, base·2^n)) |
+| OSAGO_GATEWAY_RETRY_CAP_S | 2.0 | backoff cap |
+| OSAGO_GATEWAY_RETRY_BUDGET_RATIO | 0.2 | retries allowed per call made (in the budget window) |
+| OSAGO_GATEWAY_RETRY_BUDGET_MIN_PER_S | 1.0 | retries per second always allowed, however few the calls |
+| OSAGO_GATEWAY_RETRY_BUDGET_WINDOW_S | 10.0 | the retry budget's sliding window |
+| OSAGO_GATEWAY_MAX_IN_FLIGHT | 200 | bulkhead: concurrent HTTP calls to the insurer; beyond it a call fails at once |
+| OSAGO_REDIS_URL | unset | Redis shared by the replicas for the global quota (unset: a quota per process) |
+| OSAGO_GATEWAY_REDIS_TIMEOUT_S | 0.25 | connect and reply timeout of Redis calls (then the process's own quota is used) |
+| OSAGO_GATEWAY_REDIS_RETRY_S | 1.0 | after a Redis failure, how long the process's own quota is used before trying Redis again |
 """
 
 from __future__ import annotations
@@ -23,7 +44,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from insurer_gateway.breaker import BreakerConfig
 from insurer_gateway.dialects import DIALECTS
+from insurer_gateway.ratelimit import RateLimitConfig
+from insurer_gateway.retry import RetryPolicy
 from osago_common.env import SettingsError, env_float, env_int, env_str
 from osago_common.insurers import BY_ID
 
@@ -54,6 +78,37 @@ class GatewaySettings:
     deadline_margin_s: float = 0.05
     # The deadline of a RequestOffer call that carries none.
     max_call_s: float = 120.0
+    # Observed time-to-offer of this many recent offers; their median paces the first poll of
+    # an application the insurer gave no hint for.
+    ready_window: int = 20
+    # Circuit breaker (see insurer_gateway.breaker): window type and size, when it opens, how
+    # long it stays open, how many probes it lets through half-open.
+    breaker_window_type: str = "count"
+    breaker_window: int = 20
+    breaker_min_calls: int = 10
+    breaker_failure_rate: float = 0.5
+    breaker_slow_call_rate: float = 1.0
+    breaker_slow_call_s: float = 4.0
+    breaker_open_s: float = 10.0
+    breaker_half_open_probes: int = 2
+    # The insurer's quota, shared by every replica through Redis when `redis_url` is set.
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: int = 100
+    # Retries of transient failures: attempts (the first included), full-jitter backoff, and a
+    # budget of `ratio` retries per call plus `min_per_s` per second over a sliding window.
+    retry_max_attempts: int = 3
+    retry_base_s: float = 0.1
+    retry_cap_s: float = 2.0
+    retry_budget_ratio: float = 0.2
+    retry_budget_min_per_s: float = 1.0
+    retry_budget_window_s: float = 10.0
+    # Bulkhead: HTTP calls in flight to the insurer at most; one more fails at once.
+    max_in_flight: int = 200
+    redis_url: str | None = None
+    # Redis calls time out after `redis_timeout_s`; after a failure the process's own quota is
+    # used for `redis_retry_s` before Redis is tried again.
+    redis_timeout_s: float = 0.25
+    redis_retry_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.insurer_id:
@@ -77,6 +132,48 @@ class GatewaySettings:
             raise SettingsError("http_max_connections must be at least 1")
         if self.final_poll_lead_s < 0 or self.deadline_margin_s < 0:
             raise SettingsError("final_poll_lead_s and deadline_margin_s must not be negative")
+        for name in ("ready_window", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
+        if self.retry_budget_ratio < 0 or self.retry_budget_min_per_s < 0:
+            raise SettingsError("retry_budget_ratio and retry_budget_min_per_s must not be negative")
+        for name in ("retry_budget_window_s", "redis_timeout_s", "redis_retry_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError("redis_url must be a redis://, rediss:// or unix:// URL")
+        try:  # the primitives check their own thresholds
+            self.breaker_config()
+            self.rate_limit_config()
+            self.retry_policy()
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def breaker_config(self) -> BreakerConfig:
+        if self.breaker_window_type not in ("count", "time"):
+            raise SettingsError(
+                f"breaker_window_type must be 'count' or 'time', not {self.breaker_window_type!r}"
+            )
+        return BreakerConfig(
+            window_type="count" if self.breaker_window_type == "count" else "time",
+            window_size=self.breaker_window,
+            minimum_calls=self.breaker_min_calls,
+            failure_rate_threshold=self.breaker_failure_rate,
+            slow_call_rate_threshold=self.breaker_slow_call_rate,
+            slow_call_duration_s=self.breaker_slow_call_s,
+            open_duration_s=self.breaker_open_s,
+            half_open_probes=self.breaker_half_open_probes,
+        )
+
+    def rate_limit_config(self) -> RateLimitConfig:
+        return RateLimitConfig(rate_per_s=self.rate_limit_per_s, burst=self.rate_limit_burst)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            base_s=self.retry_base_s, cap_s=self.retry_cap_s, max_attempts=self.retry_max_attempts
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> GatewaySettings:
@@ -117,6 +214,40 @@ class GatewaySettings:
                 env, "OSAGO_GATEWAY_PENDING_HEARTBEAT_S", cls.pending_heartbeat_s
             ),
             "max_call_s": env_float(env, "OSAGO_GATEWAY_MAX_CALL_S", cls.max_call_s),
+            "breaker_window_type": text(
+                "breaker_window_type", "OSAGO_GATEWAY_BREAKER_WINDOW_TYPE", cls.breaker_window_type
+            ),
+            "redis_url": env.get("OSAGO_REDIS_URL") or None,
         }
+        for field, variable in _NUMBERS.items():
+            default = getattr(cls, field)
+            if isinstance(default, int):
+                fields[field] = env_int(env, variable, default)
+            else:
+                fields[field] = env_float(env, variable, default)
         fields.update(overrides)
         return cls(**fields)
+
+
+# Numeric settings read by name from the environment, each with its field's default.
+_NUMBERS: dict[str, str] = {
+    "ready_window": "OSAGO_GATEWAY_READY_WINDOW",
+    "breaker_window": "OSAGO_GATEWAY_BREAKER_WINDOW",
+    "breaker_min_calls": "OSAGO_GATEWAY_BREAKER_MIN_CALLS",
+    "breaker_failure_rate": "OSAGO_GATEWAY_BREAKER_FAILURE_RATE",
+    "breaker_slow_call_rate": "OSAGO_GATEWAY_BREAKER_SLOW_CALL_RATE",
+    "breaker_slow_call_s": "OSAGO_GATEWAY_BREAKER_SLOW_CALL_S",
+    "breaker_open_s": "OSAGO_GATEWAY_BREAKER_OPEN_S",
+    "breaker_half_open_probes": "OSAGO_GATEWAY_BREAKER_HALF_OPEN_PROBES",
+    "rate_limit_per_s": "OSAGO_GATEWAY_RATE_LIMIT_PER_S",
+    "rate_limit_burst": "OSAGO_GATEWAY_RATE_LIMIT_BURST",
+    "retry_max_attempts": "OSAGO_GATEWAY_RETRY_MAX_ATTEMPTS",
+    "retry_base_s": "OSAGO_GATEWAY_RETRY_BASE_S",
+    "retry_cap_s": "OSAGO_GATEWAY_RETRY_CAP_S",
+    "retry_budget_ratio": "OSAGO_GATEWAY_RETRY_BUDGET_RATIO",
+    "retry_budget_min_per_s": "OSAGO_GATEWAY_RETRY_BUDGET_MIN_PER_S",
+    "retry_budget_window_s": "OSAGO_GATEWAY_RETRY_BUDGET_WINDOW_S",
+    "max_in_flight": "OSAGO_GATEWAY_MAX_IN_FLIGHT",
+    "redis_timeout_s": "OSAGO_GATEWAY_REDIS_TIMEOUT_S",
+    "redis_retry_s": "OSAGO_GATEWAY_REDIS_RETRY_S",
+}

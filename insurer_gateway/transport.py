@@ -1,12 +1,12 @@
-"""The one place HTTP calls to the insurer are made (aiohttp). Retries, the circuit breaker and
-the rate limit wrap `AiohttpTransport.__call__`."""
+"""The one place HTTP calls to the insurer are made (aiohttp). The guard (breaker, quota,
+bulkhead, retries: insurer_gateway.guard) wraps `AiohttpTransport.__call__`."""
 
 from __future__ import annotations
 
 import aiohttp
 
 from insurer_gateway.dialects import HttpCall, HttpResponse
-from insurer_gateway.offers import HttpProtocolError, HttpTimeout, HttpUnavailable
+from insurer_gateway.outcomes import HttpProtocolError, HttpTimeout, HttpUnavailable
 from insurer_gateway.settings import GatewaySettings
 
 # Insurer answers are a few kilobytes; a larger body is a broken insurer.

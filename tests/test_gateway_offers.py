@@ -4,7 +4,9 @@ real sleeping."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -14,6 +16,7 @@ import pytest
 from osago.v1 import application_pb2
 
 from insurer_gateway.dialects import DIALECTS, HttpCall, HttpResponse, InvalidApplication, Offer
+from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.offers import (
     Accepted,
     Failed,
@@ -97,7 +100,8 @@ async def run(
 ) -> tuple[list[tuple[float, Update]], Insurer]:
     clock = FakeClock()
     insurer = Insurer(clock, steps)
-    flow = OfferFlow(settings, DIALECTS[dialect], insurer, clock)
+    guard = InsurerGuard(settings, clock, rng=random.Random(0))  # seeded jitter
+    flow = OfferFlow(settings, DIALECTS[dialect], insurer, clock, guard)
     updates: list[tuple[float, Update]] = []
 
     async def consume() -> None:
@@ -198,11 +202,23 @@ async def test_a_deadline_already_passed_makes_no_call() -> None:
 
 
 async def test_an_insurer_that_hangs_times_out_after_the_http_timeout() -> None:
-    updates, insurer = await run([created(1000), HANG], deadline=60.0)
+    no_retries = dataclasses.replace(SETTINGS, retry_max_attempts=1)
+    updates, insurer = await run([created(1000), HANG], deadline=60.0, settings=no_retries)
     assert insurer.times == [0.0, 1.0]
     at, last = updates[-1]
     assert at == 6.0
     assert isinstance(last, Failed) and last.reason is Reason.TIMEOUT
+
+
+async def test_a_timed_out_poll_is_retried_each_attempt_with_the_full_http_timeout() -> None:
+    updates, insurer = await run([created(1000), HANG], deadline=60.0)
+    assert len(insurer.calls) == 1 + 3  # the create, then three attempts of the poll
+    assert [timeout for _, _, timeout in insurer.calls[1:]] == [5.0, 5.0, 5.0]
+    gaps = [round(b - a, 6) for a, b in zip(insurer.times[1:], insurer.times[2:])]
+    assert 5.0 <= gaps[0] <= 5.1 and 5.0 <= gaps[1] <= 5.2  # the timeout, then jitter below the ceiling
+    last = updates[-1][1]
+    assert isinstance(last, Failed) and last.reason is Reason.TIMEOUT
+    assert "after 3 attempts" in last.detail
 
 
 @pytest.mark.parametrize(
@@ -224,12 +240,15 @@ async def test_failures_are_mapped_to_reasons(step: Step, reason: Reason, on_cre
         # On the create call these are off-schema answers.
         reason = Reason.BAD_RESPONSE
     steps: list[Step] = [step] if on_create else [created(100), step]
-    expected_calls = len(steps)
+    transient = isinstance(step, HttpUnavailable) or (
+        isinstance(step, HttpResponse) and (step.status >= 500 or step.status == 429)
+    )
+    expected_calls = len(steps) + (2 if transient else 0)  # transient failures: 3 attempts
     updates, insurer = await run(steps)
     assert kinds(updates) == (["Failed"] if on_create else ["Accepted", "Failed"])
     last = updates[-1][1]
     assert isinstance(last, Failed) and last.reason is reason
-    assert len(insurer.calls) == expected_calls  # nothing after a failure
+    assert len(insurer.calls) == expected_calls  # nothing after the (last) failure
     assert last.detail.startswith("create" if on_create else "poll")
 
 

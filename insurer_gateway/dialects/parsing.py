@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
@@ -127,3 +128,21 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     if seconds != seconds or seconds < 0 or seconds == float("inf"):
         return None
     return seconds
+
+
+def retry_after_s(headers: Mapping[str, str], now: datetime) -> float | None:
+    """Retry-After in seconds from `now`, written as seconds or as an HTTP-date (RFC 9110);
+    a date in the past is 0, garbage None."""
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    seconds = retry_after(headers)
+    if seconds is not None:
+        return seconds
+    try:
+        moment = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # "-0000" in an HTTP-date means UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, (moment - now).total_seconds())

@@ -1,0 +1,222 @@
+"""Every HTTP call to the insurer goes through `InsurerGuard.send`: circuit breaker, quota,
+bulkhead, timeout, then retries of transient failures. One guard per insurer per process.
+
+Pure: the HTTP function, the clock, the rate limiter and the random source are injected.
+
+One attempt: a breaker permit (none: CIRCUIT_OPEN at once, no HTTP call), a token of the
+insurer's quota (waiting only while the deadline allows, else RATE_LIMITED), a bulkhead slot
+(none: UNAVAILABLE at once), then the call within min(HTTP timeout, time left).
+
+What the breaker is told about an attempt:
+- failure: connect error, a full HTTP timeout, 5xx, invalid HTTP, an answer off the API's schema;
+- success: any answer the dialect understands, declines and 4xx data refusals included (the
+  insurer is working; it just said no);
+- nothing (the permit is released): 429, a call cut short by our own deadline, a cancelled call,
+  a call refused by our quota or bulkhead. A 429 is the insurer protecting itself from load, not
+  a sign it is broken: the quota and Retry-After are the answer to it. Counting it would open
+  the breaker on a busy but healthy insurer and turn "slow down a little" into "stop for
+  `breaker_open_s`" for every customer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from insurer_gateway.breaker import BreakerState, CircuitBreaker
+from insurer_gateway.bulkhead import Bulkhead
+from insurer_gateway.dialects import BadResponse, HttpCall, HttpResponse
+from insurer_gateway.dialects.parsing import retry_after_s
+from insurer_gateway.outcomes import (
+    Failed,
+    HttpProtocolError,
+    HttpTimeout,
+    HttpUnavailable,
+    Reason,
+    failed,
+)
+from insurer_gateway.ratelimit import LocalRateLimiter, RateLimiter
+from insurer_gateway.retry import RetryBudget, next_delay
+from insurer_gateway.settings import GatewaySettings
+from osago_common.clock import Clock
+
+HttpFunction = Callable[[HttpCall, float], Awaitable[HttpResponse]]
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Transient:
+    """An attempt failed in a way another attempt may not (connect error, timeout, 5xx, 429)."""
+
+    failed: Failed
+    retry_after_s: float | None = None
+
+
+class InsurerGuard:
+    """The resilience state of one insurer: breaker, quota, bulkhead, retry budget, counters."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        clock: Clock,
+        limiter: RateLimiter | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self.breaker = CircuitBreaker(settings.breaker_config(), clock, self._on_transition)
+        self.limiter: RateLimiter = limiter or LocalRateLimiter(settings.rate_limit_config(), clock)
+        self.bulkhead = Bulkhead(settings.max_in_flight)
+        self.policy = settings.retry_policy()
+        self.budget = RetryBudget(
+            clock,
+            ratio=settings.retry_budget_ratio,
+            min_per_s=settings.retry_budget_min_per_s,
+            window_s=settings.retry_budget_window_s,
+        )
+        self._rng = rng or random.Random()
+        self.calls_total = 0  # HTTP calls made, retries included
+        self.retries_total = 0  # retries sent to the insurer
+        self.rate_limited_total = 0  # attempts our quota refused
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        return self.breaker.state
+
+    def circuit_open(self, step: str) -> Failed | None:
+        """CIRCUIT_OPEN (counted as a rejection) when the breaker is open right now, else None."""
+        if self.breaker.state is not BreakerState.OPEN:
+            return None
+        self.breaker.try_acquire()  # refused: counts the rejection
+        return self._open_failure(step)
+
+    async def send(
+        self,
+        http: HttpFunction,
+        call: HttpCall,
+        deadline: float,
+        step: str,
+        parse: Callable[[HttpResponse], T],
+    ) -> T | Failed:
+        """The call's answer read by `parse`, or why there is none; never runs past `deadline`.
+
+        Transient failures are retried with full-jitter backoff (or the insurer's Retry-After
+        when longer) while attempts, the retry budget and the deadline allow. Only calls that are
+        safe to repeat are retried: polls (GET) are idempotent, and a create carries the
+        Idempotency-Key derived from the request id (OfferFlow.prepare always sets it), so the
+        insurer answers a repeated create with the application it already made instead of making
+        a second one. A call without either is tried once.
+        """
+        repeatable = call.method in ("GET", "HEAD") or "Idempotency-Key" in call.headers
+        self.budget.record_call()
+        attempt = 0
+        while True:
+            outcome = await self._attempt(http, call, deadline, step, parse, attempt > 0)
+            if not isinstance(outcome, _Transient):
+                return outcome
+            if not repeatable or self.policy.max_attempts <= 1:
+                return outcome.failed
+            delay = next_delay(
+                self.policy, attempt, self._rng, self._clock.monotonic(), deadline,
+                outcome.retry_after_s,
+            )
+            if delay is None:
+                return _after(outcome.failed, attempt + 1)
+            if not self.budget.can_retry():
+                return _after(outcome.failed, attempt + 1, "retry budget spent")
+            self.budget.record_retry()  # when planned: concurrent retries cannot overshoot
+            await self._clock.sleep(delay)
+            attempt += 1
+
+    async def _attempt(
+        self,
+        http: HttpFunction,
+        call: HttpCall,
+        deadline: float,
+        step: str,
+        parse: Callable[[HttpResponse], T],
+        retry: bool,
+    ) -> T | Failed | _Transient:
+        if deadline - self._clock.monotonic() <= 0:
+            return failed(Reason.DEADLINE, f"{step}: deadline reached")
+        permit = self.breaker.try_acquire()
+        if permit is None:
+            return self._open_failure(step)
+        try:
+            if not await self.limiter.acquire(deadline):
+                self.rate_limited_total += 1
+                return failed(Reason.RATE_LIMITED, f"{step}: no room in the quota before the deadline")
+            # A full bulkhead means calls pile up on a slow insurer: fail this one now instead of
+            # queueing it; UNAVAILABLE, as the insurer cannot take more right now (RATE_LIMITED
+            # is kept for its quota).
+            if not self.bulkhead.try_enter():
+                return failed(Reason.UNAVAILABLE, f"{step}: {self.bulkhead.max_in_flight} calls in flight")
+            limit = self._settings.http_timeout_s
+            started = self._clock.monotonic()
+            timeout = min(limit, deadline - started)
+            try:
+                if timeout <= 0:
+                    return failed(Reason.DEADLINE, f"{step}: deadline reached")
+                self.calls_total += 1
+                self.retries_total += retry
+                response = await http(call, timeout)
+            except HttpTimeout:
+                if timeout < limit:  # cut short by our deadline: no verdict on the insurer
+                    return failed(Reason.DEADLINE, f"{step}: deadline reached during the call")
+                permit.failure(self._clock.monotonic() - started)
+                return _Transient(failed(Reason.TIMEOUT, f"{step}: no answer within {limit:g} s"))
+            except HttpUnavailable as exc:
+                permit.failure(self._clock.monotonic() - started)
+                return _Transient(failed(Reason.UNAVAILABLE, f"{step}: {exc}"))
+            except HttpProtocolError as exc:
+                permit.failure(self._clock.monotonic() - started)
+                return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
+            finally:
+                self.bulkhead.leave()
+            duration = self._clock.monotonic() - started
+            if response.status == 429:
+                return _Transient(
+                    failed(Reason.RATE_LIMITED, f"{step}: HTTP 429"), self._retry_after(response)
+                )
+            if response.status >= 500:
+                permit.failure(duration)
+                return _Transient(
+                    failed(Reason.INSURER_ERROR, f"{step}: HTTP {response.status}"),
+                    self._retry_after(response),
+                )
+            try:
+                parsed = parse(response)
+            except BadResponse as exc:
+                permit.failure(duration)
+                return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
+            permit.success(duration)
+            return parsed
+        finally:
+            if not permit.done:  # no verdict: cancelled, refused by us, 429, cut by the deadline
+                permit.release()
+
+    def _retry_after(self, response: HttpResponse) -> float | None:
+        return retry_after_s(response.headers, self._clock.now())
+
+    def _open_failure(self, step: str) -> Failed:
+        wait = self.breaker.retry_after_s()
+        probes = f"; probes in {wait:.1f} s" if wait is not None else "; probes under way"
+        return failed(Reason.CIRCUIT_OPEN, f"{step}: circuit open{probes}")
+
+    def _on_transition(self, before: BreakerState, after: BreakerState) -> None:
+        level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
+        log.log(level, "circuit breaker: insurer=%s %s -> %s",
+                self._settings.insurer_id, before.value, after.value)
+
+
+def _after(failure: Failed, attempts: int, why: str = "") -> Failed:
+    """The last failure, its detail saying how many attempts were made (and why no more)."""
+    if attempts <= 1 and not why:
+        return failure
+    note = f" (after {attempts} attempt{'s' if attempts > 1 else ''}{'; ' + why if why else ''})"
+    return Failed(failure.reason, failure.message, failure.detail + note)

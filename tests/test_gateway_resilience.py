@@ -1,0 +1,278 @@
+"""The gateway's resilience over real HTTP and gRPC: real GatewayService servers on port 0 in front
+of small aiohttp insurers written here, and two replicas sharing one quota in a private Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import statistics
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio
+from aiohttp import web
+from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
+
+from insurer_gateway.service import RATE_LIMIT_KEY_PREFIX, GatewayService
+from insurer_gateway.settings import GatewaySettings
+from tests.redis_server import redis_server
+from tests.test_gateway_offers import OFFER
+from tests.test_gateway_service import make_application
+
+pytestmark = pytest.mark.functional
+
+PATH = "/insurers/alfa/api/v1/applications"
+CIRCUIT_OPEN = quote_pb2.FAILURE_REASON_CIRCUIT_OPEN
+
+
+@dataclass
+class FakeInsurer:
+    """A "rest" insurer whose behaviour the test switches: "ok" (an offer at the first poll),
+    "fail" (503), "refuse" (400 data refused), "hang" (never answers), "lose_first" (makes the
+    application but answers its first create with 503), "429_once" (one 429 with Retry-After)."""
+
+    mode: str = "ok"
+    applications: dict[str, str] = field(default_factory=dict)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of every request
+    creates: int = 0
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals.append(time.monotonic())
+        self.creates += 1
+        if self.mode == "fail":
+            return web.json_response({"error": "maintenance"}, status=503)
+        if self.mode == "refuse":
+            return web.json_response({"error": "unknown VIN", "field": "vehicle.vin"}, status=400)
+        if self.mode == "hang":
+            await asyncio.Event().wait()
+        if self.mode == "429_once" and self.creates == 1:
+            return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "1"})
+        key = request.headers["Idempotency-Key"]
+        application_id = self.applications.setdefault(key, f"APP-{len(self.applications) + 1}")
+        if self.mode == "lose_first" and self.creates == 1:
+            return web.json_response({"error": "gateway timeout"}, status=503)
+        return web.json_response(
+            {"applicationId": application_id, "status": "PROCESSING", "estimatedReadyInMs": 10}, status=201
+        )
+
+    async def poll(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals.append(time.monotonic())
+        if self.mode == "fail":
+            return web.json_response({"error": "maintenance"}, status=503)
+        offer = dict(OFFER, offerId=f"OFFER-{request.match_info['id']}")
+        return web.json_response({"status": "QUOTED", "offer": offer})
+
+
+@contextlib.asynccontextmanager
+async def serve(insurer: FakeInsurer) -> AsyncIterator[str]:
+    """Serves the insurer on a free port; yields its base URL."""
+    app = web.Application()
+    app.router.add_post(PATH, insurer.create)
+    app.router.add_get(PATH + "/{id}", insurer.poll)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}/insurers/alfa"
+    finally:
+        await runner.cleanup()
+
+
+def dead_url() -> str:
+    """A localhost port nothing listens on: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/insurers/alfa"
+
+
+@dataclass
+class Gateway:
+    service: GatewayService
+    stub: Any
+
+    async def offer(self, request_id: str, timeout: float = 10.0) -> list[Any]:
+        req = gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=make_application())
+        return [u async for u in self.stub.RequestOffer(req, timeout=timeout)]
+
+    async def status(self) -> Any:
+        return await self.stub.GetGatewayStatus(gateway_service_pb2.GetGatewayStatusRequest())
+
+
+@contextlib.asynccontextmanager
+async def gateway(base_url: str, env: dict[str, str] | None = None, **overrides: Any) -> AsyncIterator[Gateway]:
+    settings = GatewaySettings.from_env(
+        {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": base_url, **(env or {})}, **overrides
+    )
+    service = GatewayService(settings)
+    port = await service.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield Gateway(service, gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel))
+    finally:
+        await service.stop(0)
+
+
+def outcome(updates: list[Any]) -> str | int:
+    """"offer", or the failure reason of the last update."""
+    last = updates[-1]
+    return "offer" if last.WhichOneof("update") == "offer" else int(last.failed.reason)
+
+
+BREAKER = {"OSAGO_GATEWAY_BREAKER_WINDOW": "5", "OSAGO_GATEWAY_BREAKER_MIN_CALLS": "5"}
+
+
+async def test_a_dead_insurer_opens_the_breaker_then_answers_circuit_open_in_milliseconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with gateway(dead_url(), BREAKER) as gw:
+        # Three attempts per request (two retries): the fifth failed call opens the breaker
+        # during the second request, whose last retry is refused without a call.
+        first = await gw.offer("req-1")
+        assert outcome(first) == quote_pb2.FAILURE_REASON_UNAVAILABLE
+        assert outcome(await gw.offer("req-2")) == CIRCUIT_OPEN
+        status = await gw.status()
+        assert status.breaker_state == gateway_service_pb2.BREAKER_STATE_OPEN
+        assert status.retries_total == 3
+        timings = []
+        for i in range(20):
+            started = time.perf_counter()
+            updates = await gw.offer(f"req-open-{i}")
+            timings.append(time.perf_counter() - started)
+            assert [u.WhichOneof("update") for u in updates] == ["failed"]
+            assert updates[0].failed.reason == CIRCUIT_OPEN
+            assert updates[0].failed.message and "127.0.0.1" not in updates[0].failed.message
+        assert statistics.median(timings) < 0.02 and max(timings) < 0.1, timings
+        status = await gw.status()
+        assert status.breaker_state == gateway_service_pb2.BREAKER_STATE_OPEN
+        assert status.rejected_by_breaker_total == 21  # the refused retry, then 20 requests
+        assert (status.requests_total, status.failures_total, status.in_flight) == (22, 22, 0)
+    assert "circuit breaker: insurer=alfa closed -> open" in caplog.text
+
+
+async def test_the_breaker_half_opens_after_the_wait_and_a_healthy_probe_closes_it() -> None:
+    insurer = FakeInsurer(mode="fail")
+    async with serve(insurer) as url, gateway(url, BREAKER, breaker_open_s=0.3) as gw:
+        assert outcome(await gw.offer("req-1")) == quote_pb2.FAILURE_REASON_INSURER_ERROR
+        assert outcome(await gw.offer("req-2")) == CIRCUIT_OPEN
+        calls = len(insurer.arrivals)
+        assert outcome(await gw.offer("req-3")) == CIRCUIT_OPEN
+        assert len(insurer.arrivals) == calls  # nothing reached the insurer
+        insurer.mode = "ok"
+        await asyncio.sleep(0.3)
+        assert (await gw.status()).breaker_state == gateway_service_pb2.BREAKER_STATE_HALF_OPEN
+        assert outcome(await gw.offer("req-4")) == "offer"  # create and poll: the two probes
+        assert (await gw.status()).breaker_state == gateway_service_pb2.BREAKER_STATE_CLOSED
+
+
+async def test_a_create_whose_answer_was_lost_is_retried_into_one_insurer_application() -> None:
+    insurer = FakeInsurer(mode="lose_first")
+    async with serve(insurer) as url, gateway(url) as gw:
+        updates = await gw.offer("req-lost")
+        assert outcome(updates) == "offer"
+        assert updates[0].accepted.insurer_application_id == "APP-1"
+        assert insurer.creates == 2 and list(insurer.applications) == ["req-lost:alfa"]
+        assert (await gw.status()).retries_total == 1
+
+
+async def test_a_429_is_retried_after_its_retry_after() -> None:
+    insurer = FakeInsurer(mode="429_once")
+    async with serve(insurer) as url, gateway(url) as gw:
+        started = time.monotonic()
+        updates = await gw.offer("req-429")
+        assert outcome(updates) == "offer"
+        assert insurer.arrivals[1] - insurer.arrivals[0] >= 1.0
+        assert time.monotonic() - started < 3.0
+        status = await gw.status()
+        assert (status.retries_total, status.breaker_state) == (1, gateway_service_pb2.BREAKER_STATE_CLOSED)
+
+
+async def test_a_full_bulkhead_fails_the_next_call_at_once() -> None:
+    insurer = FakeInsurer(mode="hang")
+    async with serve(insurer) as url, gateway(url, {"OSAGO_GATEWAY_MAX_IN_FLIGHT": "1"}) as gw:
+        hanging = asyncio.create_task(gw.offer("req-hang", timeout=2.0))
+        for _ in range(500):
+            if insurer.arrivals:
+                break
+            await asyncio.sleep(0.005)
+        started = time.monotonic()
+        updates = await gw.offer("req-next")
+        assert time.monotonic() - started < 0.1
+        assert outcome(updates) == quote_pb2.FAILURE_REASON_UNAVAILABLE
+        assert len(insurer.arrivals) == 1
+        hanging.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hanging
+
+
+# --- one quota shared by two replicas -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+RATE, BURST = 20.0, 5
+JITTER_S = 0.1
+QUOTA = {
+    "OSAGO_GATEWAY_RATE_LIMIT_PER_S": str(RATE),
+    "OSAGO_GATEWAY_RATE_LIMIT_BURST": str(BURST),
+    "OSAGO_GATEWAY_RETRY_MAX_ATTEMPTS": "1",
+}
+
+
+def most_in_any_window(arrivals: list[float], window_s: float) -> int:
+    ordered = sorted(arrivals)
+    most, start = 0, 0
+    for end, at in enumerate(ordered):
+        while at - ordered[start] > window_s:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+async def test_two_replicas_sharing_redis_never_exceed_the_quota_together(redis_url: str) -> None:
+    insurer = FakeInsurer(mode="refuse")  # one fast HTTP call per RequestOffer
+    env = {**QUOTA, "OSAGO_REDIS_URL": redis_url}
+    async with serve(insurer) as url, gateway(url, env) as one, gateway(url, env) as two:
+        requests = [gw.offer(f"req-{i}", timeout=2.0) for i in range(80) for gw in (one, two)]
+        results = [outcome(updates) for updates in await asyncio.gather(*requests)]
+        span = insurer.arrivals[-1] - insurer.arrivals[0]
+        admitted = results.count(quote_pb2.FAILURE_REASON_DECLINED)
+        limited = results.count(quote_pb2.FAILURE_REASON_RATE_LIMITED)
+        assert admitted + limited == len(results) == 160
+        assert admitted == len(insurer.arrivals)
+        # GCRA: at most the burst plus the rate over any span, both replicas together, allowing
+        # JITTER_S between a call's slot and its arrival (the first calls open connections).
+        # Two separate quotas would have let through about twice as many (~85 here).
+        assert len(insurer.arrivals) <= BURST + RATE * (span + JITTER_S) + 1
+        assert most_in_any_window(insurer.arrivals, 1.0) <= BURST + RATE * (1.0 + JITTER_S) + 1
+        assert limited > 0  # the quota really was the limit
+        per_replica = [sum(1 for r in results[k::2] if r == quote_pb2.FAILURE_REASON_DECLINED) for k in (0, 1)]
+        assert all(n > 0 for n in per_replica), per_replica
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            assert await client.exists(f"{RATE_LIMIT_KEY_PREFIX}alfa") == 1
+        finally:
+            await client.aclose()
+
+
+async def test_with_redis_down_each_replica_keeps_to_its_own_quota(caplog: pytest.LogCaptureFixture) -> None:
+    insurer = FakeInsurer(mode="refuse")
+    dead_redis = "redis://" + dead_url().split("//", 1)[1].split("/", 1)[0] + "/0"
+    async with serve(insurer) as url, gateway(url, {**QUOTA, "OSAGO_REDIS_URL": dead_redis}) as gw:
+        results = [outcome(u) for u in await asyncio.gather(*(gw.offer(f"r-{i}", timeout=1.0) for i in range(30)))]
+        assert quote_pb2.FAILURE_REASON_DECLINED in results  # answered, not an internal error
+        assert len(insurer.arrivals) <= BURST + RATE * (1.0 + JITTER_S) + 1
+    assert "using this process's quota" in caplog.text
