@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import EXAMPLES
@@ -45,7 +46,7 @@ def alive(pid: int) -> bool:
 @pytest.fixture
 async def mesh_up() -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
     process = await asyncio.create_subprocess_exec(
-        *OSAGO, "up", "--insurers", "10", "--time-scale", "0.02", "--aggregator-port", "0",
+        *OSAGO, "up", "--insurers", "10", "--time-scale", "0.02", "--aggregator-port", "0", "--page-port", "0",
         stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
@@ -74,7 +75,11 @@ async def test_up_quote_json_and_clean_stop(mesh_up: tuple[asyncio.subprocess.Pr
     process, addresses = mesh_up
     assert addresses["sim"].startswith("http://127.0.0.1:")
     services = children_of(process.pid)
-    assert len(services) == 12  # simulator, ten gateways, aggregator
+    assert len(services) == 14  # simulator, ten gateways, aggregator, web_bridge, Envoy
+    async with aiohttp.ClientSession() as http:
+        async with http.get(addresses["page"]) as response:
+            assert response.status == 200
+            assert "text/html" in response.headers["content-type"]
 
     code, out, err = await run_osago("quote", "--file", str(EXAMPLES / "moscow-young-driver.json"), "--json", "--target", addresses["aggregator"])
     assert code == 0, err

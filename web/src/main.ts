@@ -1,0 +1,169 @@
+// The OSAGO quote page: the application form, then the live session over grpc-web.
+//
+// The page and the grpc-web calls share one origin (Envoy's listener routes
+// /osago.v1.AggregatorService/* to the aggregator and the rest to web_bridge), so the transport's
+// base URL is the page's own origin and nothing else is ever called. The request id goes into the
+// URL (?request=ID): a reload, or a link, replays the session's events from the start and follows
+// it on. Personal data never leaves the form except in the CreateQuoteRequest call: nothing is
+// logged, stored in the browser or put in the URL.
+
+import { fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { BadRequestSchema } from "./gen/google/rpc/error_details_pb";
+import { AggregatorService, type CreateQuoteRequestResponse } from "./gen/osago/v1/aggregator_service_pb";
+import { ApplicationSchema, type Application } from "./gen/osago/v1/application_pb";
+import { byId } from "./dom";
+import { ApplicationForm, type Violation } from "./form";
+import { EventFollower, backoffMs } from "./stream";
+import { SessionView } from "./view";
+import kazanTwoDrivers from "../../examples/kazan-two-drivers.json";
+import moscowYoungDriver from "../../examples/moscow-young-driver.json";
+import spbUnlimited from "../../examples/spb-unlimited.json";
+
+const PRESETS: Record<string, JsonValue> = {
+  "moscow-young-driver": moscowYoungDriver,
+  "kazan-two-drivers": kazanTwoDrivers,
+  "spb-unlimited": spbUnlimited,
+};
+
+const CREATE_TIMEOUT_MS = 15_000;
+const CREATE_ATTEMPTS = 3;
+/** Worth retrying with the same idempotency key: the request may not have arrived. */
+const CREATE_RETRYABLE = new Set([Code.Unavailable, Code.DeadlineExceeded]);
+const MAX_REQUEST_ID = 128;
+
+const transport = createGrpcWebTransport({ baseUrl: window.location.origin, useBinaryFormat: true });
+const client = createClient(AggregatorService, transport);
+const form = new ApplicationForm();
+const view = new SessionView();
+let follower: EventFollower | null = null;
+
+function requestIdFromUrl(): string | null {
+  const id = new URLSearchParams(window.location.search).get("request")?.trim();
+  return id && id.length <= MAX_REQUEST_ID ? id : null;
+}
+
+function setUrlRequest(requestId: string | null): void {
+  const url = new URL(window.location.href);
+  if (requestId) url.searchParams.set("request", requestId);
+  else url.searchParams.delete("request");
+  window.history.pushState(null, "", url);
+}
+
+/** Shows request `requestId` and follows its events from the first one. */
+function follow(requestId: string): void {
+  follower?.stop();
+  view.reset(requestId);
+  const current = new EventFollower(client, requestId, {
+    onEvent: (event) => {
+      if (follower === current) view.apply(event);
+    },
+    onConnection: (state, retryInMs) => {
+      if (follower === current) view.setConnection(state, retryInMs);
+    },
+    onFatal: (error) => {
+      if (follower !== current) return;
+      view.showFatal(
+        error.code === Code.NotFound
+          ? "This quote request is unknown or has expired. Please fill in the application again."
+          : "This quote request cannot be shown.",
+      );
+    },
+    deadlineMs: () => view.deadlineLocalMs(),
+  });
+  follower = current;
+  void current.run();
+}
+
+function stopFollowing(): void {
+  follower?.stop();
+  follower = null;
+  view.hide();
+}
+
+/** A fresh random idempotency key for one submission (crypto.randomUUID needs a secure context). */
+function idempotencyKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function create(application: Application, key: string): Promise<CreateQuoteRequestResponse> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.createQuoteRequest({ application, idempotencyKey: key }, { timeoutMs: CREATE_TIMEOUT_MS });
+    } catch (error) {
+      const connectError = ConnectError.from(error);
+      if (attempt >= CREATE_ATTEMPTS || !CREATE_RETRYABLE.has(connectError.code)) throw connectError;
+      await new Promise((resolve) => window.setTimeout(resolve, backoffMs(attempt)));
+    }
+  }
+}
+
+function violationsOf(error: ConnectError): Violation[] {
+  return error
+    .findDetails(BadRequestSchema)
+    .flatMap((detail) => detail.fieldViolations.map((v) => ({ field: v.field, description: v.description })));
+}
+
+async function onSubmit(event: SubmitEvent): Promise<void> {
+  event.preventDefault();
+  const { application, problems } = form.read();
+  if (problems.length > 0) {
+    form.showViolations(problems);
+    return;
+  }
+  form.clearErrors();
+  form.setBusy(true);
+  try {
+    const response = await create(application, idempotencyKey());
+    const requestId = response.quoteRequest?.requestId;
+    if (!requestId) {
+      form.showFormError("The quote service gave no request id; please try again.");
+      return;
+    }
+    setUrlRequest(requestId);
+    follow(requestId);
+    view.focus();
+  } catch (error) {
+    const connectError = ConnectError.from(error);
+    const violations = connectError.code === Code.InvalidArgument ? violationsOf(connectError) : [];
+    if (violations.length > 0) {
+      form.showViolations(violations);
+    } else if (connectError.code === Code.InvalidArgument) {
+      form.showFormError(`The application was not accepted: ${connectError.rawMessage}`);
+    } else if (connectError.code === Code.ResourceExhausted) {
+      form.showFormError("Too many requests just now; please try again in a moment.");
+    } else {
+      form.showFormError("The quote service cannot be reached just now; please try again.");
+    }
+  } finally {
+    form.setBusy(false);
+  }
+}
+
+form.form.addEventListener("submit", (event) => void onSubmit(event as SubmitEvent));
+
+for (const button of document.querySelectorAll<HTMLButtonElement>("button[data-preset]")) {
+  button.addEventListener("click", () => {
+    const preset = PRESETS[button.dataset.preset ?? ""];
+    if (preset !== undefined) form.fill(fromJson(ApplicationSchema, preset));
+  });
+}
+
+byId<HTMLButtonElement>("new-quote").addEventListener("click", () => {
+  stopFollowing();
+  setUrlRequest(null);
+  form.form.scrollIntoView({ block: "start" });
+  (form.form.querySelector("[data-field]") as HTMLElement | null)?.focus();
+});
+
+window.addEventListener("popstate", () => {
+  const requestId = requestIdFromUrl();
+  if (requestId === null) stopFollowing();
+  else if (requestId !== follower?.requestId) follow(requestId);
+});
+
+const resumed = requestIdFromUrl();
+if (resumed !== null) follow(resumed);
+document.documentElement.dataset.ready = "true";
