@@ -110,7 +110,9 @@ class GrpcGateways:
             async for update in call:
                 if not answered:
                     answered = True
-                    permit.success(permit.elapsed)  # the gateway answers: it is healthy
+                    # The gateway answers: it is healthy. A streaming call's duration says nothing
+                    # about the gateway (insurers take their time), so no call counts as slow.
+                    permit.success(0.0)
                 if update.failed.reason == Reason.FAILURE_REASON_CIRCUIT_OPEN and update.failed.HasField("retry_after"):
                     pause = update.failed.retry_after.ToTimedelta().total_seconds()
                     self._refusing_until[insurer_id] = self._clock.monotonic() + pause
@@ -119,7 +121,7 @@ class GrpcGateways:
             # A gateway that never said a word before the deadline is as unwell as a refused one.
             silent_timeout = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and not answered
             if error.code() in _GATEWAY_FAILURES or silent_timeout:
-                permit.failure(permit.elapsed)
+                permit.failure(0.0)
             reason, message = _FAILURES.get(
                 error.code(), (Reason.FAILURE_REASON_INTERNAL, "the insurer's service failed")
             )

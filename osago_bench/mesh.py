@@ -24,17 +24,18 @@ from osago_common import insurers
 
 @dataclass
 class Mesh:
-    sim: SimServer
-    http: aiohttp.ClientSession
-    gateways: dict[str, GatewayService]
-    gateway_ports: dict[str, int]
-    aggregator: AggregatorService
+    """A running mesh as its clients see it: addresses, an aggregator stub, simulator controls."""
+
+    sim_url: str
+    # insurer id -> the gateway's host:port
+    gateway_targets: dict[str, str]
     target: str
+    http: aiohttp.ClientSession
     channel: grpc.aio.Channel
     stub: Any  # osago.v1 AggregatorServiceStub (grpc ships no types)
 
     async def _get(self, path: str, **params: str) -> Any:
-        async with self.http.get(f"{self.sim.url}{path}", params=params) as response:
+        async with self.http.get(f"{self.sim_url}{path}", params=params) as response:
             response.raise_for_status()
             return await response.json()
 
@@ -48,7 +49,7 @@ class Mesh:
         return result
 
     async def gateway_status(self, insurer_id: str) -> gateway_service_pb2.GetGatewayStatusResponse:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.gateway_ports[insurer_id]}") as channel:
+        async with grpc.aio.insecure_channel(self.gateway_targets[insurer_id]) as channel:
             stub = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel)
             status: gateway_service_pb2.GetGatewayStatusResponse = await stub.GetGatewayStatus(
                 gateway_service_pb2.GetGatewayStatusRequest(), timeout=5
@@ -57,13 +58,30 @@ class Mesh:
 
     async def set_fault(self, insurer_id: str, mode: str, **options: Any) -> None:
         async with self.http.put(
-            f"{self.sim.url}/_sim/insurers/{insurer_id}/fault", json={"mode": mode, **options}
+            f"{self.sim_url}/_sim/insurers/{insurer_id}/fault", json={"mode": mode, **options}
         ) as response:
             response.raise_for_status()
 
     async def heal(self, insurer_id: str) -> None:
-        async with self.http.delete(f"{self.sim.url}/_sim/insurers/{insurer_id}/fault") as response:
+        async with self.http.delete(f"{self.sim_url}/_sim/insurers/{insurer_id}/fault") as response:
             response.raise_for_status()
+
+
+@dataclass
+class LocalMesh(Mesh):
+    """A mesh inside this event loop, with its service objects at hand."""
+
+    sim: SimServer
+    gateways: dict[str, GatewayService]
+    gateway_ports: dict[str, int]
+    aggregator: AggregatorService
+
+
+@contextlib.asynccontextmanager
+async def connect(sim_url: str, gateway_targets: dict[str, str], target: str) -> AsyncIterator[Mesh]:
+    """A client's view of a mesh running elsewhere (e.g. `osago up`'s processes)."""
+    async with aiohttp.ClientSession() as http, grpc.aio.insecure_channel(target) as channel:
+        yield Mesh(sim_url, gateway_targets, target, http, channel, aggregator_service_pb2_grpc.AggregatorServiceStub(channel))
 
 
 @contextlib.asynccontextmanager
@@ -75,7 +93,7 @@ async def start_mesh(
     orphan_grace_s: float = 0.0,
     gateway_overrides: dict[str, Any] | None = None,
     aggregator_overrides: dict[str, Any] | None = None,
-) -> AsyncIterator[Mesh]:
+) -> AsyncIterator[LocalMesh]:
     """Starts the first `n` insurers of the catalogue, their gateways and the aggregator."""
     profiles = insurers.first(n)
     async with contextlib.AsyncExitStack() as stack:
@@ -115,4 +133,15 @@ async def start_mesh(
         channel = grpc.aio.insecure_channel(target)
         stack.push_async_callback(channel.close)
         stub = aggregator_service_pb2_grpc.AggregatorServiceStub(channel)
-        yield Mesh(sim, http, gateways, ports, aggregator, target, channel, stub)
+        yield LocalMesh(
+            sim.url,
+            {i: f"127.0.0.1:{port}" for i, port in ports.items()},
+            target,
+            http,
+            channel,
+            stub,
+            sim=sim,
+            gateways=gateways,
+            gateway_ports=ports,
+            aggregator=aggregator,
+        )

@@ -50,6 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_sim_control(sim)
 
+    bench = commands.add_parser("bench", help="benchmarks over the whole mesh")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    faults = benches.add_parser("faults", help="the fault matrix: every fault mode on some insurers")
+    faults.add_argument("--json", action="store_true", help="one JSON object per fault mode")
+    faults.add_argument("--modes", nargs="+", help="only these modes (default: all)")
+    faults.add_argument("--sessions", type=int, default=4, help="concurrent sessions per wave")
+    faults.add_argument("--waves", type=int, default=3, help="waves of sessions while the fault is on")
+    faults.add_argument("--limit", type=float, default=8.0, help="each session's time limit, seconds")
+    faults.add_argument("--in-process", action="store_true", help="run every service in one event loop")
+    faults.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
+
     quote = commands.add_parser("quote", help="ask for quotes and watch them arrive")
     quote.add_argument("--file", required=True, help="application JSON (protobuf JSON mapping)")
     quote.add_argument("--target", default=os.environ.get("OSAGO_TARGET", DEFAULT_TARGET), help="aggregator host:port")
@@ -152,6 +163,17 @@ def _run(args: argparse.Namespace) -> int:
                 sim_env[name] = str(value)
         asyncio.run(serve_sim(SimConfig.from_env(sim_env)))
         return 0
+    if args.command == "bench":
+        from pathlib import Path
+
+        from osago_bench.cli import DEFAULT_APPLICATION, run_faults
+        from osago_bench.faults import MatrixConfig
+
+        config = MatrixConfig(
+            sessions_per_wave=args.sessions, waves=args.waves, limit_s=args.limit, processes=not args.in_process
+        )
+        application = Path(args.file) if args.file else DEFAULT_APPLICATION
+        return asyncio.run(run_faults(as_json=args.json, modes=args.modes, config=config, application=application))
     if args.command == "quote":
         from osago_cli.quote import run_quote
 

@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from osago_common import insurers
-from web_bridge.envoy_config import EnvoyError, EnvoyProcess, render_envoy_config, start_envoy
+from web_bridge.envoy_config import EnvoyProcess, render_envoy_config, start_envoy
 from osago_common.process import spawn_bound, stop_process
 
 STARTUP_TIMEOUT_S = 60.0
@@ -136,29 +137,40 @@ async def _start_envoy(options: MeshOptions, aggregator: str, bridge: str, workd
     return await start_envoy(config, workdir)
 
 
-async def run_mesh(options: MeshOptions) -> int:
-    profiles = insurers.first(options.insurers)
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("OSAGO_")}
-    base_env["PYTHONUNBUFFERED"] = "1"
-    for name in ("OSAGO_LOG_LEVEL",):
-        if name in os.environ:
-            base_env[name] = os.environ[name]
-    children: list[Child] = []
-    stack = contextlib.AsyncExitStack()
-    workdir = Path(tempfile.mkdtemp(prefix="osago-up-"))
-    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+@dataclass
+class RunningMesh:
+    """Addresses of a mesh started by `process_mesh`, and its processes."""
 
-    async def start(name: str, args: list[str], env: dict[str, str]) -> Child:
-        child = await Child.spawn(name, args, {**base_env, **env})
+    sim: str
+    gateways: dict[str, str]
+    aggregator: str
+    page: str | None
+    processes: list[asyncio.subprocess.Process]
+
+    def ready_line(self) -> str:
+        page = f" page={self.page}" if self.page else ""
+        return f"ready aggregator={self.aggregator} sim={self.sim}{page} gateways={len(self.gateways)}"
+
+
+@contextlib.asynccontextmanager
+async def process_mesh(
+    options: MeshOptions, *, web: bool = True, env: Mapping[str, str] | None = None
+) -> AsyncIterator[RunningMesh]:
+    """Starts every service as its own process, each SERVING before the next depends on it;
+    stops them all on exit. `env` adds settings (OSAGO_GATEWAY_*, ...) for every service."""
+    profiles = insurers.first(options.insurers)
+    base_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    children: list[Child] = []
+
+    async def start(name: str, args: list[str], own: dict[str, str]) -> Child:
+        child = await Child.spawn(name, args, {**base_env, **own})
         children.append(child)
         await child.listening()
         return child
 
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        # Registered first, so it runs last: Envoy (which fronts the others) stops before them.
+        stack.push_async_callback(lambda: _stop_all(children))
         sim_env = {
             "OSAGO_SIM_INSURERS": str(options.insurers),
             "OSAGO_SIM_TIME_SCALE": str(options.time_scale),
@@ -195,37 +207,54 @@ async def run_mesh(options: MeshOptions) -> int:
             aggregator_env["OSAGO_SESSION_LIMIT_S"] = str(options.session_limit_s)
         aggregator = await start("aggregator", ["aggregator"], aggregator_env)
         await wait_grpc_serving(aggregator.address)
-        bridge = await start(
-            "web_bridge",
-            ["bridge"],
-            {"OSAGO_BRIDGE_AGGREGATOR": aggregator.address, "OSAGO_BRIDGE_HOST": options.host, "OSAGO_BRIDGE_PORT": "0"},
-        )
-        await wait_http_ok(f"{bridge.address}/healthz")
-        envoy = await stack.enter_async_context(await _start_envoy(options, aggregator.address, bridge.address, workdir))
-        page = f"http://{options.host}:{envoy.port}/"
-        print(
-            f"ready aggregator={aggregator.address} sim={sim.address} page={page} gateways={len(gateways)}",
-            flush=True,
+        processes = [c.process for c in children]
+        page = None
+        if web:
+            bridge = await start(
+                "web_bridge",
+                ["bridge"],
+                {"OSAGO_BRIDGE_AGGREGATOR": aggregator.address, "OSAGO_BRIDGE_HOST": options.host, "OSAGO_BRIDGE_PORT": "0"},
+            )
+            await wait_http_ok(f"{bridge.address}/healthz")
+            workdir = Path(tempfile.mkdtemp(prefix="osago-up-"))
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            envoy = await stack.enter_async_context(await _start_envoy(options, aggregator.address, bridge.address, workdir))
+            page = f"http://{options.host}:{envoy.port}/"
+            processes = [c.process for c in children] + [envoy.process]
+        yield RunningMesh(
+            sim=sim.address,
+            gateways={p.insurer_id: g.address for p, g in zip(profiles, gateways)},
+            aggregator=aggregator.address,
+            page=page,
+            processes=processes,
         )
 
-        exited = [asyncio.create_task(c.process.wait()) for c in children]
-        exited.append(asyncio.create_task(envoy.process.wait()))
-        stopping = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopping, *exited], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        for task in exited:
-            task.cancel()
-        if stopping in done:
+
+async def _stop_all(children: list[Child]) -> None:
+    await asyncio.gather(*(c.stop() for c in reversed(children)), return_exceptions=True)
+
+
+async def run_mesh(options: MeshOptions) -> int:
+    """`osago up`: the mesh until Ctrl-C / SIGTERM, or until one of its processes dies."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with process_mesh(options) as mesh:
+            print(mesh.ready_line(), flush=True)
+            exited = [asyncio.create_task(p.wait()) for p in mesh.processes]
+            stopping = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([stopping, *exited], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            for task in exited:
+                task.cancel()
+            if stopping not in done:
+                print("osago up: a service exited; stopping the mesh", file=sys.stderr)
+                return 1
             return 0
-        dead = [c.name for c in children if c.process.returncode is not None]
-        if envoy.process.returncode is not None:
-            dead.append("envoy")
-        print(f"osago up: {', '.join(dead)} exited; stopping the mesh", file=sys.stderr)
-        return 1
-    except (RuntimeError, OSError, EnvoyError) as error:
+    except (RuntimeError, OSError) as error:
         print(f"osago up: {error}", file=sys.stderr)
         return 1
     finally:
-        await stack.aclose()  # Envoy first: it fronts the others
-        await asyncio.gather(*(c.stop() for c in reversed(children)), return_exceptions=True)
         print("stopped", flush=True)

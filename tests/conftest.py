@@ -9,7 +9,9 @@ import pytest
 from google.protobuf import json_format
 from osago.v1 import application_pb2
 
-from osago_bench.mesh import Mesh, start_mesh
+from osago_bench.mesh import LocalMesh, start_mesh
+
+Mesh = LocalMesh
 
 __all__ = ["EXAMPLES", "Mesh", "load_example", "start_mesh"]
 
@@ -24,6 +26,6 @@ def load_example(name: str = "moscow-young-driver") -> application_pb2.Applicati
 
 
 @pytest.fixture
-async def mesh() -> AsyncIterator[Mesh]:
+async def mesh() -> AsyncIterator[LocalMesh]:
     async with start_mesh() as running:
         yield running

@@ -1,0 +1,51 @@
+"""`osago bench faults`: the fault matrix over the whole mesh, printed as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from google.protobuf import json_format
+from osago.v1 import application_pb2
+
+from osago_bench.faults import SCENARIOS, MatrixConfig, ModeReport, run_matrix
+
+DEFAULT_APPLICATION = Path(__file__).resolve().parent.parent / "examples" / "moscow-young-driver.json"
+
+
+def load_application(path: Path) -> application_pb2.Application:
+    application = application_pb2.Application()
+    json_format.Parse(path.read_text(encoding="utf-8"), application)
+    return application
+
+
+def table(reports: list[ModeReport]) -> str:
+    header = f"{'mode':<10} {'finished':>9} {'healthy':>9} {'dup':>4} {'inv':>4} {'open p99':>9} {'healed':>7}  reasons"
+    lines = [header, "-" * len(header)]
+    for r in reports:
+        open_p99 = "-" if r.breaker_open_p99_ms is None else f"{r.breaker_open_p99_ms:.1f} ms"
+        healed = {None: "-", True: "yes", False: "NO"}[r.breakers_closed_after_heal]
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.failure_reasons.items()))
+        lines.append(
+            f"{r.mode:<10} {r.finished_within_limit_pct:>8.1f}% {r.healthy_delivered_pct:>8.1f}% {r.duplicates:>4} "
+            f"{r.invented:>4} {open_p99:>9} {healed:>7}  {reasons}{'' if r.ok else '  <- FAILED'}"
+        )
+    return "\n".join(lines)
+
+
+async def run_faults(
+    *, as_json: bool, modes: list[str] | None, config: MatrixConfig, application: Path, out: TextIO = sys.stdout
+) -> int:
+    unknown = sorted(set(modes or ()) - {s.name for s in SCENARIOS})
+    if unknown:
+        print(f"osago bench faults: unknown mode(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    reports = await run_matrix(load_application(application), config, modes)
+    if as_json:
+        for report in reports:
+            print(json.dumps(report.to_json(), ensure_ascii=False), file=out, flush=True)
+    else:
+        print(table(reports), file=out)
+    return 0 if all(r.ok for r in reports) else 1
