@@ -20,6 +20,8 @@ What the breaker is told about an attempt:
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -206,7 +208,7 @@ class InsurerGuard:
     def _open_failure(self, step: str) -> Failed:
         wait = self.breaker.retry_after_s()
         probes = f"; probes in {wait:.1f} s" if wait is not None else "; probes under way"
-        return failed(Reason.CIRCUIT_OPEN, f"{step}: circuit open{probes}")
+        return dataclasses.replace(failed(Reason.CIRCUIT_OPEN, f"{step}: circuit open{probes}"), retry_after_s=wait)
 
     def _on_transition(self, before: BreakerState, after: BreakerState) -> None:
         level = logging.WARNING if after is BreakerState.OPEN else logging.INFO

@@ -56,6 +56,8 @@ class Failed:
     reason: Reason
     message: str
     detail: str = ""
+    # With CIRCUIT_OPEN: how long calls to the insurer stay refused.
+    retry_after_s: float | None = None
 
 
 def failed(reason: Reason, detail: str = "") -> Failed:

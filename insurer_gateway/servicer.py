@@ -142,7 +142,10 @@ class GatewayServicer:
             return Response(pending=gateway_service_pb2.OfferPending(polls=update.polls))
         if isinstance(update, Failed):
             reason = quote_pb2.FailureReason.Value(f"FAILURE_REASON_{update.reason.name}")
-            return Response(failed=gateway_service_pb2.OfferFailed(reason=reason, message=update.message))
+            failure = gateway_service_pb2.OfferFailed(reason=reason, message=update.message)
+            if update.retry_after_s:
+                failure.retry_after.FromMilliseconds(int(update.retry_after_s * 1000))
+            return Response(failed=failure)
         return Response(offer=self._quote(update))
 
     def _quote(self, offer: Offer) -> Any:
