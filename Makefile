@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test unit check-generated generate lint typecheck clean
+.PHONY: setup browser demo test unit check-generated check-web generate web lint typecheck bench-faults clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,18 @@ $(STAMP): requirements.lock pyproject.toml
 
 generate: setup
 	PYTHON=$(PY) scripts/gen-protos.sh
+
+# The browser bundle (web_bridge/static/app.js) from protos/ and web/src (needs Node 20 and npm).
+web: setup
+	scripts/build-web.sh
+
+# Rebuilds the bundle in a scratch copy and fails when the committed one differs.
+check-web: setup
+	scripts/check-web.sh
+
+# Debian's Chromium, driven by Playwright in the browser tests (never a downloaded browser).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # Regenerates into a scratch copy and fails when the committed generated/ differs.
 check-generated: setup
@@ -37,8 +49,11 @@ demo: setup
 unit: setup
 	$(PY) -m pytest -q -m "not functional"
 
-test: setup check-generated lint typecheck
+test: setup browser check-generated check-web lint typecheck
 	$(PY) -m pytest -q
+
+bench-faults: setup
+	$(VENV)/bin/osago bench faults
 
 clean:
 	rm -rf $(VENV) build *.egg-info
