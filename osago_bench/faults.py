@@ -47,7 +47,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("error", {"mode": "error", "status": 503, "rate": 1.0}, frozenset({"insurer_error", _OPEN})),
     Scenario("ratelimit", {"mode": "ratelimit", "retry_after_s": 1}, frozenset({"rate_limited", "deadline"})),
     Scenario("malformed", {"mode": "malformed", "variant": "random"}, frozenset({"bad_response", _OPEN})),
-    Scenario("flapping", {"mode": "flapping", "period_s": 1.0}, frozenset({"insurer_error", _OPEN})),
+    # Healthy half the time: then the insurer's ordinary answers, declines included.
+    Scenario("flapping", {"mode": "flapping", "period_s": 1.0}, frozenset({"insurer_error", "declined", _OPEN})),
     Scenario("decline", {"mode": "decline"}, frozenset({"declined"})),
     # A shared outage: the sessions finish UPSTREAM_OUTAGE, one condition instead of ten errors.
     Scenario("outage", {"mode": "error", "status": 503, "rate": 1.0}, frozenset({"insurer_error", _OPEN}), faulty=()),
