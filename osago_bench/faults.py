@@ -66,7 +66,7 @@ class MatrixConfig:
     # The gateways' per-call HTTP timeout (5 s in production); the slow fault answers after 8 s.
     http_timeout_s: float = 5.0
     breaker_min_calls: int = 3
-    breaker_open_s: float = 1.0
+    breaker_open_s: float = 3.0
     # Slack allowed over the limit for the last event to cross the network.
     finish_slack_s: float = 0.25
     # Every service its own process, as `osago up` runs them (else all in one event loop).
