@@ -9,7 +9,7 @@ import grpc
 from osago.v1 import application_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from aggregator.settings import GatewayEndpoint
-from insurer_gateway.breaker import BreakerConfig, CircuitBreaker
+from osago_common.breaker import BreakerConfig, CircuitBreaker
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
 Reason = quote_pb2.FailureReason

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from insurer_gateway.breaker import BreakerConfig
+from osago_common.breaker import BreakerConfig
 from osago_common import insurers
 from osago_common.env import SettingsError, env_float, env_int, env_str
 

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from insurer_gateway.breaker import BreakerState, CircuitBreaker
+from osago_common.breaker import BreakerState, CircuitBreaker
 from insurer_gateway.bulkhead import Bulkhead
 from insurer_gateway.dialects import BadResponse, HttpCall, HttpResponse
 from insurer_gateway.dialects.parsing import retry_after_s

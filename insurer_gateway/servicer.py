@@ -18,7 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from osago.v1 import gateway_service_pb2, quote_pb2
 
-from insurer_gateway.breaker import BreakerState
+from osago_common.breaker import BreakerState
 from insurer_gateway.dialects import HttpCall, InvalidApplication, Offer
 from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
 from insurer_gateway.settings import GatewaySettings

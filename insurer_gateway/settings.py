@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from insurer_gateway.breaker import BreakerConfig
+from osago_common.breaker import BreakerConfig
 from insurer_gateway.dialects import DIALECTS
 from insurer_gateway.ratelimit import RateLimitConfig
 from insurer_gateway.retry import RetryPolicy
@@ -81,7 +81,7 @@ class GatewaySettings:
     # Observed time-to-offer of this many recent offers; their median paces the first poll of
     # an application the insurer gave no hint for.
     ready_window: int = 20
-    # Circuit breaker (see insurer_gateway.breaker): window type and size, when it opens, how
+    # Circuit breaker (see osago_common.breaker): window type and size, when it opens, how
     # long it stays open, how many probes it lets through half-open.
     breaker_window_type: str = "count"
     breaker_window: int = 20

@@ -13,7 +13,7 @@ from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from aggregator.gateways import GrpcGateways
 from aggregator.settings import GatewayEndpoint
-from insurer_gateway.breaker import BreakerConfig, BreakerState
+from osago_common.breaker import BreakerConfig, BreakerState
 from osago_common.clock import FakeClock
 from tests.conftest import load_example
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from insurer_gateway.breaker import (
+from osago_common.breaker import (
     BreakerConfig,
     BreakerOpen,
     BreakerState,

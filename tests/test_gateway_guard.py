@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 import redis
 
-from insurer_gateway.breaker import BreakerState
+from osago_common.breaker import BreakerState
 from insurer_gateway.dialects import DIALECTS, HttpCall, HttpResponse, Offer
 from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.offers import (
