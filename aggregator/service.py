@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
 import sys
 
 from osago.v1 import aggregator_service_pb2, aggregator_service_pb2_grpc
@@ -18,6 +16,7 @@ from aggregator.settings import AggregatorSettings
 from aggregator.store import MemoryRequestStore
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_server import ServiceServer
+from osago_common.serving import until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +57,8 @@ async def serve_forever(settings: AggregatorSettings) -> None:
     port = await service.start()
     host = settings.bind.rsplit(":", 1)[0]
     print(f"listening {host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_signalled()
     finally:
         await service.stop()
         sys.stdout.flush()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 
 import redis.asyncio
@@ -28,6 +27,7 @@ from insurer_gateway.settings import GatewaySettings
 from insurer_gateway.transport import AiohttpTransport, open_session
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_server import ServiceServer
+from osago_common.serving import until_signalled
 
 # The Redis key of an insurer's quota, followed by the insurer id; every replica uses the same.
 RATE_LIMIT_KEY_PREFIX = "osago:ratelimit:"
@@ -104,16 +104,7 @@ async def serve_forever(settings: GatewaySettings) -> None:
     try:
         host = settings.bind.rsplit(":", 1)[0]
         print(f"listening {host}:{port}", flush=True)
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT)
-        for sig in signals:
-            loop.add_signal_handler(sig, stopping.set)
-        try:
-            await stopping.wait()
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+        await until_signalled()
     finally:
         await service.stop()
     sys.stdout.flush()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from types import TracebackType
 
 from aiohttp import web
@@ -14,6 +12,7 @@ from insurer_sim.app import make_app
 from insurer_sim.config import SimConfig
 from insurer_sim.listeners import BACKLOG, LISTENERS, SHUTDOWN_GRACE_S
 from insurer_sim.state import origin
+from osago_common.serving import until_signalled
 
 
 class SimServer:
@@ -81,17 +80,4 @@ async def serve_forever(config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> None:
     """Serves until cancelled, SIGTERM or SIGINT; prints one line, "listening http://HOST:PORT"."""
     async with SimServer(config, clock) as server:
         print(f"listening {server.url}", flush=True)
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        handled: list[signal.Signals] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, stopping.set)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue  # not the main thread, or no signals here: cancellation still stops it
-            handled.append(sig)
-        try:
-            await stopping.wait()
-        finally:
-            for sig in handled:
-                loop.remove_signal_handler(sig)
+        await until_signalled()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 
 from aiohttp import web
 
 from web_bridge.app import make_app
 from web_bridge.settings import BridgeSettings
 from web_bridge.state import STREAMS, Streams
+from osago_common.serving import until_signalled
 
 # Pending connections the listening socket queues: many browsers connect at once under load.
 BACKLOG = 1024
@@ -69,19 +68,6 @@ async def serve_forever(settings: BridgeSettings) -> None:
     await service.start()
     try:
         print(f"listening {service.url}", flush=True)
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        handled: list[signal.Signals] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, stopping.set)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue  # not the main thread: cancellation still stops it
-            handled.append(sig)
-        try:
-            await stopping.wait()
-        finally:
-            for sig in handled:
-                loop.remove_signal_handler(sig)
+        await until_signalled()
     finally:
         await service.stop()
