@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 
 from osago.v1 import aggregator_service_pb2, aggregator_service_pb2_grpc
@@ -18,7 +17,6 @@ from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_server import ServiceServer
 from osago_common.serving import until_signalled
 
-log = logging.getLogger(__name__)
 
 SERVICE_NAME = aggregator_service_pb2.DESCRIPTOR.services_by_name["AggregatorService"].full_name
 
