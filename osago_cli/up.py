@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping
@@ -234,8 +236,28 @@ async def _stop_all(children: list[Child]) -> None:
     await asyncio.gather(*(c.stop() for c in reversed(children)), return_exceptions=True)
 
 
+def _port_or_any(host: str, port: int, what: str) -> int:
+    """`port` if it can be bound on `host`, else 0 (any free port) with a warning: the demo comes
+    up even where the usual port is taken, and its ready line tells where."""
+    if port == 0:
+        return 0
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            print(f"osago up: port {port} ({what}) is taken; using a free one", file=sys.stderr)
+            return 0
+    return port
+
+
 async def run_mesh(options: MeshOptions) -> int:
     """`osago up`: the mesh until Ctrl-C / SIGTERM, or until one of its processes dies."""
+    options = dataclasses.replace(
+        options,
+        aggregator_port=_port_or_any(options.host, options.aggregator_port, "aggregator"),
+        page_port=_port_or_any(options.host, options.page_port, "page"),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

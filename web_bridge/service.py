@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
 from web_bridge.app import make_app
 from web_bridge.settings import BridgeSettings
@@ -13,6 +16,7 @@ from osago_common.serving import until_signalled
 # Pending connections the listening socket queues: many browsers connect at once under load.
 BACKLOG = 1024
 # How long `stop` lets requests in flight finish (streams are told to go away first).
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 SHUTDOWN_GRACE_S = 2.0
 
 
@@ -29,7 +33,7 @@ class BridgeService:
         if self._runner is not None:
             raise RuntimeError("web_bridge is already started")
         app = make_app(self.settings)
-        runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S)
+        runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S, access_log_class=QuietProbesAccessLogger)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.settings.host, self.settings.port, backlog=BACKLOG)
@@ -60,6 +64,14 @@ class BridgeService:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+
+class QuietProbesAccessLogger(AccessLogger):
+    """The access log without the probes' requests (Envoy and Kubernetes ask every few seconds)."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if request.path not in PROBE_PATHS:
+            super().log(request, response, time)
 
 
 async def serve_forever(settings: BridgeSettings) -> None:
