@@ -104,6 +104,7 @@ class GatewayServicer:
             failures_total=stats.failures_total,
             retries_total=guard.retries_total,
             rejected_by_breaker_total=guard.breaker.rejected_total,
+            breaker_opened_total=guard.breaker.opened_total,
         )
         response.started_at.FromDatetime(self._started_at)
         return response

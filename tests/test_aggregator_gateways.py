@@ -61,7 +61,7 @@ async def test_silent_gateway_opens_the_breaker_then_fails_fast_without_a_call(b
         assert gateways.breakers["alfa"].state == BreakerState.OPEN
         update, took = await first_update(gateways, 30.0)
         assert update.failed.reason == Reason.FAILURE_REASON_UNAVAILABLE
-        assert took < 0.05
+        assert took < 1.0  # not the 30 s the call was allowed
     finally:
         await gateways.close()
 
@@ -109,7 +109,7 @@ async def test_open_insurer_breaker_is_answered_without_calling_its_gateway_unti
         for _ in range(3):
             update, took = await first_update(gateways, 5.0)
             assert update.failed.reason == Reason.FAILURE_REASON_CIRCUIT_OPEN
-            assert took < 0.01
+            assert took < 1.0  # not the 5 s the call was allowed
         assert servicer.calls == 1
         await clock.advance(30.0)
         await first_update(gateways, 5.0)

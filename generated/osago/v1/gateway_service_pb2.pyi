@@ -70,7 +70,7 @@ class GetGatewayStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetGatewayStatusResponse(_message.Message):
-    __slots__ = ("insurer", "dialect", "base_url", "breaker_state", "in_flight", "requests_total", "offers_total", "failures_total", "started_at", "retries_total", "rejected_by_breaker_total")
+    __slots__ = ("insurer", "dialect", "base_url", "breaker_state", "in_flight", "requests_total", "offers_total", "failures_total", "started_at", "retries_total", "rejected_by_breaker_total", "breaker_opened_total")
     INSURER_FIELD_NUMBER: _ClassVar[int]
     DIALECT_FIELD_NUMBER: _ClassVar[int]
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class GetGatewayStatusResponse(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     RETRIES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     REJECTED_BY_BREAKER_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_OPENED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     insurer: _quote_pb2.InsurerRef
     dialect: str
     base_url: str
@@ -93,4 +94,5 @@ class GetGatewayStatusResponse(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     retries_total: int
     rejected_by_breaker_total: int
-    def __init__(self, insurer: _Optional[_Union[_quote_pb2.InsurerRef, _Mapping]] = ..., dialect: _Optional[str] = ..., base_url: _Optional[str] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., in_flight: _Optional[int] = ..., requests_total: _Optional[int] = ..., offers_total: _Optional[int] = ..., failures_total: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retries_total: _Optional[int] = ..., rejected_by_breaker_total: _Optional[int] = ...) -> None: ...
+    breaker_opened_total: int
+    def __init__(self, insurer: _Optional[_Union[_quote_pb2.InsurerRef, _Mapping]] = ..., dialect: _Optional[str] = ..., base_url: _Optional[str] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., in_flight: _Optional[int] = ..., requests_total: _Optional[int] = ..., offers_total: _Optional[int] = ..., failures_total: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retries_total: _Optional[int] = ..., rejected_by_breaker_total: _Optional[int] = ..., breaker_opened_total: _Optional[int] = ...) -> None: ...
