@@ -17,6 +17,7 @@ from aggregator.eventlog import EventLog, UnknownRequest
 from aggregator.session import OfferSource, QuoteSession, SessionPlan, session_started
 from aggregator.settings import AggregatorSettings
 from aggregator.store import RequestRecord, RequestStore
+from osago_common import tracing
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.validation import FieldViolation, validate_application
 
@@ -104,7 +105,7 @@ class Aggregator:
         await self._events.append(session_started(record.request_id, record.insurers, self._clock, record.deadline))
         plan = SessionPlan(record.request_id, application, record.insurers, self._clock.monotonic() + limit, limit)
         session = QuoteSession(plan, self._source, self._events, self._clock, gateway_margin_s=self._settings.gateway_margin_s)
-        task = asyncio.create_task(session.run(), name=f"session:{record.request_id}")
+        task = asyncio.create_task(_traced(session), name=f"session:{record.request_id}")
         self._sessions[record.request_id] = task
         task.add_done_callback(lambda _t: self._finished(record.request_id))
         self._ensure_sweeper()
@@ -187,6 +188,24 @@ class Aggregator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _traced(session: QuoteSession) -> int:
+    """Runs the session in its `quote_session` span: a child of the caller's trace when it sent
+    one (the task inherits the context current at its creation), and the parent of every
+    insurer call. The session sets its final status and counts on the span."""
+    plan = session.plan
+    with tracing.tracer(__name__).start_as_current_span(
+        "quote_session",
+        attributes={
+            tracing.REQUEST_ID: plan.request_id,
+            tracing.INSURERS_ASKED: len(plan.insurers),
+            tracing.INSURER_IDS: [insurer_id for insurer_id, _ in plan.insurers],
+        },
+        record_exception=False,
+        set_status_on_exception=False,
+    ):
+        return await session.run()
 
 
 def normalised(application: application_pb2.Application, today: date) -> application_pb2.Application:

@@ -13,6 +13,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from aggregator.core import InvalidRequest, NotFound
+from osago_common.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -20,7 +21,8 @@ T = TypeVar("T")
 
 async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
     """Ends the call with the status that `error` stands for. Unexpected errors become UNKNOWN
-    "internal error" (logged with a trace id the caller can quote), never internal text."""
+    "internal error" (logged with a trace id the caller can quote: the active OpenTelemetry
+    trace's, else a random one), never internal text."""
     if isinstance(error, InvalidRequest):
         bad_request = error_details_pb2.BadRequest()
         for violation in error.violations:
@@ -35,7 +37,7 @@ async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: Exceptio
         await context.abort_with_status(rpc_status.to_status(status))
     if isinstance(error, NotFound):
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
-    trace_id = uuid.uuid4().hex[:16]
+    trace_id = current_trace_id() or uuid.uuid4().hex[:16]
     log.error("internal error, trace %s", trace_id, exc_info=(type(error), error, error.__traceback__))
     await context.abort(grpc.StatusCode.UNKNOWN, f"internal error (trace {trace_id})")
     raise AssertionError("abort returned")  # abort always raises

@@ -6,9 +6,11 @@ import json
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry import trace
 from osago.v1 import application_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from aggregator.settings import GatewayEndpoint
+from osago_common import tracing
 from osago_common.breaker import BreakerConfig, CircuitBreaker
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
@@ -95,15 +97,19 @@ class GrpcGateways:
         self, insurer_id: str, request_id: str, application: application_pb2.Application, timeout_s: float
     ) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
         if self._clock.monotonic() < self._refusing_until.get(insurer_id, 0.0):
+            trace.get_current_span().add_event("osago.gateway_refusing")
             yield failed(Reason.FAILURE_REASON_CIRCUIT_OPEN, CIRCUIT_OPEN_MESSAGE)
             return
         permit = self.breakers[insurer_id].try_acquire()
         if permit is None:
+            trace.get_current_span().add_event("osago.breaker_rejected")
             yield failed(Reason.FAILURE_REASON_UNAVAILABLE, "the insurer's service is unavailable right now")
             return
         call = self._stubs[insurer_id].RequestOffer(
             gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=application),
             timeout=timeout_s,
+            # The trace context of the caller's span (the session's `request_offer`).
+            metadata=tracing.inject_metadata(),
         )
         answered = False
         try:

@@ -11,6 +11,7 @@ from osago.v1 import aggregator_service_pb2_grpc
 
 from aggregator.core import Aggregator
 from aggregator.errors import abort_for, guarded, guarded_stream
+from osago_common import tracing
 
 # grpc ships no type information; the context is a grpc.aio.ServicerContext.
 Context: TypeAlias = Any
@@ -36,10 +37,13 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
             fits = max(remaining - CALLER_DEADLINE_MARGIN_S, 0.1)
             limit = fits if limit is None or limit <= 0 else min(limit, fits)
         application = request.application if request.HasField("application") else None
-        try:
-            record, _ = await self._aggregator.create(application, request.idempotency_key, limit)
-        except Exception as error:  # noqa: BLE001 - mapped to a status
-            await abort_for(context, error)
+        # The session's trace continues the caller's, when it sent one (`traceparent`). Current
+        # only here: never across this generator's yields.
+        with tracing.attached(tracing.extract_context(context.invocation_metadata())):
+            try:
+                record, _ = await self._aggregator.create(application, request.idempotency_key, limit)
+            except Exception as error:  # noqa: BLE001 - mapped to a status
+                await abort_for(context, error)
         finished = False
         try:
             # aclosing: the event stream stops watching at once when the caller goes away.
@@ -55,14 +59,16 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
         self, request: pb.CreateQuoteRequestRequest, context: Context
     ) -> pb.CreateQuoteRequestResponse:
         application = request.application if request.HasField("application") else None
-        record, _ = await guarded(
-            context, self._aggregator.create(application, request.idempotency_key, _time_limit(request))
-        )
-        snapshot = await guarded(context, self._aggregator.snapshot(record.request_id))
+        with tracing.attached(tracing.extract_context(context.invocation_metadata())):
+            record, _ = await guarded(
+                context, self._aggregator.create(application, request.idempotency_key, _time_limit(request))
+            )
+            snapshot = await guarded(context, self._aggregator.snapshot(record.request_id))
         return pb.CreateQuoteRequestResponse(quote_request=snapshot)
 
     async def GetQuoteRequest(self, request: pb.GetQuoteRequestRequest, context: Context) -> pb.GetQuoteRequestResponse:
-        snapshot = await guarded(context, self._aggregator.snapshot(request.request_id))
+        with tracing.attached(tracing.extract_context(context.invocation_metadata())):
+            snapshot = await guarded(context, self._aggregator.snapshot(request.request_id))
         return pb.GetQuoteRequestResponse(quote_request=snapshot)
 
     async def StreamQuoteEvents(

@@ -10,9 +10,11 @@ from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from opentelemetry import trace
 from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
 
 from aggregator.eventlog import EventLog
+from osago_common import tracing
 from osago_common.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class QuoteSession:
         self._clock = clock
         self._margin = gateway_margin_s
         self._tally = _Tally()
+        # Why unanswered insurer calls were stopped: "deadline" or "cancelled".
+        self._stopped = "deadline"
 
     def _event(self) -> events_pb2.QuoteEvent:
         event = events_pb2.QuoteEvent(request_id=self.plan.request_id)
@@ -103,6 +107,7 @@ class QuoteSession:
         except asyncio.CancelledError:
             cancelled = True
         finally:
+            self._stopped = "cancelled" if cancelled else "deadline"
             timer.cancel()
             for task in tasks:
                 task.cancel()
@@ -113,6 +118,25 @@ class QuoteSession:
         return status
 
     async def _ask(self, insurer_id: str, name: str) -> None:
+        """One insurer's call, in its `request_offer` span (a child of the session's)."""
+        with tracing.tracer(__name__).start_as_current_span(
+            "request_offer",
+            kind=trace.SpanKind.CLIENT,
+            attributes={tracing.REQUEST_ID: self.plan.request_id, tracing.INSURER_ID: insurer_id},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                outcome = await self._collect(insurer_id, name)
+            except asyncio.CancelledError:
+                # The session stopped waiting: its deadline, or the session was cancelled.
+                span.set_attribute(tracing.OUTCOME, self._stopped)
+                raise
+            span.set_attribute(tracing.OUTCOME, outcome)
+
+    async def _collect(self, insurer_id: str, name: str) -> str:
+        """Logs the insurer's updates until its answer; returns the outcome: "offer" or the
+        failure reason (e.g. "declined")."""
         remaining = self.plan.deadline - self._clock.monotonic() - self._margin
         progress = events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_UNSPECIFIED
         try:
@@ -121,10 +145,10 @@ class QuoteSession:
                 kind = update.WhichOneof("update")
                 if kind == "offer":
                     await self._quote(insurer_id, name, update.offer)
-                    return
+                    return "offer"
                 if kind == "failed":
                     await self._failed(insurer_id, name, update.failed.reason, update.failed.message)
-                    return
+                    return reason_name(update.failed.reason)
                 state = (
                     events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_ACCEPTED
                     if kind == "accepted"
@@ -138,12 +162,14 @@ class QuoteSession:
                     )
                     await self._events.append(event)
             await self._failed(insurer_id, name, Reason.FAILURE_REASON_BAD_RESPONSE, "the insurer's gateway ended without an answer")
+            return reason_name(Reason.FAILURE_REASON_BAD_RESPONSE)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("offer task failed", extra={"request_id": self.plan.request_id, "insurer_id": insurer_id})
             if insurer_id not in self._tally.answered:
                 await self._failed(insurer_id, name, Reason.FAILURE_REASON_INTERNAL, "internal error")
+            return reason_name(Reason.FAILURE_REASON_INTERNAL)
 
     async def _quote(self, insurer_id: str, name: str, offer: quote_pb2.Quote) -> None:
         self._tally.answered.add(insurer_id)
@@ -199,7 +225,23 @@ class QuoteSession:
             )
         )
         await self._events.append(event)
+        # The session's span (started by whoever runs the session); a no-op without one.
+        trace.get_current_span().set_attributes(
+            {tracing.STATUS: _status_name(status), tracing.QUOTES: quotes, tracing.FAILED: failed}
+        )
         return int(status)
+
+
+def reason_name(reason: int) -> str:
+    """A failure reason for spans and logs: "declined" for FAILURE_REASON_DECLINED."""
+    try:
+        return str(Reason.Name(reason)).removeprefix("FAILURE_REASON_").lower()
+    except ValueError:  # a reason newer than this code
+        return str(reason)
+
+
+def _status_name(status: int) -> str:
+    return str(Status.Name(status)).removeprefix("SESSION_STATUS_").lower()
 
 
 def session_started(request_id: str, insurers: Sequence[tuple[str, str]], clock: Clock, deadline_wall: datetime) -> events_pb2.QuoteEvent:

@@ -28,7 +28,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from osago_common.breaker import BreakerState, CircuitBreaker
+from opentelemetry import trace
+
+from osago_common import tracing
+from osago_common.breaker import BreakerState, CircuitBreaker, Permit
 from insurer_gateway.bulkhead import Bulkhead
 from insurer_gateway.dialects import BadResponse, HttpCall, HttpResponse
 from insurer_gateway.dialects.parsing import retry_after_s
@@ -118,7 +121,7 @@ class InsurerGuard:
         self.budget.record_call()
         attempt = 0
         while True:
-            outcome = await self._attempt(http, call, deadline, step, parse, attempt > 0)
+            outcome = await self._attempt(http, call, deadline, step, parse, attempt + 1)
             if not isinstance(outcome, _Transient):
                 return outcome
             if not repeatable or self.policy.max_attempts <= 1:
@@ -130,6 +133,7 @@ class InsurerGuard:
             if delay is None:
                 return _after(outcome.failed, attempt + 1)
             if not self.budget.can_retry():
+                trace.get_current_span().add_event("osago.retry_budget_spent", {tracing.STEP: step})
                 return _after(outcome.failed, attempt + 1, "retry budget spent")
             self.budget.record_retry()  # when planned: concurrent retries cannot overshoot
             await self._clock.sleep(delay)
@@ -142,70 +146,101 @@ class InsurerGuard:
         deadline: float,
         step: str,
         parse: Callable[[HttpResponse], T],
-        retry: bool,
+        attempt: int,
     ) -> T | Failed | _Transient:
+        """One attempt (`attempt` counts from 1); past the breaker, traced as an `insurer_http`
+        span: step, attempt, HTTP status, and the failure with whether it may be retried."""
         if deadline - self._clock.monotonic() <= 0:
             return failed(Reason.DEADLINE, f"{step}: deadline reached")
         permit = self.breaker.try_acquire()
         if permit is None:
             return self._open_failure(step)
-        try:
-            if not await self.limiter.acquire(deadline):
-                self.rate_limited_total += 1
-                return failed(Reason.RATE_LIMITED, f"{step}: no room in the quota before the deadline")
-            # A full bulkhead means calls pile up on a slow insurer: fail this one now instead of
-            # queueing it; UNAVAILABLE, as the insurer cannot take more right now (RATE_LIMITED
-            # is kept for its quota).
-            if not self.bulkhead.try_enter():
-                return failed(Reason.UNAVAILABLE, f"{step}: {self.bulkhead.max_in_flight} calls in flight")
-            limit = self._settings.http_timeout_s
-            started = self._clock.monotonic()
-            timeout = min(limit, deadline - started)
+        with tracing.tracer(__name__).start_as_current_span(
+            "insurer_http",
+            kind=trace.SpanKind.CLIENT,
+            attributes={tracing.STEP: step, tracing.ATTEMPT: attempt},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
-                if timeout <= 0:
-                    return failed(Reason.DEADLINE, f"{step}: deadline reached")
-                self.calls_total += 1
-                self.retries_total += retry
-                response = await http(call, timeout)
-            except HttpTimeout:
-                if timeout < limit:  # cut short by our deadline: no verdict on the insurer
-                    return failed(Reason.DEADLINE, f"{step}: deadline reached during the call")
-                permit.failure(self._clock.monotonic() - started)
-                return _Transient(failed(Reason.TIMEOUT, f"{step}: no answer within {limit:g} s"))
-            except HttpUnavailable as exc:
-                permit.failure(self._clock.monotonic() - started)
-                return _Transient(failed(Reason.UNAVAILABLE, f"{step}: {exc}"))
-            except HttpProtocolError as exc:
-                permit.failure(self._clock.monotonic() - started)
-                return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
+                outcome = await self._permitted(http, call, deadline, step, parse, attempt > 1, permit)
             finally:
-                self.bulkhead.leave()
-            duration = self._clock.monotonic() - started
-            if response.status == 429:
-                return _Transient(
-                    failed(Reason.RATE_LIMITED, f"{step}: HTTP 429"), self._retry_after(response)
+                if not permit.done:  # no verdict: cancelled, refused by us, 429, cut by the deadline
+                    permit.release()
+            failure = outcome.failed if isinstance(outcome, _Transient) else outcome
+            if isinstance(failure, Failed):
+                span.set_attributes(
+                    {tracing.FAILURE: failure.reason.name.lower(), tracing.RETRYABLE: isinstance(outcome, _Transient)}
                 )
-            if response.status >= 500:
-                permit.failure(duration)
-                return _Transient(
-                    failed(Reason.INSURER_ERROR, f"{step}: HTTP {response.status}"),
-                    self._retry_after(response),
-                )
-            try:
-                parsed = parse(response)
-            except BadResponse as exc:
-                permit.failure(duration)
-                return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
-            permit.success(duration)
-            return parsed
+            return outcome
+
+    async def _permitted(
+        self,
+        http: HttpFunction,
+        call: HttpCall,
+        deadline: float,
+        step: str,
+        parse: Callable[[HttpResponse], T],
+        retry: bool,
+        permit: Permit,
+    ) -> T | Failed | _Transient:
+        """The attempt once the breaker let it through: quota, bulkhead, the call, its verdict."""
+        if not await self.limiter.acquire(deadline):
+            self.rate_limited_total += 1
+            return failed(Reason.RATE_LIMITED, f"{step}: no room in the quota before the deadline")
+        # A full bulkhead means calls pile up on a slow insurer: fail this one now instead of
+        # queueing it; UNAVAILABLE, as the insurer cannot take more right now (RATE_LIMITED
+        # is kept for its quota).
+        if not self.bulkhead.try_enter():
+            return failed(Reason.UNAVAILABLE, f"{step}: {self.bulkhead.max_in_flight} calls in flight")
+        limit = self._settings.http_timeout_s
+        started = self._clock.monotonic()
+        timeout = min(limit, deadline - started)
+        try:
+            if timeout <= 0:
+                return failed(Reason.DEADLINE, f"{step}: deadline reached")
+            self.calls_total += 1
+            self.retries_total += retry
+            response = await http(call, timeout)
+        except HttpTimeout:
+            if timeout < limit:  # cut short by our deadline: no verdict on the insurer
+                return failed(Reason.DEADLINE, f"{step}: deadline reached during the call")
+            permit.failure(self._clock.monotonic() - started)
+            return _Transient(failed(Reason.TIMEOUT, f"{step}: no answer within {limit:g} s"))
+        except HttpUnavailable as exc:
+            permit.failure(self._clock.monotonic() - started)
+            return _Transient(failed(Reason.UNAVAILABLE, f"{step}: {exc}"))
+        except HttpProtocolError as exc:
+            permit.failure(self._clock.monotonic() - started)
+            return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
         finally:
-            if not permit.done:  # no verdict: cancelled, refused by us, 429, cut by the deadline
-                permit.release()
+            self.bulkhead.leave()
+        duration = self._clock.monotonic() - started
+        trace.get_current_span().set_attribute(tracing.HTTP_STATUS, response.status)
+        if response.status == 429:
+            return _Transient(
+                failed(Reason.RATE_LIMITED, f"{step}: HTTP 429"), self._retry_after(response)
+            )
+        if response.status >= 500:
+            permit.failure(duration)
+            return _Transient(
+                failed(Reason.INSURER_ERROR, f"{step}: HTTP {response.status}"),
+                self._retry_after(response),
+            )
+        try:
+            parsed = parse(response)
+        except BadResponse as exc:
+            permit.failure(duration)
+            return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
+        permit.success(duration)
+        return parsed
 
     def _retry_after(self, response: HttpResponse) -> float | None:
         return retry_after_s(response.headers, self._clock.now())
 
     def _open_failure(self, step: str) -> Failed:
+        """CIRCUIT_OPEN, recorded as an event of the current span (the call's RequestOffer)."""
+        trace.get_current_span().add_event("osago.breaker_rejected", {tracing.STEP: step})
         wait = self.breaker.retry_after_s()
         probes = f"; probes in {wait:.1f} s" if wait is not None else "; probes under way"
         return dataclasses.replace(failed(Reason.CIRCUIT_OPEN, f"{step}: circuit open{probes}"), retry_after_s=wait)

@@ -16,12 +16,14 @@ from typing import Any, NoReturn
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 from osago.v1 import gateway_service_pb2, quote_pb2
 
 from osago_common.breaker import BreakerState
 from insurer_gateway.dialects import HttpCall, InvalidApplication, Offer
 from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
 from insurer_gateway.settings import GatewaySettings
+from osago_common import tracing
 from osago_common.clock import Clock
 
 SERVICE_NAME = "osago.v1.InsurerGatewayService"
@@ -60,23 +62,47 @@ class GatewayServicer:
 
     async def RequestOffer(self, request: Any, context: Any) -> AsyncIterator[Any]:
         """Streams accepted → pending… → offer | failed. A cancelled call stops at once: the
-        cancellation reaches the sleep or HTTP call in progress, which closes its connection."""
+        cancellation reaches the sleep or HTTP call in progress, which closes its connection.
+
+        Traced as a `RequestOffer` server span continuing the caller's trace (W3C trace context
+        in the call's metadata), parent of the `insurer_http` span of every HTTP attempt."""
         stats = self.stats
         stats.requests_total += 1
         stats.in_flight += 1
         got_offer = False
+        caller = tracing.extract_context(context.invocation_metadata())
+        span = tracing.tracer(__name__).start_span(
+            "RequestOffer",
+            context=caller,
+            kind=trace.SpanKind.SERVER,
+            attributes={tracing.INSURER_ID: self._settings.insurer_id},
+        )
+        outcome = "cancelled"
         try:
             create = await self._prepare(request, context)
+            span.set_attribute(tracing.REQUEST_ID, request.request_id)  # only once it is valid
             deadline = self._deadline(context)
-            async with contextlib.aclosing(self._flow.run(create, deadline)) as updates:
+            # The span is current while the flow runs (so HTTP attempts are its children), but
+            # never across this generator's yields.
+            in_span = trace.set_span_in_context(span, caller)
+            async with contextlib.aclosing(tracing.stream_within(in_span, self._flow.run(create, deadline))) as updates:
                 async for update in updates:
                     got_offer = got_offer or isinstance(update, Offer)
+                    if isinstance(update, Offer):
+                        outcome = "offer"
+                    elif isinstance(update, Failed):
+                        outcome = update.reason.name.lower()
                     self._log(request.request_id, update)
                     yield self._to_proto(update)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            outcome = "invalid_argument"
             raise
         except Exception as exc:
-            trace_id = uuid.uuid4().hex
+            outcome = "internal_error"
+            span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+            trace_id = tracing.trace_id(span) or uuid.uuid4().hex
             # The exception's text may quote application data: log its type and stack only.
             log.error(
                 "RequestOffer failed: trace_id=%s request_id=%s error=%s\n%s",
@@ -85,6 +111,8 @@ class GatewayServicer:
             )
             await context.abort(grpc.StatusCode.UNKNOWN, "internal error")
         finally:
+            span.set_attribute(tracing.OUTCOME, outcome)
+            span.end()
             stats.in_flight -= 1
             if got_offer:
                 stats.offers_total += 1

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.env import SettingsError, env_flag, env_float, env_int, env_str
 from osago_common.insurers import CATALOGUE, InsurerProfile, first, profile
 
 # Insurers whose "ready in" hints are a fixed polling cadence rather than an honest estimate.
@@ -68,7 +68,7 @@ class SimConfig:
             if not 0 <= values["port"] <= 65535:
                 raise SettingsError("OSAGO_SIM_PORT must be 0..65535")
         if "insurer_ports" not in values:
-            values["insurer_ports"] = _flag(env, "OSAGO_SIM_INSURER_PORTS")
+            values["insurer_ports"] = env_flag(env, "OSAGO_SIM_INSURER_PORTS")
         return cls(**values)
 
 
@@ -83,11 +83,3 @@ def _insurers(raw: str) -> tuple[InsurerProfile, ...]:
         raise SettingsError("OSAGO_SIM_INSURERS names no insurer")
     return chosen
 
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise SettingsError(f"{name} must be true or false, got {env[name]!r}")

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from osago_common.env import SettingsError
+from osago_common.tracing import configure_tracing
 
 DEFAULT_TARGET = "127.0.0.1:50050"
 DEFAULT_SIM_URL = "http://127.0.0.1:8480"
@@ -120,12 +121,14 @@ def _run(args: argparse.Namespace) -> int:
         from aggregator.service import serve_forever as serve_aggregator
         from aggregator.settings import AggregatorSettings
 
+        configure_tracing("osago-aggregator", env)
         asyncio.run(serve_aggregator(AggregatorSettings.from_env(env)))
         return 0
     if args.command == "bridge":
         from web_bridge.service import serve_forever as serve_bridge
         from web_bridge.settings import BridgeSettings
 
+        configure_tracing("osago-bridge", env)
         asyncio.run(serve_bridge(BridgeSettings.from_env(env)))
         return 0
     if args.command == "gateway":
@@ -140,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         ):
             if value:
                 gateway_env[name] = value
+        configure_tracing("osago-gateway", gateway_env)
         asyncio.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
         return 0
     if args.command == "sim" and args.sim_command is not None:

@@ -39,3 +39,14 @@ def env_float(env: Mapping[str, str], name: str, default: float) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise SettingsError(f"{name} must be a finite number, got {raw!r}")
     return value
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {env[name]!r}")

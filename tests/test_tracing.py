@@ -1,0 +1,277 @@
+"""End-to-end tracing: spans collected in memory from a real session over the in-process mesh,
+the trace context carried over gRPC metadata, and no personal data in any span."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util import types
+from osago.v1 import aggregator_service_pb2 as pb
+from osago.v1 import application_pb2, events_pb2
+
+from aggregator.store import MemoryRequestStore, RequestRecord
+from insurer_gateway.dialects import HttpCall, HttpResponse
+from insurer_gateway.guard import InsurerGuard
+from insurer_gateway.offers import Failed, HttpUnavailable, Reason
+from insurer_gateway.settings import GatewaySettings
+from osago_common import tracing
+from osago_common.clock import FakeClock
+from osago_common.env import SettingsError
+from tests.conftest import load_example, start_mesh
+
+Attributes = dict[str, object]
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Every span ended during the test, from a provider of the test's own (the global one can
+    be set only once per process, and is left alone)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.set_tracer_provider_for_tests(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.set_tracer_provider_for_tests(None)
+        provider.shutdown()
+
+
+def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.name == name]
+
+
+def attrs(span: ReadableSpan) -> Attributes:
+    return dict(span.attributes or {})
+
+
+def personal_data(app: application_pb2.Application) -> list[str]:
+    """The application's names, licence numbers, VIN, plate and birth dates."""
+    values = [app.vehicle.vin, app.vehicle.plate, app.owner.birth_date]
+    people = [app.owner.name, *(d.name for d in app.drivers)]
+    values += [v for n in people for v in (n.last_name, n.first_name, n.middle_name)]
+    values += [v for d in app.drivers for v in (d.licence_number, d.birth_date)]
+    return sorted({v for v in values if v})
+
+
+def strings(span: ReadableSpan) -> list[str]:
+    """Every string a span carries: name, status, attributes, events, links, resource."""
+
+    def of(attributes: types.Attributes) -> list[str]:
+        found: list[str] = []
+        for key, value in (attributes or {}).items():
+            found.append(key)
+            found += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        return found
+
+    found = [span.name, span.status.description or ""]
+    found += of(span.attributes) + of(span.resource.attributes)
+    for event in span.events:
+        found += [event.name, *of(event.attributes)]
+    for link in span.links:
+        found += of(link.attributes)
+    return found
+
+
+async def wait_for_spans(exporter: InMemorySpanExporter, name: str, count: int) -> list[ReadableSpan]:
+    """The spans called `name` once `count` of them ended (a gateway's span ends just after its
+    last message reaches the aggregator)."""
+    for _ in range(500):
+        found = named(exporter, name)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(named(exporter, name))} {name} spans of {count}")
+
+
+async def test_a_session_is_one_trace_from_the_aggregator_through_every_gateway_to_the_insurers(
+    spans: InMemorySpanExporter,
+) -> None:
+    application = load_example()
+    async with start_mesh(n=10) as mesh:
+        events = [r.event async for r in mesh.stub.GetQuotes(pb.GetQuotesRequest(application=application), timeout=30)]
+        request_id = events[0].request_id
+        finished = events[-1].session_finished
+        [session] = await wait_for_spans(spans, "quote_session", 1)
+        calls = await wait_for_spans(spans, "request_offer", 10)
+        served = await wait_for_spans(spans, "RequestOffer", 10)
+
+    trace_id = session.context.trace_id
+    assert session.parent is None  # the caller sent no trace context: a new trace
+    expected_status = events_pb2.SessionStatus.Name(finished.status).removeprefix("SESSION_STATUS_").lower()
+    assert attrs(session) == {
+        "osago.request_id": request_id,
+        "osago.insurers_asked": 10,
+        "osago.insurer_ids": tuple(i.insurer_id for i in events[0].session_started.insurers),
+        "osago.status": expected_status,
+        "osago.quotes": finished.quotes_received,
+        "osago.failed": finished.insurers_failed,
+    }
+
+    # One insurer call per insurer, children of the session, each with its outcome.
+    assert sorted(str(attrs(c)["osago.insurer_id"]) for c in calls) == sorted(attrs(session)["osago.insurer_ids"])  # type: ignore[call-overload]
+    for call in calls:
+        assert call.context.trace_id == trace_id
+        assert call.parent is not None and call.parent.span_id == session.context.span_id
+        assert call.kind is trace.SpanKind.CLIENT
+        assert attrs(call)["osago.request_id"] == request_id
+    outcomes = [attrs(c)["osago.outcome"] for c in calls]
+    assert outcomes.count("offer") == finished.quotes_received
+
+    # Each gateway continues the trace from the metadata of its call, and traces its HTTP calls.
+    call_by_insurer = {attrs(c)["osago.insurer_id"]: c for c in calls}
+    http = named(spans, "insurer_http")
+    for server in served:
+        caller = call_by_insurer[attrs(server)["osago.insurer_id"]]
+        assert server.context.trace_id == trace_id
+        assert server.parent is not None and server.parent.is_remote
+        assert server.parent.span_id == caller.context.span_id
+        assert server.kind is trace.SpanKind.SERVER
+        assert attrs(server)["osago.request_id"] == request_id
+        assert attrs(server)["osago.outcome"] == attrs(caller)["osago.outcome"]
+        attempts = [h for h in http if h.parent is not None and h.parent.span_id == server.context.span_id]
+        assert attempts, f"no insurer_http span under {attrs(server)['osago.insurer_id']}"
+        steps = [attrs(h)["osago.step"] for h in attempts]
+        assert steps[0] == "create" and set(steps) <= {"create", "poll"}
+        assert all(200 <= attrs(h)["osago.http.status_code"] < 300 for h in attempts)  # type: ignore[operator]
+        assert all(h.context.trace_id == trace_id for h in attempts)
+    assert len(http) == sum(1 for h in http if h.context.trace_id == trace_id)
+
+    # No personal data anywhere: names, licence numbers, VIN, plate, birth dates.
+    secrets = personal_data(application)
+    assert len(secrets) >= 5
+    leaks = {
+        (span.name, secret)
+        for span in spans.get_finished_spans()
+        for text in strings(span)
+        for secret in secrets
+        if secret.lower() in text.lower()
+    }
+    assert not leaks
+
+
+async def test_a_session_continues_the_trace_of_a_caller_that_sent_one(spans: InMemorySpanExporter) -> None:
+    caller_tracer = trace.get_tracer("core-app", tracer_provider=TracerProvider(shutdown_on_exit=False))
+    async with start_mesh(n=2) as mesh:
+        with caller_tracer.start_as_current_span("core-app") as caller:
+            metadata = tracing.inject_metadata()
+        call = mesh.stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30, metadata=metadata)
+        events = [r.event async for r in call]
+        [session] = await wait_for_spans(spans, "quote_session", 1)
+        served = await wait_for_spans(spans, "RequestOffer", 2)
+
+    assert dict(metadata).keys() == {"traceparent"}
+    assert session.context.trace_id == caller.get_span_context().trace_id
+    assert session.parent is not None and session.parent.span_id == caller.get_span_context().span_id
+    assert attrs(session)["osago.request_id"] == events[0].request_id
+    assert {s.context.trace_id for s in served} == {caller.get_span_context().trace_id}
+
+
+async def test_an_unexpected_error_quotes_the_active_trace_id(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(self: MemoryRequestStore, record: RequestRecord) -> tuple[RequestRecord, bool]:
+        raise RuntimeError("the store is gone")
+
+    monkeypatch.setattr(MemoryRequestStore, "create", broken)
+    caplog.set_level(logging.ERROR)
+    caller_tracer = trace.get_tracer("core-app", tracer_provider=TracerProvider(shutdown_on_exit=False))
+    with caller_tracer.start_as_current_span("core-app") as caller:
+        metadata = tracing.inject_metadata()
+    trace_id = trace.format_trace_id(caller.get_span_context().trace_id)
+    async with start_mesh(n=1) as mesh:
+        request = pb.CreateQuoteRequestRequest(application=load_example())
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await mesh.stub.CreateQuoteRequest(request, timeout=10, metadata=metadata)
+        assert caught.value.code() == grpc.StatusCode.UNKNOWN
+        assert caught.value.details() == f"internal error (trace {trace_id})"
+        # Without a trace, still a trace id to quote (a random one).
+        with pytest.raises(grpc.aio.AioRpcError) as untraced:
+            await mesh.stub.CreateQuoteRequest(request, timeout=10)
+        details = untraced.value.details() or ""
+        assert details.startswith("internal error (trace ") and trace_id not in details
+    assert f"trace {trace_id}" in caplog.text
+    assert "the store is gone" not in details
+
+
+def test_trace_context_travels_in_grpc_metadata(spans: InMemorySpanExporter) -> None:
+    assert tracing.inject_metadata() == ()
+    assert tracing.current_trace_id() == ""
+    with tracing.tracer(__name__).start_as_current_span("caller") as span:
+        metadata = tracing.inject_metadata()
+        assert tracing.current_trace_id() == trace.format_trace_id(span.get_span_context().trace_id)
+    received = tracing.extract_context((("user-agent", "grpc-python"), ("x-bin", b"\x00"), *metadata))
+    remote = trace.get_current_span(received).get_span_context()
+    assert remote.is_remote and remote.trace_id == span.get_span_context().trace_id
+    assert remote.span_id == span.get_span_context().span_id
+    assert not trace.get_current_span(tracing.extract_context(None)).get_span_context().is_valid
+    with tracing.attached(received):
+        assert tracing.current_trace_id() == trace.format_trace_id(remote.trace_id)
+    assert tracing.current_trace_id() == ""
+
+
+async def test_http_attempts_are_spans_and_breaker_rejections_are_events(spans: InMemorySpanExporter) -> None:
+    settings = GatewaySettings(
+        insurer_id="alfa", insurer_name="Alfa", dialect="rest", base_url="http://insurer",
+        breaker_window=2, breaker_min_calls=2, breaker_open_s=1000.0, retry_max_attempts=1,
+    )
+    guard = InsurerGuard(settings, FakeClock())
+    create = HttpCall("POST", "/api/v1/applications", {"Idempotency-Key": "req-1:alfa"}, {})
+
+    async def down(call: HttpCall, timeout: float) -> HttpResponse:
+        raise HttpUnavailable("ClientConnectorError")
+
+    with tracing.tracer(__name__).start_as_current_span("RequestOffer") as server:
+        results = [await guard.send(down, create, 100.0, "create", lambda r: r) for _ in range(3)]
+    assert [r.reason for r in results if isinstance(r, Failed)] == [
+        Reason.UNAVAILABLE, Reason.UNAVAILABLE, Reason.CIRCUIT_OPEN
+    ]
+    attempts = named(spans, "insurer_http")
+    assert len(attempts) == 2  # the breaker refused the third before any HTTP call
+    for attempt in attempts:
+        assert attempt.parent is not None and attempt.parent.span_id == server.get_span_context().span_id
+        assert attrs(attempt) == {
+            "osago.step": "create", "osago.attempt": 1, "osago.failure": "unavailable", "osago.retryable": True
+        }
+    [parent] = named(spans, "RequestOffer")
+    assert [(e.name, dict(e.attributes or {})) for e in parent.events] == [
+        ("osago.breaker_rejected", {"osago.step": "create"})
+    ]
+
+
+def test_tracing_is_configured_from_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    quiet = tracing.build_provider("osago-test", {})
+    assert quiet.resource.attributes["service.name"] == "osago-test"
+    quiet.shutdown()
+    with pytest.raises(SettingsError, match="OSAGO_TRACE_CONSOLE"):
+        tracing.build_provider("osago-test", {"OSAGO_TRACE_CONSOLE": "maybe"})
+    console = tracing.build_provider("osago-test", {"OSAGO_TRACE_CONSOLE": "1"})
+    console.get_tracer(__name__).start_span("printed", attributes={"osago.request_id": "r-1"}).end()
+    console.force_flush()
+    console.shutdown()
+    captured = capsys.readouterr()
+    assert '"name": "printed"' in captured.err and "r-1" in captured.err
+    assert captured.out == ""
+
+
+def test_the_test_provider_replaces_the_global_one_and_can_be_removed() -> None:
+    first = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(first))
+    tracing.set_tracer_provider_for_tests(provider)
+    try:
+        tracing.tracer(__name__).start_span("kept").end()
+    finally:
+        tracing.set_tracer_provider_for_tests(None)
+    tracing.tracer(__name__).start_span("elsewhere").end()
+    assert [s.name for s in first.get_finished_spans()] == ["kept"]
+    provider.shutdown()
+
