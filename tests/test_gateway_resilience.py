@@ -4,6 +4,7 @@ of small aiohttp insurers written here, and two replicas sharing one quota in a 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -252,8 +253,10 @@ async def test_two_replicas_sharing_redis_never_exceed_the_quota_together(redis_
         span = insurer.arrivals[-1] - insurer.arrivals[0]
         admitted = results.count(quote_pb2.FAILURE_REASON_DECLINED)
         limited = results.count(quote_pb2.FAILURE_REASON_RATE_LIMITED)
-        assert admitted + limited == len(results) == 160
-        assert admitted == len(insurer.arrivals)
+        # A call whose token came just before its deadline may run out of time at the insurer.
+        allowed = {quote_pb2.FAILURE_REASON_DECLINED, quote_pb2.FAILURE_REASON_RATE_LIMITED, quote_pb2.FAILURE_REASON_DEADLINE}
+        assert len(results) == 160 and set(results) <= allowed, collections.Counter(results)
+        assert admitted <= len(insurer.arrivals) <= len(results) - limited
         # GCRA: at most the burst plus the rate over any span, both replicas together, allowing
         # JITTER_S between a call's slot and its arrival (the first calls open connections).
         # Two separate quotas would have let through about twice as many (~85 here).
