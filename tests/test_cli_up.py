@@ -44,10 +44,12 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-async def mesh_up() -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
+async def mesh_up(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
     process = await asyncio.create_subprocess_exec(
         *OSAGO, "up", "--insurers", "10", "--time-scale", "0.02", "--aggregator-port", "0", "--page-port", "0",
         stdout=asyncio.subprocess.PIPE,
+        # Its scratch files (Envoy's config) land here, even when a test kills it outright.
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert process.stdout is not None
     try:
