@@ -12,7 +12,6 @@ from insurer_gateway.dialects import mapping as m
 from insurer_gateway.dialects import parsing as p
 from insurer_gateway.dialects.base import (
     BadResponse,
-    Breakdown,
     Created,
     CreateOutcome,
     Declined,
@@ -132,17 +131,7 @@ def _error_loc(body: bytes) -> str:
 
 def _offer(result: dict[str, Any]) -> Offer:
     k = p.get_obj(result, "k")
-    breakdown = Breakdown(
-        base_rate_kopecks=p.positive_int(k, "tb_kop"),
-        kt=p.get_decimal(k, "kt"),
-        kbm=p.get_decimal(k, "kbm"),
-        kvs=p.get_decimal(k, "kvs"),
-        ko=p.get_decimal(k, "ko"),
-        km=p.get_decimal(k, "km"),
-        ks=p.get_decimal(k, "ks"),
-        kn=p.get_decimal(k, "kn"),
-        kp=p.get_decimal(k, "kp"),
-    )
+    breakdown = p.breakdown(k, p.positive_int(k, "tb_kop"))
     return Offer(
         offer_id=p.get_str(result, "quote_no"),
         premium_kopecks=p.positive_int(result, "premium_kop"),

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
-from insurer_gateway.dialects.base import BadResponse
+from insurer_gateway.dialects.base import BadResponse, Breakdown
 
 # Identifiers and texts the insurer sends back are bounded, so a broken insurer cannot flood
 # logs, events and the customer's page.
@@ -146,3 +146,14 @@ def retry_after_s(headers: Mapping[str, str], now: datetime) -> float | None:
     if moment.tzinfo is None:  # "-0000" in an HTTP-date means UTC
         moment = moment.replace(tzinfo=timezone.utc)
     return max(0.0, (moment - now).total_seconds())
+
+
+# The coefficients after ТБ, in the order of the formula.
+COEFFICIENTS = ("kt", "kbm", "kvs", "ko", "km", "ks", "kn", "kp")
+
+
+def breakdown(k: Mapping[str, Any], base_rate_kopecks: int, *, upper_keys: bool = False) -> Breakdown:
+    """The coefficients object of an offer; its keys are the names of COEFFICIENTS, upper-cased
+    where a dialect writes them so ("KT")."""
+    values = {name: get_decimal(k, name.upper() if upper_keys else name) for name in COEFFICIENTS}
+    return Breakdown(base_rate_kopecks=base_rate_kopecks, **values)

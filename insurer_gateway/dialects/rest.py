@@ -10,7 +10,6 @@ from insurer_gateway.dialects import mapping as m
 from insurer_gateway.dialects import parsing as p
 from insurer_gateway.dialects.base import (
     BadResponse,
-    Breakdown,
     Created,
     CreateOutcome,
     Declined,
@@ -125,17 +124,7 @@ def _offer(offer: dict[str, Any]) -> Offer:
     if currency != "RUB":
         raise BadResponse("'currency' is not RUB")
     k = p.get_obj(offer, "coefficients")
-    breakdown = Breakdown(
-        base_rate_kopecks=p.roubles_to_kopecks(p.get_decimal(k, "TB"), "TB"),
-        kt=p.get_decimal(k, "KT"),
-        kbm=p.get_decimal(k, "KBM"),
-        kvs=p.get_decimal(k, "KVS"),
-        ko=p.get_decimal(k, "KO"),
-        km=p.get_decimal(k, "KM"),
-        ks=p.get_decimal(k, "KS"),
-        kn=p.get_decimal(k, "KN"),
-        kp=p.get_decimal(k, "KP"),
-    )
+    breakdown = p.breakdown(k, p.roubles_to_kopecks(p.get_decimal(k, "TB"), "TB"), upper_keys=True)
     return Offer(
         offer_id=p.get_str(offer, "offerId"),
         premium_kopecks=p.roubles_to_kopecks(p.get_decimal(premium, "amount"), "amount"),
