@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc
 
-from tests.conftest import Mesh, load_example, start_mesh
+from tests.conftest import Mesh, load_example, serve_app, start_mesh
 from web_bridge.envoy_config import ENVOY_YAML, EnvoyProcess, envoy_binary, render_envoy_config, start_envoy
 
 pytestmark = pytest.mark.functional
@@ -325,12 +325,8 @@ async def test_page_and_websocket_reach_web_bridge_through_envoy(tmp_path: Path)
     app.router.add_get("/", page)
     app.router.add_get("/healthz", page)
     app.router.add_get("/osago/quotes/{request_id}/stream", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        bridge_port = runner.addresses[0][1]
+    async with serve_app(app) as bridge_url:
+        bridge_port = int(bridge_url.rsplit(":", 1)[1])
         config = local_config(9, web_bridge_port=bridge_port)
         async with await start_envoy(config, tmp_path) as envoy, aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{envoy.port}"
@@ -341,8 +337,6 @@ async def test_page_and_websocket_reach_web_bridge_through_envoy(tmp_path: Path)
             async with http.ws_connect(url + "/osago/quotes/r-1/stream") as ws:
                 await ws.send_str("hello")
                 assert await ws.receive_str(timeout=5) == "echo hello"
-    finally:
-        await runner.cleanup()
 
 
 async def test_envoy_dies_with_the_process_that_started_it(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from insurer_gateway.service import RATE_LIMIT_KEY_PREFIX, GatewayService
 from insurer_gateway.settings import GatewaySettings
+from tests.conftest import serve_app
 from tests.redis_server import redis_server
 from tests.test_gateway_offers import OFFER
 from tests.test_gateway_service import make_application
@@ -75,15 +76,8 @@ async def serve(insurer: FakeInsurer) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post(PATH, insurer.create)
     app.router.add_get(PATH + "/{id}", insurer.poll)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}/insurers/alfa"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield f"{url}/insurers/alfa"
 
 
 def dead_url() -> str:

@@ -25,6 +25,7 @@ from insurer_gateway.settings import GatewaySettings
 from insurer_sim.config import SimConfig
 from insurer_sim.server import SimServer
 from osago_common.insurers import profile
+from tests.conftest import serve_app
 
 pytestmark = pytest.mark.functional
 
@@ -346,15 +347,8 @@ async def broken_insurer(behaviour: str) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/insurers/alfa/api/v1/applications", create)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}/insurers/alfa"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield f"{url}/insurers/alfa"
 
 
 @pytest.mark.parametrize(

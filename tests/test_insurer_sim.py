@@ -109,17 +109,6 @@ def by_id(insurer_id: str) -> InsurerProfile:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[str]:
     config = SimConfig(PROFILES, seed=7, vague_hints=VAGUE)
     async with SimServer(config, clock) as server:

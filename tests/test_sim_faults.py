@@ -127,17 +127,6 @@ def test_error_rate_fails_that_share_of_requests_and_random_garbage_takes_every_
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[SimServer]:
     async with SimServer(SimConfig(PROFILES, seed=7, insurer_ports=True), clock) as server:
         yield server

@@ -24,7 +24,7 @@ from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc
 
 from osago_common.env import SettingsError
-from tests.conftest import EXAMPLES, Mesh, start_mesh
+from tests.conftest import EXAMPLES, Mesh, serve_app, start_mesh
 from web_bridge.app import make_app
 from web_bridge.service import BridgeService
 from web_bridge.settings import DEFAULT_STATIC_DIR, BridgeSettings
@@ -496,19 +496,11 @@ async def test_an_unexpected_exception_is_a_json_500_with_a_logged_trace_id(capl
         raise RuntimeError("secret internal detail")
 
     app.router.add_get("/boom", boom)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        async with aiohttp.ClientSession() as http:
-            status, body = await get(http, f"http://127.0.0.1:{port}/boom")
-        assert status == 500 and body["error"] == "internal error"
-        assert "secret" not in json.dumps(body)
-        assert body["traceId"] in caplog.text
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url, aiohttp.ClientSession() as http:
+        status, body = await get(http, f"{url}/boom")
+    assert status == 500 and body["error"] == "internal error"
+    assert "secret" not in json.dumps(body)
+    assert body["traceId"] in caplog.text
 
 
 # --- the page, settings, the process ------------------------------------------------------------
