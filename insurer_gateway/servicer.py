@@ -20,7 +20,8 @@ from opentelemetry import trace
 from osago.v1 import gateway_service_pb2, quote_pb2
 
 from osago_common.breaker import BreakerState
-from insurer_gateway.dialects import HttpCall, InvalidApplication, Offer
+from insurer_gateway.dialects import InvalidApplication, Offer
+from insurer_gateway.exchange import HttpCall
 from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
 from insurer_gateway.settings import GatewaySettings
 from osago_common import tracing

@@ -15,14 +15,12 @@ from typing import Any
 import pytest
 from osago.v1 import application_pb2
 
-from insurer_gateway.dialects import DIALECTS, HttpCall, HttpResponse, InvalidApplication, Offer
+from insurer_gateway.dialects import DIALECTS, InvalidApplication, Offer
+from insurer_gateway.exchange import HttpCall, HttpProtocolError, HttpResponse, HttpTimeout, HttpUnavailable
 from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.offers import (
     Accepted,
     Failed,
-    HttpProtocolError,
-    HttpTimeout,
-    HttpUnavailable,
     OfferFlow,
     Pending,
     Reason,
@@ -34,7 +32,9 @@ from osago_common.clock import FakeClock
 SETTINGS = GatewaySettings(
     insurer_id="alfa", insurer_name="AlfaStrakhovanie", dialect="rest", base_url="http://insurer"
 )
-CREATE = HttpCall("POST", "/api/v1/applications", {"Idempotency-Key": "req-1:alfa"}, {"externalRef": "req-1"})
+CREATE = HttpCall(
+    "POST", "/api/v1/applications", {"Idempotency-Key": "req-1:alfa"}, {"externalRef": "req-1"}, idempotent=True
+)
 OFFER = {
     "offerId": "ALFA-1",
     "premium": {"amount": "7000.00", "currency": "RUB"},
@@ -122,7 +122,7 @@ def kinds(updates: list[tuple[float, Update]]) -> list[str]:
 async def test_first_poll_comes_at_the_insurers_hint_and_the_offer_ends_the_stream() -> None:
     updates, insurer = await run([created(1500), QUOTED])
     assert insurer.times == [0.0, 1.5]
-    assert insurer.calls[1][1] == HttpCall("GET", "/api/v1/applications/APP-1")
+    assert insurer.calls[1][1] == HttpCall("GET", "/api/v1/applications/APP-1", idempotent=True)
     assert kinds(updates) == ["Accepted", "Offer"]
     assert updates[0][1] == Accepted("APP-1")
     offer = updates[1][1]
