@@ -388,6 +388,14 @@ def test_settings_from_env_take_name_and_dialect_from_the_catalogue() -> None:
     assert (s.max_poll_interval_s, s.max_call_s) == (3.0, 30.0)
 
 
+def test_settings_from_env_serve_an_insurer_the_catalogue_does_not_list() -> None:
+    s = GatewaySettings.from_env({
+        "OSAGO_GATEWAY_INSURER": "acme", "OSAGO_GATEWAY_INSURER_NAME": "Acme Insurance",
+        "OSAGO_GATEWAY_DIALECT": "calc", "OSAGO_GATEWAY_BASE_URL": "https://api.acme.example",
+    })
+    assert (s.insurer_id, s.insurer_name, s.dialect) == ("acme", "Acme Insurance", "calc")
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [

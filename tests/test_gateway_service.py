@@ -24,8 +24,8 @@ from insurer_gateway.exchange import HttpResponse
 from insurer_gateway.service import GatewayService, serve_forever
 from insurer_gateway.settings import GatewaySettings
 from insurer_sim.config import SimConfig
+from insurer_sim.profiles import profile
 from insurer_sim.server import SimServer
-from osago_common.insurers import profile
 from tests.conftest import serve_app
 
 pytestmark = pytest.mark.functional
