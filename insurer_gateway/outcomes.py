@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 
 class Reason(enum.Enum):
-    """Why no offer came; the names match osago.v1.FailureReason without its prefix."""
+    """Why no offer came (insurer_gateway.servicer.FAILURE_REASONS: as osago.v1.FailureReason)."""
 
     TIMEOUT = enum.auto()
     DEADLINE = enum.auto()

@@ -23,6 +23,7 @@ from osago_common.breaker import BreakerState
 from insurer_gateway.dialects import InvalidApplication, Offer
 from insurer_gateway.exchange import HttpCall
 from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
+from insurer_gateway.outcomes import Reason
 from insurer_gateway.settings import GatewaySettings
 from osago_common import tracing
 from osago_common.clock import Clock
@@ -31,6 +32,20 @@ SERVICE_NAME = "osago.v1.InsurerGatewayService"
 MAX_REQUEST_ID_CHARS = 128
 
 log = logging.getLogger(__name__)
+
+# Why no offer, as the contract says it. Written out rather than built from the names, so that
+# renaming either side fails here and not at run time; the contract's UNSPECIFIED, INTERNAL and
+# CANCELLED are never the insurer's doing and have no Reason.
+FAILURE_REASONS: dict[Reason, int] = {
+    Reason.TIMEOUT: quote_pb2.FAILURE_REASON_TIMEOUT,
+    Reason.DEADLINE: quote_pb2.FAILURE_REASON_DEADLINE,
+    Reason.UNAVAILABLE: quote_pb2.FAILURE_REASON_UNAVAILABLE,
+    Reason.DECLINED: quote_pb2.FAILURE_REASON_DECLINED,
+    Reason.RATE_LIMITED: quote_pb2.FAILURE_REASON_RATE_LIMITED,
+    Reason.CIRCUIT_OPEN: quote_pb2.FAILURE_REASON_CIRCUIT_OPEN,
+    Reason.BAD_RESPONSE: quote_pb2.FAILURE_REASON_BAD_RESPONSE,
+    Reason.INSURER_ERROR: quote_pb2.FAILURE_REASON_INSURER_ERROR,
+}
 
 BREAKER_STATES = {
     BreakerState.CLOSED: gateway_service_pb2.BREAKER_STATE_CLOSED,
@@ -171,8 +186,7 @@ class GatewayServicer:
         if isinstance(update, Pending):
             return Response(pending=gateway_service_pb2.OfferPending(polls=update.polls))
         if isinstance(update, Failed):
-            reason = quote_pb2.FailureReason.Value(f"FAILURE_REASON_{update.reason.name}")
-            failure = gateway_service_pb2.OfferFailed(reason=reason, message=update.message)
+            failure = gateway_service_pb2.OfferFailed(reason=FAILURE_REASONS[update.reason], message=update.message)
             if update.retry_after_s:
                 failure.retry_after.FromMilliseconds(int(update.retry_after_s * 1000))
             return Response(failed=failure)
