@@ -9,7 +9,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable
-from datetime import date, timedelta, timezone
+from datetime import date, timedelta
 
 from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2
 
@@ -19,12 +19,11 @@ from aggregator.settings import AggregatorSettings
 from aggregator.store import RequestRecord, RequestStore
 from osago_common import tracing
 from osago_common.clock import SYSTEM_CLOCK, Clock
+from osago_common.dates import default_policy_start, moscow_today
 from osago_common.validation import FieldViolation, validate_application
 
 log = logging.getLogger(__name__)
 
-# Policy dates are Russian calendar dates; Moscow time has had no daylight saving since 2014.
-MOSCOW = timezone(timedelta(hours=3), "MSK")
 MAX_IDEMPOTENCY_KEY = 128
 
 
@@ -75,7 +74,7 @@ class Aggregator:
         if application is None:
             violations.append(FieldViolation("application", "is required"))
         else:
-            violations += validate_application(application, self._clock.now().astimezone(MOSCOW).date())
+            violations += validate_application(application, moscow_today(self._clock))
         if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             violations.append(FieldViolation("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"))
         if time_limit_s is not None and time_limit_s <= 0:
@@ -83,7 +82,7 @@ class Aggregator:
         if violations:
             raise InvalidRequest(violations)
         assert application is not None
-        application = normalised(application, self._clock.now().astimezone(MOSCOW).date())
+        application = normalised(application, moscow_today(self._clock))
         limit = min(self._settings.session_limit_s, time_limit_s or self._settings.session_limit_s)
         now = self._clock.now()
         record = RequestRecord(
@@ -214,7 +213,7 @@ def normalised(application: application_pb2.Application, today: date) -> applica
     result = application_pb2.Application()
     result.CopyFrom(application)
     if not result.policy_start_date:
-        result.policy_start_date = (today + timedelta(days=1)).isoformat()
+        result.policy_start_date = default_policy_start(today).isoformat()
     if result.usage_months == 0:
         result.usage_months = 12
     return result

@@ -18,7 +18,6 @@ import statistics
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import date, timedelta, timezone
 from typing import Any
 
 from insurer_gateway.dialects import (
@@ -38,6 +37,7 @@ from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.outcomes import MESSAGES, Failed, Reason, failed
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import Clock
+from osago_common.dates import default_policy_start, moscow_today
 
 __all__ = [
     "MESSAGES",
@@ -115,13 +115,10 @@ class OfferFlow:
         """
         if application.policy_start_date:
             start = iso_date(application.policy_start_date, "policy_start_date")
-        else:
-            start = self.tomorrow()
+        else:  # the aggregator always fills it in; a caller of its own may not
+            start = default_policy_start(moscow_today(self._clock))
         key = f"{request_id}:{self._settings.insurer_id}"
         return self._dialect.create_request(request_id, key, application, start)
-
-    def tomorrow(self) -> date:
-        return (self._clock.now().astimezone(timezone.utc) + timedelta(days=1)).date()
 
     async def run(self, create: HttpCall, deadline: float) -> AsyncGenerator[Update, None]:
         """Streams Accepted, then Pending now and then, then one Offer or Failed, and stops.

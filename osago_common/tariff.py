@@ -12,11 +12,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from types import MappingProxyType
 
 from osago.v1 import application_pb2
+
+from osago_common import dates
 
 KBM_CLASSES: tuple[str, ...] = ("M", *(str(n) for n in range(14)))  # "M", "0".."13"
 NEW_DRIVER_KBM_CLASS = "3"
@@ -329,7 +331,7 @@ def _driver_kbm_class(value: int) -> str:
 def policy_start(app: application_pb2.Application, today: date) -> date:
     """The policy start date: as given, or tomorrow when empty."""
     if not app.policy_start_date:
-        return today + timedelta(days=1)
+        return dates.default_policy_start(today)
     return _required_date(app.policy_start_date)
 
 

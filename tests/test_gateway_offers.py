@@ -335,13 +335,14 @@ def test_the_request_id_is_the_reference_and_with_the_insurer_the_idempotency_ke
     ("moment", "expected"),
     [
         (datetime(2026, 1, 15, 9, tzinfo=timezone.utc), "2026-01-16"),
-        (datetime(2026, 1, 15, 23, 59, tzinfo=timezone.utc), "2026-01-16"),
-        # 01:00 in Moscow is still the 15th in UTC.
-        (datetime(2026, 1, 16, 1, 0, tzinfo=timezone(timedelta(hours=3))), "2026-01-16"),
+        # 23:59 UTC is 02:59 on the 16th in Moscow: tomorrow there is the 17th.
+        (datetime(2026, 1, 15, 23, 59, tzinfo=timezone.utc), "2026-01-17"),
+        (datetime(2026, 1, 16, 1, 0, tzinfo=timezone(timedelta(hours=3))), "2026-01-17"),
+        (datetime(2026, 1, 15, 20, 59, tzinfo=timezone.utc), "2026-01-16"),
         (datetime(2026, 12, 31, 12, tzinfo=timezone.utc), "2027-01-01"),
     ],
 )
-def test_an_empty_start_date_means_tomorrow_in_utc(moment: datetime, expected: str) -> None:
+def test_an_empty_start_date_means_tomorrow_in_moscow(moment: datetime, expected: str) -> None:
     assert body(flow_at(moment).prepare("r", application()))["startDate"] == expected
 
 
