@@ -11,11 +11,9 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 from opentelemetry import trace
 from osago.v1 import gateway_service_pb2, quote_pb2
 
@@ -27,6 +25,7 @@ from insurer_gateway.outcomes import Reason
 from insurer_gateway.settings import GatewaySettings
 from osago_common import tracing
 from osago_common.clock import Clock
+from osago_common.grpc_errors import abort_invalid
 
 SERVICE_NAME = "osago.v1.InsurerGatewayService"
 MAX_REQUEST_ID_CHARS = 128
@@ -168,7 +167,7 @@ class GatewayServicer:
                 return self._flow.prepare(request_id, request.application)
             except InvalidApplication as exc:
                 violations.append((f"application.{exc.field}", exc.message))
-        await _abort_invalid(context, violations)
+        await abort_invalid(context, violations)
 
     def _deadline(self, context: Any) -> float:
         """The call's deadline on the clock's scale, a little early so the last message arrives."""
@@ -217,16 +216,3 @@ class GatewayServicer:
                      request_id, insurer, update.reason.name, update.detail)
         elif isinstance(update, Offer):
             log.debug("offer: request_id=%s insurer=%s offer_id=%s", request_id, insurer, update.offer_id)
-
-
-async def _abort_invalid(context: Any, violations: list[tuple[str, str]]) -> NoReturn:
-    """Ends the call with INVALID_ARGUMENT and google.rpc.BadRequest field violations."""
-    bad_request = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
-        ]
-    )
-    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="invalid request")
-    status.details.add().Pack(bad_request)
-    await context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("abort returned")  # pragma: no cover
