@@ -64,7 +64,8 @@ class _Tally:
 
 
 class QuoteSession:
-    """Runs one session to its end, appending every event to the log."""
+    """Runs one session to its end, appending every event to the log. Gateways are asked to
+    finish `gateway_margin_s` before the deadline (AggregatorSettings.gateway_margin_s)."""
 
     def __init__(
         self,
@@ -73,7 +74,7 @@ class QuoteSession:
         events: EventLog,
         clock: Clock,
         *,
-        gateway_margin_s: float = 0.25,
+        gateway_margin_s: float,
     ) -> None:
         self.plan = plan
         self._source = source

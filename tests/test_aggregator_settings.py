@@ -36,3 +36,9 @@ def test_an_unnamed_gateway_takes_the_dev_catalogues_name_else_its_id() -> None:
 def test_bad_gateway_lists_are_refused_naming_the_variable(spec: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         AggregatorSettings.from_env({"OSAGO_GATEWAYS": spec})
+
+
+def test_the_gateway_margin_is_the_settings_own_and_read_from_the_environment() -> None:
+    gateways = {"OSAGO_GATEWAYS": "alfa=h:1"}
+    assert AggregatorSettings.from_env(gateways).gateway_margin_s == 0.1
+    assert AggregatorSettings.from_env({**gateways, "OSAGO_GATEWAY_MARGIN_S": "0.3"}).gateway_margin_s == 0.3
