@@ -61,10 +61,6 @@ class Aggregator:
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
         self._sweeper: asyncio.Task[None] | None = None
 
-    @property
-    def running_sessions(self) -> int:
-        return len(self._sessions)
-
     async def create(
         self, application: application_pb2.Application | None, idempotency_key: str, time_limit_s: float | None
     ) -> tuple[RequestRecord, bool]:

@@ -119,12 +119,6 @@ class GrpcGateways:
             permit.release()
             call.cancel()
 
-    async def status(self, insurer_id: str, timeout_s: float = 2.0) -> gateway_service_pb2.GetGatewayStatusResponse:
-        response: gateway_service_pb2.GetGatewayStatusResponse = await self._stubs[insurer_id].GetGatewayStatus(
-            gateway_service_pb2.GetGatewayStatusRequest(), timeout=timeout_s
-        )
-        return response
-
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()

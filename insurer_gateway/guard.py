@@ -84,7 +84,6 @@ class InsurerGuard:
             window_s=settings.retry_budget_window_s,
         )
         self._rng = rng or random.Random()
-        self.calls_total = 0  # HTTP calls made, retries included
         self.retries_total = 0  # retries sent to the insurer
         self.rate_limited_total = 0  # attempts our quota refused
 
@@ -196,7 +195,6 @@ class InsurerGuard:
         try:
             if timeout <= 0:
                 return failed(Reason.DEADLINE, f"{step}: deadline reached")
-            self.calls_total += 1
             self.retries_total += retry
             response = await http(call, timeout)
         except HttpTimeout:

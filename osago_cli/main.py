@@ -94,10 +94,6 @@ def _add_sim_control(sim: argparse.ArgumentParser) -> None:
     heal.add_argument("--sim", default=sim_url, help="simulator URL (OSAGO_SIM_URL, default %(default)s)")
 
 
-def _overrides(**values: object) -> dict[str, object]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def _run(args: argparse.Namespace) -> int:
     env = os.environ
     if args.command == "up":

@@ -7,7 +7,7 @@ from typing import Final
 
 import grpc
 
-from osago_common.grpc_options import CallRetry, Options, channel_options, service_config
+from osago_common.grpc_options import CallRetry, Options, channel_options
 
 SERVICE = "osago.v1.AggregatorService"
 
@@ -15,7 +15,6 @@ SERVICE = "osago.v1.AggregatorService"
 # by the client instead), so re-running a call is safe: creation is idempotent by its key. A
 # second of backoff at most rides out an aggregator instance being replaced.
 RETRY = CallRetry(max_attempts=4, initial_backoff_s=0.1, max_backoff_s=1.0, max_tokens=10, token_ratio=0.1)
-SERVICE_CONFIG: Final[str] = service_config(SERVICE, RETRY)
 CHANNEL_OPTIONS: Final[Options] = channel_options(SERVICE, RETRY)
 
 

@@ -40,14 +40,6 @@ class ServiceServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
-    async def set_serving(self, service: str, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        await self.health.set(service, status)
-
     async def stop(self, grace: float = 5.0) -> None:
         """Reports NOT_SERVING, lets running calls finish for `grace` seconds, then stops."""
         await self.health.enter_graceful_shutdown()
