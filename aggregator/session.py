@@ -4,6 +4,7 @@ deadline whatever the insurers do. Plain asyncio with an injected clock; no tran
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -213,12 +214,9 @@ class QuoteSession:
                 "No insurer could answer: all of them failed at once, which points to a shared "
                 "outage (such as the national registry). Please try again in a few minutes."
             )
-        elif out_of_time:
-            status = Status.SESSION_STATUS_DEADLINE_EXCEEDED
-            message = f"{quotes} offers from {asked} insurers; {out_of_time} did not answer within the {limit} limit."
         else:
-            status = Status.SESSION_STATUS_COMPLETED
-            message = f"{quotes} offers from {asked} insurers; every insurer answered."
+            status = Status.SESSION_STATUS_DEADLINE_EXCEEDED if out_of_time else Status.SESSION_STATUS_COMPLETED
+            message = self._summary(limit)
         event = self._event()
         event.session_finished.CopyFrom(
             events_pb2.SessionFinished(
@@ -231,6 +229,29 @@ class QuoteSession:
             {tracing.STATUS: _status_name(status), tracing.QUOTES: quotes, tracing.FAILED: failed}
         )
         return int(status)
+
+    def _summary(self, limit: str) -> str:
+        """What became of every insurer asked, each outcome counted on its own: offers,
+        declines, failures by kind, and those that ran out of time."""
+        asked = len(self.plan.insurers)
+        failures = collections.Counter(self._tally.failures)
+        declined = failures.pop(Reason.FAILURE_REASON_DECLINED, 0)
+        late = failures.pop(Reason.FAILURE_REASON_DEADLINE, 0)
+        parts = [f"{_counted(self._tally.quotes, 'offer')} from {_counted(asked, 'insurer')}"]
+        if declined:
+            parts.append(f"{declined} declined")
+        if failures:
+            kinds = ", ".join(f"{n} {reason_name(r).replace('_', ' ')}" for r, n in sorted(failures.items()))
+            parts.append(f"{failures.total()} failed ({kinds})")
+        if late:
+            parts.append(f"{late} did not answer within the {limit} limit")
+        if len(parts) == 1:
+            parts.append("every insurer made an offer")
+        return "; ".join(parts) + "."
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def reason_name(reason: int) -> str:

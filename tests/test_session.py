@@ -108,6 +108,53 @@ async def test_all_insurers_answer_and_session_completes_in_arrival_order() -> N
     assert (events[-1].time.ToDatetime().timestamp() - events[0].time.ToDatetime().timestamp()) == pytest.approx(9.2)
 
 
+async def test_the_finish_message_counts_offers_declines_failures_by_kind_and_the_late() -> None:
+    clock, _, task, log = await run(
+        {
+            "a": [(1.0, offer(700_000))],
+            "b": [(2.0, offer(800_000))],
+            "c": [(0.5, failed(Reason.FAILURE_REASON_DECLINED))],
+            "d": [(0.5, failed(Reason.FAILURE_REASON_DECLINED))],
+            "e": [(0.5, failed(Reason.FAILURE_REASON_DECLINED))],
+            "f": [(0.1, failed(Reason.FAILURE_REASON_UNAVAILABLE))],
+            "g": [(0.1, failed(Reason.FAILURE_REASON_UNAVAILABLE))],
+            "h": [(0.1, failed(Reason.FAILURE_REASON_CIRCUIT_OPEN))],
+            "i": [(0.1, accepted())],  # never answers
+        }
+    )
+    await clock.advance(60.0)
+    assert task.result() == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+    finished = (await log.read("r1"))[-1].session_finished
+    # 9 asked: a, b offered; c, d, e declined; f, g down, h's breaker open; i out of time.
+    assert finished.message == (
+        "2 offers from 9 insurers; 3 declined; 3 failed (2 unavailable, 1 circuit open); "
+        "1 did not answer within the 60 s limit."
+    )
+
+
+async def test_a_session_where_some_insurers_were_down_never_says_every_insurer_answered() -> None:
+    clock, _, task, log = await run(
+        {
+            "a": [(1.0, offer(700_000))],
+            "b": [(0.5, failed(Reason.FAILURE_REASON_DECLINED))],
+            "c": [(0.1, failed(Reason.FAILURE_REASON_UNAVAILABLE))],
+            "d": [(0.3, failed(Reason.FAILURE_REASON_TIMEOUT))],
+        }
+    )
+    await clock.advance(2.0)
+    assert task.result() == Status.SESSION_STATUS_COMPLETED
+    finished = (await log.read("r1"))[-1].session_finished
+    assert finished.message == "1 offer from 4 insurers; 1 declined; 2 failed (1 timeout, 1 unavailable)."
+
+
+async def test_a_session_where_every_insurer_made_an_offer_says_so() -> None:
+    clock, _, task, log = await run({"a": [(1.0, offer(1))], "b": [(1.5, offer(2))]})
+    await clock.advance(2.0)
+    assert task.result() == Status.SESSION_STATUS_COMPLETED
+    finished = (await log.read("r1"))[-1].session_finished
+    assert finished.message == "2 offers from 2 insurers; every insurer made an offer."
+
+
 async def test_repeated_pending_updates_log_only_changes_of_state() -> None:
     clock, _, task, log = await run({"a": [(0.1, accepted())] + [(1.0, pending())] * 5 + [(1.0, offer(1))]})
     await clock.advance(10)
