@@ -43,7 +43,10 @@ def new_key() -> str:
     return f"test:ratelimit:{uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=["local", "redis"])
+functional = pytest.mark.functional
+
+
+@pytest.fixture(params=["local", pytest.param("redis", marks=functional)])
 async def make_limiter(request: pytest.FixtureRequest) -> AsyncIterator[MakeLimiter]:
     """Both implementations, on the fake clock (the Redis script then takes the test's time)."""
     if request.param == "local":
@@ -257,6 +260,7 @@ def test_invalid_config_is_refused() -> None:
 # --- the Redis limiter on the server's own clock ---
 
 
+@functional
 async def test_redis_admits_exactly_burst_and_sets_a_ttl(redis_client: redis.asyncio.Redis) -> None:
     key = new_key()
     limiter = RedisRateLimiter(RateLimitConfig(rate_per_s=0.01, burst=5), redis_client, key, SYSTEM_CLOCK)
@@ -267,6 +271,7 @@ async def test_redis_admits_exactly_burst_and_sets_a_ttl(redis_client: redis.asy
     assert 0 < ttl_ms <= 500_000  # the key lapses once the bucket would be full again
 
 
+@functional
 async def test_redis_refills_over_real_time(redis_client: redis.asyncio.Redis) -> None:
     limiter = RedisRateLimiter(RateLimitConfig(rate_per_s=20, burst=1), redis_client, new_key(), SYSTEM_CLOCK)
     assert await limiter.try_acquire() == 0.0
@@ -277,6 +282,7 @@ async def test_redis_refills_over_real_time(redis_client: redis.asyncio.Redis) -
     assert 0.02 <= time.monotonic() - start <= 0.5
 
 
+@functional
 async def test_redis_script_is_reloaded_after_a_script_flush(redis_client: redis.asyncio.Redis) -> None:
     limiter = RedisRateLimiter(RateLimitConfig(rate_per_s=0.01, burst=2), redis_client, new_key(), SYSTEM_CLOCK)
     assert await limiter.try_acquire() == 0.0
@@ -285,6 +291,7 @@ async def test_redis_script_is_reloaded_after_a_script_flush(redis_client: redis
     assert await limiter.try_acquire() > 0.0
 
 
+@functional
 async def test_two_replicas_sharing_a_key_never_admit_more_than_the_burst(redis_url: str) -> None:
     key = new_key()
     config = RateLimitConfig(rate_per_s=0.01, burst=10)  # no refill within the test
@@ -298,6 +305,7 @@ async def test_two_replicas_sharing_a_key_never_admit_more_than_the_burst(redis_
             await client.aclose()
 
 
+@functional
 async def test_two_replicas_waiting_for_tokens_share_one_quota(redis_url: str) -> None:
     key = new_key()
     config = RateLimitConfig(rate_per_s=50, burst=5)

@@ -585,6 +585,7 @@ async def test_simctl_says_why_the_simulator_refused(sim: SimServer) -> None:
         await simctl.set_fault(sim.url, "restco", "error", {"delay_s": 1.0})
 
 
+@functional
 async def test_simctl_says_when_the_simulator_cannot_be_reached() -> None:
     async with SimServer(SimConfig(PROFILES)) as server:
         url = server.url
