@@ -117,7 +117,7 @@ async def test_retention_counts_from_the_end_of_a_session_not_its_start(clock: F
         await clock.advance(RETENTION_S - 0.1)
         assert await status(core, request_id) == Status.SESSION_STATUS_DEADLINE_EXCEEDED
         await clock.advance(0.2)
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFound, match="r1"):
             await core.snapshot(request_id)
 
 

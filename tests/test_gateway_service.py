@@ -330,8 +330,9 @@ async def test_stopping_twice_is_safe_and_ends_serving() -> None:
         gateway = mesh.gateways["alfa"]
         await gateway.stop(0)
         await gateway.stop(0)
-        with pytest.raises(grpc.aio.AioRpcError):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
             await mesh.status("alfa")
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_serve_forever_prints_one_listening_line_and_stops_when_cancelled(capsys: pytest.CaptureFixture[str]) -> None:

@@ -251,9 +251,9 @@ async def test_random_load_never_waits_past_a_deadline_nor_exceeds_the_quota() -
 
 
 def test_invalid_config_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"rate_per_s must be in \(0, 1000000\]"):
         RateLimitConfig(rate_per_s=0, burst=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="burst must be at least 1"):
         RateLimitConfig(rate_per_s=1, burst=0)
 
 
