@@ -19,6 +19,9 @@ Mesh = LocalMesh
 
 __all__ = ["EXAMPLES", "Mesh", "load_example", "serve_app", "start_mesh"]
 
+# Unit tests (not marked `functional`) fail when they bind a socket or start a process.
+pytest_plugins = ["tests.server_guard"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
