@@ -27,7 +27,7 @@ from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc
 
 from tests.conftest import Mesh, load_example, serve_app, start_mesh
-from web_bridge.envoy_config import ENVOY_YAML, EnvoyProcess, envoy_binary, render_envoy_config, start_envoy
+from osago_mesh.envoy import ENVOY_YAML, EnvoyProcess, envoy_binary, render_envoy_config, start_envoy
 
 pytestmark = pytest.mark.functional
 
@@ -342,7 +342,7 @@ async def test_page_and_websocket_reach_web_bridge_through_envoy(tmp_path: Path)
 async def test_envoy_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     script = f"""
 import asyncio, pathlib
-from web_bridge.envoy_config import render_envoy_config, start_envoy
+from osago_mesh.envoy import render_envoy_config, start_envoy
 async def main():
     config = render_envoy_config(listen_host="127.0.0.1", listen_port=0, aggregator_host="127.0.0.1",
         aggregator_port=9, web_bridge_host="127.0.0.1", web_bridge_port=9, admin_port=0,
