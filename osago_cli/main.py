@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int, default=None, help="simulator random seed")
 
     commands.add_parser("aggregator", help="run the aggregator (OSAGO_AGGREGATOR_*, OSAGO_GATEWAYS)")
-    commands.add_parser("bridge", help="run web_bridge: the page and the REST + WebSocket API (OSAGO_BRIDGE_*)")
+    commands.add_parser(
+        "bridge", help="run web_bridge: the page, the REST + WebSocket API and grpc-web (OSAGO_BRIDGE_*)"
+    )
 
     gateway = commands.add_parser("gateway", help="run one insurer's gateway (OSAGO_GATEWAY_*)")
     gateway.add_argument("--insurer", help="insurer id (OSAGO_GATEWAY_INSURER)")
