@@ -12,7 +12,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from osago.v1 import application_pb2
 
-from osago_bench.mesh import LocalMesh, start_mesh
+from osago_mesh.local import LocalMesh, start_mesh
 from osago_common.clock import FakeClock
 
 Mesh = LocalMesh
