@@ -1,9 +1,20 @@
-// A tiny element builder. Text always goes in through text nodes, never as HTML: names, messages
-// and ids come from the server or the user.
+// A tiny element builder. Text goes in only as catalogue messages (i18n/index.ts), rendered into
+// text nodes, never as HTML: names, messages and ids come from the server or the user, and no
+// text of the page is written in code.
+
+import { show, type Msg } from "./i18n";
 
 export type Attrs = Record<string, string | number | boolean | null | undefined>;
-export type Child = Node | string | null | undefined | false;
+export type Child = Node | Msg | null | undefined | false;
 
+function isMsg(child: Child): child is Msg {
+  return typeof child === "object" && child !== null && !(child instanceof Node);
+}
+
+/**
+ * A new element. A message child becomes the element's text when it is the only child, else a
+ * <span> of its own: either way the message is re-rendered when the language changes.
+ */
 export function h<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   attrs: Attrs = {},
@@ -14,14 +25,22 @@ export function h<K extends keyof HTMLElementTagNameMap>(
     if (value === null || value === undefined || value === false) continue;
     el.setAttribute(name, value === true ? "" : String(value));
   }
-  append(el, ...children);
+  const present = children.filter((child) => child !== null && child !== undefined && child !== false);
+  if (present.length === 1 && isMsg(present[0])) show(el, present[0]);
+  else append(el, ...present);
   return el;
 }
 
 export function append(parent: Node, ...children: Child[]): void {
   for (const child of children) {
     if (child === null || child === undefined || child === false) continue;
-    parent.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
+    if (isMsg(child)) {
+      const span = document.createElement("span");
+      show(span, child);
+      parent.appendChild(span);
+    } else {
+      parent.appendChild(child);
+    }
   }
 }
 

@@ -1,11 +1,12 @@
 // The application form: rendered from field specs so that every control has its label, hint and
 // error element, and carries its proto field path (`data-field="application.vehicle.vin"`, error
 // element `data-error-for="application.vehicle.vin"`) — the same paths the server's
-// google.rpc.BadRequest field violations use.
+// google.rpc.BadRequest field violations use. Labels, hints and options are catalogue messages.
 //
 // The server is the one judge of the application: the form converts what was typed into the
-// proto message and shows the server's violations next to their fields. Only what cannot be put
-// into the message at all (letters in a number field) is reported before sending.
+// proto message and shows the server's violations (in the page's language, see violations.ts)
+// next to their fields. Only what cannot be put into the message at all (letters in a number
+// field) is reported before sending.
 
 import { create } from "@bufbuild/protobuf";
 import {
@@ -19,146 +20,143 @@ import {
   type Driver,
 } from "./gen/osago/v1/application_pb";
 import { byId, h, idFor, replace } from "./dom";
+import { LANGS, msg, show, text, type Key, type Msg } from "./i18n";
+import type { Violation } from "./violations";
 
 export const MAX_DRIVERS = 5;
+/** КО for unlimited drivers, shown on the checkbox. */
+const KO_UNLIMITED = 2.32;
 
-export interface Violation {
-  field: string;
-  description: string;
-}
-
-type Option = readonly [value: string, label: string];
+type Option = readonly [value: string, label: Msg];
 
 interface Spec {
   /** Path under `application.`, e.g. "vehicle.vin" or, for drivers, "name.last_name". */
   path: string;
-  label: string;
+  label: Key;
   kind: "text" | "int" | "date" | "select" | "checkbox";
   options?: readonly Option[];
-  hint?: string;
+  hint?: Key;
   optional?: boolean;
   autocomplete?: string;
   upper?: boolean;
 }
 
-const KBM_CLASSES: readonly Option[] = [
-  [String(KbmClass.KBM_CLASS_M), "M — КБМ 3.92"],
-  [String(KbmClass.KBM_CLASS_0), "0 — КБМ 2.94"],
-  [String(KbmClass.KBM_CLASS_1), "1 — КБМ 2.25"],
-  [String(KbmClass.KBM_CLASS_2), "2 — КБМ 1.76"],
-  [String(KbmClass.KBM_CLASS_3), "3 — КБМ 1.17 (new driver)"],
-  [String(KbmClass.KBM_CLASS_4), "4 — КБМ 1.00"],
-  [String(KbmClass.KBM_CLASS_5), "5 — КБМ 0.91"],
-  [String(KbmClass.KBM_CLASS_6), "6 — КБМ 0.83"],
-  [String(KbmClass.KBM_CLASS_7), "7 — КБМ 0.78"],
-  [String(KbmClass.KBM_CLASS_8), "8 — КБМ 0.74"],
-  [String(KbmClass.KBM_CLASS_9), "9 — КБМ 0.68"],
-  [String(KbmClass.KBM_CLASS_10), "10 — КБМ 0.63"],
-  [String(KbmClass.KBM_CLASS_11), "11 — КБМ 0.57"],
-  [String(KbmClass.KBM_CLASS_12), "12 — КБМ 0.52"],
-  [String(KbmClass.KBM_CLASS_13), "13 — КБМ 0.46"],
+/** Bonus-malus classes and their КБМ (the Bank of Russia's table). */
+const KBM_TABLE: readonly (readonly [KbmClass, string, number])[] = [
+  [KbmClass.KBM_CLASS_M, "M", 3.92],
+  [KbmClass.KBM_CLASS_0, "0", 2.94],
+  [KbmClass.KBM_CLASS_1, "1", 2.25],
+  [KbmClass.KBM_CLASS_2, "2", 1.76],
+  [KbmClass.KBM_CLASS_3, "3", 1.17],
+  [KbmClass.KBM_CLASS_4, "4", 1.0],
+  [KbmClass.KBM_CLASS_5, "5", 0.91],
+  [KbmClass.KBM_CLASS_6, "6", 0.83],
+  [KbmClass.KBM_CLASS_7, "7", 0.78],
+  [KbmClass.KBM_CLASS_8, "8", 0.74],
+  [KbmClass.KBM_CLASS_9, "9", 0.68],
+  [KbmClass.KBM_CLASS_10, "10", 0.63],
+  [KbmClass.KBM_CLASS_11, "11", 0.57],
+  [KbmClass.KBM_CLASS_12, "12", 0.52],
+  [KbmClass.KBM_CLASS_13, "13", 0.46],
 ];
 
-/** The cities the tariff knows (canonical names, as the server spells them) and other spellings. */
-const CITIES: readonly (readonly [canonical: string, russian: string, aliases: readonly string[]])[] = [
-  ["Moscow", "Москва", ["moskva"]],
-  ["St Petersburg", "Санкт-Петербург", ["saint petersburg", "sankt peterburg", "петербург", "спб", "spb"]],
-  ["Kazan", "Казань", []],
-  ["Tyumen", "Тюмень", ["tiumen"]],
-  ["Surgut", "Сургут", []],
-  ["Chelyabinsk", "Челябинск", ["cheliabinsk"]],
-  ["Ufa", "Уфа", []],
-  ["Yaroslavl", "Ярославль", ["jaroslavl"]],
-  ["Makhachkala", "Махачкала", ["mahachkala"]],
-  ["Sevastopol", "Севастополь", []],
+const KBM_CLASSES: readonly Option[] = KBM_TABLE.map(([value, cls, kbm]) => [
+  String(value),
+  msg(value === KbmClass.KBM_CLASS_3 ? "option.kbm.new" : "option.kbm", { cls, kbm }),
+] as const);
+
+/**
+ * The cities the tariff knows: the server's canonical name (an option's value, never shown), the
+ * message naming it, and other Latin spellings a preset may use.
+ */
+const CITIES: readonly (readonly [canonical: string, name: Key, aliases: readonly string[]])[] = [
+  ["Moscow", "city.Moscow", ["moskva"]],
+  ["St Petersburg", "city.St Petersburg", ["saint petersburg", "sankt peterburg", "spb"]], // not text: matched spellings
+  ["Kazan", "city.Kazan", []],
+  ["Tyumen", "city.Tyumen", ["tiumen"]],
+  ["Surgut", "city.Surgut", []],
+  ["Chelyabinsk", "city.Chelyabinsk", ["cheliabinsk"]],
+  ["Ufa", "city.Ufa", []],
+  ["Yaroslavl", "city.Yaroslavl", ["jaroslavl"]],
+  ["Makhachkala", "city.Makhachkala", ["mahachkala"]],
+  ["Sevastopol", "city.Sevastopol", []],
 ];
 
 function normaliseCity(city: string): string {
-  return city.toLowerCase().replace(/ё/g, "е").replace(/[-.,]+/g, " ").replace(/\s+/g, " ").trim();
+  return city.toLowerCase()
+    .replace(/ё/g, "е") // not text: the same letter for matching
+    .replace(/[-.,]+/g, " ").replace(/\s+/g, " ").trim();
 }
 
-/** The canonical name for a city spelled any known way, or null. */
+/** The canonical name for a city spelled any known way (its name in either language too), or null. */
 export function canonicalCity(city: string): string | null {
   const wanted = normaliseCity(city);
-  for (const [canonical, russian, aliases] of CITIES) {
-    if ([canonical, russian, ...aliases].some((name) => normaliseCity(name) === wanted)) return canonical;
+  for (const [canonical, name, aliases] of CITIES) {
+    const names = [canonical, ...LANGS.map((lang) => text(msg(name), lang)), ...aliases];
+    if (names.some((spelling) => normaliseCity(spelling) === wanted)) return canonical;
   }
   return null;
 }
 
 const VEHICLE: readonly Spec[] = [
-  { path: "vehicle.vin", label: "VIN", kind: "text", upper: true,
-    hint: "17 characters: digits and Latin letters except I, O, Q. Leave empty if the vehicle has none." },
-  { path: "vehicle.body_number", label: "Body or chassis number", kind: "text", optional: true, upper: true,
-    hint: "Only for a vehicle without a VIN." },
-  { path: "vehicle.plate", label: "Registration plate", kind: "text", upper: true, hint: "Like А123ВС77." },
-  { path: "vehicle.make", label: "Make", kind: "text", hint: "For example Lada." },
-  { path: "vehicle.model", label: "Model", kind: "text", hint: "For example Vesta." },
-  { path: "vehicle.year", label: "Year of manufacture", kind: "int" },
-  { path: "vehicle.power_hp", label: "Engine power, hp", kind: "int" },
-  { path: "vehicle.category", label: "Category", kind: "select", options: [
-    [String(VehicleCategory.B), "B — car"],
-    [String(VehicleCategory.BE), "BE — car with a trailer"],
+  { path: "vehicle.vin", label: "field.vin", kind: "text", upper: true, hint: "hint.vin" },
+  { path: "vehicle.body_number", label: "field.bodyNumber", kind: "text", optional: true, upper: true, hint: "hint.bodyNumber" },
+  { path: "vehicle.plate", label: "field.plate", kind: "text", upper: true, hint: "hint.plate" },
+  { path: "vehicle.make", label: "field.make", kind: "text", hint: "hint.make" },
+  { path: "vehicle.model", label: "field.model", kind: "text", hint: "hint.model" },
+  { path: "vehicle.year", label: "field.year", kind: "int" },
+  { path: "vehicle.power_hp", label: "field.powerHp", kind: "int" },
+  { path: "vehicle.category", label: "field.category", kind: "select", options: [
+    [String(VehicleCategory.B), msg("option.category.b")],
+    [String(VehicleCategory.BE), msg("option.category.be")],
   ] },
-  { path: "vehicle.purpose", label: "Use", kind: "select", options: [
-    [String(VehiclePurpose.PERSONAL), "Personal"],
-    [String(VehiclePurpose.TAXI), "Taxi"],
+  { path: "vehicle.purpose", label: "field.purpose", kind: "select", options: [
+    [String(VehiclePurpose.PERSONAL), msg("option.purpose.personal")],
+    [String(VehiclePurpose.TAXI), msg("option.purpose.taxi")],
   ] },
 ];
 
 const DOCUMENT: readonly Spec[] = [
-  { path: "vehicle.registration_document.type", label: "Document", kind: "select", options: [
-    [String(RegistrationDocumentType.STS), "СТС — registration certificate"],
-    [String(RegistrationDocumentType.PTS), "ПТС — vehicle passport"],
-    [String(RegistrationDocumentType.EPTS), "ЭПТС — electronic vehicle passport"],
+  { path: "vehicle.registration_document.type", label: "field.docType", kind: "select", options: [
+    [String(RegistrationDocumentType.STS), msg("option.doc.sts")],
+    [String(RegistrationDocumentType.PTS), msg("option.doc.pts")],
+    [String(RegistrationDocumentType.EPTS), msg("option.doc.epts")],
   ] },
-  { path: "vehicle.registration_document.series", label: "Series", kind: "text", upper: true,
-    hint: "Like 77ХТ; empty for an ЭПТС." },
-  { path: "vehicle.registration_document.number", label: "Number", kind: "text",
-    hint: "6 digits; an ЭПТС has 15." },
-  { path: "vehicle.registration_document.issue_date", label: "Date of issue", kind: "date" },
+  { path: "vehicle.registration_document.series", label: "field.docSeries", kind: "text", upper: true, hint: "hint.docSeries" },
+  { path: "vehicle.registration_document.number", label: "field.docNumber", kind: "text", hint: "hint.docNumber" },
+  { path: "vehicle.registration_document.issue_date", label: "field.docIssueDate", kind: "date" },
 ];
 
 const OWNER: readonly Spec[] = [
-  { path: "owner.name.last_name", label: "Last name", kind: "text", autocomplete: "family-name" },
-  { path: "owner.name.first_name", label: "First name", kind: "text", autocomplete: "given-name" },
-  { path: "owner.name.middle_name", label: "Middle name (patronymic)", kind: "text", optional: true,
-    autocomplete: "additional-name" },
-  { path: "owner.birth_date", label: "Date of birth", kind: "date", autocomplete: "bday" },
-  { path: "owner.registration_city", label: "City of registration", kind: "select",
-    options: CITIES.map(([canonical, russian]) => [canonical, `${canonical} — ${russian}`] as const),
-    hint: "Sets the territory coefficient КТ." },
-  { path: "owner.registration_region", label: "Region", kind: "text", optional: true, autocomplete: "address-level1" },
-  { path: "owner.kbm_class", label: "Owner's bonus-malus class", kind: "select",
-    options: [[String(KbmClass.KBM_CLASS_UNSPECIFIED), "Not known (class 3)"], ...KBM_CLASSES],
-    hint: "Used when any driver may drive." },
+  { path: "owner.name.last_name", label: "field.lastName", kind: "text", autocomplete: "family-name" },
+  { path: "owner.name.first_name", label: "field.firstName", kind: "text", autocomplete: "given-name" },
+  { path: "owner.name.middle_name", label: "field.middleName", kind: "text", optional: true, autocomplete: "additional-name" },
+  { path: "owner.birth_date", label: "field.birthDate", kind: "date", autocomplete: "bday" },
+  { path: "owner.registration_city", label: "field.city", kind: "select", hint: "hint.city",
+    options: CITIES.map(([canonical, name]) => [canonical, msg(name)] as const) },
+  { path: "owner.registration_region", label: "field.region", kind: "text", optional: true, autocomplete: "address-level1" },
+  { path: "owner.kbm_class", label: "field.ownerKbm", kind: "select", hint: "hint.ownerKbm",
+    options: [[String(KbmClass.KBM_CLASS_UNSPECIFIED), msg("option.kbm.unknown")], ...KBM_CLASSES] },
 ];
 
 const DRIVERS: readonly Spec[] = [
-  { path: "unlimited_drivers", label: "Any driver may drive (unlimited, КО 2.32)", kind: "checkbox" },
+  { path: "unlimited_drivers", label: "field.unlimited", kind: "checkbox" },
 ];
 
 const DRIVER: readonly Spec[] = [
-  { path: "name.last_name", label: "Last name", kind: "text" },
-  { path: "name.first_name", label: "First name", kind: "text" },
-  { path: "name.middle_name", label: "Middle name (patronymic)", kind: "text", optional: true },
-  { path: "birth_date", label: "Date of birth", kind: "date" },
-  { path: "licence_number", label: "Driving licence number", kind: "text", upper: true,
-    hint: "10 digits, or 2 digits, 2 letters and 6 digits." },
-  { path: "licence_issue_date", label: "First licence issued on", kind: "date",
-    hint: "Driving experience counts from this date." },
-  { path: "kbm_class", label: "Bonus-malus class", kind: "select", options: KBM_CLASSES },
+  { path: "name.last_name", label: "field.lastName", kind: "text" },
+  { path: "name.first_name", label: "field.firstName", kind: "text" },
+  { path: "name.middle_name", label: "field.middleName", kind: "text", optional: true },
+  { path: "birth_date", label: "field.birthDate", kind: "date" },
+  { path: "licence_number", label: "field.licenceNumber", kind: "text", upper: true, hint: "hint.licenceNumber" },
+  { path: "licence_issue_date", label: "field.licenceIssueDate", kind: "date", hint: "hint.licenceIssueDate" },
+  { path: "kbm_class", label: "field.driverKbm", kind: "select", options: KBM_CLASSES },
 ];
 
 const POLICY: readonly Spec[] = [
-  { path: "policy_start_date", label: "Policy starts on", kind: "date", optional: true,
-    hint: "Empty means tomorrow; at most 60 days ahead." },
-  { path: "usage_months", label: "Months of use per year", kind: "select",
-    options: Array.from({ length: 10 }, (_, i) => {
-      const months = String(12 - i);
-      return [months, months] as const;
-    }),
-    hint: "Sets the season coefficient КС." },
+  { path: "policy_start_date", label: "field.policyStart", kind: "date", optional: true, hint: "hint.policyStart" },
+  { path: "usage_months", label: "field.usageMonths", kind: "select", hint: "hint.usageMonths",
+    options: Array.from({ length: 10 }, (_, i) => [String(12 - i), msg("value.number", { n: 12 - i })] as const) },
 ];
 
 type Control = HTMLInputElement | HTMLSelectElement;
@@ -168,7 +166,7 @@ export class ApplicationForm {
   private readonly driversList: HTMLElement;
   private readonly addDriver: HTMLButtonElement;
   private readonly summary: HTMLElement;
-  private readonly labels = new Map<string, string>();
+  private readonly labels = new Map<string, Msg>();
 
   constructor() {
     this.form = byId<HTMLFormElement>("application-form");
@@ -205,12 +203,12 @@ export class ApplicationForm {
   /** The application as typed, or the fields that cannot be put into the message at all. */
   read(): { application: Application; problems: Violation[] } {
     const problems: Violation[] = [];
-    const text = (path: string) => this.control(path).value.trim();
+    const value = (path: string) => this.control(path).value.trim();
     const int = (path: string) => {
-      const raw = text(path);
+      const raw = value(path);
       if (raw === "") return 0;
       if (!/^\d{1,9}$/.test(raw)) {
-        problems.push({ field: path, description: "must be a whole number" });
+        problems.push({ field: path, message: msg("violation.wholeNumber") });
         return 0;
       }
       return Number(raw);
@@ -220,36 +218,36 @@ export class ApplicationForm {
     const unlimited = (this.control(`${a}.unlimited_drivers`) as HTMLInputElement).checked;
     const application = create(ApplicationSchema, {
       vehicle: {
-        vin: text(`${a}.vehicle.vin`),
-        bodyNumber: text(`${a}.vehicle.body_number`),
-        plate: text(`${a}.vehicle.plate`),
-        make: text(`${a}.vehicle.make`),
-        model: text(`${a}.vehicle.model`),
+        vin: value(`${a}.vehicle.vin`),
+        bodyNumber: value(`${a}.vehicle.body_number`),
+        plate: value(`${a}.vehicle.plate`),
+        make: value(`${a}.vehicle.make`),
+        model: value(`${a}.vehicle.model`),
         year: int(`${a}.vehicle.year`),
         powerHp: int(`${a}.vehicle.power_hp`),
         category: choice(`${a}.vehicle.category`),
         purpose: choice(`${a}.vehicle.purpose`),
         registrationDocument: {
           type: choice(`${a}.vehicle.registration_document.type`),
-          series: text(`${a}.vehicle.registration_document.series`),
-          number: text(`${a}.vehicle.registration_document.number`),
-          issueDate: text(`${a}.vehicle.registration_document.issue_date`),
+          series: value(`${a}.vehicle.registration_document.series`),
+          number: value(`${a}.vehicle.registration_document.number`),
+          issueDate: value(`${a}.vehicle.registration_document.issue_date`),
         },
       },
       owner: {
         name: {
-          lastName: text(`${a}.owner.name.last_name`),
-          firstName: text(`${a}.owner.name.first_name`),
-          middleName: text(`${a}.owner.name.middle_name`),
+          lastName: value(`${a}.owner.name.last_name`),
+          firstName: value(`${a}.owner.name.first_name`),
+          middleName: value(`${a}.owner.name.middle_name`),
         },
-        birthDate: text(`${a}.owner.birth_date`),
-        registrationCity: text(`${a}.owner.registration_city`),
-        registrationRegion: text(`${a}.owner.registration_region`),
+        birthDate: value(`${a}.owner.birth_date`),
+        registrationCity: value(`${a}.owner.registration_city`),
+        registrationRegion: value(`${a}.owner.registration_region`),
         kbmClass: choice(`${a}.owner.kbm_class`),
       },
       drivers: unlimited ? [] : this.currentDrivers(),
       unlimitedDrivers: unlimited,
-      policyStartDate: text(`${a}.policy_start_date`),
+      policyStartDate: value(`${a}.policy_start_date`),
       usageMonths: choice(`${a}.usage_months`),
     });
     return { application, problems };
@@ -289,7 +287,11 @@ export class ApplicationForm {
     this.syncUnlimited();
   }
 
-  /** Shows each violation next to its field (others in the summary); focuses the first. */
+  /**
+   * Shows each violation next to its field (the field marked aria-invalid, its error element
+   * named by its aria-describedby) and the count in the form's alert; focuses the first invalid
+   * field, or the alert when no violation has a field of its own.
+   */
   showViolations(violations: readonly Violation[]): void {
     this.clearErrors();
     const unplaced: Violation[] = [];
@@ -300,17 +302,17 @@ export class ApplicationForm {
         unplaced.push(violation);
         continue;
       }
-      target.textContent = target.textContent ? `${target.textContent}; ${violation.description}` : violation.description;
+      target.append(h("span", { class: "error-item" }, violation.message));
       const control = this.form.querySelector<Control>(`[data-field="${CSS.escape(violation.field)}"]`);
       if (control) {
         control.setAttribute("aria-invalid", "true");
         first ??= control;
       }
     }
-    const count = violations.length;
-    const items = unplaced.map((v) => h("li", {}, `${this.labelFor(v.field)}: ${v.description}`));
+    const items = unplaced.map((v) =>
+      h("li", {}, msg("form.problem", { label: this.labelFor(v.field), problem: v.message })));
     replace(this.summary,
-      h("p", {}, `Please correct ${count === 1 ? "1 field" : `${count} fields`}.`),
+      h("p", {}, msg("form.fixFields", { n: violations.length })),
       items.length > 0 ? h("ul", {}, ...items) : null,
     );
     this.summary.hidden = false;
@@ -318,16 +320,17 @@ export class ApplicationForm {
     else this.summary.focus();
   }
 
-  /** A message for the whole form (not a field's), e.g. "the server cannot be reached". */
-  showFormError(message: string): void {
+  /** A message for the whole form (not a field's), e.g. "the server cannot be reached"; focused. */
+  showFormError(message: Msg): void {
     this.clearErrors();
-    this.summary.replaceChildren(h("p", {}, message));
+    replace(this.summary, h("p", {}, message));
     this.summary.hidden = false;
+    this.summary.focus();
   }
 
   clearErrors(): void {
     for (const el of this.form.querySelectorAll<HTMLElement>("[data-error-for]")) {
-      if (el !== this.summary) el.textContent = "";
+      if (el !== this.summary) el.replaceChildren();
     }
     for (const el of this.form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
     this.summary.replaceChildren();
@@ -337,7 +340,7 @@ export class ApplicationForm {
   setBusy(busy: boolean): void {
     const submit = byId<HTMLButtonElement>("submit");
     submit.disabled = busy;
-    submit.textContent = busy ? "Sending…" : "Get quotes";
+    show(submit, msg(busy ? "form.sending" : "form.submit"));
     this.form.setAttribute("aria-busy", String(busy));
   }
 
@@ -346,12 +349,11 @@ export class ApplicationForm {
     const path = target.dataset.field;
     if (!path || target.getAttribute("aria-invalid") !== "true") return;
     target.removeAttribute("aria-invalid");
-    const error = this.form.querySelector(`[data-error-for="${CSS.escape(path)}"]`);
-    if (error) error.textContent = "";
+    this.form.querySelector(`[data-error-for="${CSS.escape(path)}"]`)?.replaceChildren();
   }
 
-  private labelFor(path: string): string {
-    return this.labels.get(path) ?? path.replace(/^application\./, "");
+  private labelFor(path: string): Msg {
+    return this.labels.get(path) ?? msg("value.text", { text: path.replace(/^application\./, "") });
   }
 
   private newDriver(): Driver {
@@ -362,13 +364,13 @@ export class ApplicationForm {
     const drivers: Driver[] = [];
     const count = this.driversList.querySelectorAll("fieldset.driver").length;
     for (let i = 0; i < count; i++) {
-      const text = (p: string) => this.control(`application.drivers[${i}].${p}`).value.trim();
+      const value = (p: string) => this.control(`application.drivers[${i}].${p}`).value.trim();
       drivers.push(create(DriverSchema, {
-        name: { lastName: text("name.last_name"), firstName: text("name.first_name"), middleName: text("name.middle_name") },
-        birthDate: text("birth_date"),
-        licenceNumber: text("licence_number"),
-        licenceIssueDate: text("licence_issue_date"),
-        kbmClass: Number(text("kbm_class")) || 0,
+        name: { lastName: value("name.last_name"), firstName: value("name.first_name"), middleName: value("name.middle_name") },
+        birthDate: value("birth_date"),
+        licenceNumber: value("licence_number"),
+        licenceIssueDate: value("licence_issue_date"),
+        kbmClass: Number(value("kbm_class")) || 0,
       }));
     }
     return drivers;
@@ -378,10 +380,10 @@ export class ApplicationForm {
     const fieldsets = drivers.map((driver, i) => {
       const base = `application.drivers[${i}]`;
       const fieldset = h("fieldset", { class: "driver", "data-driver-index": i },
-        h("legend", {}, `Driver ${i + 1}`),
-        h("div", { class: "grid" }, ...DRIVER.map((spec) => this.field(spec, `${base}.${spec.path}`, `Driver ${i + 1}: `))),
+        h("legend", {}, msg("form.driver", { n: i + 1 })),
+        h("div", { class: "grid" }, ...DRIVER.map((spec) => this.field(spec, `${base}.${spec.path}`, i + 1))),
         drivers.length > 1
-          ? h("button", { type: "button", class: "secondary", "data-remove-driver": i }, `Remove driver ${i + 1}`)
+          ? h("button", { type: "button", class: "secondary", "data-remove-driver": i }, msg("form.removeDriver", { n: i + 1 }))
           : null,
       );
       return { fieldset, driver, base };
@@ -397,7 +399,7 @@ export class ApplicationForm {
       this.setChoice(`${base}.kbm_class`, driver.kbmClass || KbmClass.KBM_CLASS_3);
     }
     this.addDriver.disabled = drivers.length >= MAX_DRIVERS;
-    this.addDriver.textContent = drivers.length >= MAX_DRIVERS ? `At most ${MAX_DRIVERS} drivers` : "Add a driver";
+    show(this.addDriver, drivers.length >= MAX_DRIVERS ? msg("form.maxDrivers", { n: MAX_DRIVERS }) : msg("form.addDriver"));
   }
 
   private syncUnlimited(): void {
@@ -411,23 +413,26 @@ export class ApplicationForm {
     byId(containerId).replaceChildren(...specs.map((spec) => this.field(spec, `application.${spec.path}`)));
   }
 
-  private field(spec: Spec, path: string, labelPrefix = ""): HTMLElement {
+  /** One field: label, control, hint and error element; `driver` numbers a driver's field. */
+  private field(spec: Spec, path: string, driver?: number): HTMLElement {
     const id = `f-${idFor(path)}`;
     const hintId = spec.hint ? `${id}-hint` : null;
     const errorId = `${id}-error`;
     const describedBy = [hintId, errorId].filter(Boolean).join(" ");
-    this.labels.set(path, labelPrefix + spec.label);
-    const hint = hintId ? h("p", { class: "hint", id: hintId }, spec.hint) : null;
+    const labelText = spec.label === "field.unlimited" ? msg(spec.label, { ko: KO_UNLIMITED }) : msg(spec.label);
+    this.labels.set(path, driver === undefined ? labelText : msg("form.driverField", { n: driver, label: labelText }));
+    const hint = spec.hint ? h("p", { class: "hint", id: hintId }, msg(spec.hint)) : null;
+    // Read out with the field (aria-describedby); the form's alert says how many fields are wrong.
     const error = h("p", { class: "error", id: errorId, "data-error-for": path });
     if (spec.kind === "checkbox") {
       const input = h("input", { type: "checkbox", id, name: path, "data-field": path, "aria-describedby": describedBy });
-      return h("div", { class: "field field-check" }, input, h("label", { for: id }, spec.label), hint, error);
+      return h("div", { class: "field field-check" }, input, h("label", { for: id }, labelText), hint, error);
     }
-    const label = h("label", { for: id }, spec.label, spec.optional ? h("span", { class: "optional" }, " (optional)") : null);
+    const label = h("label", { for: id }, labelText, spec.optional ? h("span", { class: "optional" }, msg("form.optional")) : null);
     let control: Control;
     if (spec.kind === "select") {
       control = h("select", { id, name: path, "data-field": path, "aria-describedby": describedBy },
-        ...(spec.options ?? []).map(([value, text]) => h("option", { value }, text)));
+        ...(spec.options ?? []).map(([value, label]) => h("option", { value }, label)));
     } else {
       control = h("input", {
         id,
@@ -459,7 +464,7 @@ export class ApplicationForm {
     const select = this.control(path) as HTMLSelectElement;
     const wanted = String(value);
     if (![...select.options].some((o) => o.value === wanted)) {
-      select.append(h("option", { value: wanted }, wanted));
+      select.append(h("option", { value: wanted }, msg("value.text", { text: wanted })));
     }
     select.value = wanted;
   }
@@ -472,7 +477,7 @@ export class ApplicationForm {
       return;
     }
     // A city the page does not know: keep it as given and let the server judge it.
-    if (![...select.options].some((o) => o.value === city)) select.append(h("option", { value: city }, city));
+    if (![...select.options].some((o) => o.value === city)) select.append(h("option", { value: city }, msg("value.text", { text: city })));
     select.value = city;
   }
 }

@@ -1,48 +1,63 @@
-// Formatting for the page: money, coefficients, times. No Intl number formatting for money: the
-// premium is an int64 (a bigint here) and must never pass through a float.
+// Formatting for the page's locale (i18n/index.ts picks the locale): money, numbers, dates and
+// times of day. Dates and times are Moscow time, the time OSAGO policies are written in, whatever
+// the browser's time zone. Money is an int64 of kopecks (a bigint here) and never passes through a
+// float: Intl.NumberFormat formats the exact decimal string.
 
-const THIN_NBSP = "\u202f"; // groups digits: 12 345
-const NBSP = "\u00a0"; // keeps "₽" on the amount's line
+export const MOSCOW = "Europe/Moscow";
 
-/** 1234567n kopecks → "12 345,67 ₽" (exact, any size). */
-export function formatRoubles(kopecks: bigint): string {
-  const negative = kopecks < 0n;
-  const abs = negative ? -kopecks : kopecks;
-  const roubles = (abs / 100n).toString().replace(/\B(?=(\d{3})+(?!\d))/g, THIN_NBSP);
-  const rest = (abs % 100n).toString().padStart(2, "0");
-  return `${negative ? "−" : ""}${roubles},${rest}${NBSP}₽`;
+const cache = new Map<string, Intl.NumberFormat | Intl.DateTimeFormat>();
+
+function cached<T extends Intl.NumberFormat | Intl.DateTimeFormat>(id: string, make: () => T): T {
+  let format = cache.get(id);
+  if (!format) {
+    format = make();
+    cache.set(id, format);
+  }
+  return format as T;
 }
 
-/** A coefficient (a double on the wire) with at most 4 decimals: 1.8, 0.91, 2.32. */
-export function formatCoefficient(value: number): string {
+/** Kopecks as a decimal string ("621950") → roubles with two decimals ("6219.50"), exactly. */
+export function kopecksToDecimal(kopecks: string): string {
+  const value = BigInt(kopecks);
+  const negative = value < 0n;
+  const abs = negative ? -value : value;
+  return `${negative ? "-" : ""}${abs / 100n}.${(abs % 100n).toString().padStart(2, "0")}`;
+}
+
+/** "621950" → "6 219,50 ₽" (ru-RU), "₽6,219.50" (en-GB); exact for any int64. */
+export function formatMoney(kopecks: string, locale: string): string {
+  const format = cached(`money:${locale}`, () =>
+    new Intl.NumberFormat(locale, { style: "currency", currency: "RUB", currencyDisplay: "narrowSymbol" }));
+  // A decimal string is formatted exactly (Intl.NumberFormat v3); the lib types know only numbers.
+  return format.format(kopecksToDecimal(kopecks) as unknown as number);
+}
+
+/** A number with at most 4 decimals: 1 234; 1,8 (ru) or 1.8 (en). */
+export function formatNumber(value: number, locale: string): string {
   if (!Number.isFinite(value)) return "—";
-  return String(Math.round(value * 10_000) / 10_000);
+  return cached(`number:${locale}`, () => new Intl.NumberFormat(locale, { maximumFractionDigits: 4 })).format(value);
 }
 
-/** Seconds left, for the countdown: "42 s" or "1 min 05 s". */
-export function formatSecondsLeft(ms: number): string {
-  const total = Math.max(0, Math.ceil(ms / 1000));
-  if (total < 60) return `${total} s`;
-  const minutes = Math.floor(total / 60);
-  return `${minutes} min ${String(total % 60).padStart(2, "0")} s`;
+/** A number with exactly one decimal: 8,2 (ru) or 8.2 (en). */
+export function formatTenths(value: number, locale: string): string {
+  return cached(`tenths:${locale}`, () =>
+    new Intl.NumberFormat(locale, { minimumFractionDigits: 1, maximumFractionDigits: 1 })).format(value);
 }
 
-/** A duration with one decimal: "8.2 s". */
-export function formatElapsed(ms: number): string {
-  return `${(Math.max(0, ms) / 1000).toFixed(1)} s`;
+/** A calendar day in Moscow: "2 декабря 2026", "2 December 2026" (no trailing "г."). */
+export function formatDate(ms: number, locale: string): string {
+  const format = cached(`date:${locale}`, () =>
+    new Intl.DateTimeFormat(locale, { day: "numeric", month: "long", year: "numeric", timeZone: MOSCOW }));
+  const parts = format.formatToParts(new Date(ms));
+  while (parts.length > 0 && parts[parts.length - 1].type === "literal") parts.pop();
+  return parts.map((part) => part.value).join("");
 }
 
-/** A moment for people: "12 Mar 2026, 14:05" in the browser's time zone. */
-export function formatMoment(ms: number): string {
-  const date = new Date(ms);
-  if (Number.isNaN(date.getTime())) return "";
-  return date.toLocaleString("en-GB", {
-    day: "numeric",
-    month: "short",
-    year: "numeric",
-    hour: "2-digit",
-    minute: "2-digit",
-  });
+/** A time of day in Moscow, 24-hour: "12:05". */
+export function formatClock(ms: number, locale: string): string {
+  return cached(`clock:${locale}`, () =>
+    new Intl.DateTimeFormat(locale, { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: MOSCOW }))
+    .format(new Date(ms));
 }
 
 /** Only http(s) links are ever put in an href: an offer's URL comes from an insurer. */

@@ -6,16 +6,22 @@
 // URL (?request=ID): a reload, or a link, replays the session's events from the start and follows
 // it on. Personal data never leaves the form except in the CreateQuoteRequest call: nothing is
 // logged, stored in the browser or put in the URL.
+//
+// The page speaks Russian by default and English on request (i18n/): the language switch in the
+// header re-renders every text in place and is remembered; the browser's languages are the first
+// guess.
 
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
-import { BadRequestSchema } from "./gen/google/rpc/error_details_pb";
+import { BadRequestSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb";
 import { AggregatorService, type CreateQuoteRequestResponse } from "./gen/osago/v1/aggregator_service_pb";
 import { ApplicationSchema, type Application } from "./gen/osago/v1/application_pb";
 import { byId } from "./dom";
-import { ApplicationForm, type Violation } from "./form";
+import { ApplicationForm } from "./form";
+import { initialLanguage, isLang, language, msg, onLanguageChange, setLanguage, type Lang } from "./i18n";
 import { EventFollower, backoffMs } from "./stream";
+import { serverViolation, type Violation } from "./violations";
 import { SessionView } from "./view";
 import kazanTwoDrivers from "../../examples/kazan-two-drivers.json";
 import moscowYoungDriver from "../../examples/moscow-young-driver.json";
@@ -32,6 +38,9 @@ const CREATE_ATTEMPTS = 3;
 /** Worth retrying with the same idempotency key: the request may not have arrived. */
 const CREATE_RETRYABLE = new Set([Code.Unavailable, Code.DeadlineExceeded]);
 const MAX_REQUEST_ID = 128;
+
+// First, so that everything built below is built in the page's language.
+setLanguage(initialLanguage());
 
 const transport = createGrpcWebTransport({ baseUrl: window.location.origin, useBinaryFormat: true });
 const client = createClient(AggregatorService, transport);
@@ -64,11 +73,7 @@ function follow(requestId: string): void {
     },
     onFatal: (error) => {
       if (follower !== current) return;
-      view.showFatal(
-        error.code === Code.NotFound
-          ? "This quote request is unknown or has expired. Please fill in the application again."
-          : "This quote request cannot be shown.",
-      );
+      view.showFatal(msg(error.code === Code.NotFound ? "fatal.notFound" : "fatal.other"));
     },
     deadlineMs: () => view.deadlineLocalMs(),
   });
@@ -103,7 +108,18 @@ async function create(application: Application, key: string): Promise<CreateQuot
 function violationsOf(error: ConnectError): Violation[] {
   return error
     .findDetails(BadRequestSchema)
-    .flatMap((detail) => detail.fieldViolations.map((v) => ({ field: v.field, description: v.description })));
+    .flatMap((detail) => detail.fieldViolations.map((v) => serverViolation(v.field, v.description)));
+}
+
+/** Whole seconds to wait before trying again, from google.rpc.RetryInfo if the server sent one. */
+function retryAfterSeconds(error: ConnectError): number | null {
+  for (const info of error.findDetails(RetryInfoSchema)) {
+    const delay = info.retryDelay;
+    if (!delay) continue;
+    const seconds = Math.ceil(Number(delay.seconds) + delay.nanos / 1e9);
+    if (seconds > 0) return seconds;
+  }
+  return null;
 }
 
 async function onSubmit(event: SubmitEvent): Promise<void> {
@@ -119,7 +135,7 @@ async function onSubmit(event: SubmitEvent): Promise<void> {
     const response = await create(application, idempotencyKey());
     const requestId = response.quoteRequest?.requestId;
     if (!requestId) {
-      form.showFormError("The quote service gave no request id; please try again.");
+      form.showFormError(msg("form.noRequestId"));
       return;
     }
     setUrlRequest(requestId);
@@ -131,11 +147,13 @@ async function onSubmit(event: SubmitEvent): Promise<void> {
     if (violations.length > 0) {
       form.showViolations(violations);
     } else if (connectError.code === Code.InvalidArgument) {
-      form.showFormError(`The application was not accepted: ${connectError.rawMessage}`);
+      form.showFormError(msg("form.notAccepted"));
     } else if (connectError.code === Code.ResourceExhausted) {
-      form.showFormError("Too many requests just now; please try again in a moment.");
+      // Busy: the server sheds new sessions; RetryInfo, when present, says for how long.
+      const seconds = retryAfterSeconds(connectError);
+      form.showFormError(seconds === null ? msg("form.busy") : msg("form.busyRetry", { n: seconds }));
     } else {
-      form.showFormError("The quote service cannot be reached just now; please try again.");
+      form.showFormError(msg("form.unreachable"));
     }
   } finally {
     form.setBusy(false);
@@ -150,6 +168,19 @@ for (const button of document.querySelectorAll<HTMLButtonElement>("button[data-p
     if (preset !== undefined) form.fill(fromJson(ApplicationSchema, preset));
   });
 }
+
+const languageButtons = [...document.querySelectorAll<HTMLButtonElement>("button[data-lang]")];
+function markLanguage(lang: Lang): void {
+  for (const button of languageButtons) button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
+}
+onLanguageChange(markLanguage);
+for (const button of languageButtons) {
+  button.addEventListener("click", () => {
+    const lang = button.dataset.lang;
+    if (isLang(lang)) setLanguage(lang, true);
+  });
+}
+markLanguage(language());
 
 byId<HTMLButtonElement>("new-quote").addEventListener("click", () => {
   stopFollowing();

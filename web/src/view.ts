@@ -1,17 +1,17 @@
 // The live view of one quote session, built from its events: offers sorted by price (cheapest
 // first, each inserted as it arrives, one row per insurer whatever is replayed), per-insurer
-// status, a countdown and progress bar to the session deadline, and the summary at the end.
+// status with the reason for every insurer without an offer, a countdown and progress bar to the
+// session deadline, and the summary at the end — computed here from the events, so it names what
+// happened (offers, declines, insurers unavailable, timed out) in the page's language.
+//
+// Screen readers: the lists are not live regions (a row per offer would flood them); a polite
+// announcer says how many offers there are and the best price, at most every few seconds, and
+// once at the end what the search found.
 
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { byId, h, replace } from "./dom";
-import {
-  formatCoefficient,
-  formatElapsed,
-  formatMoment,
-  formatRoubles,
-  formatSecondsLeft,
-  safeHttpUrl,
-} from "./format";
+import { safeHttpUrl } from "./format";
+import { clear, msg, show, showAttr, type Key, type Msg } from "./i18n";
 import type { ConnectionState } from "./stream";
 import {
   InsurerProgressState,
@@ -19,38 +19,66 @@ import {
   SessionStatusSchema,
   type InsurerFailed,
   type QuoteEvent,
-  type SessionFinished,
 } from "./gen/osago/v1/events_pb";
-import { FailureReasonSchema, type Quote } from "./gen/osago/v1/quote_pb";
+import { FailureReason, FailureReasonSchema, type Quote } from "./gen/osago/v1/quote_pb";
 
-type InsurerState = "pending" | "accepted" | "offer" | "failed";
+/** What became of an insurer that gave no offer, as the summary counts it. */
+type Outcome = "declined" | "unavailable" | "timedOut" | "cancelled";
+type InsurerState = "pending" | "accepted" | "offer" | "failed" | "noAnswer";
 
 interface InsurerRow {
   el: HTMLLIElement;
   name: string;
   state: InsurerState;
+  outcome?: Outcome;
 }
 
-const STATUS_TEXT: Record<number, string> = {
-  [SessionStatus.COMPLETED]: "Every insurer has answered",
-  [SessionStatus.DEADLINE_EXCEEDED]: "The time limit was reached",
-  [SessionStatus.UPSTREAM_OUTAGE]: "The insurers could not be reached",
-  [SessionStatus.CANCELLED]: "The request was cancelled",
-  [SessionStatus.RUNNING]: "Still running",
+/** Each failure reason: its explanation and how the summary counts it. */
+const REASONS: Readonly<Record<FailureReason, readonly [Key, Outcome]>> = {
+  [FailureReason.UNSPECIFIED]: ["reason.UNSPECIFIED", "unavailable"],
+  [FailureReason.TIMEOUT]: ["reason.TIMEOUT", "timedOut"],
+  [FailureReason.DEADLINE]: ["reason.DEADLINE", "timedOut"],
+  [FailureReason.UNAVAILABLE]: ["reason.UNAVAILABLE", "unavailable"],
+  [FailureReason.DECLINED]: ["reason.DECLINED", "declined"],
+  [FailureReason.RATE_LIMITED]: ["reason.RATE_LIMITED", "unavailable"],
+  [FailureReason.CIRCUIT_OPEN]: ["reason.CIRCUIT_OPEN", "unavailable"],
+  [FailureReason.BAD_RESPONSE]: ["reason.BAD_RESPONSE", "unavailable"],
+  [FailureReason.INSURER_ERROR]: ["reason.INSURER_ERROR", "unavailable"],
+  [FailureReason.INTERNAL]: ["reason.INTERNAL", "unavailable"],
+  [FailureReason.CANCELLED]: ["reason.CANCELLED", "cancelled"],
 };
 
-const REASON_TEXT: Record<string, string> = {
-  FAILURE_REASON_TIMEOUT: "did not answer in time",
-  FAILURE_REASON_DEADLINE: "no offer before the time limit",
-  FAILURE_REASON_UNAVAILABLE: "could not be reached",
-  FAILURE_REASON_DECLINED: "declined the application",
-  FAILURE_REASON_RATE_LIMITED: "too many requests right now",
-  FAILURE_REASON_CIRCUIT_OPEN: "temporarily suspended after repeated failures",
-  FAILURE_REASON_BAD_RESPONSE: "answered something we could not read",
-  FAILURE_REASON_INSURER_ERROR: "reported an error",
-  FAILURE_REASON_INTERNAL: "our error",
-  FAILURE_REASON_CANCELLED: "cancelled",
+const OUTCOME_LABEL: Readonly<Record<Outcome, Key>> = {
+  declined: "insurer.declined",
+  unavailable: "insurer.unavailable",
+  timedOut: "insurer.timedOut",
+  cancelled: "insurer.cancelled",
 };
+
+const STATE_LABEL: Readonly<Record<Exclude<InsurerState, "failed">, Key>> = {
+  pending: "insurer.pending",
+  accepted: "insurer.accepted",
+  offer: "insurer.offer",
+  noAnswer: "insurer.noAnswer",
+};
+
+/** The least time between two announcements of the offer count. */
+const ANNOUNCE_EVERY_MS = 4_000;
+
+function byPremium(a: { premium: bigint }, b: { premium: bigint }): number {
+  return a.premium < b.premium ? -1 : a.premium > b.premium ? 1 : 0;
+}
+
+function money(kopecks: bigint): { money: string } {
+  return { money: kopecks.toString() };
+}
+
+/** Time left, for the countdown: "42 с", "1 мин 05 с". */
+function secondsLeft(ms: number): Msg {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  if (total < 60) return msg("time.seconds", { n: total });
+  return msg("time.minutesSeconds", { m: Math.floor(total / 60), s: String(total % 60).padStart(2, "0") });
+}
 
 export class SessionView {
   readonly section = byId("session");
@@ -63,6 +91,7 @@ export class SessionView {
   private readonly offersEmpty = byId("offers-empty");
   private readonly insurersList = byId<HTMLUListElement>("insurers");
   private readonly summary = byId("summary");
+  private readonly announcer = byId("announcer");
 
   private readonly insurers = new Map<string, InsurerRow>();
   private readonly offers = new Map<string, { el: HTMLLIElement; premium: bigint; quote: Quote }>();
@@ -72,10 +101,13 @@ export class SessionView {
   /** Lower bound of (server clock − local clock): max over events of (event time − arrival time). */
   private serverOffset = Number.NEGATIVE_INFINITY;
   private timer: number | undefined;
+  private announceTimer: number | undefined;
+  private lastAnnounced = Number.NEGATIVE_INFINITY;
 
   /** Empties the view for request `requestId` and shows it. */
   reset(requestId: string): void {
     this.stopTimer();
+    this.stopAnnouncing();
     this.insurers.clear();
     this.offers.clear();
     this.startedAtServer = this.deadlineServer = this.finishedAtServer = undefined;
@@ -83,12 +115,15 @@ export class SessionView {
     this.offersList.replaceChildren();
     this.insurersList.replaceChildren();
     this.offersEmpty.hidden = false;
-    this.offersEmpty.textContent = "No offers yet.";
+    show(this.offersEmpty, msg("session.noOffersYet"));
     this.summary.replaceChildren();
     this.summary.hidden = true;
-    this.connection.textContent = "";
-    this.requestLine.textContent = `Request ${requestId}`;
-    this.countdown.textContent = "Starting…";
+    delete this.summary.dataset.status;
+    delete this.summary.dataset.tone;
+    clear(this.connection);
+    clear(this.announcer);
+    show(this.requestLine, msg("session.request", { id: requestId }));
+    show(this.countdown, msg("countdown.starting"));
     this.progress.value = 0;
     this.section.dataset.state = "running";
     this.section.hidden = false;
@@ -97,6 +132,7 @@ export class SessionView {
 
   hide(): void {
     this.stopTimer();
+    this.stopAnnouncing();
     this.section.hidden = true;
   }
 
@@ -127,11 +163,11 @@ export class SessionView {
         break;
       case "insurerProgress": {
         const row = this.insurer(payload.value.insurerId, payload.value.insurerName);
-        if (row.state === "offer" || row.state === "failed") break; // final states stay
+        if (row.state !== "pending" && row.state !== "accepted") break; // final states stay
         if (payload.value.state === InsurerProgressState.ACCEPTED) {
-          this.setInsurer(row, "accepted", "Accepted the application, computing an offer");
+          this.setInsurer(row, "accepted", msg("insurer.acceptedDetail"));
         } else if (payload.value.state === InsurerProgressState.PENDING) {
-          this.setInsurer(row, row.state, "Still computing an offer");
+          this.setInsurer(row, row.state, msg("insurer.stillComputing"));
         }
         break;
       }
@@ -140,7 +176,7 @@ export class SessionView {
         break;
       case "sessionFinished":
         if (event.time) this.finishedAtServer = timestampMs(event.time);
-        this.finish(payload.value);
+        this.finish(payload.value.status);
         break;
       default:
         break;
@@ -150,27 +186,24 @@ export class SessionView {
 
   /** Connection state in words, for the status line. */
   setConnection(state: ConnectionState, retryInMs?: number): void {
-    const text: Record<ConnectionState, string> = {
-      connecting: "Connecting…",
-      live: "Live: offers appear as they arrive.",
-      reconnecting: retryInMs === undefined
-        ? "Connection lost; reconnecting…"
-        : `Connection lost; reconnecting in ${Math.ceil(retryInMs / 1000)} s…`,
-      finished: "",
-      stopped: "",
-      failed: "",
-    };
-    this.connection.textContent = text[state];
     this.connection.dataset.state = state;
+    if (state === "connecting") show(this.connection, msg("connection.connecting"));
+    else if (state === "live") show(this.connection, msg("connection.live"));
+    else if (state === "reconnecting") {
+      show(this.connection, retryInMs === undefined
+        ? msg("connection.reconnecting")
+        : msg("connection.reconnectingIn", { n: Math.ceil(retryInMs / 1000) }));
+    } else clear(this.connection);
   }
 
   /** A problem that ends following the session (unknown request, …). */
-  showFatal(message: string): void {
+  showFatal(message: Msg): void {
     this.stopTimer();
+    this.stopAnnouncing();
     this.section.dataset.state = "failed";
-    this.countdown.textContent = "";
+    clear(this.countdown);
     this.offersEmpty.hidden = this.offers.size > 0;
-    this.summary.replaceChildren(h("h3", {}, "Cannot show this request"), h("p", {}, message));
+    replace(this.summary, h("h3", { id: "summary-title" }, msg("fatal.title")), h("p", {}, message));
     this.summary.hidden = false;
   }
 
@@ -185,14 +218,16 @@ export class SessionView {
     if (this.finishedAtServer !== undefined) {
       const used = this.finishedAtServer - start;
       this.progress.value = Math.round(Math.min(1, used / total) * this.progress.max);
-      this.countdown.textContent = `Finished after ${formatElapsed(used)}`;
+      show(this.countdown, msg("countdown.finished", {
+        time: msg("time.seconds", { n: { tenths: Math.max(0, used) / 1000 } }),
+      }));
       this.stopTimer();
       return;
     }
     const now = Date.now() + this.offset();
     const left = this.deadlineServer - now;
     this.progress.value = Math.round(Math.min(1, Math.max(0, (now - start) / total)) * this.progress.max);
-    this.countdown.textContent = left > 0 ? `${formatSecondsLeft(left)} left` : "Time is up; collecting the last answers…";
+    show(this.countdown, left > 0 ? msg("countdown.left", { time: secondsLeft(left) }) : msg("countdown.over"));
   }
 
   private stopTimer(): void {
@@ -208,41 +243,39 @@ export class SessionView {
       row = { el, name: name || insurerId, state: "pending" };
       this.insurers.set(insurerId, row);
       this.insurersList.append(el);
-      this.setInsurer(row, "pending", "Asked; waiting for an answer");
+      this.setInsurer(row, "pending", msg("insurer.pendingDetail"));
     } else if (name && row.name !== name) {
       row.name = name;
     }
-    (row.el.querySelector(".insurer-name") as HTMLElement).textContent = row.name;
+    show(row.el.querySelector(".insurer-name") as HTMLElement, msg("value.text", { text: row.name }));
     return row;
   }
 
-  private setInsurer(row: InsurerRow, state: InsurerState, detail: string, code?: string): void {
+  private setInsurer(row: InsurerRow, state: InsurerState, detail: Msg, outcome?: Outcome): void {
     row.state = state;
+    row.outcome = outcome;
     row.el.dataset.state = state;
-    const label: Record<InsurerState, string> = {
-      pending: "Pending",
-      accepted: "Working",
-      offer: "Offer",
-      failed: "No offer",
-    };
-    (row.el.querySelector(".insurer-state") as HTMLElement).textContent = label[state];
-    const detailEl = row.el.querySelector(".insurer-detail") as HTMLElement;
-    replace(detailEl, detail, code ? h("code", { class: "reason-code" }, code) : null);
-    if (code) row.el.dataset.reason = code;
+    if (outcome) row.el.dataset.outcome = outcome;
+    else delete row.el.dataset.outcome;
+    const label = state === "failed" && outcome ? OUTCOME_LABEL[outcome] : STATE_LABEL[state as Exclude<InsurerState, "failed">];
+    show(row.el.querySelector(".insurer-state") as HTMLElement, msg(label));
+    show(row.el.querySelector(".insurer-detail") as HTMLElement, detail);
   }
 
   private failInsurer(failure: InsurerFailed): void {
     const row = this.insurer(failure.insurerId, failure.insurerName);
     if (row.state === "offer") return;
+    const [key, outcome] = REASONS[failure.reason] ?? REASONS[FailureReason.UNSPECIFIED];
     const code = FailureReasonSchema.value[failure.reason]?.name ?? `FAILURE_REASON_${failure.reason}`;
-    const message = failure.message || REASON_TEXT[code] || "no offer";
-    this.setInsurer(row, "failed", `${message} `, code.replace(/^FAILURE_REASON_/, ""));
+    row.el.dataset.reason = code.replace(/^FAILURE_REASON_/, "");
+    this.setInsurer(row, "failed", msg(key), outcome);
   }
 
   private addOffer(quote: Quote): void {
     const row = this.insurer(quote.insurerId, quote.insurerName);
     const premium = quote.premiumKopecks;
-    this.setInsurer(row, "offer", formatRoubles(premium));
+    delete row.el.dataset.reason;
+    this.setInsurer(row, "offer", msg("value.money", { amount: money(premium) }));
     const existing = this.offers.get(quote.insurerId);
     if (existing) {
       // One row per insurer, ever: a repeated offer replaces the row in place.
@@ -251,74 +284,131 @@ export class SessionView {
     }
     const el = this.offerRow(quote);
     // Cheapest first; an equal price goes after those already shown.
-    const next = [...this.offers.values()]
-      .filter((o) => o.premium > premium)
-      .sort((a, b) => (a.premium < b.premium ? -1 : a.premium > b.premium ? 1 : 0))[0];
+    const next = [...this.offers.values()].filter((o) => o.premium > premium).sort(byPremium)[0];
     this.offersList.insertBefore(el, next ? next.el : null);
     this.offers.set(quote.insurerId, { el, premium, quote });
     this.offersEmpty.hidden = true;
+    this.announceOffers();
   }
 
+  // An offer served from the cache would say so ("offer.fromCache" is in the catalogues), once
+  // Quote carries such a flag; osago.v1.Quote has none yet.
   private offerRow(quote: Quote): HTMLLIElement {
     const b = quote.breakdown;
-    const coefficients: [string, string, string][] = b
+    const coefficients: (readonly [code: Key, meaning: Key, value: Msg])[] = b
       ? [
-          ["ТБ", "base rate", formatRoubles(b.baseRateKopecks)],
-          ["КТ", "territory", formatCoefficient(b.kt)],
-          ["КБМ", "bonus-malus", formatCoefficient(b.kbm)],
-          ["КВС", "age and experience", formatCoefficient(b.kvs)],
-          ["КО", "drivers", formatCoefficient(b.ko)],
-          ["КМ", "engine power", formatCoefficient(b.km)],
-          ["КС", "months of use", formatCoefficient(b.ks)],
-          ...(b.kn && b.kn !== 1 ? [["КН", "violations", formatCoefficient(b.kn)] as [string, string, string]] : []),
-          ...(b.kp && b.kp !== 1 ? [["КП", "short term", formatCoefficient(b.kp)] as [string, string, string]] : []),
+          ["coef.tb", "coef.tb.meaning", msg("value.money", { amount: money(b.baseRateKopecks) })],
+          ["coef.kt", "coef.kt.meaning", msg("value.number", { n: b.kt })],
+          ["coef.kbm", "coef.kbm.meaning", msg("value.number", { n: b.kbm })],
+          ["coef.kvs", "coef.kvs.meaning", msg("value.number", { n: b.kvs })],
+          ["coef.ko", "coef.ko.meaning", msg("value.number", { n: b.ko })],
+          ["coef.km", "coef.km.meaning", msg("value.number", { n: b.km })],
+          ["coef.ks", "coef.ks.meaning", msg("value.number", { n: b.ks })],
+          ...(b.kn && b.kn !== 1 ? [["coef.kn", "coef.kn.meaning", msg("value.number", { n: b.kn })] as const] : []),
+          ...(b.kp && b.kp !== 1 ? [["coef.kp", "coef.kp.meaning", msg("value.number", { n: b.kp })] as const] : []),
         ]
       : [];
     const url = safeHttpUrl(quote.purchaseUrl);
-    const validUntil = quote.validUntil ? formatMoment(timestampMs(quote.validUntil)) : "";
     const name = quote.insurerName || quote.insurerId;
+    const validUntil = quote.validUntil
+      ? msg("offer.validUntil", { moment: msg("time.moment", { date: { date: timestampMs(quote.validUntil) }, time: { clock: timestampMs(quote.validUntil) } }) })
+      : null;
     return h("li", { class: "offer", "data-testid": "offer", "data-insurer-id": quote.insurerId, "data-premium-kopecks": quote.premiumKopecks.toString() },
       h("div", { class: "offer-head" },
-        h("span", { class: "offer-insurer" }, name),
-        h("span", { class: "offer-price", "data-testid": "offer-price" }, formatRoubles(quote.premiumKopecks)),
+        h("span", { class: "offer-insurer" }, msg("value.text", { text: name })),
+        h("span", { class: "offer-price", "data-testid": "offer-price" }, msg("value.money", { amount: money(quote.premiumKopecks) })),
       ),
       validUntil || url
         ? h("p", { class: "offer-meta" },
-            validUntil ? `Valid until ${validUntil}` : null,
-            validUntil && url ? " · " : null,
-            url ? h("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, `Buy from ${name}`) : null)
+            validUntil ? h("span", { "data-testid": "offer-valid-until" }, validUntil) : null,
+            url
+              ? h("a", { href: url, target: "_blank", rel: "noopener noreferrer" },
+                  msg("offer.buy", { insurer: name }), h("span", { class: "visually-hidden" }, msg("offer.newTab")))
+              : null)
         : null,
       coefficients.length > 0
         ? h("details", { class: "breakdown" },
-            h("summary", {}, "How the price is made"),
-            h("dl", {}, ...coefficients.flatMap(([code, meaning, value]) => [
-              h("dt", {}, h("abbr", { title: meaning }, code), h("span", { class: "meaning" }, ` ${meaning}`)),
-              h("dd", {}, value),
-            ])),
-            h("p", { class: "formula" }, `${coefficients.map(([code]) => code).join(" × ")} = ${formatRoubles(quote.premiumKopecks)}`),
+            h("summary", {}, msg("offer.howPrice")),
+            h("dl", {}, ...coefficients.flatMap(([code, meaning, value]) => {
+              const abbr = h("abbr", {}, msg(code));
+              showAttr(abbr, "title", meaning);
+              return [h("dt", {}, abbr, h("span", { class: "meaning" }, msg(meaning))), h("dd", {}, value)];
+            })),
+            h("p", { class: "formula" }, msg("offer.formula", {
+              terms: { join: coefficients.map(([code]) => msg(code)), sep: " × " },
+              amount: money(quote.premiumKopecks),
+            })),
           )
         : null,
     );
   }
 
-  private finish(finished: SessionFinished): void {
+  /** Says how many offers there are and the best price, at most every ANNOUNCE_EVERY_MS. */
+  private announceOffers(): void {
+    if (this.announceTimer !== undefined) return; // one is due; it will tell the latest count
+    const wait = Math.max(0, this.lastAnnounced + ANNOUNCE_EVERY_MS - performance.now());
+    this.announceTimer = window.setTimeout(() => {
+      this.announceTimer = undefined;
+      const best = [...this.offers.values()].sort(byPremium)[0];
+      if (!best) return;
+      this.lastAnnounced = performance.now();
+      show(this.announcer, msg("announce.offers", { n: this.offers.size, amount: money(best.premium) }));
+    }, wait);
+  }
+
+  private stopAnnouncing(): void {
+    if (this.announceTimer !== undefined) window.clearTimeout(this.announceTimer);
+    this.announceTimer = undefined;
+    this.lastAnnounced = Number.NEGATIVE_INFINITY;
+  }
+
+  private finish(status: SessionStatus): void {
     this.section.dataset.state = "finished";
-    this.offersEmpty.textContent = "No insurer made an offer.";
+    show(this.offersEmpty, msg("session.noOffers"));
     this.offersEmpty.hidden = this.offers.size > 0;
-    const statusName = SessionStatusSchema.value[finished.status]?.name ?? "SESSION_STATUS_UNSPECIFIED";
-    const best = [...this.offers.values()].sort((a, b) => (a.premium < b.premium ? -1 : a.premium > b.premium ? 1 : 0))[0];
-    this.summary.dataset.status = statusName;
+    for (const row of this.insurers.values()) {
+      if (row.state === "pending" || row.state === "accepted") this.setInsurer(row, "noAnswer", msg("insurer.noAnswerDetail"));
+    }
+    const rows = [...this.insurers.values()];
+    const count = (outcome: Outcome) => rows.filter((r) => r.state === "failed" && r.outcome === outcome).length;
+    const noAnswer = rows.filter((r) => r.state === "noAnswer").length;
+    const declined = count("declined");
+    const offers = this.offers.size;
+    const counts: [Key, number][] = [
+      ["count.offers", offers],
+      ["count.declined", declined],
+      ["count.unavailable", count("unavailable")],
+      ["count.timedOut", count("timedOut")],
+      ["count.cancelled", count("cancelled")],
+      ["count.noAnswer", noAnswer],
+    ];
+    // "Every insurer answered" only when each one did: with an offer or a refusal of its own.
+    const everyoneAnswered = rows.length > 0 && offers + declined === rows.length;
+    const note: Key | null =
+      status === SessionStatus.CANCELLED ? "summary.cancelled"
+      : status === SessionStatus.UPSTREAM_OUTAGE ? "summary.outage"
+      : status === SessionStatus.DEADLINE_EXCEEDED ? "summary.deadline"
+      : everyoneAnswered ? "summary.allAnswered"
+      : null;
+    const title = offers > 0 ? msg("summary.titleOffers", { n: offers }) : msg("summary.titleNone");
+    const best = [...this.offers.values()].sort(byPremium)[0];
+    this.summary.dataset.status = SessionStatusSchema.value[status]?.name ?? "SESSION_STATUS_UNSPECIFIED";
+    this.summary.dataset.tone = offers === 0 ? "bad" : everyoneAnswered ? "ok" : "warn";
     replace(this.summary,
-      h("h3", {}, STATUS_TEXT[finished.status] ?? "Finished"),
-      finished.message ? h("p", { class: "summary-message" }, finished.message) : null,
+      h("h3", { id: "summary-title", "data-testid": "summary-title" }, title),
+      note ? h("p", { class: "summary-note", "data-testid": "summary-note" }, msg(note)) : null,
+      h("p", { "data-testid": "summary-asked" }, msg("summary.asked", { n: rows.length })),
       h("ul", { class: "summary-counts" },
-        h("li", {}, h("strong", {}, String(finished.insurersAsked)), " insurers asked"),
-        h("li", {}, h("strong", {}, String(finished.quotesReceived)), finished.quotesReceived === 1 ? " offer" : " offers"),
-        h("li", {}, h("strong", {}, String(finished.insurersFailed)), " without an offer"),
-      ),
-      best ? h("p", { class: "summary-best" }, "Best price: ", h("strong", {}, formatRoubles(best.premium)),
-        ` from ${best.quote.insurerName || best.quote.insurerId}`) : null,
+        ...counts.filter(([key, n]) => n > 0 || key === "count.offers").map(([key, n]) =>
+          h("li", { "data-count": key }, msg(key, { n })))),
+      best
+        ? h("p", { class: "summary-best" }, msg("summary.best", {
+            amount: money(best.premium), insurer: best.quote.insurerName || best.quote.insurerId,
+          }))
+        : null,
     );
     this.summary.hidden = false;
+    this.stopAnnouncing();
+    show(this.announcer, msg("announce.finished", { title }));
   }
 }
