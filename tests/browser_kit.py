@@ -39,7 +39,7 @@ OUTPUT = ROOT / "test-output" / "browser"
 I18N = ROOT / "web" / "src" / "i18n"
 # Generous for a loaded CI machine.
 WAIT_MS = 30_000
-# The browser language that makes the page pick each of its languages by itself.
+# The browser's language in each of the page's languages' runs (the page starts in Russian anyway).
 LOCALES = {"ru": "ru-RU", "en": "en-GB"}
 # The plural forms each language has for whole numbers (CLDR), which its catalogue must give.
 PLURAL_CATEGORIES = {"ru": {"one", "few", "many", "other"}, "en": {"one", "other"}}
@@ -66,7 +66,9 @@ async def open_page(
     requests: list[str] | None = None,
 ) -> Page:
     """A fresh browser context (its own storage) whose language is `locale`, on `url`, once the
-    page's script has run; `requests` collects the URL of every request the page makes."""
+    page's script has run; `requests` collects the URL of every request the page makes. The page
+    starts in Russian whatever the browser's language; for an English locale the customer
+    switches it to English, as a user would."""
     context = await browser.new_context(viewport={"width": width, "height": height}, locale=locale)
     page = await context.new_page()
     page.set_default_timeout(WAIT_MS)
@@ -76,6 +78,10 @@ async def open_page(
         page.on("request", lambda request: requests.append(request.url))
     await page.goto(url)
     await page.wait_for_selector("html[data-ready=true]")
+    assert await page.get_attribute("html", "lang") == "ru"
+    if locale.startswith("en"):
+        await page.click("[data-testid=lang-en]")
+        await page.wait_for_selector("html[lang=en]")
     assert not errors, errors
     return page
 

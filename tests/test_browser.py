@@ -5,7 +5,7 @@ tests marked `EDGES` run a second time with web_bridge alone as the edge (its ow
 endpoint, as after a plain `pip install .`), so the page is proven unchanged behind either.
 
 The page speaks Russian by default and English on request; the main flows run in both, with the
-browser's language set accordingly (the page's first guess). Texts, money, dates and plural forms
+browser's language set accordingly and, for English, the page switched to it as a user would. Texts, money, dates and plural forms
 are checked against expectations written out in tests/browser_kit.py; axe-core checks the form,
 the streaming and the finished page.
 
@@ -273,7 +273,7 @@ async def test_offers_stream_in_one_at_a_time_with_statuses_countdown_and_summar
     requests: list[str] = []
     page = await open_page(browser, stack.page_url, locale=LOCALES[lang], requests=requests)
     await record(page)
-    # The browser's language picked the page's; the form is all catalogue text and passes axe.
+    # The form is all catalogue text, in the page's language, and passes axe.
     assert await assert_texts_from_catalogue(page, lang) > 100
     await assert_accessible(page, f"the form ({lang})")
     await submit_preset(page, "moscow-young-driver")

@@ -59,17 +59,13 @@ export function isLang(value: unknown): value is Lang {
 }
 
 /**
- * The language to start in: the one the customer chose before (kept in localStorage), else the
- * first of the browser's languages the page speaks (ru-*, en-*), else Russian.
+ * The language to start in: the one the customer chose before (kept in localStorage), else
+ * Russian. The browser's language is not taken as a guess: OSAGO is bought by Russian drivers,
+ * many of whom run browsers set to English (and a browser left at its default says en-US); the
+ * switch to English is on every page.
  */
 export function initialLanguage(): Lang {
-  const stored = storedLanguage();
-  if (stored !== null) return stored;
-  for (const tag of navigator.languages ?? [navigator.language]) {
-    const primary = tag.toLowerCase().split("-")[0];
-    if (isLang(primary)) return primary;
-  }
-  return DEFAULT_LANG;
+  return storedLanguage() ?? DEFAULT_LANG;
 }
 
 function storedLanguage(): Lang | null {
@@ -77,7 +73,7 @@ function storedLanguage(): Lang | null {
     const value = window.localStorage.getItem(STORAGE_KEY);
     return isLang(value) ? value : null;
   } catch {
-    return null; // storage disabled: the browser's languages decide
+    return null; // storage disabled: Russian
   }
 }
 
