@@ -144,6 +144,8 @@ class RedisEventBus:
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._client = client
+        # Also used for what else this instance keeps in Redis (the cache of results).
+        self.client = client
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._listener: asyncio.Task[None] | None = None
         # Set while the notice channel is subscribed: a reader reads only after it, so a notice
@@ -253,7 +255,7 @@ class RedisEventBus:
             finally:
                 self._subscribed.clear()
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def watch(self, request_id: str, ttl_s: float) -> None:
         try:
@@ -284,4 +286,4 @@ class RedisEventBus:
         if listener is not None:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
-        await self._client.aclose()  # type: ignore[no-untyped-call]
+        await self._client.aclose()

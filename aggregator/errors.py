@@ -12,7 +12,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from aggregator.core import InvalidRequest, NotFound
+from aggregator.core import InvalidRequest, NotFound, Unavailable
 from osago_common.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: Exceptio
         await context.abort_with_status(rpc_status.to_status(status))
     if isinstance(error, NotFound):
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
+    if isinstance(error, Unavailable):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
     trace_id = current_trace_id() or uuid.uuid4().hex[:16]
     log.error("internal error, trace %s", trace_id, exc_info=(type(error), error, error.__traceback__))
     await context.abort(grpc.StatusCode.UNKNOWN, f"internal error (trace {trace_id})")

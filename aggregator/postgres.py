@@ -238,7 +238,13 @@ class PostgresRequestStore:
         try:
             cursor = await conn.execute(QUERIES["append_events"], params)
         except psycopg.errors.UniqueViolation as error:
-            # A seq already stored: only a writer that lost its lease can get here.
+            # A seq already stored: this very write, committed by an attempt whose reply was
+            # lost, or another writer's (then this one lost its lease).
+            stored = await conn.execute(
+                QUERIES["events_between"], {"id": lease.request_id, "first": events[0].seq, "last": events[-1].seq}
+            )
+            if [bytes(row[0]) for row in await stored.fetchall()] == params["events"]:
+                return
             raise LeaseLost(lease.request_id) from error
         row = await cursor.fetchone()
         if fenced and (row is None or int(row[0]) != len(events)):

@@ -63,6 +63,11 @@ SELECT event FROM osago_events
 WHERE request_id = %(id)s AND seq > %(after_seq)s
 ORDER BY seq;
 
+-- name: events_between
+SELECT event FROM osago_events
+WHERE request_id = %(id)s AND seq BETWEEN %(first)s AND %(last)s
+ORDER BY seq;
+
 -- name: heartbeat
 INSERT INTO osago_instances (id, started_at, lease_until)
 VALUES (%(owner)s, %(now)s, %(lease_until)s)
