@@ -15,7 +15,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable
-from datetime import date, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any
 
 from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2, quote_pb2
@@ -28,12 +28,11 @@ from aggregator.session import OfferSource, session_started
 from aggregator.settings import AggregatorSettings
 from aggregator.store import RUNNING, RequestRecord, RequestStore, StoreUnavailable
 from osago_common.clock import SYSTEM_CLOCK, Clock
+from osago_common.dates import default_policy_start, moscow_today
 from osago_common.validation import FieldViolation, validate_application
 
 log = logging.getLogger(__name__)
 
-# Policy dates are Russian calendar dates; Moscow time has had no daylight saving since 2014.
-MOSCOW = timezone(timedelta(hours=3), "MSK")
 MAX_IDEMPOTENCY_KEY = 128
 # A follower on another instance waits this long on the bus before looking again.
 BUS_WAIT_S = 5.0
@@ -123,7 +122,7 @@ class Aggregator:
         starts nothing. Unless `fresh`, offers of an identical application still in the cache of
         results are given at once (marked from the cache) and those insurers are not asked."""
         violations: list[FieldViolation] = []
-        today = self._clock.now().astimezone(MOSCOW).date()
+        today = moscow_today(self._clock)
         if application is None:
             violations.append(FieldViolation("application", "is required"))
         else:
@@ -363,7 +362,7 @@ def normalised(application: application_pb2.Application, today: date) -> applica
     result = application_pb2.Application()
     result.CopyFrom(application)
     if not result.policy_start_date:
-        result.policy_start_date = (today + timedelta(days=1)).isoformat()
+        result.policy_start_date = default_policy_start(today).isoformat()
     if result.usage_months == 0:
         result.usage_months = 12
     return result

@@ -8,11 +8,9 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from aggregator.core import InvalidRequest, NotFound, Unavailable
+from osago_common.grpc_errors import abort_invalid
 from osago_common.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -24,17 +22,7 @@ async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: Exceptio
     "internal error" (logged with a trace id the caller can quote: the active OpenTelemetry
     trace's, else a random one), never internal text."""
     if isinstance(error, InvalidRequest):
-        bad_request = error_details_pb2.BadRequest()
-        for violation in error.violations:
-            bad_request.field_violations.add(field=violation.field, description=violation.description)
-        detail = any_pb2.Any()
-        detail.Pack(bad_request)
-        status = status_pb2.Status(
-            code=code_pb2.INVALID_ARGUMENT,
-            message=f"invalid request: {len(error.violations)} field violation(s)",
-            details=[detail],
-        )
-        await context.abort_with_status(rpc_status.to_status(status))
+        await abort_invalid(context, ((v.field, v.description) for v in error.violations))
     if isinstance(error, NotFound):
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
     if isinstance(error, Unavailable):

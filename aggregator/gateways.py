@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 import grpc
@@ -13,36 +12,20 @@ from aggregator.settings import GatewayEndpoint
 from osago_common import tracing
 from osago_common.breaker import BreakerConfig, CircuitBreaker
 from osago_common.clock import SYSTEM_CLOCK, Clock
+from osago_common.grpc_options import CallRetry, channel_options
 
 Reason = quote_pb2.FailureReason
 
-# RequestOffer is idempotent by request id (a repeated call resumes the insurer application),
-# so gRPC may retry it while no response has started; retry throttling keeps a failing gateway
-# from being multiplied.
-SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{"service": "osago.v1.InsurerGatewayService"}],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-        "retryThrottling": {"maxTokens": 20, "tokenRatio": 0.2},
-    }
-)
+SERVICE = "osago.v1.InsurerGatewayService"
 
-CHANNEL_OPTIONS = (
-    ("grpc.service_config", SERVICE_CONFIG),
-    ("grpc.enable_retries", 1),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+# RequestOffer is idempotent by request id (a repeated call resumes the insurer application),
+# so gRPC may retry it while no response has started. Backoffs stay short: a session's minute is
+# shared by every insurer, and a gateway that stays down is better reported than waited for.
+RETRY = CallRetry(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.5, max_tokens=20, token_ratio=0.2)
+
+CHANNEL_OPTIONS = channel_options(
+    SERVICE,
+    RETRY,
     # A gateway that is down must be reported at once: reconnect attempts stay short.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
@@ -135,12 +118,6 @@ class GrpcGateways:
         finally:
             permit.release()
             call.cancel()
-
-    async def status(self, insurer_id: str, timeout_s: float = 2.0) -> gateway_service_pb2.GetGatewayStatusResponse:
-        response: gateway_service_pb2.GetGatewayStatusResponse = await self._stubs[insurer_id].GetGatewayStatus(
-            gateway_service_pb2.GetGatewayStatusRequest(), timeout=timeout_s
-        )
-        return response
 
     async def close(self) -> None:
         for channel in self._channels.values():

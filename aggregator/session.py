@@ -297,23 +297,26 @@ class QuoteSession:
 
 
 def summary(asked: int, quotes: int, failures: Sequence[int], limit: str) -> str:
-    """What happened, in one sentence: offers, declines, insurers that could not answer, and
-    those out of time; "every insurer answered" only when none failed to."""
+    """What became of every insurer asked, each outcome counted on its own: offers, declines,
+    failures by kind, and those that ran out of time."""
     counts = Counter(failures)
     declined = counts.pop(Reason.FAILURE_REASON_DECLINED, 0)
     late = counts.pop(Reason.FAILURE_REASON_DEADLINE, 0)
-    parts = [f"{quotes} {'offer' if quotes == 1 else 'offers'} from {asked} insurers"]
+    parts = [f"{_counted(quotes, 'offer')} from {_counted(asked, 'insurer')}"]
     if declined:
         parts.append(f"{declined} declined")
-    failed = sum(counts.values())
-    if failed:
+    if counts:
         kinds = ", ".join(f"{n} {reason_name(r).replace('_', ' ')}" for r, n in sorted(counts.items()))
-        parts.append(f"{failed} could not answer ({kinds})")
+        parts.append(f"{counts.total()} failed ({kinds})")
     if late:
         parts.append(f"{late} did not answer within the {limit} limit")
-    if not declined and not failed and not late:
-        parts.append("every insurer answered")
+    if len(parts) == 1:
+        parts.append("every insurer made an offer")
     return "; ".join(parts) + "."
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def reason_name(reason: int) -> str:

@@ -113,8 +113,8 @@ class AggregatorSettings:
 
 
 def parse_gateways(spec: str) -> tuple[GatewayEndpoint, ...]:
-    """Parses `id=host:port,id2=host:port`; display names come from the insurer catalogue,
-    or are given as `id:Display Name=host:port`."""
+    """Parses `id=host:port,id2=host:port`, or `id:Display Name=host:port` to name the insurer.
+    Without a name, the dev catalogue's (osago_common.insurers) is used, else the id itself."""
     endpoints: list[GatewayEndpoint] = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, sep, target = item.partition("=")

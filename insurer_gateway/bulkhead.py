@@ -6,19 +6,9 @@ than piling up waiters behind a slow insurer).
 
 from __future__ import annotations
 
-from types import TracebackType
-
-
-class BulkheadFull(Exception):
-    """Every slot is taken."""
-
-    def __init__(self, max_in_flight: int) -> None:
-        super().__init__(f"bulkhead full ({max_in_flight} calls in flight)")
-        self.max_in_flight = max_in_flight
-
 
 class Bulkhead:
-    """`try_enter()`/`leave()`, or `async with bulkhead:` raising BulkheadFull."""
+    """`try_enter()` before a call (False: refuse it), `leave()` after it."""
 
     def __init__(self, max_in_flight: int) -> None:
         if max_in_flight < 1:
@@ -44,16 +34,3 @@ class Bulkhead:
         if self._in_flight == 0:
             raise RuntimeError("Bulkhead.leave() without a matching try_enter()")
         self._in_flight -= 1
-
-    async def __aenter__(self) -> Bulkhead:
-        if not self.try_enter():
-            raise BulkheadFull(self.max_in_flight)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.leave()

@@ -21,10 +21,9 @@ What the breaker is told about an attempt:
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,22 +32,22 @@ from opentelemetry import trace
 from osago_common import tracing
 from osago_common.breaker import BreakerState, CircuitBreaker, Permit
 from insurer_gateway.bulkhead import Bulkhead
-from insurer_gateway.dialects import BadResponse, HttpCall, HttpResponse
-from insurer_gateway.dialects.parsing import retry_after_s
-from insurer_gateway.outcomes import (
-    Failed,
+from insurer_gateway.exchange import (
+    BadResponse,
+    HttpCall,
+    HttpFunction,
     HttpProtocolError,
+    HttpResponse,
     HttpTimeout,
     HttpUnavailable,
-    Reason,
-    failed,
+    retry_after_s,
 )
+from insurer_gateway.outcomes import Failed, Reason, failed
 from insurer_gateway.ratelimit import LocalRateLimiter, RateLimiter
 from insurer_gateway.retry import RetryBudget, next_delay
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import Clock
 
-HttpFunction = Callable[[HttpCall, float], Awaitable[HttpResponse]]
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,6 @@ class InsurerGuard:
             window_s=settings.retry_budget_window_s,
         )
         self._rng = rng or random.Random()
-        self.calls_total = 0  # HTTP calls made, retries included
         self.retries_total = 0  # retries sent to the insurer
         self.rate_limited_total = 0  # attempts our quota refused
 
@@ -111,20 +109,18 @@ class InsurerGuard:
         """The call's answer read by `parse`, or why there is none; never runs past `deadline`.
 
         Transient failures are retried with full-jitter backoff (or the insurer's Retry-After
-        when longer) while attempts, the retry budget and the deadline allow. Only calls that are
-        safe to repeat are retried: polls (GET) are idempotent, and a create carries the
-        Idempotency-Key derived from the request id (OfferFlow.prepare always sets it), so the
-        insurer answers a repeated create with the application it already made instead of making
-        a second one. A call without either is tried once.
+        when longer) while attempts, the retry budget and the deadline allow. Only a call marked
+        `idempotent` by whoever built it is retried (a poll; a create carrying its
+        Idempotency-Key, which the insurer answers with the application it already made instead
+        of making a second one); any other call is tried once.
         """
-        repeatable = call.method in ("GET", "HEAD") or "Idempotency-Key" in call.headers
         self.budget.record_call()
         attempt = 0
         while True:
             outcome = await self._attempt(http, call, deadline, step, parse, attempt + 1)
             if not isinstance(outcome, _Transient):
                 return outcome
-            if not repeatable or self.policy.max_attempts <= 1:
+            if not call.idempotent or self.policy.max_attempts <= 1:
                 return outcome.failed
             delay = next_delay(
                 self.policy, attempt, self._rng, self._clock.monotonic(), deadline,
@@ -199,7 +195,6 @@ class InsurerGuard:
         try:
             if timeout <= 0:
                 return failed(Reason.DEADLINE, f"{step}: deadline reached")
-            self.calls_total += 1
             self.retries_total += retry
             response = await http(call, timeout)
         except HttpTimeout:

@@ -3,7 +3,7 @@ decline, a failure or the deadline. Transport-free: the HTTP call and the clock 
 every call goes through the insurer's guard (breaker, quota, bulkhead, retries).
 
 The injected HTTP function must finish within the timeout it is given: it answers an
-`HttpResponse` or raises one of the `TransportError`s of insurer_gateway.outcomes.
+`HttpResponse` or raises one of the `TransportError`s of insurer_gateway.exchange.
 
 Polling adapts to the insurer: the first poll comes at its hint, else at the median time its
 recent offers took; hintless polls then back off by `poll_backoff` up to the cap. A Retry-After
@@ -18,7 +18,6 @@ import statistics
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import date, timedelta, timezone
 from typing import Any
 
 from insurer_gateway.dialects import (
@@ -26,8 +25,6 @@ from insurer_gateway.dialects import (
     CreateOutcome,
     Declined,
     Dialect,
-    HttpCall,
-    HttpResponse,
     NotFound,
     NotReady,
     Offer,
@@ -35,34 +32,21 @@ from insurer_gateway.dialects import (
     Rejected,
 )
 from insurer_gateway.dialects.mapping import iso_date
-from insurer_gateway.dialects.parsing import retry_after_s
-from insurer_gateway.guard import HttpFunction, InsurerGuard
-from insurer_gateway.outcomes import (
-    MESSAGES,
-    Failed,
-    HttpProtocolError,
-    HttpTimeout,
-    HttpUnavailable,
-    Reason,
-    TransportError,
-    failed,
-)
+from insurer_gateway.exchange import HttpCall, HttpFunction, HttpResponse, retry_after_s
+from insurer_gateway.guard import InsurerGuard
+from insurer_gateway.outcomes import MESSAGES, Failed, Reason, failed
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import Clock
+from osago_common.dates import default_policy_start, moscow_today
 
 __all__ = [
     "MESSAGES",
     "Accepted",
     "Failed",
-    "HttpFunction",
-    "HttpProtocolError",
-    "HttpTimeout",
-    "HttpUnavailable",
     "OfferFlow",
     "Pending",
     "ReadyTimes",
     "Reason",
-    "TransportError",
     "Update",
     "failed",
 ]
@@ -126,17 +110,15 @@ class OfferFlow:
 
         The idempotency key and reference are derived from the request id, so calling again
         with the same request id resumes the application the insurer already has; the key is
-        also what makes retrying a failed create safe (see InsurerGuard.send).
+        what makes retrying a failed create safe: the dialect marks the call `idempotent` (see
+        InsurerGuard.send).
         """
         if application.policy_start_date:
             start = iso_date(application.policy_start_date, "policy_start_date")
-        else:
-            start = self.tomorrow()
+        else:  # the aggregator always fills it in; a caller of its own may not
+            start = default_policy_start(moscow_today(self._clock))
         key = f"{request_id}:{self._settings.insurer_id}"
         return self._dialect.create_request(request_id, key, application, start)
-
-    def tomorrow(self) -> date:
-        return (self._clock.now().astimezone(timezone.utc) + timedelta(days=1)).date()
 
     async def run(self, create: HttpCall, deadline: float) -> AsyncGenerator[Update, None]:
         """Streams Accepted, then Pending now and then, then one Offer or Failed, and stops.

@@ -1,5 +1,6 @@
-"""What an exchange with the insurer can end in: the transport's errors and the reasons for no
-offer. Shared by the offer flow, the guarded call and the transport; imports no I/O library."""
+"""Why an insurer gave no offer, and what the customer reads for each reason. Shared by the
+offer flow and the guarded call; imports no I/O library (the transport's own errors are in
+insurer_gateway.exchange)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,8 @@ import enum
 from dataclasses import dataclass
 
 
-class TransportError(Exception):
-    """An HTTP call gave no response; the message never holds the data sent."""
-
-
-class HttpTimeout(TransportError):
-    """No complete response within the call's timeout."""
-
-
-class HttpUnavailable(TransportError):
-    """The insurer could not be reached, or the connection broke (refused, reset, closed)."""
-
-
-class HttpProtocolError(TransportError):
-    """The response was not valid HTTP, or its body was too large."""
-
-
 class Reason(enum.Enum):
-    """Why no offer came; the names match osago.v1.FailureReason without its prefix."""
+    """Why no offer came (insurer_gateway.servicer.FAILURE_REASONS: as osago.v1.FailureReason)."""
 
     TIMEOUT = enum.auto()
     DEADLINE = enum.auto()

@@ -1,4 +1,5 @@
-"""Retries toward an insurer: which failures to retry, full-jitter backoff, and a retry budget.
+"""Retries toward an insurer: full-jitter backoff and a retry budget (which failures are retried
+is the guard's call: insurer_gateway.guard).
 
 Full jitter (`uniform(0, min(cap, base * 2**attempt))`) spreads retries of many callers over
 time; the budget (retries at most `ratio` × calls in a sliding window, plus a small reserve) keeps
@@ -8,34 +9,11 @@ planned whose sleep would end at or past the deadline.
 
 from __future__ import annotations
 
-import enum
 import random
 from collections import deque
 from dataclasses import dataclass
 
 from osago_common.clock import Clock
-
-
-class FailureKind(enum.Enum):
-    """How one HTTP call to an insurer failed."""
-
-    CONNECT_ERROR = "connect_error"  # refused, reset, closed before an answer
-    TIMEOUT = "timeout"  # no complete answer within the call timeout
-    SERVER_ERROR = "server_error"  # 5xx
-    RATE_LIMITED = "rate_limited"  # 429, maybe with Retry-After
-    CLIENT_ERROR = "client_error"  # any other 4xx: the request itself is wrong
-    BAD_RESPONSE = "bad_response"  # an answer we cannot understand
-    DECLINED = "declined"  # the insurer said no: an answer, not a failure to retry
-
-
-TRANSIENT_KINDS = frozenset(
-    {FailureKind.CONNECT_ERROR, FailureKind.TIMEOUT, FailureKind.SERVER_ERROR, FailureKind.RATE_LIMITED}
-)
-
-
-def is_transient(kind: FailureKind) -> bool:
-    """Whether trying the same call again may succeed."""
-    return kind in TRANSIENT_KINDS
 
 
 @dataclass(frozen=True)

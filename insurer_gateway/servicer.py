@@ -11,25 +11,40 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 from opentelemetry import trace
 from osago.v1 import gateway_service_pb2, quote_pb2
 
 from osago_common.breaker import BreakerState
-from insurer_gateway.dialects import HttpCall, InvalidApplication, Offer
+from insurer_gateway.dialects import InvalidApplication, Offer
+from insurer_gateway.exchange import HttpCall
 from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
+from insurer_gateway.outcomes import Reason
 from insurer_gateway.settings import GatewaySettings
 from osago_common import tracing
 from osago_common.clock import Clock
+from osago_common.grpc_errors import abort_invalid
 
 SERVICE_NAME = "osago.v1.InsurerGatewayService"
 MAX_REQUEST_ID_CHARS = 128
 
 log = logging.getLogger(__name__)
+
+# Why no offer, as the contract says it. Written out rather than built from the names, so that
+# renaming either side fails here and not at run time; the contract's UNSPECIFIED, INTERNAL and
+# CANCELLED are never the insurer's doing and have no Reason.
+FAILURE_REASONS: dict[Reason, int] = {
+    Reason.TIMEOUT: quote_pb2.FAILURE_REASON_TIMEOUT,
+    Reason.DEADLINE: quote_pb2.FAILURE_REASON_DEADLINE,
+    Reason.UNAVAILABLE: quote_pb2.FAILURE_REASON_UNAVAILABLE,
+    Reason.DECLINED: quote_pb2.FAILURE_REASON_DECLINED,
+    Reason.RATE_LIMITED: quote_pb2.FAILURE_REASON_RATE_LIMITED,
+    Reason.CIRCUIT_OPEN: quote_pb2.FAILURE_REASON_CIRCUIT_OPEN,
+    Reason.BAD_RESPONSE: quote_pb2.FAILURE_REASON_BAD_RESPONSE,
+    Reason.INSURER_ERROR: quote_pb2.FAILURE_REASON_INSURER_ERROR,
+}
 
 BREAKER_STATES = {
     BreakerState.CLOSED: gateway_service_pb2.BREAKER_STATE_CLOSED,
@@ -152,7 +167,7 @@ class GatewayServicer:
                 return self._flow.prepare(request_id, request.application)
             except InvalidApplication as exc:
                 violations.append((f"application.{exc.field}", exc.message))
-        await _abort_invalid(context, violations)
+        await abort_invalid(context, violations)
 
     def _deadline(self, context: Any) -> float:
         """The call's deadline on the clock's scale, a little early so the last message arrives."""
@@ -170,8 +185,7 @@ class GatewayServicer:
         if isinstance(update, Pending):
             return Response(pending=gateway_service_pb2.OfferPending(polls=update.polls))
         if isinstance(update, Failed):
-            reason = quote_pb2.FailureReason.Value(f"FAILURE_REASON_{update.reason.name}")
-            failure = gateway_service_pb2.OfferFailed(reason=reason, message=update.message)
+            failure = gateway_service_pb2.OfferFailed(reason=FAILURE_REASONS[update.reason], message=update.message)
             if update.retry_after_s:
                 failure.retry_after.FromMilliseconds(int(update.retry_after_s * 1000))
             return Response(failed=failure)
@@ -202,16 +216,3 @@ class GatewayServicer:
                      request_id, insurer, update.reason.name, update.detail)
         elif isinstance(update, Offer):
             log.debug("offer: request_id=%s insurer=%s offer_id=%s", request_id, insurer, update.offer_id)
-
-
-async def _abort_invalid(context: Any, violations: list[tuple[str, str]]) -> NoReturn:
-    """Ends the call with INVALID_ARGUMENT and google.rpc.BadRequest field violations."""
-    bad_request = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
-        ]
-    )
-    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="invalid request")
-    status.details.add().Pack(bad_request)
-    await context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("abort returned")  # pragma: no cover

@@ -2,9 +2,9 @@
 
 | variable | default | meaning |
 |---|---|---|
-| OSAGO_GATEWAY_INSURER | required | insurer id from the catalogue, e.g. "alfa" |
-| OSAGO_GATEWAY_INSURER_NAME | catalogue name | display name put on quotes |
-| OSAGO_GATEWAY_DIALECT | catalogue dialect | insurer API dialect: "rest" or "calc" |
+| OSAGO_GATEWAY_INSURER | required | the insurer's id, e.g. "alfa" |
+| OSAGO_GATEWAY_INSURER_NAME | dev catalogue's | display name put on quotes (required for an insurer the dev catalogue does not list) |
+| OSAGO_GATEWAY_DIALECT | dev catalogue's | insurer API dialect: "rest" or "calc" (required likewise) |
 | OSAGO_GATEWAY_BASE_URL | required | the insurer API's base URL |
 | OSAGO_GATEWAY_BIND | 127.0.0.1:0 | gRPC listen address (port 0 picks a free port) |
 | OSAGO_GATEWAY_HTTP_TIMEOUT_S | 5.0 | total timeout of every HTTP call (connect + read) |
@@ -49,7 +49,7 @@ from insurer_gateway.dialects import DIALECTS
 from insurer_gateway.ratelimit import RateLimitConfig
 from insurer_gateway.retry import RetryPolicy
 from osago_common.env import SettingsError, env_float, env_int, env_str
-from osago_common.insurers import BY_ID
+from osago_common import insurers
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,8 @@ class GatewaySettings:
             return env_str(env, variable, default)
 
         insurer_id = text("insurer_id", "OSAGO_GATEWAY_INSURER")
-        known = BY_ID.get(insurer_id)
+        # The dev catalogue only fills in what the configuration leaves out.
+        known = insurers.BY_ID.get(insurer_id)
         fields: dict[str, Any] = {
             "insurer_id": insurer_id,
             "insurer_name": text(

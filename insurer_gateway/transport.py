@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import aiohttp
 
-from insurer_gateway.dialects import HttpCall, HttpResponse
-from insurer_gateway.outcomes import HttpProtocolError, HttpTimeout, HttpUnavailable
+from insurer_gateway.exchange import (
+    HttpCall,
+    HttpProtocolError,
+    HttpResponse,
+    HttpTimeout,
+    HttpUnavailable,
+)
 from insurer_gateway.settings import GatewaySettings
 
 # Insurer answers are a few kilobytes; a larger body is a broken insurer.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from osago_common.env import SettingsError, env_flag, env_float, env_int, env_str
-from osago_common.insurers import CATALOGUE, InsurerProfile, first, profile
+from insurer_sim.profiles import PROFILES, InsurerProfile, first, profile
 
 # Insurers whose "ready in" hints are a fixed polling cadence rather than an honest estimate.
 VAGUE_HINTS: frozenset[str] = frozenset({"reso", "vsk", "soglasie", "tstrah", "zetta", "ugoria"})
@@ -25,7 +25,7 @@ VAGUE_HINTS: frozenset[str] = frozenset({"reso", "vsk", "soglasie", "tstrah", "z
 
 @dataclass(frozen=True)
 class SimConfig:
-    insurers: tuple[InsurerProfile, ...] = CATALOGUE
+    insurers: tuple[InsurerProfile, ...] = PROFILES
     time_scale: float = 1.0
     seed: int | None = None
     host: str = "127.0.0.1"
@@ -54,7 +54,7 @@ class SimConfig:
             raise TypeError(f"unknown SimConfig fields: {', '.join(sorted(unknown))}")
         values: dict[str, Any] = dict(overrides)
         if "insurers" not in values:
-            values["insurers"] = _insurers(env_str(env, "OSAGO_SIM_INSURERS", str(len(CATALOGUE))))
+            values["insurers"] = _insurers(env_str(env, "OSAGO_SIM_INSURERS", str(len(PROFILES))))
         if "time_scale" not in values:
             values["time_scale"] = env_float(env, "OSAGO_SIM_TIME_SCALE", 1.0)
             if values["time_scale"] <= 0:

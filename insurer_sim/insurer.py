@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from osago_common.clock import Clock
-from osago_common.insurers import InsurerProfile
 from osago_common.tariff import Breakdown, TariffError, TariffInput, base_rate_for, compute_premium
 
 from insurer_sim.config import SimConfig
 from insurer_sim.fault_state import FaultState
 from insurer_sim.ledger import IssuedDecline, IssuedOffer, Ledger
+from insurer_sim.profiles import InsurerProfile
 
 # How long an issued offer can be bought (not a simulated delay: not scaled).
 OFFER_VALIDITY = timedelta(hours=24)

@@ -17,6 +17,7 @@ from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from insurer_gateway.service import GatewayService
 from insurer_gateway.settings import GatewaySettings
+from insurer_sim import profiles as sim_profiles
 from insurer_sim.config import SimConfig
 from insurer_sim.server import SimServer
 from osago_common import insurers
@@ -98,7 +99,7 @@ async def start_mesh(
     profiles = insurers.first(n)
     async with contextlib.AsyncExitStack() as stack:
         # Each insurer on its own port too, so `down` is a truly refused connection.
-        sim = SimServer(SimConfig(insurers=profiles, time_scale=time_scale, seed=seed, insurer_ports=True))
+        sim = SimServer(SimConfig(insurers=sim_profiles.first(n), time_scale=time_scale, seed=seed, insurer_ports=True))
         await sim.start()
         stack.push_async_callback(sim.stop)
         http = aiohttp.ClientSession()

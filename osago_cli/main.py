@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from osago_common.env import SettingsError
+from osago_common.logs import configure_logging
 from osago_common.tracing import configure_tracing
 
 DEFAULT_TARGET = "127.0.0.1:50050"
@@ -92,10 +92,6 @@ def _add_sim_control(sim: argparse.ArgumentParser) -> None:
     which.add_argument("insurer", nargs="?", help="insurer id")
     which.add_argument("--all", action="store_true", help="heal every insurer")
     heal.add_argument("--sim", default=sim_url, help="simulator URL (OSAGO_SIM_URL, default %(default)s)")
-
-
-def _overrides(**values: object) -> dict[str, object]:
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -187,11 +183,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("OSAGO_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(os.environ.get("OSAGO_LOG_LEVEL", "INFO"))
     try:
         return _run(args)
     except SettingsError as error:

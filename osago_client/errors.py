@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import grpc
-from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 from grpc_status import rpc_status
+
+from osago_common.grpc_errors import field_violations
 
 _DETAILS_KEY = "grpc-status-details-bin"
 
@@ -32,7 +33,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> QuoteError:
     name = str(code.name) if isinstance(code, grpc.StatusCode) else "UNKNOWN"
     message = str(error.details() or "")
     status = _rich_status(error)
-    return QuoteError(name, message, _field_violations(status.details) if status else [])
+    return QuoteError(name, message, field_violations(status) if status else [])
 
 
 def _rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
@@ -51,14 +52,3 @@ def _rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
             except DecodeError:
                 return None
     return None
-
-
-def _field_violations(details: Iterable[any_pb2.Any]) -> list[tuple[str, str]]:
-    violations: list[tuple[str, str]] = []
-    for detail in details:
-        bad_request = error_details_pb2.BadRequest()
-        if detail.Unpack(bad_request):
-            violations.extend(
-                (str(v.field), str(v.description)) for v in bad_request.field_violations
-            )
-    return violations

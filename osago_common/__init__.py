@@ -1,1 +1,1 @@
-"""Code shared by the services: clock, insurer catalogue, tariff, validation, settings, gRPC helpers."""
+"""Code shared by the services: clock, the dev insurer catalogue, tariff, validation, settings, gRPC helpers."""

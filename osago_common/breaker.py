@@ -13,11 +13,10 @@ before the breaker changed state is ignored.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,15 +27,6 @@ class BreakerState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
-
-
-class BreakerOpen(Exception):
-    """The breaker refused the call: open, or half-open with every probe slot taken."""
-
-    def __init__(self, state: BreakerState, retry_after_s: float | None) -> None:
-        super().__init__(f"circuit {state.value}")
-        self.state = state
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -64,20 +54,6 @@ class BreakerConfig:
         for name in ("slow_call_duration_s", "open_duration_s"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name} must be positive")
-
-
-@dataclass(frozen=True)
-class BreakerSnapshot:
-    """What operators see in the status RPC."""
-
-    state: BreakerState
-    calls: int
-    failure_rate: float
-    slow_call_rate: float
-    half_open_in_flight: int
-    seconds_until_half_open: float | None
-    rejected_total: int
-    opened_total: int
 
 
 @dataclass
@@ -142,16 +118,10 @@ class _TimeWindow:
 class Permit:
     """Leave to make one call; report its outcome once with `success`, `failure` or `release`."""
 
-    def __init__(self, breaker: CircuitBreaker, epoch: int, started_at: float) -> None:
+    def __init__(self, breaker: CircuitBreaker, epoch: int) -> None:
         self._breaker = breaker
         self._epoch = epoch
-        self._started_at = started_at
         self.done = False
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds since the permit was granted, on the breaker's clock."""
-        return self._breaker.clock.monotonic() - self._started_at
 
     def success(self, duration_s: float) -> None:
         """The call got a usable answer (a decline counts: the insurer is working)."""
@@ -215,51 +185,13 @@ class CircuitBreaker:
         if state is BreakerState.OPEN:
             self.rejected_total += 1
             return None
-        return Permit(self, self._epoch, self.clock.monotonic())
-
-    @contextlib.asynccontextmanager
-    async def call(self) -> AsyncIterator[Permit]:
-        """`async with breaker.call() as permit:` — raises BreakerOpen instead of a None permit.
-
-        Unless the body reports an outcome itself, leaving normally counts as a success, an
-        exception as a failure, and a cancellation releases the permit without a verdict.
-        """
-        permit = self.try_acquire()
-        if permit is None:
-            raise BreakerOpen(self._state, self.retry_after_s())
-        try:
-            yield permit
-        except Exception:
-            permit.failure(permit.elapsed)
-            raise
-        except BaseException:
-            permit.release()
-            raise
-        permit.success(permit.elapsed)
+        return Permit(self, self._epoch)
 
     def retry_after_s(self) -> float | None:
         """Seconds until an open breaker lets probes through; None unless open."""
         if self.state is not BreakerState.OPEN:
             return None
         return max(0.0, self._opened_at + self.config.open_duration_s - self.clock.monotonic())
-
-    def snapshot(self) -> BreakerSnapshot:
-        state = self.state
-        if state is BreakerState.HALF_OPEN:
-            calls, failed, slow = self._probes_succeeded, 0, self._probes_slow
-        else:
-            totals = self._window.totals(self.clock.monotonic())
-            calls, failed, slow = totals.calls, totals.failed, totals.slow
-        return BreakerSnapshot(
-            state=state,
-            calls=calls,
-            failure_rate=failed / calls if calls else 0.0,
-            slow_call_rate=slow / calls if calls else 0.0,
-            half_open_in_flight=self._probes_in_flight,
-            seconds_until_half_open=self.retry_after_s(),
-            rejected_total=self.rejected_total,
-            opened_total=self.opened_total,
-        )
 
     def _new_window(self) -> _CountWindow | _TimeWindow:
         if self.config.window_type == "count":

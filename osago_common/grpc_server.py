@@ -1,5 +1,6 @@
-"""Starting and stopping the project's grpc.aio servers the same way everywhere:
-keepalive settings that tolerate proxies' pings, grpc.health.v1 and server reflection."""
+"""Starting and stopping the project's grpc.aio servers the same way everywhere: the keepalive
+policy every channel of the project follows (osago_common.grpc_options), grpc.health.v1 and
+server reflection."""
 
 from __future__ import annotations
 
@@ -7,16 +8,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-# Envoy and other proxies ping idle connections; the gRPC defaults (5 min, 2 strikes) would answer
-# GOAWAY too_many_pings. Accept pings every 10 s, with or without calls in flight.
-SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.max_concurrent_streams", 10_000),
-)
+from osago_common.grpc_options import SERVER_OPTIONS
+
 
 
 class ServiceServer:
@@ -46,14 +39,6 @@ class ServiceServer:
         for name in ("", *self._service_names[1:]):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
-
-    async def set_serving(self, service: str, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        await self.health.set(service, status)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Reports NOT_SERVING, lets running calls finish for `grace` seconds, then stops."""

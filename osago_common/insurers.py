@@ -1,8 +1,13 @@
-"""The catalogue of insurers the project knows: ids, display names, API dialects and the
-behaviour the simulator gives each (base rate inside the ТБ corridor, latency, declines).
+"""The dev catalogue of insurers: the id, display name and API dialect of every insurer the
+project knows. The simulator plays them, and `osago up`, the benchmarks and the tests start a
+gateway for the first N.
 
-Gateways and the aggregator take names and dialects from here unless configured otherwise;
-the simulator takes the behaviour.
+Production services are configured, not catalogued: the aggregator takes its insurers from
+OSAGO_GATEWAYS (`id=host:port` or `id:Name=host:port`), a gateway takes its own from
+OSAGO_GATEWAY_INSURER / _NAME / _DIALECT. They read this module only as the default for what
+their configuration leaves out, an insurer's display name and dialect, and serve insurers it
+does not list as well. How the simulator makes each insurer behave (prices, latency, declines)
+is the simulator's own: insurer_sim.profiles.
 """
 
 from __future__ import annotations
@@ -11,49 +16,32 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class InsurerProfile:
+class Insurer:
     insurer_id: str
     name: str
     # API dialect the insurer speaks: "rest" or "calc" (see insurer_sim and insurer_gateway.dialects).
     dialect: str
-    # Where the insurer's base rate ТБ sits inside the corridor in force: 0.0 = min, 1.0 = max.
-    base_rate_position: float
-    # Log-normal latency from application to offer: median seconds and sigma (of the log).
-    latency_median_s: float
-    latency_sigma: float
-    # Share of applications declined for no stated reason (underwriting).
-    decline_rate: float
-    # Declines every taxi.
-    declines_taxi: bool = False
 
 
-CATALOGUE: tuple[InsurerProfile, ...] = (
-    InsurerProfile("alfa", "AlfaStrakhovanie", "rest", 0.55, 2.0, 0.35, 0.02),
-    InsurerProfile("ingos", "Ingosstrakh", "calc", 0.70, 3.5, 0.35, 0.03),
-    InsurerProfile("reso", "RESO-Garantia", "rest", 0.62, 5.0, 0.40, 0.03, declines_taxi=True),
-    InsurerProfile("vsk", "VSK", "calc", 0.48, 7.0, 0.40, 0.02),
-    InsurerProfile("sogaz", "SOGAZ", "rest", 0.66, 9.0, 0.40, 0.02),
-    InsurerProfile("renins", "Renaissance Insurance", "calc", 0.58, 11.0, 0.40, 0.04),
-    InsurerProfile("soglasie", "Soglasie", "rest", 0.74, 14.0, 0.40, 0.03, declines_taxi=True),
-    InsurerProfile("tstrah", "T-Strakhovanie", "calc", 0.40, 4.0, 0.35, 0.02),
-    InsurerProfile("sber", "Sberbank Strakhovanie", "rest", 0.60, 18.0, 0.40, 0.02),
-    InsurerProfile("maks", "MAKS", "calc", 0.52, 25.0, 0.40, 0.03),
-    InsurerProfile("zetta", "Zetta Insurance", "rest", 0.35, 75.0, 0.30, 0.05),
-    InsurerProfile("ugoria", "Yugoria", "calc", 0.30, 95.0, 0.30, 0.05),
+CATALOGUE: tuple[Insurer, ...] = (
+    Insurer("alfa", "AlfaStrakhovanie", "rest"),
+    Insurer("ingos", "Ingosstrakh", "calc"),
+    Insurer("reso", "RESO-Garantia", "rest"),
+    Insurer("vsk", "VSK", "calc"),
+    Insurer("sogaz", "SOGAZ", "rest"),
+    Insurer("renins", "Renaissance Insurance", "calc"),
+    Insurer("soglasie", "Soglasie", "rest"),
+    Insurer("tstrah", "T-Strakhovanie", "calc"),
+    Insurer("sber", "Sberbank Strakhovanie", "rest"),
+    Insurer("maks", "MAKS", "calc"),
+    Insurer("zetta", "Zetta Insurance", "rest"),
+    Insurer("ugoria", "Yugoria", "calc"),
 )
 
-BY_ID: dict[str, InsurerProfile] = {p.insurer_id: p for p in CATALOGUE}
+BY_ID: dict[str, Insurer] = {i.insurer_id: i for i in CATALOGUE}
 
 
-def profile(insurer_id: str) -> InsurerProfile:
-    """The catalogue entry for `insurer_id`; KeyError names the unknown id."""
-    try:
-        return BY_ID[insurer_id]
-    except KeyError:
-        raise KeyError(f"unknown insurer {insurer_id!r}; known: {', '.join(BY_ID)}") from None
-
-
-def first(n: int) -> tuple[InsurerProfile, ...]:
+def first(n: int) -> tuple[Insurer, ...]:
     """The first `n` insurers of the catalogue (1 <= n <= its size)."""
     if not 1 <= n <= len(CATALOGUE):
         raise ValueError(f"between 1 and {len(CATALOGUE)} insurers can be simulated, not {n}")

@@ -12,14 +12,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from types import MappingProxyType
 
 from osago.v1 import application_pb2
 
 KBM_CLASSES: tuple[str, ...] = ("M", *(str(n) for n in range(14)))  # "M", "0".."13"
-NEW_DRIVER_KBM_CLASS = "3"
 MIN_DRIVER_AGE = 16
 
 _ONE = Decimal("1.0")
@@ -190,12 +189,6 @@ def edition_for(start_date: date | None = None) -> Edition:
     raise TariffError(f"no tariff tables before {EDITIONS[0].effective_from.isoformat()}")
 
 
-def base_rate_corridor(start_date: date) -> tuple[int, int]:
-    """The ТБ corridor (min, max) in force on `start_date`, in kopecks."""
-    low, high = edition_for(start_date).base_rate_rub
-    return low * 100, high * 100
-
-
 def base_rate_for(position: float, start_date: date) -> int:
     """ТБ at `position` (0 = min, 1 = max) in the corridor: whole roubles (half up), in kopecks."""
     if not (math.isfinite(position) and 0.0 <= position <= 1.0):
@@ -238,21 +231,6 @@ def territory_coefficient(city: str, start_date: date | None = None) -> Decimal:
 def kvs(age: int, experience_years: int, start_date: date | None = None) -> Decimal:
     """КВС; TariffError for age under 16 and for the table's empty cells."""
     return edition_for(start_date).age_experience(age, experience_years)
-
-
-def km(power_hp: int, start_date: date | None = None) -> Decimal:
-    """КМ for engine power in hp; each band's upper bound is inclusive."""
-    return edition_for(start_date).power(power_hp)
-
-
-def ks(months: int, start_date: date | None = None) -> Decimal:
-    """КС for 3..12 months of use."""
-    return edition_for(start_date).season(months)
-
-
-def kbm(kbm_class: str, start_date: date | None = None) -> Decimal:
-    """КБМ for a class "M", "0".."13"."""
-    return edition_for(start_date).bonus_malus(kbm_class)
 
 
 def compute_premium(base_rate_kopecks: int, inp: TariffInput) -> Breakdown:
@@ -310,48 +288,3 @@ _KBM_BY_ENUM: Mapping[int, str] = MappingProxyType({
 def kbm_class_name(value: int) -> str | None:
     """The class ("M", "0".."13") of a KbmClass enum value; None when unspecified or unknown."""
     return _KBM_BY_ENUM.get(value)
-
-
-def _required_date(text: str) -> date:
-    parsed = parse_date(text)
-    if parsed is None:
-        raise TariffError("malformed date in application")
-    return parsed
-
-
-def _driver_kbm_class(value: int) -> str:
-    name = kbm_class_name(value)
-    if name is None:
-        raise TariffError("named driver without a bonus-malus class")
-    return name
-
-
-def policy_start(app: application_pb2.Application, today: date) -> date:
-    """The policy start date: as given, or tomorrow when empty."""
-    if not app.policy_start_date:
-        return today + timedelta(days=1)
-    return _required_date(app.policy_start_date)
-
-
-def tariff_input(app: application_pb2.Application, today: date) -> TariffInput:
-    """The tariff's view of a valid Application (see validation.validate_application)."""
-    start = policy_start(app, today)
-    drivers: tuple[DriverFactors, ...] = ()
-    if not app.unlimited_drivers:
-        drivers = tuple(
-            DriverFactors(
-                age=full_years(_required_date(d.birth_date), start),
-                experience_years=full_years(_required_date(d.licence_issue_date), start),
-                kbm_class=_driver_kbm_class(d.kbm_class),
-            )
-            for d in app.drivers
-        )
-    return TariffInput(
-        start_date=start,
-        city=app.owner.registration_city,
-        power_hp=app.vehicle.power_hp,
-        months=app.usage_months or 12,
-        unlimited_drivers=app.unlimited_drivers,
-        drivers=drivers,
-        owner_kbm_class=kbm_class_name(app.owner.kbm_class) or NEW_DRIVER_KBM_CLASS,
-    )

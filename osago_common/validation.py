@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 from osago.v1 import application_pb2
 
-from osago_common import tariff
+from osago_common import dates, tariff
 from osago_common.tariff import MIN_DRIVER_AGE, full_years
 
 MAX_DRIVERS = 5
@@ -140,7 +140,7 @@ def _policy(check: _Checker, app: application_pb2.Application) -> date | None:
     if app.usage_months != 0 and not 3 <= app.usage_months <= 12:
         check.add("usage_months", "must be 3..12 months, or 0 for 12")
     if not app.policy_start_date:
-        return check.today + timedelta(days=1)
+        return dates.default_policy_start(check.today)
     start = tariff.parse_date(app.policy_start_date)
     if start is None:
         check.add("policy_start_date", f"{_BAD_DATE}, or empty for tomorrow")

@@ -8,7 +8,6 @@ import pytest
 
 from osago_common.breaker import (
     BreakerConfig,
-    BreakerOpen,
     BreakerState,
     CircuitBreaker,
     Permit,
@@ -86,9 +85,12 @@ async def test_failure_rate_below_threshold_keeps_it_closed() -> None:
         succeed(breaker, 2)
         fail(breaker)
     assert breaker.state is CLOSED
-    snapshot = breaker.snapshot()
-    assert snapshot.calls == 10
-    assert snapshot.failure_rate == 0.4
+    # The last 10 calls hold 4 failures (calls 51, 54, 57, 60); one more keeps 4 of 10 (51 left),
+    # a second makes 5 of 10.
+    fail(breaker)
+    assert breaker.state is CLOSED
+    fail(breaker)
+    assert breaker.state is OPEN
 
 
 async def test_count_window_forgets_calls_older_than_its_size() -> None:
@@ -97,7 +99,6 @@ async def test_count_window_forgets_calls_older_than_its_size() -> None:
     succeed(breaker, 3)
     fail(breaker)  # window: S S S F — the first failure has left it
     assert breaker.state is CLOSED
-    assert breaker.snapshot().failure_rate == 0.25
     fail(breaker)  # S S F F = 50 %
     assert breaker.state is OPEN
 
@@ -115,7 +116,6 @@ async def test_slow_calls_count_by_slow_call_duration() -> None:
     succeed(breaker, 2, duration=3.999)  # not slow
     succeed(breaker, 2, duration=4.0)  # slow: at the duration
     assert breaker.state is CLOSED
-    assert breaker.snapshot().slow_call_rate == 0.5
     succeed(breaker, 2, duration=10.0)  # 4 slow of 6
     assert breaker.state is CLOSED
     succeed(breaker, 2, duration=10.0)  # 6 slow of 8 = 75 %
@@ -135,7 +135,6 @@ async def test_time_window_keeps_calls_younger_than_window_seconds() -> None:
     breaker = make(clock, window_type="time", window_size=10, minimum_calls=4)
     fail(breaker, 3)  # at t = 0
     await clock.advance(9.5)
-    assert breaker.snapshot().calls == 3
     fail(breaker)  # 4 failures within 10 s
     assert breaker.state is OPEN
 
@@ -145,28 +144,28 @@ async def test_time_window_drops_old_calls_as_the_clock_moves() -> None:
     breaker = make(clock, window_type="time", window_size=10, minimum_calls=4)
     fail(breaker, 3)  # t = 0
     await clock.advance(10.0)  # the bucket of second 0 has left the window
-    assert breaker.snapshot().calls == 0
-    fail(breaker)  # only 1 call in the window now
+    fail(breaker)  # only 1 call in the window now (4 failures would open it)
     assert breaker.state is CLOSED
-    succeed(breaker, 3)
+    succeed(breaker, 3)  # 1 failure of 4
     assert breaker.state is CLOSED
-    assert breaker.snapshot().failure_rate == 0.25
 
 
 async def test_time_window_slides_second_by_second() -> None:
-    clock = FakeClock()
-    breaker = make(clock, window_type="time", window_size=10, minimum_calls=100)
-    succeed(breaker)  # t = 0
-    await clock.advance(5.5)
-    fail(breaker, 2)  # t = 5.5, in the bucket of second 5
-    await clock.advance(4.0)  # t = 9.5
-    assert breaker.snapshot().calls == 3
-    await clock.advance(0.5)  # t = 10: second 0 has left the window
-    assert breaker.snapshot().calls == 2
-    await clock.advance(4.9)  # t = 14.9: seconds 5..14 are kept
-    assert breaker.snapshot().calls == 2
-    await clock.advance(0.1)  # t = 15: seconds 6..15
-    assert breaker.snapshot().calls == 0
+    async def opens(earlier_at: float, third_at: float) -> bool:
+        """Two failures at `earlier_at`, a third at `third_at`: all three in the window (the
+        minimum) open the breaker, so it opens exactly while the earlier second is kept."""
+        clock = FakeClock()
+        breaker = make(clock, window_type="time", window_size=10, minimum_calls=3, failure_rate_threshold=1.0)
+        await clock.advance(earlier_at)
+        fail(breaker, 2)
+        await clock.advance(third_at - earlier_at)
+        fail(breaker)
+        return breaker.state is OPEN
+
+    assert await opens(0.0, 9.5)  # second 0 is kept until t = 10
+    assert not await opens(0.0, 10.0)
+    assert await opens(5.5, 14.9)  # the bucket of second 5: seconds 5..14 are kept at t = 14.9
+    assert not await opens(5.5, 15.0)  # seconds 6..15
 
 
 async def test_open_breaker_fails_fast_without_a_permit() -> None:
@@ -178,7 +177,7 @@ async def test_open_breaker_fails_fast_without_a_permit() -> None:
     await clock.advance(9.999)
     assert breaker.try_acquire() is None
     assert breaker.state is OPEN
-    assert breaker.snapshot().seconds_until_half_open == pytest.approx(0.001)
+    assert breaker.retry_after_s() == pytest.approx(0.001)
 
 
 async def test_open_turns_half_open_after_open_duration_on_access() -> None:
@@ -186,7 +185,7 @@ async def test_open_turns_half_open_after_open_duration_on_access() -> None:
     breaker = await open_breaker(clock, open_duration_s=10.0)
     await clock.advance(10.0)
     assert breaker.state is HALF_OPEN
-    assert breaker.snapshot().seconds_until_half_open is None
+    assert breaker.retry_after_s() is None
 
 
 async def test_half_open_closes_when_every_probe_succeeds_with_a_fresh_window() -> None:
@@ -198,8 +197,7 @@ async def test_half_open_closes_when_every_probe_succeeds_with_a_fresh_window() 
     assert breaker.state is HALF_OPEN
     second.success(FAST)
     assert breaker.state is CLOSED
-    assert breaker.snapshot().calls == 0  # the window was reset
-    fail(breaker, 3)  # below minimum_calls again
+    fail(breaker, 3)  # below minimum_calls again: the window of 4 failures was reset
     assert breaker.state is CLOSED
 
 
@@ -236,7 +234,6 @@ async def test_half_open_gives_permits_only_to_the_probes_others_fail_fast() -> 
     granted = [p for p in permits if p is not None]
     assert len(granted) == 2
     assert breaker.rejected_total == rejected_before + 8
-    assert breaker.snapshot().half_open_in_flight == 2
     granted[0].success(FAST)
     # One probe succeeded, one is in flight: both slots are used until the verdict.
     assert breaker.try_acquire() is None
@@ -253,13 +250,12 @@ async def test_concurrent_callers_in_half_open_only_probes_reach_the_insurer() -
 
     async def caller() -> str:
         nonlocal reached
-        try:
-            async with breaker.call():
-                reached += 1
-                await release.wait()
-        except BreakerOpen as exc:
-            assert exc.state is HALF_OPEN
+        granted = breaker.try_acquire()
+        if granted is None:
             return "fast-fail"
+        reached += 1
+        await release.wait()
+        granted.success(FAST)
         return "called"
 
     tasks = [asyncio.create_task(caller()) for _ in range(20)]
@@ -280,7 +276,6 @@ async def test_release_frees_a_half_open_slot_without_a_verdict() -> None:
     assert breaker.try_acquire() is None
     probe.release()
     assert breaker.state is HALF_OPEN  # no verdict
-    assert breaker.snapshot().half_open_in_flight == 0
     permit(breaker).success(FAST)
     assert breaker.state is CLOSED
 
@@ -309,50 +304,6 @@ async def test_verdicts_of_calls_from_an_earlier_state_are_ignored() -> None:
     for probe in probes:
         probe.success(FAST)
     assert breaker.state is CLOSED
-
-
-async def test_call_context_counts_success_failure_and_cancellation() -> None:
-    clock = FakeClock()
-    breaker = make(clock, minimum_calls=2)
-    async with breaker.call():
-        await clock.sleep(0)
-    assert breaker.snapshot().calls == 1
-    with pytest.raises(ValueError):
-        async with breaker.call():
-            raise ValueError("insurer broke")
-    assert breaker.state is OPEN  # 1 of 2 failed = 50 %
-    with pytest.raises(BreakerOpen) as raised:
-        async with breaker.call():
-            pass
-    assert raised.value.retry_after_s == 10.0
-    await clock.advance(10.0)
-
-    async def cancelled_probe() -> None:
-        async with breaker.call():
-            await asyncio.Event().wait()
-
-    task = asyncio.create_task(cancelled_probe())
-    await clock.settle()
-    assert breaker.snapshot().half_open_in_flight == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert breaker.snapshot().half_open_in_flight == 0
-    assert breaker.state is HALF_OPEN
-
-
-async def test_call_context_measures_duration_on_the_clock() -> None:
-    clock = FakeClock()
-    breaker = make(clock, minimum_calls=1, slow_call_rate_threshold=1.0, slow_call_duration_s=4.0)
-
-    async def slow_call() -> None:
-        async with breaker.call():
-            await clock.sleep(5.0)
-
-    task = asyncio.create_task(slow_call())
-    await clock.advance(5.0)
-    await task
-    assert breaker.state is OPEN
 
 
 async def test_transitions_are_reported_to_the_listener() -> None:

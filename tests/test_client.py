@@ -26,7 +26,7 @@ from osago.v1 import (
 )
 
 from osago_client import QuoteClient, QuoteError
-from osago_client.channel import SERVICE_CONFIG
+from osago_client.channel import CHANNEL_OPTIONS
 from osago_client.resume import EventCursor, backoff_delay
 from osago_common.grpc_server import ServiceServer
 
@@ -449,7 +449,7 @@ def test_backoff_is_full_jitter_capped() -> None:
 
 
 def test_service_config_retries_unavailable_with_throttling() -> None:
-    config = json.loads(SERVICE_CONFIG)
+    config = json.loads(str(dict(CHANNEL_OPTIONS)["grpc.service_config"]))
     (method,) = config["methodConfig"]
     assert method["name"] == [{"service": SERVICE}]
     assert method["retryPolicy"] == {

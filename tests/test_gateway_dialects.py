@@ -13,12 +13,10 @@ from osago.v1 import application_pb2
 
 from insurer_gateway.dialects import (
     DIALECTS,
-    BadResponse,
     Breakdown,
     CalcDialect,
     Created,
     Declined,
-    HttpResponse,
     InvalidApplication,
     NotFound,
     NotReady,
@@ -26,6 +24,7 @@ from insurer_gateway.dialects import (
     Rejected,
     RestDialect,
 )
+from insurer_gateway.exchange import BadResponse, HttpResponse
 
 START = date(2026, 2, 1)
 REST = RestDialect()
@@ -102,6 +101,7 @@ def test_rest_create_request_writes_camel_case_application_with_idempotency_key(
     call = REST.create_request("req-1", "req-1:alfa", make_application(), START)
     assert (call.method, call.path) == ("POST", "/api/v1/applications")
     assert call.headers == {"Idempotency-Key": "req-1:alfa"}
+    assert call.idempotent  # the key makes a repeat safe, so the guard may retry it
     assert call.json == {
         "externalRef": "req-1",
         "vehicle": {
@@ -135,6 +135,7 @@ def test_calc_create_request_writes_snake_case_with_russian_dates_and_fio() -> N
     call = CALC.create_request("req-2", "req-2:ingos", app, START)
     assert (call.method, call.path) == ("POST", "/osago/calc")
     assert call.headers == {"Idempotency-Key": "req-2:ingos"}
+    assert call.idempotent
     assert call.json == {
         "ref": "req-2",
         "ts": {
@@ -208,6 +209,10 @@ def test_poll_requests_quote_the_insurer_id_into_one_path_segment() -> None:
     assert REST.poll_request("a/b c").path == "/api/v1/applications/a%2Fb%20c"
     assert CALC.poll_request("../x").path == "/osago/calc/..%2Fx"
     assert REST.poll_request("APP-1").method == "GET"
+
+
+def test_polls_of_both_dialects_are_marked_safe_to_repeat() -> None:
+    assert REST.poll_request("APP-1").idempotent and CALC.poll_request("C-1").idempotent
 
 
 # --- rest answers ---------------------------------------------------------------------------

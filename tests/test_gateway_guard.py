@@ -15,13 +15,12 @@ import pytest
 import redis
 
 from osago_common.breaker import BreakerState
-from insurer_gateway.dialects import DIALECTS, HttpCall, HttpResponse, Offer
+from insurer_gateway.dialects import DIALECTS, Offer
+from insurer_gateway.exchange import HttpCall, HttpResponse, HttpTimeout, HttpUnavailable
 from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.offers import (
     Accepted,
     Failed,
-    HttpTimeout,
-    HttpUnavailable,
     OfferFlow,
     Reason,
     Update,
@@ -317,11 +316,21 @@ async def test_a_503_create_is_retried_and_yields_the_offer_with_one_insurer_app
     assert 0.0 <= gw.insurer.times[1] <= 0.1  # full jitter below the base
 
 
-async def test_a_create_without_idempotency_key_is_never_retried() -> None:
+async def test_a_call_not_marked_idempotent_is_tried_once_whatever_its_headers() -> None:
     gw = Gateway([response(503, {})], dataclasses.replace(BASE))
-    bare = HttpCall("POST", "/api/v1/applications", {}, {"externalRef": "req-1"})
-    assert reason(await gw.request(create=bare)) is Reason.INSURER_ERROR
+    unsafe = dataclasses.replace(CREATE, idempotent=False)  # the key alone does not vouch for it
+    assert unsafe.headers["Idempotency-Key"]
+    assert reason(await gw.request(create=unsafe)) is Reason.INSURER_ERROR
     assert len(gw.insurer.calls) == 1 and gw.guard.retries_total == 0
+
+
+async def test_a_call_marked_idempotent_is_retried_whatever_its_method_and_headers() -> None:
+    gw = Gateway([response(503, {}), response(503, {}), created(100), QUOTED], dataclasses.replace(BASE))
+    marked = HttpCall("POST", "/api/v1/applications", {}, {"externalRef": "req-1"}, idempotent=True)
+    updates = await gw.request(create=marked)
+    assert isinstance(updates[-1][1], Offer)
+    creates = [call for _, call, _ in gw.insurer.calls if call.method == "POST"]
+    assert len(creates) == BASE.retry_max_attempts == 3 and gw.guard.retries_total == 2
 
 
 async def test_429_with_retry_after_seconds_waits_that_long() -> None:

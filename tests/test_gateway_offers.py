@@ -15,14 +15,12 @@ from typing import Any
 import pytest
 from osago.v1 import application_pb2
 
-from insurer_gateway.dialects import DIALECTS, HttpCall, HttpResponse, InvalidApplication, Offer
+from insurer_gateway.dialects import DIALECTS, InvalidApplication, Offer
+from insurer_gateway.exchange import HttpCall, HttpProtocolError, HttpResponse, HttpTimeout, HttpUnavailable
 from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.offers import (
     Accepted,
     Failed,
-    HttpProtocolError,
-    HttpTimeout,
-    HttpUnavailable,
     OfferFlow,
     Pending,
     Reason,
@@ -34,7 +32,9 @@ from osago_common.clock import FakeClock
 SETTINGS = GatewaySettings(
     insurer_id="alfa", insurer_name="AlfaStrakhovanie", dialect="rest", base_url="http://insurer"
 )
-CREATE = HttpCall("POST", "/api/v1/applications", {"Idempotency-Key": "req-1:alfa"}, {"externalRef": "req-1"})
+CREATE = HttpCall(
+    "POST", "/api/v1/applications", {"Idempotency-Key": "req-1:alfa"}, {"externalRef": "req-1"}, idempotent=True
+)
 OFFER = {
     "offerId": "ALFA-1",
     "premium": {"amount": "7000.00", "currency": "RUB"},
@@ -122,7 +122,7 @@ def kinds(updates: list[tuple[float, Update]]) -> list[str]:
 async def test_first_poll_comes_at_the_insurers_hint_and_the_offer_ends_the_stream() -> None:
     updates, insurer = await run([created(1500), QUOTED])
     assert insurer.times == [0.0, 1.5]
-    assert insurer.calls[1][1] == HttpCall("GET", "/api/v1/applications/APP-1")
+    assert insurer.calls[1][1] == HttpCall("GET", "/api/v1/applications/APP-1", idempotent=True)
     assert kinds(updates) == ["Accepted", "Offer"]
     assert updates[0][1] == Accepted("APP-1")
     offer = updates[1][1]
@@ -335,13 +335,14 @@ def test_the_request_id_is_the_reference_and_with_the_insurer_the_idempotency_ke
     ("moment", "expected"),
     [
         (datetime(2026, 1, 15, 9, tzinfo=timezone.utc), "2026-01-16"),
-        (datetime(2026, 1, 15, 23, 59, tzinfo=timezone.utc), "2026-01-16"),
-        # 01:00 in Moscow is still the 15th in UTC.
-        (datetime(2026, 1, 16, 1, 0, tzinfo=timezone(timedelta(hours=3))), "2026-01-16"),
+        # 23:59 UTC is 02:59 on the 16th in Moscow: tomorrow there is the 17th.
+        (datetime(2026, 1, 15, 23, 59, tzinfo=timezone.utc), "2026-01-17"),
+        (datetime(2026, 1, 16, 1, 0, tzinfo=timezone(timedelta(hours=3))), "2026-01-17"),
+        (datetime(2026, 1, 15, 20, 59, tzinfo=timezone.utc), "2026-01-16"),
         (datetime(2026, 12, 31, 12, tzinfo=timezone.utc), "2027-01-01"),
     ],
 )
-def test_an_empty_start_date_means_tomorrow_in_utc(moment: datetime, expected: str) -> None:
+def test_an_empty_start_date_means_tomorrow_in_moscow(moment: datetime, expected: str) -> None:
     assert body(flow_at(moment).prepare("r", application()))["startDate"] == expected
 
 
@@ -386,6 +387,14 @@ def test_settings_from_env_take_name_and_dialect_from_the_catalogue() -> None:
         "Ingo", "rest", "0.0.0.0:7000", 2.5, 0.5,
     )
     assert (s.max_poll_interval_s, s.max_call_s) == (3.0, 30.0)
+
+
+def test_settings_from_env_serve_an_insurer_the_catalogue_does_not_list() -> None:
+    s = GatewaySettings.from_env({
+        "OSAGO_GATEWAY_INSURER": "acme", "OSAGO_GATEWAY_INSURER_NAME": "Acme Insurance",
+        "OSAGO_GATEWAY_DIALECT": "calc", "OSAGO_GATEWAY_BASE_URL": "https://api.acme.example",
+    })
+    assert (s.insurer_id, s.insurer_name, s.dialect) == ("acme", "Acme Insurance", "calc")
 
 
 @pytest.mark.parametrize(

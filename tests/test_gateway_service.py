@@ -19,12 +19,13 @@ from grpc_status import rpc_status
 from google.rpc import error_details_pb2
 from osago.v1 import application_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
-from insurer_gateway.dialects import DIALECTS, HttpResponse
+from insurer_gateway.dialects import DIALECTS
+from insurer_gateway.exchange import HttpResponse
 from insurer_gateway.service import GatewayService, serve_forever
 from insurer_gateway.settings import GatewaySettings
 from insurer_sim.config import SimConfig
+from insurer_sim.profiles import profile
 from insurer_sim.server import SimServer
-from osago_common.insurers import profile
 from tests.conftest import serve_app
 
 pytestmark = pytest.mark.functional

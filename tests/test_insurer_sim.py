@@ -18,10 +18,11 @@ import aiohttp
 import pytest
 
 from insurer_sim.config import SimConfig
+from insurer_sim.profiles import PROFILES as DEFAULT_PROFILES
+from insurer_sim.profiles import InsurerProfile, profile
 from insurer_sim.server import SimServer, serve_forever
 from osago_common.clock import SYSTEM_CLOCK, FakeClock
 from osago_common.env import SettingsError
-from osago_common.insurers import CATALOGUE, InsurerProfile, profile
 from osago_common.tariff import Breakdown, DriverFactors, TariffInput, base_rate_for, compute_premium
 
 functional = pytest.mark.functional
@@ -159,14 +160,14 @@ async def test_health_and_insurer_list_show_every_insurer_with_absolute_base_url
         c = Client(http, server.url)
         status, health, _ = await c.get("/_sim/health")
         assert status == 200
-        assert health == {"status": "ok", "insurers": [p.insurer_id for p in CATALOGUE]}
+        assert health == {"status": "ok", "insurers": [p.insurer_id for p in DEFAULT_PROFILES]}
         status, insurers, _ = await c.get("/_sim/insurers")
         assert status == 200
         assert insurers[0] == {
             "insurer_id": "alfa", "name": "AlfaStrakhovanie", "dialect": "rest",
             "base_url": f"{server.url}/insurers/alfa",
         }
-        assert [i["dialect"] for i in insurers] == [p.dialect for p in CATALOGUE]
+        assert [i["dialect"] for i in insurers] == [p.dialect for p in DEFAULT_PROFILES]
 
 
 @functional
@@ -601,7 +602,7 @@ async def test_module_runs_as_a_process_until_sigterm(http: aiohttp.ClientSessio
 
 def test_config_from_env_defaults_to_the_whole_catalogue_in_real_time() -> None:
     config = SimConfig.from_env({})
-    assert config.insurers == CATALOGUE
+    assert config.insurers == DEFAULT_PROFILES
     assert (config.time_scale, config.seed, config.host, config.port) == (1.0, None, "127.0.0.1", 0)
 
 

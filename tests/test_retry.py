@@ -1,4 +1,4 @@
-"""Backoff with full jitter, the retry budget and the transient-failure classifier."""
+"""Backoff with full jitter and the retry budget."""
 
 from __future__ import annotations
 
@@ -6,26 +6,8 @@ import random
 
 import pytest
 
-from insurer_gateway.retry import (
-    FailureKind,
-    RetryBudget,
-    RetryPolicy,
-    is_transient,
-    next_delay,
-)
+from insurer_gateway.retry import RetryBudget, RetryPolicy, next_delay
 from osago_common.clock import FakeClock
-
-
-def test_transient_kinds_are_exactly_connect_timeout_5xx_and_429() -> None:
-    transient = {kind for kind in FailureKind if is_transient(kind)}
-    assert transient == {
-        FailureKind.CONNECT_ERROR,
-        FailureKind.TIMEOUT,
-        FailureKind.SERVER_ERROR,
-        FailureKind.RATE_LIMITED,
-    }
-    for kind in (FailureKind.CLIENT_ERROR, FailureKind.BAD_RESPONSE, FailureKind.DECLINED):
-        assert not is_transient(kind)
 
 
 def test_jittered_delays_stay_within_zero_and_the_exponential_ceiling() -> None:

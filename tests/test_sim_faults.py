@@ -19,11 +19,11 @@ import pytest
 from insurer_sim.config import SimConfig
 from insurer_sim.fault_state import Fail, FaultState, Garble, Proceed, Throttle
 from insurer_sim.faults import Fault, FaultError, parse_fault
+from insurer_sim.profiles import InsurerProfile
 from insurer_sim.server import SimServer
 from osago_cli import simctl
 from osago_cli.main import _parser
 from osago_common.clock import FakeClock
-from osago_common.insurers import InsurerProfile
 from tests.test_insurer_sim import calc_body, rest_body
 
 functional = pytest.mark.functional

@@ -5,11 +5,8 @@ from __future__ import annotations
 import math
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from google.protobuf import json_format
-from osago.v1 import application_pb2
 
 from osago_common import tariff
 from osago_common.tariff import (
@@ -17,23 +14,15 @@ from osago_common.tariff import (
     DriverFactors,
     TariffError,
     TariffInput,
-    base_rate_corridor,
     base_rate_for,
     compute_premium,
     full_years,
     known_cities,
     kvs,
     territory_coefficient,
-    tariff_input,
 )
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 START = date(2026, 3, 2)
-
-
-def load_example(name: str) -> application_pb2.Application:
-    text = (EXAMPLES / name).read_text(encoding="utf-8")
-    return json_format.Parse(text, application_pb2.Application())
 
 
 def named(
@@ -141,12 +130,12 @@ def test_premium_is_rounded_half_up_to_whole_kopecks() -> None:
 def test_base_rate_corridor_is_picked_by_start_date(
     start_date: date, corridor: tuple[int, int]
 ) -> None:
-    assert base_rate_corridor(start_date) == corridor
+    assert (base_rate_for(0.0, start_date), base_rate_for(1.0, start_date)) == corridor
 
 
 def test_no_tariff_before_september_2022() -> None:
     with pytest.raises(TariffError):
-        base_rate_corridor(date(2022, 9, 9))
+        base_rate_for(0.5, date(2022, 9, 9))
 
 
 @pytest.mark.parametrize(
@@ -219,7 +208,7 @@ def test_power_bands_have_inclusive_upper_bounds(power_hp: int, km: str) -> None
 
 def test_zero_power_has_no_coefficient() -> None:
     with pytest.raises(TariffError):
-        tariff.km(0)
+        compute_premium(100_000, named(NEUTRAL, power_hp=0))
 
 
 @pytest.mark.parametrize(
@@ -238,10 +227,11 @@ def test_months_outside_3_to_12_are_rejected(months: int) -> None:
 
 
 def test_bonus_malus_table_has_fifteen_classes_from_3_92_down_to_0_46() -> None:
-    values = [tariff.kbm(c) for c in KBM_CLASSES]
+    edition = tariff.edition_for()
+    values = [edition.bonus_malus(c) for c in KBM_CLASSES]
     assert len(KBM_CLASSES) == 15
     assert values[0] == Decimal("3.92") and values[-1] == Decimal("0.46")
-    assert tariff.kbm("3") == Decimal("1.17") and tariff.kbm("4") == Decimal("1.00")
+    assert edition.bonus_malus("3") == Decimal("1.17") and edition.bonus_malus("4") == Decimal("1.00")
     assert values == sorted(values, reverse=True)
 
 
@@ -301,7 +291,7 @@ def test_non_positive_base_rate_is_rejected() -> None:
         compute_premium(0, named(NEUTRAL))
 
 
-# --- dates and the Application -------------------------------------------------------------------
+# --- dates -------------------------------------------------------------------
 
 @pytest.mark.parametrize(
     ("born", "on", "years"),
@@ -315,39 +305,3 @@ def test_non_positive_base_rate_is_rejected() -> None:
 )
 def test_full_years_counts_completed_years(born: date, on: date, years: int) -> None:
     assert full_years(born, on) == years
-
-
-def test_tariff_input_from_the_moscow_example_defaults_start_to_tomorrow() -> None:
-    inp = tariff_input(load_example("moscow-young-driver.json"), today=date(2026, 6, 1))
-    assert inp == TariffInput(
-        start_date=date(2026, 6, 2), city="Москва", power_hp=106, months=12,
-        unlimited_drivers=False, owner_kbm_class="3",
-        drivers=(DriverFactors(age=19, experience_years=1, kbm_class="3"),),
-    )
-
-
-def test_tariff_input_from_the_unlimited_example_uses_the_owner_class() -> None:
-    inp = tariff_input(load_example("spb-unlimited.json"), today=date(2026, 6, 1))
-    assert inp.unlimited_drivers and inp.drivers == ()
-    assert (inp.owner_kbm_class, inp.months) == ("7", 12)
-
-
-def test_tariff_input_maps_enums_explicit_start_and_zero_months() -> None:
-    app = load_example("kazan-two-drivers.json")
-    app.policy_start_date = "2026-07-15"
-    app.usage_months = 0
-    app.owner.kbm_class = application_pb2.KBM_CLASS_UNSPECIFIED
-    app.drivers[0].kbm_class = application_pb2.KBM_CLASS_M
-    inp = tariff_input(app, today=date(2026, 7, 1))
-    assert inp.start_date == date(2026, 7, 15)
-    assert inp.months == 12
-    assert inp.owner_kbm_class == "3"
-    assert [d.kbm_class for d in inp.drivers] == ["M", "10"]
-    # Born 1980-05-17, first licence 2000-07-01: 46 years old, 26 years' experience on 2026-07-15.
-    assert (inp.drivers[0].age, inp.drivers[0].experience_years) == (46, 26)
-
-
-def test_every_example_gets_a_premium() -> None:
-    for name in ("moscow-young-driver.json", "spb-unlimited.json", "kazan-two-drivers.json"):
-        inp = tariff_input(load_example(name), today=date(2026, 6, 1))
-        assert compute_premium(base_rate_for(0.5, inp.start_date), inp).premium_kopecks > 0

@@ -18,9 +18,9 @@ from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import application_pb2, events_pb2
 
 from aggregator.store import MemoryRequestStore, RequestRecord
-from insurer_gateway.dialects import HttpCall, HttpResponse
+from insurer_gateway.exchange import HttpCall, HttpResponse, HttpUnavailable
 from insurer_gateway.guard import InsurerGuard
-from insurer_gateway.offers import Failed, HttpUnavailable, Reason
+from insurer_gateway.offers import Failed, Reason
 from insurer_gateway.settings import GatewaySettings
 from osago_common import tracing
 from osago_common.clock import FakeClock

@@ -4,14 +4,11 @@ reads its answers into plain outcomes. Add a dialect by implementing `Dialect` a
 from __future__ import annotations
 
 from insurer_gateway.dialects.base import (
-    BadResponse,
     Breakdown,
     Created,
     CreateOutcome,
     Declined,
     Dialect,
-    HttpCall,
-    HttpResponse,
     InvalidApplication,
     NotFound,
     NotReady,
@@ -25,7 +22,6 @@ from insurer_gateway.dialects.rest import RestDialect
 DIALECTS: dict[str, Dialect] = {"rest": RestDialect(), "calc": CalcDialect()}
 
 __all__ = [
-    "BadResponse",
     "Breakdown",
     "CalcDialect",
     "CreateOutcome",
@@ -33,8 +29,6 @@ __all__ = [
     "DIALECTS",
     "Declined",
     "Dialect",
-    "HttpCall",
-    "HttpResponse",
     "InvalidApplication",
     "NotFound",
     "NotReady",

@@ -3,16 +3,12 @@ poll it) and reading their answers into a few plain outcomes. Pure code: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-
-class BadResponse(Exception):
-    """The insurer answered something off its API's schema. The message names what was wrong,
-    never the data sent (it may hold personal data)."""
+from insurer_gateway.exchange import HttpCall, HttpResponse
 
 
 class InvalidApplication(ValueError):
@@ -22,25 +18,6 @@ class InvalidApplication(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-
-
-@dataclass(frozen=True)
-class HttpCall:
-    """One HTTP request to the insurer; `path` is relative to the insurer's base URL."""
-
-    method: str
-    path: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    json: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    """One HTTP response; header names are lower-case."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 @dataclass(frozen=True)
@@ -116,13 +93,14 @@ class Dialect(Protocol):
     def create_request(
         self, ref: str, idempotency_key: str, application: Any, start_date: date
     ) -> HttpCall:
-        """The call creating the application; raises InvalidApplication."""
+        """The call creating the application, carrying `idempotency_key` the way the insurer
+        reads it and so marked `idempotent`; raises InvalidApplication."""
 
     def parse_create(self, response: HttpResponse) -> CreateOutcome:
         """Reads the answer to the create call (status below 500, not 429); raises BadResponse."""
 
     def poll_request(self, application_id: str) -> HttpCall:
-        """The call asking for the application's state."""
+        """The call asking for the application's state (idempotent: it changes nothing)."""
 
     def parse_poll(self, response: HttpResponse) -> PollOutcome:
         """Reads the answer to a poll (status below 500, not 429); raises BadResponse."""

@@ -11,18 +11,16 @@ from urllib.parse import quote
 from insurer_gateway.dialects import mapping as m
 from insurer_gateway.dialects import parsing as p
 from insurer_gateway.dialects.base import (
-    BadResponse,
     Created,
     CreateOutcome,
     Declined,
-    HttpCall,
-    HttpResponse,
     NotFound,
     NotReady,
     Offer,
     PollOutcome,
     Rejected,
 )
+from insurer_gateway.exchange import BadResponse, HttpCall, HttpResponse, retry_after
 
 PATH = "/osago/calc"
 PENDING_STATES = ("queued", "in_progress")
@@ -74,7 +72,8 @@ class CalcDialect:
             "date_from": start_date.strftime("%d.%m.%Y"),
             "period_months": m.usage_months(application),
         }
-        return HttpCall("POST", PATH, {"Idempotency-Key": idempotency_key}, body)
+        # The key makes a repeated create answer with the application already made: safe to retry.
+        return HttpCall("POST", PATH, {"Idempotency-Key": idempotency_key}, body, idempotent=True)
 
     def parse_create(self, response: HttpResponse) -> CreateOutcome:
         if response.status == 422:
@@ -88,7 +87,7 @@ class CalcDialect:
         return Created(p.get_str(obj, "calc_id"), _hint(obj, response))
 
     def poll_request(self, application_id: str) -> HttpCall:
-        return HttpCall("GET", f"{PATH}/{quote(application_id, safe='')}")
+        return HttpCall("GET", f"{PATH}/{quote(application_id, safe='')}", idempotent=True)
 
     def parse_poll(self, response: HttpResponse) -> PollOutcome:
         if response.status == 404:
@@ -111,7 +110,7 @@ class CalcDialect:
 
 def _hint(obj: Mapping[str, Any], response: HttpResponse) -> float | None:
     hint = p.ms_hint(obj, "poll_after_ms")
-    return hint if hint is not None else p.retry_after(response.headers)
+    return hint if hint is not None else retry_after(response.headers)
 
 
 def _error_loc(body: bytes) -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
-from insurer_gateway.dialects.base import BadResponse, Breakdown
+from insurer_gateway.dialects.base import Breakdown
+from insurer_gateway.exchange import BadResponse
 
 # Identifiers and texts the insurer sends back are bounded, so a broken insurer cannot flood
 # logs, events and the customer's page.
@@ -114,38 +114,6 @@ def ms_hint(obj: Mapping[str, Any], key: str) -> float | None:
     if value < 0:
         raise BadResponse(f"{key!r} is negative")
     return value / 1000.0
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Retry-After in seconds; an HTTP-date or garbage is ignored (the caller's default applies)."""
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw.strip())
-    except ValueError:
-        return None
-    if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        return None
-    return seconds
-
-
-def retry_after_s(headers: Mapping[str, str], now: datetime) -> float | None:
-    """Retry-After in seconds from `now`, written as seconds or as an HTTP-date (RFC 9110);
-    a date in the past is 0, garbage None."""
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    seconds = retry_after(headers)
-    if seconds is not None:
-        return seconds
-    try:
-        moment = email.utils.parsedate_to_datetime(raw.strip())
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:  # "-0000" in an HTTP-date means UTC
-        moment = moment.replace(tzinfo=timezone.utc)
-    return max(0.0, (moment - now).total_seconds())
 
 
 # The coefficients after ТБ, in the order of the formula.

@@ -9,18 +9,16 @@ from urllib.parse import quote
 from insurer_gateway.dialects import mapping as m
 from insurer_gateway.dialects import parsing as p
 from insurer_gateway.dialects.base import (
-    BadResponse,
     Created,
     CreateOutcome,
     Declined,
-    HttpCall,
-    HttpResponse,
     NotFound,
     NotReady,
     Offer,
     PollOutcome,
     Rejected,
 )
+from insurer_gateway.exchange import BadResponse, HttpCall, HttpResponse, retry_after
 
 PATH = "/api/v1/applications"
 CREATED_STATES = ("PROCESSING", "QUOTED", "DECLINED")
@@ -73,7 +71,8 @@ class RestDialect:
             "startDate": start_date.isoformat(),
             "usageMonths": m.usage_months(application),
         }
-        return HttpCall("POST", PATH, {"Idempotency-Key": idempotency_key}, body)
+        # The key makes a repeated create answer with the application already made: safe to retry.
+        return HttpCall("POST", PATH, {"Idempotency-Key": idempotency_key}, body, idempotent=True)
 
     def parse_create(self, response: HttpResponse) -> CreateOutcome:
         if response.status == 400:
@@ -88,7 +87,7 @@ class RestDialect:
         return Created(p.get_str(obj, "applicationId"), _hint(hint, response))
 
     def poll_request(self, application_id: str) -> HttpCall:
-        return HttpCall("GET", f"{PATH}/{quote(application_id, safe='')}")
+        return HttpCall("GET", f"{PATH}/{quote(application_id, safe='')}", idempotent=True)
 
     def parse_poll(self, response: HttpResponse) -> PollOutcome:
         if response.status == 404:
@@ -107,7 +106,7 @@ class RestDialect:
 
 
 def _hint(body_hint: float | None, response: HttpResponse) -> float | None:
-    return body_hint if body_hint is not None else p.retry_after(response.headers)
+    return body_hint if body_hint is not None else retry_after(response.headers)
 
 
 def _error_field(body: bytes) -> str:
