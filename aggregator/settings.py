@@ -112,8 +112,26 @@ class AggregatorSettings:
         )
 
 
+def grpc_target(addresses: str) -> str:
+    """A gRPC target for one address (`host:port`, or any gRPC target such as
+    `dns:///gw-alfa:50051`, whose records are all used) or for several replicas listed with `|`
+    (`10.0.0.5:50051|10.0.0.6:50051`: IP addresses, as gRPC's `ipv4:` target takes)."""
+    parts = [p.strip() for p in addresses.split("|")]
+    if len(parts) == 1:
+        return parts[0]
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit() or not all(c.isdigit() or c == "." for c in host) or host.count(".") != 3:
+            raise SettingsError(
+                f"OSAGO_GATEWAYS: replicas listed with | must be ipv4:port, got {part!r} "
+                "(for host names use one DNS name that resolves to every replica, e.g. dns:///gw-alfa:50051)"
+            )
+    return "ipv4:" + ",".join(parts)
+
+
 def parse_gateways(spec: str) -> tuple[GatewayEndpoint, ...]:
-    """Parses `id=host:port,id2=host:port`, or `id:Display Name=host:port` to name the insurer.
+    """Parses `id=host:port,id2=host:port`, or `id:Display Name=host:port` to name the insurer;
+    several replicas of a gateway as `id=10.0.0.5:50051|10.0.0.6:50051` or one DNS name.
     Without a name, the dev catalogue's (osago_common.insurers) is used, else the id itself."""
     endpoints: list[GatewayEndpoint] = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
@@ -124,7 +142,7 @@ def parse_gateways(spec: str) -> tuple[GatewayEndpoint, ...]:
         if not name:
             known = insurers.BY_ID.get(insurer_id)
             name = known.name if known else insurer_id
-        endpoints.append(GatewayEndpoint(insurer_id, name, target))
+        endpoints.append(GatewayEndpoint(insurer_id, name, grpc_target(target)))
     ids = [e.insurer_id for e in endpoints]
     if len(set(ids)) != len(ids):
         raise SettingsError("OSAGO_GATEWAYS: an insurer is listed twice")

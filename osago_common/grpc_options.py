@@ -7,6 +7,9 @@ noticed within 40 s. Servers accept pings as often as every 10 s (Envoy and othe
 idle connections too) and never answer them with GOAWAY too_many_pings, which the gRPC defaults
 (one ping per 5 minutes, 2 strikes) would do.
 
+Load balancing: calls go round-robin over every replica the target names, and a replica that
+reports NOT_SERVING on grpc.health.v1 (it drains) gets no new call.
+
 Retries (gRPC proposal A6) are only of UNAVAILABLE, before response headers, and throttled by
 tokens: each failure costs one, each success gives back `token_ratio`, and below half of
 `max_tokens` the channel stops retrying, so a failing service is not sent a multiple of its load.
@@ -51,9 +54,14 @@ class CallRetry:
 
 
 def service_config(service: str, retry: CallRetry) -> str:
-    """The channel's service config (JSON) retrying every method of `service`."""
+    """The channel's service config (JSON) retrying every method of `service`, spreading calls
+    round-robin over every address the target names (several replicas: a list, or a DNS name
+    with several records), and skipping a replica whose grpc.health.v1 says NOT_SERVING (one
+    that drains)."""
     return json.dumps(
         {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": ""},
             "methodConfig": [
                 {
                     "name": [{"service": service}],
