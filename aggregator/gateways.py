@@ -12,7 +12,7 @@ from aggregator.settings import GatewayEndpoint
 from osago_common import tracing
 from osago_common.breaker import BreakerConfig, CircuitBreaker
 from osago_common.clock import SYSTEM_CLOCK, Clock
-from osago_common.grpc_options import CallRetry, channel_options
+from osago_common.grpc_options import CallRetry, balanced, channel_options
 
 Reason = quote_pb2.FailureReason
 
@@ -23,13 +23,11 @@ SERVICE = "osago.v1.InsurerGatewayService"
 # shared by every insurer, and a gateway that stays down is better reported than waited for.
 RETRY = CallRetry(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.5, max_tokens=20, token_ratio=0.2)
 
-CHANNEL_OPTIONS = channel_options(
-    SERVICE,
-    RETRY,
-    # A gateway that is down must be reported at once: reconnect attempts stay short.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-)
+# A gateway that is down must be reported at once: reconnect attempts stay short.
+_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2_000))
+CHANNEL_OPTIONS = channel_options(SERVICE, RETRY, *_RECONNECT)
+# Several replicas of a gateway: calls spread over those that report SERVING.
+SPREAD_CHANNEL_OPTIONS = channel_options(SERVICE, RETRY, *_RECONNECT, spread=True)
 
 # A RequestOffer stream that breaks with UNAVAILABLE (its replica drains or died) is asked again,
 # of another replica, up to this many calls in all, while at least RESUME_MIN_S remain.
@@ -78,7 +76,8 @@ class GrpcGateways:
         self._refusing_until: dict[str, float] = {}
         self._clock = clock
         for endpoint in endpoints:
-            channel = grpc.aio.insecure_channel(endpoint.target, options=CHANNEL_OPTIONS)
+            options = SPREAD_CHANNEL_OPTIONS if balanced(endpoint.target) else CHANNEL_OPTIONS
+            channel = grpc.aio.insecure_channel(endpoint.target, options=options)
             self._channels[endpoint.insurer_id] = channel
             self._stubs[endpoint.insurer_id] = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from osago_common.breaker import BreakerConfig
 from osago_common import insurers
+from osago_common.grpc_options import replicas_target
 from osago_common.env import SettingsError, env_float, env_int, env_str
 
 
@@ -116,17 +117,10 @@ def grpc_target(addresses: str) -> str:
     """A gRPC target for one address (`host:port`, or any gRPC target such as
     `dns:///gw-alfa:50051`, whose records are all used) or for several replicas listed with `|`
     (`10.0.0.5:50051|10.0.0.6:50051`: IP addresses, as gRPC's `ipv4:` target takes)."""
-    parts = [p.strip() for p in addresses.split("|")]
-    if len(parts) == 1:
-        return parts[0]
-    for part in parts:
-        host, sep, port = part.rpartition(":")
-        if not sep or not port.isdigit() or not all(c.isdigit() or c == "." for c in host) or host.count(".") != 3:
-            raise SettingsError(
-                f"OSAGO_GATEWAYS: replicas listed with | must be ipv4:port, got {part!r} "
-                "(for host names use one DNS name that resolves to every replica, e.g. dns:///gw-alfa:50051)"
-            )
-    return "ipv4:" + ",".join(parts)
+    try:
+        return replicas_target([p.strip() for p in addresses.split("|")])
+    except ValueError as error:
+        raise SettingsError(f"OSAGO_GATEWAYS: {error}") from None
 
 
 def parse_gateways(spec: str) -> tuple[GatewayEndpoint, ...]:

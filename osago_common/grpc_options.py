@@ -53,15 +53,23 @@ class CallRetry:
     backoff_multiplier: float = 2.0
 
 
-def service_config(service: str, retry: CallRetry) -> str:
-    """The channel's service config (JSON) retrying every method of `service`, spreading calls
-    round-robin over every address the target names (several replicas: a list, or a DNS name
-    with several records), and skipping a replica whose grpc.health.v1 says NOT_SERVING (one
-    that drains)."""
+def balanced(target: str) -> bool:
+    """Whether `target` may name several replicas (an address list, or a DNS name with several
+    records) and calls should be spread over them."""
+    return target.startswith(("ipv4:", "ipv6:", "dns:"))
+
+
+def service_config(service: str, retry: CallRetry, *, spread: bool = False) -> str:
+    """The channel's service config (JSON) retrying every method of `service`. With `spread`,
+    calls go round-robin over every address the target names and skip a replica whose
+    grpc.health.v1 says NOT_SERVING (one that drains); without, the one address is used as
+    gRPC does by default (pick_first, which reconnects on demand)."""
+    balancing: dict[str, object] = (
+        {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}} if spread else {}
+    )
     return json.dumps(
         {
-            "loadBalancingConfig": [{"round_robin": {}}],
-            "healthCheckConfig": {"serviceName": ""},
+            **balancing,
             "methodConfig": [
                 {
                     "name": [{"service": service}],
@@ -79,13 +87,33 @@ def service_config(service: str, retry: CallRetry) -> str:
     )
 
 
-def channel_options(service: str, retry: CallRetry, *extra: tuple[str, str | int]) -> Options:
-    """Options of a channel to `service`: its retries, the shared keepalive, then `extra`."""
+def channel_options(
+    service: str, retry: CallRetry, *extra: tuple[str, str | int], spread: bool = False
+) -> Options:
+    """Options of a channel to `service`: its retries (and load balancing, see service_config),
+    the shared keepalive, then `extra`."""
     return (
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", service_config(service, retry)),
+        ("grpc.service_config", service_config(service, retry, spread=spread)),
         *KEEPALIVE,
         # Keep pinging a connection that carries no data (the default stops after 2 pings).
         ("grpc.http2.max_pings_without_data", 0),
         *extra,
     )
+
+
+def replicas_target(addresses: list[str]) -> str:
+    """One gRPC target for several replicas given as `ip:port` (IPv4 literals, as gRPC's `ipv4:`
+    scheme takes): calls go round-robin over them. One address is returned as it is, so any gRPC
+    target (`host:port`, `dns:///name:port` whose every record is used) fits too."""
+    if len(addresses) == 1:
+        return addresses[0]
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        octets = host.split(".")
+        if not (sep and port.isdigit() and len(octets) == 4 and all(o.isdigit() for o in octets)):
+            raise ValueError(
+                f"replicas listed together must be ipv4:port, got {address!r} "
+                "(for host names use one DNS name that resolves to every replica: dns:///name:port)"
+            )
+    return "ipv4:" + ",".join(addresses)
