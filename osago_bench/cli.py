@@ -42,6 +42,10 @@ async def run_faults(
     if unknown:
         print(f"osago bench faults: unknown mode(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if not application.is_file():
+        # The default is the checkout's example, which an installed package does not carry.
+        print(f"osago bench faults: no application file at {application}; pass --file", file=sys.stderr)
+        return 2
     reports = await run_matrix(load_application(application), config, modes)
     if as_json:
         for report in reports:

@@ -21,8 +21,9 @@ from google.protobuf import duration_pb2
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
 
-from osago_bench.mesh import Mesh, connect, start_mesh
-from osago_cli.up import MeshOptions, process_mesh
+from osago_mesh.client import Mesh, connect
+from osago_mesh.local import start_mesh
+from osago_mesh.processes import MeshOptions, process_mesh
 
 
 CLOSED = gateway_service_pb2.BreakerState.BREAKER_STATE_CLOSED

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from osago_common.env import SettingsError
 from osago_common.logs import configure_logging
 from osago_common.tracing import configure_tracing
+from osago_mesh.defaults import AGGREGATOR_PORT, AGGREGATOR_TARGET, EDGES, PAGE_PORT, SIM_PORT, SIM_URL
 
-DEFAULT_TARGET = "127.0.0.1:50050"
-DEFAULT_SIM_URL = "http://127.0.0.1:8480"
+# Where `osago up` puts the aggregator and the simulator when those ports are free.
+DEFAULT_TARGET = AGGREGATOR_TARGET
+DEFAULT_SIM_URL = SIM_URL
 FAULT_MODES = "down, blackhole, slow, error, ratelimit, malformed, flapping, decline"
 
 
@@ -25,14 +27,29 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--insurers", type=int, default=12, help="simulated insurers (default 12)")
     up.add_argument("--time-scale", type=float, default=1.0, help="multiplies every simulated delay")
     up.add_argument("--host", default="127.0.0.1", help="interface every service binds")
-    up.add_argument("--aggregator-port", type=int, default=50050, help="0 picks a free port")
-    up.add_argument("--sim-port", type=int, default=0, help="0 picks a free port")
-    up.add_argument("--page-port", type=int, default=8080, help="Envoy's listener: the page and grpc-web (0 picks a free port)")
+    up.add_argument(
+        "--aggregator-port", type=int, default=AGGREGATOR_PORT,
+        help="default %(default)s (a free one if taken); 0 picks a free port",
+    )
+    up.add_argument(
+        "--sim-port", type=int, default=SIM_PORT,
+        help="default %(default)s, where `osago sim fault` looks (a free one if taken); 0 picks a free port",
+    )
+    up.add_argument(
+        "--page-port", type=int, default=PAGE_PORT,
+        help="the page and grpc-web; default %(default)s (a free one if taken); 0 picks a free port",
+    )
+    up.add_argument(
+        "--edge", choices=EDGES, default="auto",
+        help="who serves the page and grpc-web: Envoy, web_bridge, or auto (Envoy when installed)",
+    )
     up.add_argument("--session-limit", type=float, default=None, help="seconds (default 60)")
     up.add_argument("--seed", type=int, default=None, help="simulator random seed")
 
     commands.add_parser("aggregator", help="run the aggregator (OSAGO_AGGREGATOR_*, OSAGO_GATEWAYS)")
-    commands.add_parser("bridge", help="run web_bridge: the page and the REST + WebSocket API (OSAGO_BRIDGE_*)")
+    commands.add_parser(
+        "bridge", help="run web_bridge: the page, the REST + WebSocket API and grpc-web (OSAGO_BRIDGE_*)"
+    )
 
     gateway = commands.add_parser("gateway", help="run one insurer's gateway (OSAGO_GATEWAY_*)")
     gateway.add_argument("--insurer", help="insurer id (OSAGO_GATEWAY_INSURER)")
@@ -97,7 +114,8 @@ def _add_sim_control(sim: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     env = os.environ
     if args.command == "up":
-        from osago_cli.up import MeshOptions, run_mesh
+        from osago_cli.up import run_mesh
+        from osago_mesh.processes import MeshOptions
 
         return asyncio.run(
             run_mesh(
@@ -110,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
                     page_port=args.page_port,
                     session_limit_s=args.session_limit,
                     seed=args.seed,
+                    edge=args.edge,
                 )
             )
         )

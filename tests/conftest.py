@@ -15,7 +15,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from osago.v1 import application_pb2
 
-from osago_bench.mesh import LocalMesh, start_mesh
+from osago_mesh.local import LocalMesh, start_mesh
 from osago_common.clock import FakeClock
 from tests.pg_server import postgres_server
 from tests.redis_server import redis_server
@@ -23,6 +23,9 @@ from tests.redis_server import redis_server
 Mesh = LocalMesh
 
 __all__ = ["EXAMPLES", "Mesh", "load_example", "serve_app", "start_mesh"]
+
+# Unit tests (not marked `functional`) fail when they bind a socket or start a process.
+pytest_plugins = ["tests.server_guard"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

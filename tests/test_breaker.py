@@ -330,5 +330,6 @@ async def test_transitions_are_reported_to_the_listener() -> None:
     ],
 )
 def test_invalid_config_is_refused(overrides: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+    [name] = overrides  # the message (shown as a settings error) names the option
+    with pytest.raises(ValueError, match=f"^{name} must"):
         BreakerConfig(**overrides)  # type: ignore[arg-type]

@@ -20,10 +20,10 @@ def test_admits_up_to_max_in_flight_then_rejects_at_once() -> None:
 
 def test_leave_without_enter_is_an_error() -> None:
     bulkhead = Bulkhead(1)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="without a matching try_enter"):
         bulkhead.leave()
 
 
 def test_max_in_flight_must_be_positive() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_in_flight must be at least 1"):
         Bulkhead(0)

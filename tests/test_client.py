@@ -320,7 +320,7 @@ async def test_non_transient_error_mid_stream_is_raised_without_resuming(
 ) -> None:
     aggregator.breaks = [Break(after=2, code=grpc.StatusCode.FAILED_PRECONDITION)]
     async with fast_client(target) as client:
-        with pytest.raises(QuoteError) as caught:
+        with pytest.raises(QuoteError, match="^FAILED_PRECONDITION: connection dropped$") as caught:
             await collect(client.get_quotes(application()))
 
     assert caught.value.code == "FAILED_PRECONDITION"
@@ -359,9 +359,9 @@ async def test_invalid_argument_with_bad_request_becomes_quote_error_with_field_
     violations = [("vehicle.vin", "must be 17 characters"), ("drivers[0].birth_date", "required")]
     aggregator.reject = bad_request_status("the application is invalid", violations)
     async with fast_client(target) as client:
-        with pytest.raises(QuoteError) as on_create:
+        with pytest.raises(QuoteError, match="^INVALID_ARGUMENT: the application is invalid$") as on_create:
             await client.create(application())
-        with pytest.raises(QuoteError) as on_stream:
+        with pytest.raises(QuoteError, match="^INVALID_ARGUMENT: the application is invalid$") as on_stream:
             await collect(client.get_quotes(application()))
 
     for caught in (on_create, on_stream):

@@ -20,22 +20,29 @@ import aiohttp
 import grpc
 from aiohttp import web
 import pytest
-from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc
 
+from osago_mesh.envoy import ENVOY_YAML, EnvoyProcess, envoy_binary, render_envoy_config, start_envoy
 from tests.conftest import Mesh, load_example, serve_app, start_mesh
-from web_bridge.envoy_config import ENVOY_YAML, EnvoyProcess, envoy_binary, render_envoy_config, start_envoy
+from tests.grpc_web import (
+    GET_QUOTES,
+    TRAILERS,
+    b64decode_unpadded,
+    decode_text_body,
+    frame,
+    parse_frames,
+    parse_trailers,
+    request_body,
+)
 
 pytestmark = pytest.mark.functional
 
 ORIGIN = "http://127.0.0.1:8080"
-GET_QUOTES = "/osago.v1.AggregatorService/GetQuotes"
 EXPOSED = ("grpc-status", "grpc-message", "grpc-status-details-bin")
 GRPC_WEB_HEADERS = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1", "origin": ORIGIN}
-TRAILERS = 0x80
 
 
 def local_config(aggregator_port: int, **overrides: Any) -> str:
@@ -109,45 +116,6 @@ async def envoy_mesh(workdir: Path, time_scale: float = 0.01, **overrides: Any) 
         finally:
             await envoy.stop()
             print(envoy.log_path.read_text(encoding="utf-8", errors="replace")[-4000:])
-
-
-def frame(message: bytes, flag: int = 0) -> bytes:
-    return bytes([flag]) + len(message).to_bytes(4, "big") + message
-
-
-def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
-    frames: list[tuple[int, bytes]] = []
-    while data:
-        assert len(data) >= 5, "truncated frame header"
-        length = int.from_bytes(data[1:5], "big")
-        assert len(data) >= 5 + length, "truncated frame"
-        frames.append((data[0], data[5 : 5 + length]))
-        data = data[5 + length :]
-    return frames
-
-
-def parse_trailers(payload: bytes) -> dict[str, str]:
-    lines = [line for line in payload.decode("ascii").split("\r\n") if line]
-    pairs = [line.split(":", 1) for line in lines]
-    assert all(key == key.lower() for key, _ in pairs)
-    return {key: value.strip() for key, value in pairs}
-
-
-def decode_text_body(text: str) -> bytes:
-    """grpc-web-text: each frame is base64 on its own, so padding may appear mid-body; every
-    4-character quantum decodes independently."""
-    text = "".join(text.split())
-    assert len(text) % 4 == 0
-    return b"".join(base64.b64decode(text[i : i + 4], validate=True) for i in range(0, len(text), 4))
-
-
-def b64decode_unpadded(value: str) -> bytes:
-    return base64.b64decode(value + "=" * (-len(value) % 4))
-
-
-def request_body(application: Any, time_limit_s: int = 5) -> bytes:
-    request = pb.GetQuotesRequest(application=application, time_limit=duration_pb2.Duration(seconds=time_limit_s))
-    return frame(request.SerializeToString())
 
 
 def assert_cors(headers: Any) -> None:
@@ -342,7 +310,7 @@ async def test_page_and_websocket_reach_web_bridge_through_envoy(tmp_path: Path)
 async def test_envoy_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     script = f"""
 import asyncio, pathlib
-from web_bridge.envoy_config import render_envoy_config, start_envoy
+from osago_mesh.envoy import render_envoy_config, start_envoy
 async def main():
     config = render_envoy_config(listen_host="127.0.0.1", listen_port=0, aggregator_host="127.0.0.1",
         aggregator_port=9, web_bridge_host="127.0.0.1", web_bridge_port=9, admin_port=0,

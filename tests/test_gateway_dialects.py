@@ -4,6 +4,7 @@ well-formed and broken."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -187,21 +188,27 @@ def test_unlimited_drivers_without_owner_class_or_usage_months_get_the_defaults(
 
 
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("change", "field", "message"),
     [
-        (lambda a: setattr(a.drivers[0], "kbm_class", application_pb2.KBM_CLASS_UNSPECIFIED), "drivers[0].kbm_class"),
-        (lambda a: setattr(a.vehicle, "category", application_pb2.VEHICLE_CATEGORY_C), "vehicle.category"),
-        (lambda a: setattr(a.owner, "birth_date", "14.03.1990"), "owner.birth_date"),
-        (lambda a: setattr(a.drivers[0], "licence_issue_date", ""), "drivers[0].licence_issue_date"),
+        (lambda a: setattr(a.drivers[0], "kbm_class", application_pb2.KBM_CLASS_UNSPECIFIED), "drivers[0].kbm_class",
+         "bonus-malus class is required"),
+        (lambda a: setattr(a.vehicle, "category", application_pb2.VEHICLE_CATEGORY_C), "vehicle.category",
+         "only categories B and BE are insured"),
+        (lambda a: setattr(a.owner, "birth_date", "14.03.1990"), "owner.birth_date", "not a YYYY-MM-DD date"),
+        (lambda a: setattr(a.drivers[0], "licence_issue_date", ""), "drivers[0].licence_issue_date",
+         "not a YYYY-MM-DD date"),
     ],
 )
 @pytest.mark.parametrize("dialect", [REST, CALC], ids=["rest", "calc"])
-def test_applications_the_dialect_cannot_write_name_the_field(dialect: Any, change: Any, field: str) -> None:
+def test_applications_the_dialect_cannot_write_name_the_field(
+    dialect: Any, change: Any, field: str, message: str
+) -> None:
     app = make_application()
     change(app)
-    with pytest.raises(InvalidApplication) as caught:
+    # The message becomes the field violation's description the caller sees.
+    with pytest.raises(InvalidApplication, match=f"^{re.escape(field)}: {message}$") as caught:
         dialect.create_request("r", "r:x", app, START)
-    assert caught.value.field == field
+    assert (caught.value.field, caught.value.message) == (field, message)
     assert "Smirnov" not in str(caught.value)
 
 
@@ -272,54 +279,54 @@ def _rest_offer(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "response",
+    ("response", "reason"),
     [
-        reply(200, b"{broken"),
-        reply(200, b"<html><body>Bad Gateway</body></html>"),
-        reply(200, b""),
-        reply(200, b"\xff\xfe\x00"),
-        reply(200, [1, 2]),
-        reply(200, {"status": "WHATEVER"}),
-        reply(200, {"state": "done"}),
-        reply(200, {"status": "PROCESSING", "estimatedReadyInMs": "soon"}),
-        reply(200, {"status": "PROCESSING", "estimatedReadyInMs": -5}),
-        reply(200, {"status": "QUOTED"}),
-        reply(200, _rest_offer(premium={"amount": "12345.678", "currency": "RUB"})),
-        reply(200, _rest_offer(premium={"amount": "-1.00", "currency": "RUB"})),
-        reply(200, _rest_offer(premium={"amount": "abc", "currency": "RUB"})),
-        reply(200, _rest_offer(premium={"amount": "12345.67", "currency": "USD"})),
-        reply(200, _rest_offer(premium={"amount": True, "currency": "RUB"})),
-        reply(200, _rest_offer(validUntil="2026-01-20T09:00:00")),
-        reply(200, _rest_offer(validUntil="tomorrow")),
-        reply(200, _rest_offer(offerId="")),
-        reply(200, _rest_offer(paymentUrl=None)),
-        reply(200, _rest_offer(coefficients={"TB": "5000.00"})),
-        reply(200, _rest_offer(coefficients=dict(REST_OFFER["coefficients"], KT="NaN"))),  # type: ignore[arg-type]
-        reply(200, b'{"status": "QUOTED", "offer": {"premium": {"amount": NaN}}}'),
-        reply(201, {"status": "PROCESSING", "estimatedReadyInMs": 10}),
-        reply(302, {"status": "PROCESSING"}),
-        reply(202, {"status": "PROCESSING"}),
+        (reply(200, b"{broken"), "body is not JSON"),
+        (reply(200, b"<html><body>Bad Gateway</body></html>"), "body is not JSON"),
+        (reply(200, b""), "body is not JSON"),
+        (reply(200, b"\xff\xfe\x00"), "body is not JSON"),
+        (reply(200, [1, 2]), "body is not a JSON object"),
+        (reply(200, {"status": "WHATEVER"}), "unknown 'status'"),
+        (reply(200, {"state": "done"}), "'status' is not a non-empty string"),
+        (reply(200, {"status": "PROCESSING", "estimatedReadyInMs": "soon"}), "'estimatedReadyInMs' is not an integer"),
+        (reply(200, {"status": "PROCESSING", "estimatedReadyInMs": -5}), "'estimatedReadyInMs' is negative"),
+        (reply(200, {"status": "QUOTED"}), "'offer' is not an object"),
+        (reply(200, _rest_offer(premium={"amount": "12345.678", "currency": "RUB"})), "'amount' has fractions of a kopeck"),
+        (reply(200, _rest_offer(premium={"amount": "-1.00", "currency": "RUB"})), "'amount' is not a positive number"),
+        (reply(200, _rest_offer(premium={"amount": "abc", "currency": "RUB"})), "'amount' is not a decimal"),
+        (reply(200, _rest_offer(premium={"amount": "12345.67", "currency": "USD"})), "'currency' is not RUB"),
+        (reply(200, _rest_offer(premium={"amount": True, "currency": "RUB"})), "'amount' is not a decimal"),
+        (reply(200, _rest_offer(validUntil="2026-01-20T09:00:00")), "'validUntil' has no time zone"),
+        (reply(200, _rest_offer(validUntil="tomorrow")), "'validUntil' is not an ISO 8601 date-time"),
+        (reply(200, _rest_offer(offerId="")), "'offerId' is not a non-empty string"),
+        (reply(200, _rest_offer(paymentUrl=None)), "'paymentUrl' is not a non-empty string"),
+        (reply(200, _rest_offer(coefficients={"TB": "5000.00"})), "'KT' is not a decimal"),
+        (reply(200, _rest_offer(coefficients=dict(REST_OFFER["coefficients"], KT="NaN"))), "'KT' is not a positive number"),  # type: ignore[arg-type]
+        (reply(200, b'{"status": "QUOTED", "offer": {"premium": {"amount": NaN}}}'), "body is not JSON"),
+        (reply(201, {"status": "PROCESSING", "estimatedReadyInMs": 10}), "unexpected HTTP status 201"),
+        (reply(302, {"status": "PROCESSING"}), "unexpected HTTP status 302"),
+        (reply(202, {"status": "PROCESSING"}), "unexpected HTTP status 202"),
     ],
 )
-def test_rest_off_schema_answers_raise_bad_response(response: HttpResponse) -> None:
-    with pytest.raises(BadResponse):
+def test_rest_off_schema_answers_raise_bad_response(response: HttpResponse, reason: str) -> None:
+    with pytest.raises(BadResponse, match=re.escape(reason)):
         REST.parse_poll(response)
 
 
 @pytest.mark.parametrize(
-    "response",
+    ("response", "reason"),
     [
-        reply(201, b"not json"),
-        reply(201, {"status": "PROCESSING"}),
-        reply(201, {"applicationId": 17, "status": "PROCESSING"}),
-        reply(201, {"applicationId": "x" * 201, "status": "PROCESSING"}),
-        reply(201, {"applicationId": "APP-1", "status": "NEW"}),
-        reply(404, {"error": "not found"}),
-        reply(202, {"applicationId": "APP-1", "status": "PROCESSING"}),
+        (reply(201, b"not json"), "body is not JSON"),
+        (reply(201, {"status": "PROCESSING"}), "'applicationId' is not a non-empty string"),
+        (reply(201, {"applicationId": 17, "status": "PROCESSING"}), "'applicationId' is not a non-empty string"),
+        (reply(201, {"applicationId": "x" * 201, "status": "PROCESSING"}), "'applicationId' is longer than 200 characters"),
+        (reply(201, {"applicationId": "APP-1", "status": "NEW"}), "unknown 'status'"),
+        (reply(404, {"error": "not found"}), "unexpected HTTP status 404"),
+        (reply(202, {"applicationId": "APP-1", "status": "PROCESSING"}), "unexpected HTTP status 202"),
     ],
 )
-def test_rest_off_schema_create_answers_raise_bad_response(response: HttpResponse) -> None:
-    with pytest.raises(BadResponse):
+def test_rest_off_schema_create_answers_raise_bad_response(response: HttpResponse, reason: str) -> None:
+    with pytest.raises(BadResponse, match=re.escape(reason)):
         REST.parse_create(response)
 
 
@@ -385,41 +392,41 @@ def _calc_result(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "response",
+    ("response", "reason"),
     [
-        reply(200, b"<html>500</html>"),
-        reply(200, {"state": "in_progress"}),
-        reply(202, {"state": "done", "result": CALC_RESULT}),
-        reply(200, {"state": "done"}),
-        reply(200, _calc_result(premium_kop="1234567")),
-        reply(200, _calc_result(premium_kop=12345.67)),
-        reply(200, _calc_result(premium_kop=0)),
-        reply(200, _calc_result(k=dict(CALC_RESULT["k"], tb_kop=True))),  # type: ignore[call-overload]
-        reply(200, _calc_result(k=dict(CALC_RESULT["k"], kbm="-1"))),  # type: ignore[call-overload]
-        reply(200, _calc_result(expires="20.01.2026")),
-        reply(200, _calc_result(quote_no=None)),
-        reply(200, {"state": "refused"}),
-        reply(200, {"state": "refused", "refusal": "no"}),
-        reply(200, {"state": "cancelled"}),
-        reply(201, {"state": "in_progress"}),
-        reply(202, {"state": "in_progress", "poll_after_ms": 1.5}),
+        (reply(200, b"<html>500</html>"), "body is not JSON"),
+        (reply(200, {"state": "in_progress"}), "'state' is not final with HTTP 200"),
+        (reply(202, {"state": "done", "result": CALC_RESULT}), "'state' is not a pending one with HTTP 202"),
+        (reply(200, {"state": "done"}), "'result' is not an object"),
+        (reply(200, _calc_result(premium_kop="1234567")), "'premium_kop' is not an integer"),
+        (reply(200, _calc_result(premium_kop=12345.67)), "'premium_kop' is not an integer"),
+        (reply(200, _calc_result(premium_kop=0)), "'premium_kop' is not positive"),
+        (reply(200, _calc_result(k=dict(CALC_RESULT["k"], tb_kop=True))), "'tb_kop' is not an integer"),  # type: ignore[call-overload]
+        (reply(200, _calc_result(k=dict(CALC_RESULT["k"], kbm="-1"))), "'kbm' is not a positive number"),  # type: ignore[call-overload]
+        (reply(200, _calc_result(expires="20.01.2026")), "'expires' is not an ISO 8601 date-time"),
+        (reply(200, _calc_result(quote_no=None)), "'quote_no' is not a non-empty string"),
+        (reply(200, {"state": "refused"}), "'refusal' is not an object"),
+        (reply(200, {"state": "refused", "refusal": "no"}), "'refusal' is not an object"),
+        (reply(200, {"state": "cancelled"}), "'state' is not final with HTTP 200"),
+        (reply(201, {"state": "in_progress"}), "unexpected HTTP status 201"),
+        (reply(202, {"state": "in_progress", "poll_after_ms": 1.5}), "'poll_after_ms' is not an integer"),
     ],
 )
-def test_calc_off_schema_answers_raise_bad_response(response: HttpResponse) -> None:
-    with pytest.raises(BadResponse):
+def test_calc_off_schema_answers_raise_bad_response(response: HttpResponse, reason: str) -> None:
+    with pytest.raises(BadResponse, match=re.escape(reason)):
         CALC.parse_poll(response)
 
 
 @pytest.mark.parametrize(
-    "response",
+    ("response", "reason"),
     [
-        reply(202, {"state": "queued"}),
-        reply(202, {"calc_id": "C-1", "state": "lost"}),
-        reply(202, {"calc_id": "C-1"}),
-        reply(400, {"error": "bad"}),
-        reply(202, b"[]"),
+        (reply(202, {"state": "queued"}), "'calc_id' is not a non-empty string"),
+        (reply(202, {"calc_id": "C-1", "state": "lost"}), "unknown 'state'"),
+        (reply(202, {"calc_id": "C-1"}), "'state' is not a non-empty string"),
+        (reply(400, {"error": "bad"}), "unexpected HTTP status 400"),
+        (reply(202, b"[]"), "body is not a JSON object"),
     ],
 )
-def test_calc_off_schema_create_answers_raise_bad_response(response: HttpResponse) -> None:
-    with pytest.raises(BadResponse):
+def test_calc_off_schema_create_answers_raise_bad_response(response: HttpResponse, reason: str) -> None:
+    with pytest.raises(BadResponse, match=re.escape(reason)):
         CALC.parse_create(response)

@@ -352,7 +352,7 @@ def test_a_given_start_date_is_kept() -> None:
 
 
 def test_a_malformed_start_date_names_the_field() -> None:
-    with pytest.raises(InvalidApplication) as caught:
+    with pytest.raises(InvalidApplication, match="^policy_start_date: not a YYYY-MM-DD date$") as caught:
         flow_at(datetime(2026, 1, 15, tzinfo=timezone.utc)).prepare("r", application("03.02.2026"))
     assert caught.value.field == "policy_start_date"
 
@@ -360,11 +360,11 @@ def test_a_malformed_start_date_names_the_field() -> None:
 def test_settings_reject_nonsense() -> None:
     from osago_common.env import SettingsError
 
-    with pytest.raises(SettingsError):
+    with pytest.raises(SettingsError, match="unknown dialect 'soap' for alfa; known: rest, calc"):
         GatewaySettings(insurer_id="alfa", insurer_name="A", dialect="soap", base_url="http://x")
-    with pytest.raises(SettingsError):
+    with pytest.raises(SettingsError, match=r"base URL must be http\(s\), got 'ftp://x'"):
         GatewaySettings(insurer_id="alfa", insurer_name="A", dialect="rest", base_url="ftp://x")
-    with pytest.raises(SettingsError):
+    with pytest.raises(SettingsError, match="min_poll_interval_s must not exceed max_poll_interval_s"):
         GatewaySettings(
             insurer_id="alfa", insurer_name="A", dialect="rest", base_url="http://x",
             min_poll_interval_s=2.0, max_poll_interval_s=1.0,

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -23,10 +23,11 @@ from insurer_sim.profiles import InsurerProfile, profile
 from insurer_sim.server import SimServer, serve_forever
 from osago_common.clock import SYSTEM_CLOCK, FakeClock
 from osago_common.env import SettingsError
-from osago_common.tariff import Breakdown, DriverFactors, TariffInput, base_rate_for, compute_premium
 
 functional = pytest.mark.functional
 
+# (id, name, dialect, ТБ position in the corridor, latency median s, latency sigma, decline rate):
+# the positions of restco and calcco enter the hand-computed premiums below.
 PROFILES = (
     InsurerProfile("restco", "Rest Co", "rest", 0.5, 2.0, 0.35, 0.0),
     InsurerProfile("calcco", "Calc Co", "calc", 0.7, 3.5, 0.35, 0.0),
@@ -38,18 +39,27 @@ PROFILES = (
 VAGUE = frozenset({"restvague", "calcvague"})
 LONG_ENOUGH_S = 3600.0  # far beyond any draw of the test profiles' latency
 
-START = date(2026, 3, 1)
-# Owner/driver 1: 40 years old, 20 years of experience, class 5. Driver 2: 23 years old, 3 years,
-# class 3 (the higher КБМ × КВС, so the one that prices the policy).
-EXPECTED_INPUT = TariffInput(
-    start_date=START,
-    city="Moscow",
-    power_hp=140,
-    months=12,
-    unlimited_drivers=False,
-    drivers=(DriverFactors(40, 20, "5"), DriverFactors(23, 3, "3")),
-    owner_kbm_class="5",
-)
+# The premiums of rest_body() / calc_body(), computed by hand from the Bank of Russia formula
+# (osago-tariff tables; the tariff module is not asked):
+#   Premium = ТБ × КТ × КБМ × КВС × КО × КМ × КС × КН × КП, in kopecks, rounded half-up to a kopeck.
+# The policy starts on 1 Mar 2026: the corridor in force since 9 Dec 2025 is 1 399 – 8 665 RUB, and
+# an insurer's ТБ = 1 399 + position × (8 665 − 1 399), rounded half-up to whole roubles.
+# Driver 1 (the owner): born 15.06.1985, licence 01.09.2005 → 40 years old, 20 years' experience,
+#   class 5: КБМ 0.91 × КВС 0.91 (40–49 years, 15+) = 0.8281.
+# Driver 2: born 10.01.2003, licence 01.05.2022 → 23 years old, 3 years' experience, class 3:
+#   КБМ 1.17 × КВС 1.13 (22–24 years, 3–4) = 1.3221, the higher product: driver 2 prices the policy.
+# КТ Moscow 1.8; КМ 140 hp (120–150) 1.4; КС 12 months 1.0; КО named drivers 1.0; КН 1.0; КП 1.0.
+#
+# restco (rest dialect, position 0.5): ТБ = 1 399 + 0.5 × 7 266 = 5 032 RUB;
+#   503 200 × 1.8 × 1.17 × 1.13 × 1.0 × 1.4 × 1.0 × 1.0 × 1.0 = 1 676 507.4144 → 1 676 507 kopecks.
+REST_PREMIUM_KOPECKS = 1_676_507
+# calcco (calc dialect, position 0.7): ТБ = 1 399 + 0.7 × 7 266 = 6 485.2 → 6 485 RUB;
+#   648 500 × 1.8 × 1.17 × 1.13 × 1.0 × 1.4 × 1.0 × 1.0 × 1.0 = 2 160 602.262 → 2 160 602 kopecks.
+CALC_PREMIUM_KOPECKS = 2_160_602
+# restco, unlimited drivers, 6 months of use: КБМ is the owner's (class 5: 0.91), КВС is not
+# applied (1.0), КО 2.32, КС 6 months 0.7:
+#   503 200 × 1.8 × 0.91 × 1.0 × 2.32 × 1.4 × 0.7 × 1.0 × 1.0 = 1 873 995.70176 → 1 873 996 kopecks.
+UNLIMITED_PREMIUM_KOPECKS = 1_873_996
 
 Json = dict[str, Any]
 
@@ -95,18 +105,6 @@ def calc_body(ref: str = "req-1") -> Json:
         "date_from": "01.03.2026",
         "period_months": 12,
     }
-
-
-def expected(insurer: InsurerProfile, inp: TariffInput = EXPECTED_INPUT) -> Breakdown:
-    return compute_premium(base_rate_for(insurer.base_rate_position, inp.start_date), inp)
-
-
-def roubles(kopecks: int) -> str:
-    return f"{kopecks // 100}.{kopecks % 100:02d}"
-
-
-def by_id(insurer_id: str) -> InsurerProfile:
-    return next(p for p in PROFILES if p.insurer_id == insurer_id)
 
 
 @pytest.fixture
@@ -189,17 +187,16 @@ async def test_rest_application_is_processing_then_quoted_at_the_tariff_premium(
     status, quoted, _ = await client.get(rest_path("restco", application_id))
     assert (status, quoted["status"], quoted["applicationId"]) == (200, "QUOTED", application_id)
     offer = quoted["offer"]
-    want = expected(by_id("restco"))
-    assert offer["premium"] == {"amount": roubles(want.premium_kopecks), "currency": "RUB"}
+    assert offer["premium"] == {"amount": "16765.07", "currency": "RUB"}  # REST_PREMIUM_KOPECKS
     assert offer["coefficients"] == {
-        "TB": roubles(want.base_rate_kopecks), "KT": "1.8", "KBM": "1.17", "KVS": "1.13",
-        "KO": str(want.ko), "KM": "1.4", "KS": str(want.ks), "KN": str(want.kn), "KP": str(want.kp),
+        "TB": "5032.00", "KT": "1.8", "KBM": "1.17", "KVS": "1.13",
+        "KO": "1.0", "KM": "1.4", "KS": "1.0", "KN": "1.0", "KP": "1.0",
     }
     valid_until = datetime.fromisoformat(offer["validUntil"])
     assert valid_until.utcoffset() is not None and valid_until > issued_at
     assert offer["paymentUrl"] == f"{client.url}/insurers/restco/pay/{offer['offerId']}"
     status, paid, _ = await client.get(f"/insurers/restco/pay/{offer['offerId']}")
-    assert (status, paid["premium_kopecks"]) == (200, want.premium_kopecks)
+    assert (status, paid["premium_kopecks"]) == (200, REST_PREMIUM_KOPECKS)
 
 
 @functional
@@ -222,11 +219,10 @@ async def test_calc_calculation_is_queued_then_done_at_the_tariff_premium(
     assert (status, done["state"]) == (200, "done")
     assert "Retry-After" not in headers
     result = done["result"]
-    want = expected(by_id("calcco"))
-    assert result["premium_kop"] == want.premium_kopecks
+    assert result["premium_kop"] == CALC_PREMIUM_KOPECKS
     assert result["k"] == {
-        "tb_kop": want.base_rate_kopecks, "kt": "1.8", "kbm": "1.17", "kvs": "1.13",
-        "ko": str(want.ko), "km": "1.4", "ks": str(want.ks), "kn": str(want.kn), "kp": str(want.kp),
+        "tb_kop": 648_500, "kt": "1.8", "kbm": "1.17", "kvs": "1.13",
+        "ko": "1.0", "km": "1.4", "ks": "1.0", "kn": "1.0", "kp": "1.0",
     }
     assert datetime.fromisoformat(result["expires"]) > clock.now()
     assert result["buy_url"].startswith(f"{client.url}/insurers/calcco/")
@@ -242,10 +238,11 @@ async def test_unlimited_drivers_are_priced_with_the_owner_class_and_ko(
     _, created, _ = await client.post(rest_path("restco"), body)
     await clock.advance(LONG_ENOUGH_S)
     _, quoted, _ = await client.get(rest_path("restco", created["applicationId"]))
-    inp = dataclasses.replace(EXPECTED_INPUT, unlimited_drivers=True, drivers=(), months=6)
-    want = expected(by_id("restco"), inp)
-    assert quoted["offer"]["coefficients"]["KO"] == "2.32"
-    assert quoted["offer"]["premium"]["amount"] == roubles(want.premium_kopecks)
+    assert quoted["offer"]["coefficients"] == {
+        "TB": "5032.00", "KT": "1.8", "KBM": "0.91", "KVS": "1.0",
+        "KO": "2.32", "KM": "1.4", "KS": "0.7", "KN": "1.0", "KP": "1.0",
+    }
+    assert quoted["offer"]["premium"]["amount"] == "18739.96"  # UNLIMITED_PREMIUM_KOPECKS
 
 
 @functional
@@ -352,7 +349,7 @@ async def test_ledger_records_each_offer_once_however_often_it_is_polled(
         "application_id": application_id,
         "offer_id": offer_ids.pop(),
         "reference": "req-ledger",
-        "premium_kopecks": expected(by_id("restco")).premium_kopecks,
+        "premium_kopecks": REST_PREMIUM_KOPECKS,
         "issued_at": issued_at.isoformat(),
     }]
     _, other, _ = await client.get("/_sim/ledger?reference=req-ledger&insurer_id=calcco")
@@ -547,7 +544,7 @@ async def test_server_stops_and_frees_its_port(http: aiohttp.ClientSession) -> N
     url = await server.start()
     assert server.url == url and url.startswith("http://127.0.0.1:")
     await server.stop()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="the simulator is not started"):
         server.url
     with pytest.raises(aiohttp.ClientConnectionError):
         async with http.get(url + "/_sim/health"):

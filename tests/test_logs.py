@@ -37,6 +37,7 @@ async def test_a_failed_insurer_call_is_logged_with_its_request_and_insurer(serv
     assert traceback[0] == "Traceback (most recent call last):"  # the ids stay on the message's line
 
 
+@pytest.mark.functional  # runs a fresh process
 def test_the_configured_format_adds_ids_only_when_the_record_has_them() -> None:
     script = (
         "import logging\n"

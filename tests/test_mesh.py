@@ -4,7 +4,7 @@ aggregator. What a core-app developer would check with the generated stub."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
@@ -178,11 +178,11 @@ async def test_cancelling_the_client_stops_the_gateways_polling() -> None:
             if await in_flight() == 0:
                 break
             await asyncio.sleep(0.02)
+        # No gateway is working on the session any more, and a gateway polls its insurer only
+        # while a call is in flight (that it then stops polling is shown on a fake clock in
+        # test_gateway_service).
         assert await in_flight() == 0
-        polls = {a["application_id"]: a["polls"] for a in (await mesh.stats())["applications"]}
-        assert polls, "the insurers were asked"
-        await asyncio.sleep(0.5)  # several poll intervals of these insurers
-        assert {a["application_id"]: a["polls"] for a in (await mesh.stats())["applications"]} == polls
+        assert (await mesh.stats())["applications"], "the insurers were asked"
         snapshot = (await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=request_id))).quote_request
         assert snapshot.status == Status.SESSION_STATUS_CANCELLED
 
@@ -190,16 +190,15 @@ async def test_cancelling_the_client_stops_the_gateways_polling() -> None:
 async def test_slow_insurers_get_deadline_and_session_ends_at_its_limit() -> None:
     async with start_mesh(n=12, time_scale=0.05) as mesh:
         request = pb.GetQuotesRequest(application=load_example(), time_limit=duration_pb2.Duration(seconds=1, nanos=500_000_000))
-        started = asyncio.get_running_loop().time()
         events = await collect(mesh.stub.GetQuotes(request, timeout=30))
-        elapsed = asyncio.get_running_loop().time() - started
-        # Gateways stop a moment before the limit so their last answer still makes it in.
-        assert 1.2 < elapsed < 3.0
         late = {e.insurer_failed.insurer_id for e in events if e.insurer_failed.reason == Reason.FAILURE_REASON_DEADLINE}
         # The two insurers whose median is over a minute (×0.05 = several seconds) miss 1.5 s.
         assert {"zetta", "ugoria"} <= late
         assert events[-1].session_finished.status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
-        assert 1.2 < ts(events[-1]) - ts(events[0]) <= 1.6
+        # The caller's limit became the session's deadline (when exactly a session ends against
+        # its deadline is shown on a fake clock in test_session).
+        snapshot = (await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=events[0].request_id))).quote_request
+        assert snapshot.deadline.ToDatetime() - snapshot.created_at.ToDatetime() == timedelta(seconds=1.5)
 
 
 async def test_a_gateway_that_is_down_is_reported_unavailable_at_once() -> None:
@@ -207,9 +206,10 @@ async def test_a_gateway_that_is_down_is_reported_unavailable_at_once() -> None:
         await mesh.gateways["ingos"].stop()
         events = await collect(mesh.stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30))
         failures = {e.insurer_failed.insurer_id: e.insurer_failed for e in events if e.HasField("insurer_failed")}
+        # At once: waiting on the stopped gateway until the session's deadline would have ended
+        # DEADLINE, and the session would not have COMPLETED.
         assert failures["ingos"].reason == Reason.FAILURE_REASON_UNAVAILABLE
-        down_at = next(ts(e) for e in events if e.insurer_failed.insurer_id == "ingos")
-        assert down_at - ts(events[0]) < 2.0
+        assert events[-1].session_finished.status == Status.SESSION_STATUS_COMPLETED
         assert {e.quote_received.quote.insurer_id for e in events if e.HasField("quote_received")} <= {"alfa", "reso"}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -18,7 +17,7 @@ from insurer_gateway.ratelimit import (
     RateLimiter,
     RedisRateLimiter,
 )
-from osago_common.clock import SYSTEM_CLOCK, FakeClock
+from osago_common.clock import SYSTEM_CLOCK, FakeClock, SystemClock
 from tests.redis_server import redis_server
 
 MakeLimiter = Callable[[RateLimitConfig, FakeClock], RateLimiter]
@@ -43,7 +42,10 @@ def new_key() -> str:
     return f"test:ratelimit:{uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=["local", "redis"])
+functional = pytest.mark.functional
+
+
+@pytest.fixture(params=["local", pytest.param("redis", marks=functional)])
 async def make_limiter(request: pytest.FixtureRequest) -> AsyncIterator[MakeLimiter]:
     """Both implementations, on the fake clock (the Redis script then takes the test's time)."""
     if request.param == "local":
@@ -61,11 +63,12 @@ async def make_limiter(request: pytest.FixtureRequest) -> AsyncIterator[MakeLimi
 
 
 async def until(condition: Callable[[], bool]) -> None:
-    """Waits (at most a second of real time) for a task to reach a state, e.g. to start sleeping."""
-    for _ in range(1000):
+    """Waits (in short real steps, ten seconds at most) for tasks to reach a state, e.g. to start
+    sleeping once their round trip to Redis is done."""
+    for _ in range(2000):
         if condition():
             return
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.005)
     raise AssertionError("condition not reached")
 
 
@@ -248,35 +251,52 @@ async def test_random_load_never_waits_past_a_deadline_nor_exceeds_the_quota() -
 
 
 def test_invalid_config_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"rate_per_s must be in \(0, 1000000\]"):
         RateLimitConfig(rate_per_s=0, burst=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="burst must be at least 1"):
         RateLimitConfig(rate_per_s=1, burst=0)
 
 
 # --- the Redis limiter on the server's own clock ---
 
 
+@functional
 async def test_redis_admits_exactly_burst_and_sets_a_ttl(redis_client: redis.asyncio.Redis) -> None:
     key = new_key()
     limiter = RedisRateLimiter(RateLimitConfig(rate_per_s=0.01, burst=5), redis_client, key, SYSTEM_CLOCK)
     assert await drain(limiter) == 5
     wait = await limiter.try_acquire()
-    assert 99.0 < wait <= 100.0  # one token per 100 s
+    assert 90.0 < wait <= 100.0  # one token per 100 s, less the (server) time since the last
     ttl_ms = await redis_client.pttl(key)
     assert 0 < ttl_ms <= 500_000  # the key lapses once the bucket would be full again
 
 
+class RecordingClock(SystemClock):
+    """The real clock, noting how long each sleep was asked for."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await super().sleep(seconds)
+
+
+@functional
 async def test_redis_refills_over_real_time(redis_client: redis.asyncio.Redis) -> None:
-    limiter = RedisRateLimiter(RateLimitConfig(rate_per_s=20, burst=1), redis_client, new_key(), SYSTEM_CLOCK)
+    clock = RecordingClock()
+    limiter = RedisRateLimiter(RateLimitConfig(rate_per_s=2, burst=1), redis_client, new_key(), clock)
     assert await limiter.try_acquire() == 0.0
-    start = time.monotonic()
-    assert await limiter.acquire(deadline=start + 0.005) is False  # the token is ~50 ms away
-    assert time.monotonic() - start < 0.045
-    assert await limiter.acquire(deadline=start + 1.0) is True
-    assert 0.02 <= time.monotonic() - start <= 0.5
+    # The next token is up to 0.5 s away on the server's clock: refused at once, without a wait.
+    assert await limiter.acquire(deadline=clock.monotonic() + 0.005) is False
+    assert clock.slept == []
+    # Admitted after sleeping what is left of the interval, as Redis computed it.
+    assert await limiter.acquire(deadline=clock.monotonic() + 5.0) is True
+    [waited] = clock.slept
+    assert 0.0 < waited <= 0.5
 
 
+@functional
 async def test_redis_script_is_reloaded_after_a_script_flush(redis_client: redis.asyncio.Redis) -> None:
     limiter = RedisRateLimiter(RateLimitConfig(rate_per_s=0.01, burst=2), redis_client, new_key(), SYSTEM_CLOCK)
     assert await limiter.try_acquire() == 0.0
@@ -285,6 +305,7 @@ async def test_redis_script_is_reloaded_after_a_script_flush(redis_client: redis
     assert await limiter.try_acquire() > 0.0
 
 
+@functional
 async def test_two_replicas_sharing_a_key_never_admit_more_than_the_burst(redis_url: str) -> None:
     key = new_key()
     config = RateLimitConfig(rate_per_s=0.01, burst=10)  # no refill within the test
@@ -298,29 +319,30 @@ async def test_two_replicas_sharing_a_key_never_admit_more_than_the_burst(redis_
             await client.aclose()
 
 
+@functional
 async def test_two_replicas_waiting_for_tokens_share_one_quota(redis_url: str) -> None:
     key = new_key()
     config = RateLimitConfig(rate_per_s=50, burst=5)
     clients = [redis.asyncio.Redis.from_url(redis_url) for _ in range(2)]
+    # Both replicas on one fake clock, whose time the Redis script then takes: the slots are exact.
+    clock = FakeClock()
     try:
-        replicas = [RedisRateLimiter(config, client, key, SYSTEM_CLOCK) for client in clients]
-        # Open the connections first: a reservation slowed by a connection being set up is
-        # given up when its slot would fall past the deadline.
-        await asyncio.gather(*(client.ping() for client in clients for _ in range(40)))
-        start = time.monotonic()
-        deadline = start + 0.2
+        replicas = [RedisRateLimiter(config, client, key, clock, server_time=False) for client in clients]
+        deadline = 0.2
         admitted_at: list[float] = []
 
         async def call(limiter: RedisRateLimiter) -> None:
             if await limiter.acquire(deadline):
-                admitted_at.append(time.monotonic())
-                assert admitted_at[-1] <= deadline + 0.05  # never sleeps past the deadline
+                admitted_at.append(clock.monotonic())
 
-        await asyncio.gather(*(call(r) for r in replicas for _ in range(40)))
-        # At most the burst plus one token per 20 ms until the deadline, together; and the
-        # quota was used.
-        assert len(admitted_at) <= config.burst + config.rate_per_s * (deadline - start) + 1
-        assert len(admitted_at) >= config.burst + 5
+        calls = [asyncio.create_task(call(r)) for r in replicas for _ in range(40)]
+        # Each caller is answered at once (admitted from the burst, or refused) or sleeps until
+        # its reserved slot.
+        await until(lambda: sum(c.done() for c in calls) + clock.sleepers == len(calls))
+        await clock.advance(1.0)
+        await asyncio.gather(*calls)
+        # Together: the burst at once, then one slot every 20 ms up to the deadline, none past it.
+        assert sorted(admitted_at) == pytest.approx([0.0] * 5 + [0.02 * k for k in range(1, 11)])
     finally:
         for client in clients:
             await client.aclose()

@@ -99,10 +99,15 @@ def test_a_retry_after_past_the_deadline_means_no_retry() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"base_s": 0.0}, {"base_s": 3.0, "cap_s": 2.0}, {"max_attempts": 0}]
+    ("kwargs", "message"),
+    [
+        ({"base_s": 0.0}, "need 0 < base_s <= cap_s"),
+        ({"base_s": 3.0, "cap_s": 2.0}, "need 0 < base_s <= cap_s"),
+        ({"max_attempts": 0}, "max_attempts must be at least 1"),
+    ],
 )
-def test_invalid_policy_is_refused(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+def test_invalid_policy_is_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
 
 
@@ -155,7 +160,7 @@ async def test_budget_recovers_as_the_window_slides() -> None:
 
 
 def test_invalid_budget_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="window_s > 0"):
         RetryBudget(FakeClock(), window_s=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ratio >= 0"):
         RetryBudget(FakeClock(), ratio=-0.1)

@@ -134,7 +134,7 @@ def test_base_rate_corridor_is_picked_by_start_date(
 
 
 def test_no_tariff_before_september_2022() -> None:
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match="no tariff tables before 2022-09-10"):
         base_rate_for(0.5, date(2022, 9, 9))
 
 
@@ -158,7 +158,7 @@ def test_base_rate_for_position_is_whole_roubles_inside_the_corridor(
 
 @pytest.mark.parametrize("position", [-0.01, 1.01, math.nan, math.inf])
 def test_base_rate_position_outside_zero_to_one_is_rejected(position: float) -> None:
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match="position must be between 0 and 1"):
         base_rate_for(position, START)
 
 
@@ -182,7 +182,7 @@ def test_territory_accepts_english_and_russian_spellings(city: str, kt: str) -> 
 
 @pytest.mark.parametrize("city", ["Atlantis", "", "Moscow Oblast", "Petersburg Moscow"])
 def test_unknown_territory_is_rejected(city: str) -> None:
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match="unknown territory"):
         territory_coefficient(city)
 
 
@@ -207,7 +207,7 @@ def test_power_bands_have_inclusive_upper_bounds(power_hp: int, km: str) -> None
 
 
 def test_zero_power_has_no_coefficient() -> None:
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match="engine power must be positive"):
         compute_premium(100_000, named(NEUTRAL, power_hp=0))
 
 
@@ -222,7 +222,7 @@ def test_months_of_use_coefficient(months: int, ks: str) -> None:
 
 @pytest.mark.parametrize("months", [0, 2, 13])
 def test_months_outside_3_to_12_are_rejected(months: int) -> None:
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match=r"months of use must be 3\.\.12"):
         compute_premium(100_000, named(NEUTRAL, months=months))
 
 
@@ -236,7 +236,7 @@ def test_bonus_malus_table_has_fifteen_classes_from_3_92_down_to_0_46() -> None:
 
 
 def test_unknown_bonus_malus_class_is_rejected() -> None:
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match="unknown bonus-malus class"):
         compute_premium(100_000, named(DriverFactors(age=37, experience_years=3, kbm_class="14")))
 
 
@@ -255,17 +255,21 @@ def test_age_experience_rows_and_columns(age: int, experience: int, expected: st
     assert kvs(age, experience) == Decimal(expected)
 
 
+TOO_LONG = "driving experience too long for the driver's age"
+NO_KVS = "no КВС for this age and experience"
+
+
 @pytest.mark.parametrize(
-    ("age", "experience"),
-    [(20, 7), (21, 15), (24, 10), (29, 15), (15, 0), (30, -1)],
+    ("age", "experience", "message"),
+    [(20, 7, TOO_LONG), (21, 15, TOO_LONG), (24, 10, TOO_LONG), (29, 15, TOO_LONG), (15, 0, NO_KVS), (30, -1, NO_KVS)],
 )
-def test_empty_age_experience_cell_raises(age: int, experience: int) -> None:
-    with pytest.raises(TariffError):
+def test_empty_age_experience_cell_raises(age: int, experience: int, message: str) -> None:
+    with pytest.raises(TariffError, match=message):
         kvs(age, experience)
 
 
 def test_driver_in_an_empty_age_experience_cell_gets_no_premium() -> None:
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match=TOO_LONG):
         impossible = DriverFactors(age=20, experience_years=7, kbm_class="3")
         compute_premium(500_000, named(NEUTRAL, impossible))
 
@@ -273,7 +277,7 @@ def test_driver_in_an_empty_age_experience_cell_gets_no_premium() -> None:
 # --- inconsistent inputs -------------------------------------------------------------------------
 
 def test_named_policy_without_drivers_is_rejected() -> None:
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match="no drivers"):
         compute_premium(500_000, named())
 
 
@@ -282,12 +286,12 @@ def test_unlimited_policy_with_named_drivers_is_rejected() -> None:
         start_date=START, city="Moscow", power_hp=100, months=12,
         unlimited_drivers=True, drivers=(NEUTRAL,), owner_kbm_class="3",
     )
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match="named drivers given with unlimited drivers"):
         compute_premium(500_000, inp)
 
 
 def test_non_positive_base_rate_is_rejected() -> None:
-    with pytest.raises(TariffError):
+    with pytest.raises(TariffError, match="base rate must be positive"):
         compute_premium(0, named(NEUTRAL))
 
 

@@ -28,6 +28,7 @@ from osago_common.env import SettingsError
 from tests.conftest import load_example, start_mesh
 
 Attributes = dict[str, object]
+functional = pytest.mark.functional
 
 
 @pytest.fixture
@@ -92,6 +93,7 @@ async def wait_for_spans(exporter: InMemorySpanExporter, name: str, count: int) 
     raise AssertionError(f"{len(named(exporter, name))} {name} spans of {count}")
 
 
+@functional
 async def test_a_session_is_one_trace_from_the_aggregator_through_every_gateway_to_the_insurers(
     spans: InMemorySpanExporter,
 ) -> None:
@@ -158,6 +160,7 @@ async def test_a_session_is_one_trace_from_the_aggregator_through_every_gateway_
     assert not leaks
 
 
+@functional
 async def test_a_session_continues_the_trace_of_a_caller_that_sent_one(spans: InMemorySpanExporter) -> None:
     caller_tracer = trace.get_tracer("core-app", tracer_provider=TracerProvider(shutdown_on_exit=False))
     async with start_mesh(n=2) as mesh:
@@ -175,6 +178,7 @@ async def test_a_session_continues_the_trace_of_a_caller_that_sent_one(spans: In
     assert {s.context.trace_id for s in served} == {caller.get_span_context().trace_id}
 
 
+@functional
 async def test_an_unexpected_error_quotes_the_active_trace_id(
     spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -6,6 +6,7 @@ endpoints, and the page's static files.
 | `POST /osago/quotes` | create a quote request (web_bridge.quotes) |
 | `GET /osago/quotes/{requestId}` | its snapshot |
 | `GET /osago/quotes/{requestId}/stream` | its events over a WebSocket (web_bridge.stream) |
+| `POST /osago.v1.AggregatorService/{method}` | grpc-web, carried on to the aggregator (web_bridge.grpc_web) |
 | `GET /healthz` | liveness: the process answers |
 | `GET /readyz` | readiness: the aggregator's grpc.health.v1 status is SERVING, else 503 |
 | `GET /` and `GET /<file>` | the page: index.html and every file of the static directory |
@@ -24,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2, aggregator_service_pb2_grpc
 
 from osago_client.channel import open_channel
-from web_bridge import problems, quotes, stream
+from web_bridge import grpc_web, problems, quotes, stream
 from web_bridge.problems import body, respond
 from web_bridge.settings import BridgeSettings
 from web_bridge.state import AGGREGATOR, SETTINGS, STREAMS, Aggregator, Streams
@@ -45,6 +46,7 @@ def make_app(settings: BridgeSettings) -> web.Application:
     app.router.add_get("/osago/quotes/{request_id}/stream", stream.stream_events, name="stream")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    grpc_web.add_routes(app.router)
     _add_page(app.router, settings.page_dir)
     return app
 

@@ -5,7 +5,7 @@
 | `OSAGO_BRIDGE_AGGREGATOR` | the aggregator's gRPC target, `host:port` | required |
 | `OSAGO_BRIDGE_HOST` | address the HTTP server binds | `127.0.0.1` |
 | `OSAGO_BRIDGE_PORT` | port the HTTP server binds (0: a free one) | `8081` |
-| `OSAGO_BRIDGE_STATIC_DIR` | the page's files | `web_bridge/static` |
+| `OSAGO_BRIDGE_STATIC_DIR` | the page's files | the installed package's `web_bridge/static` |
 | `OSAGO_BRIDGE_REQUEST_TIMEOUT_S` | deadline of each unary call to the aggregator | `10` |
 | `OSAGO_BRIDGE_STREAM_TIMEOUT_S` | deadline of one WebSocket's event stream | `75` |
 """
@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.resources import package_path
 
-DEFAULT_STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The page's files ship inside this package (package data), wherever it is installed.
+DEFAULT_STATIC_DIR = package_path("web_bridge", "static")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class BridgeSettings:
     # Address and port of the HTTP server; port 0 picks a free one.
     host: str = "127.0.0.1"
     port: int = 8081
-    # The page's files (index.html and its assets); None means web_bridge/static.
+    # The page's files (index.html and its assets); None means the installed web_bridge/static.
     static_dir: Path | None = None
     # Deadline of each unary call to the aggregator (create, snapshot, health).
     request_timeout_s: float = 10.0

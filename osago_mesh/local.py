@@ -1,5 +1,6 @@
 """The whole mesh inside one event loop: simulator, a gateway per insurer and the aggregator,
-each a real server on a free localhost port, talking real HTTP and gRPC."""
+each a real server on a free localhost port, talking real HTTP and gRPC. The functional tests and
+`osago bench faults --in-process` run on it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import grpc
-from osago.v1 import aggregator_service_pb2_grpc, gateway_service_pb2, gateway_service_pb2_grpc
+from osago.v1 import aggregator_service_pb2_grpc
 
 from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
@@ -21,51 +22,7 @@ from insurer_sim import profiles as sim_profiles
 from insurer_sim.config import SimConfig
 from insurer_sim.server import SimServer
 from osago_common import insurers
-
-
-@dataclass
-class Mesh:
-    """A running mesh as its clients see it: addresses, an aggregator stub, simulator controls."""
-
-    sim_url: str
-    # insurer id -> the gateway's host:port
-    gateway_targets: dict[str, str]
-    target: str
-    http: aiohttp.ClientSession
-    channel: grpc.aio.Channel
-    stub: Any  # osago.v1 AggregatorServiceStub (grpc ships no types)
-
-    async def _get(self, path: str, **params: str) -> Any:
-        async with self.http.get(f"{self.sim_url}{path}", params=params) as response:
-            response.raise_for_status()
-            return await response.json()
-
-    async def ledger(self, reference: str) -> list[dict[str, Any]]:
-        """The offers the simulator issued for a request id."""
-        offers: list[dict[str, Any]] = (await self._get("/_sim/ledger", reference=reference))["offers"]
-        return offers
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._get("/_sim/stats")
-        return result
-
-    async def gateway_status(self, insurer_id: str) -> gateway_service_pb2.GetGatewayStatusResponse:
-        async with grpc.aio.insecure_channel(self.gateway_targets[insurer_id]) as channel:
-            stub = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel)
-            status: gateway_service_pb2.GetGatewayStatusResponse = await stub.GetGatewayStatus(
-                gateway_service_pb2.GetGatewayStatusRequest(), timeout=5
-            )
-            return status
-
-    async def set_fault(self, insurer_id: str, mode: str, **options: Any) -> None:
-        async with self.http.put(
-            f"{self.sim_url}/_sim/insurers/{insurer_id}/fault", json={"mode": mode, **options}
-        ) as response:
-            response.raise_for_status()
-
-    async def heal(self, insurer_id: str) -> None:
-        async with self.http.delete(f"{self.sim_url}/_sim/insurers/{insurer_id}/fault") as response:
-            response.raise_for_status()
+from osago_mesh.client import Mesh
 
 
 @dataclass
@@ -76,13 +33,6 @@ class LocalMesh(Mesh):
     gateways: dict[str, GatewayService]
     gateway_ports: dict[str, int]
     aggregator: AggregatorService
-
-
-@contextlib.asynccontextmanager
-async def connect(sim_url: str, gateway_targets: dict[str, str], target: str) -> AsyncIterator[Mesh]:
-    """A client's view of a mesh running elsewhere (e.g. `osago up`'s processes)."""
-    async with aiohttp.ClientSession() as http, grpc.aio.insecure_channel(target) as channel:
-        yield Mesh(sim_url, gateway_targets, target, http, channel, aggregator_service_pb2_grpc.AggregatorServiceStub(channel))
 
 
 @contextlib.asynccontextmanager
