@@ -28,6 +28,7 @@ def test_envoy_is_the_edge_where_its_binary_is_installed(tmp_path: Path, monkeyp
         choose_edge("nginx")
 
 
+@pytest.mark.functional  # holds a real port
 def test_a_taken_port_gives_way_to_a_free_one_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
