@@ -215,7 +215,7 @@ async def _traced(session: QuoteSession, taken_over: bool) -> int:
             tracing.REQUEST_ID: plan.request_id,
             tracing.INSURERS_ASKED: len(plan.insurers),
             tracing.INSURER_IDS: [insurer_id for insurer_id, _ in plan.insurers],
-            "osago.taken_over": taken_over,
+            tracing.TAKEN_OVER: taken_over,
         },
         record_exception=False,
         set_status_on_exception=False,
