@@ -1,23 +1,32 @@
 """The aggregator's use cases, free of transport: create a quote request and run its session,
-read a snapshot, follow the event log."""
+read a snapshot, follow its events from any instance, drain.
+
+Where things live: the store holds the record (requests, every event, the insurers' answers,
+who runs each session under which lease epoch); the bus carries events to followers on other
+instances; the runner holds the sessions running on this instance and their live streams.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from datetime import date, timedelta
+from typing import Any
 
-from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2
+from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2, quote_pb2
 
-from aggregator.eventlog import EventLog, UnknownRequest
-from aggregator.session import OfferSource, QuoteSession, SessionPlan, session_started
+from aggregator.bus import BusUnavailable, EventBus
+from aggregator.cache import ResultCache
+from aggregator.live import is_final
+from aggregator.runner import SessionRunner
+from aggregator.session import OfferSource, session_started
 from aggregator.settings import AggregatorSettings
-from aggregator.store import RequestRecord, RequestStore
-from osago_common import tracing
+from aggregator.store import RUNNING, RequestRecord, RequestStore, StoreUnavailable
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.dates import default_policy_start, moscow_today
 from osago_common.validation import FieldViolation, validate_application
@@ -25,6 +34,10 @@ from osago_common.validation import FieldViolation, validate_application
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 128
+# A follower on another instance waits this long on the bus before looking again.
+BUS_WAIT_S = 5.0
+# How often a follower reads the store when the bus cannot help (missing stream, bus down).
+STORE_POLL_S = 1.0
 
 
 class InvalidRequest(ValueError):
@@ -39,38 +52,81 @@ class NotFound(LookupError):
     """No such quote request (never created, or past retention)."""
 
 
+class Unavailable(Exception):
+    """This instance cannot serve the call now (storage unreachable, shutting down); another
+    instance, or a retry in a moment, can. The message says why, without internal detail."""
+
+
+def new_instance_id() -> str:
+    return f"agg-{uuid.uuid4().hex[:12]}"
+
+
 class Aggregator:
     def __init__(
         self,
         settings: AggregatorSettings,
         source: OfferSource,
         store: RequestStore,
-        events: EventLog,
+        bus: EventBus,
+        cache: ResultCache,
         clock: Clock = SYSTEM_CLOCK,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        *,
+        owner: str | None = None,
+        shared: bool = False,
     ) -> None:
         self._settings = settings
-        self._source = source
         self._store = store
-        self._events = events
+        self._bus = bus
+        self._cache = cache
         self._clock = clock
         self._new_id = new_id
+        # With a shared store a draining instance hands its sessions over; alone it finishes them.
+        self._shared = shared
+        self.runner = SessionRunner(settings, source, store, bus, cache, clock, owner or new_instance_id())
         self._insurers = tuple((g.insurer_id, g.insurer_name) for g in settings.gateways)
-        self._sessions: dict[str, asyncio.Task[int]] = {}
         self._watchers: collections.Counter[str] = collections.Counter()
+        self._accepting = True
+        # Set when this instance drains: followers waiting on the bus end at once.
+        self._stopping = asyncio.Event()
+        # False while the store or the bus does not answer: new sessions are refused.
+        self.backends_ok = True
+        self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
         self._sweeper: asyncio.Task[None] | None = None
 
+    @property
+    def owner(self) -> str:
+        return self.runner.owner
+
+    def start(self) -> None:
+        """Starts keeping this instance's lease and taking over orphaned sessions."""
+        self._spawn(self.runner.maintain(), "session-upkeep")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def create(
-        self, application: application_pb2.Application | None, idempotency_key: str, time_limit_s: float | None
+        self,
+        application: application_pb2.Application | None,
+        idempotency_key: str,
+        time_limit_s: float | None,
+        *,
+        customer_id: str = "",
+        fresh: bool = False,
     ) -> tuple[RequestRecord, bool]:
-        """Validates and stores a request and starts its session; with an idempotency key already
-        used for the same application, returns that request (flag False) and starts nothing."""
+        """Validates and stores a request and starts its session; with an idempotency key the
+        customer already used for the same application, returns that request (flag False) and
+        starts nothing. Unless `fresh`, offers of an identical application still in the cache of
+        results are given at once (marked from the cache) and those insurers are not asked."""
         violations: list[FieldViolation] = []
+        today = moscow_today(self._clock)
         if application is None:
             violations.append(FieldViolation("application", "is required"))
         else:
-            violations += validate_application(application, moscow_today(self._clock))
+            violations += validate_application(application, today)
         if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             violations.append(FieldViolation("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"))
         if time_limit_s is not None and time_limit_s <= 0:
@@ -78,7 +134,11 @@ class Aggregator:
         if violations:
             raise InvalidRequest(violations)
         assert application is not None
-        application = normalised(application, moscow_today(self._clock))
+        if not self._accepting:
+            raise Unavailable("this instance is shutting down; please retry")
+        if not self.backends_ok:
+            raise Unavailable("the quote service's storage is unavailable; please retry in a moment")
+        application = normalised(application, today)
         limit = min(self._settings.session_limit_s, time_limit_s or self._settings.session_limit_s)
         now = self._clock.now()
         record = RequestRecord(
@@ -88,119 +148,212 @@ class Aggregator:
             insurers=self._insurers,
             idempotency_key=idempotency_key,
             fingerprint=hashlib.sha256(application.SerializeToString(deterministic=True)).hexdigest(),
+            customer_id=customer_id,
         )
-        stored, created = await self._store.create(record)
-        if not created:
+        first = session_started(record.request_id, record.insurers, self._clock, record.deadline)
+        cached = [] if fresh else await self._cache.get(record.fingerprint)
+        try:
+            stored, lease = await self._store.create(
+                record, application.SerializeToString(), vehicle_data(application), first, self.owner
+            )
+        except StoreUnavailable:
+            raise Unavailable("the quote service's storage is unavailable; please retry in a moment") from None
+        if lease is None:
             if stored.fingerprint != record.fingerprint:
-                raise InvalidRequest(
-                    [FieldViolation("idempotency_key", "was already used for a different application")]
-                )
+                raise InvalidRequest([FieldViolation("idempotency_key", "was already used for a different application")])
             return stored, False
-        await self._events.open(record.request_id)
-        await self._events.append(session_started(record.request_id, record.insurers, self._clock, record.deadline))
-        plan = SessionPlan(record.request_id, application, record.insurers, self._clock.monotonic() + limit, limit)
-        session = QuoteSession(plan, self._source, self._events, self._clock, gateway_margin_s=self._settings.gateway_margin_s)
-        task = asyncio.create_task(_traced(session), name=f"session:{record.request_id}")
-        self._sessions[record.request_id] = task
-        task.add_done_callback(lambda _t: self._finished(record.request_id))
-        self._ensure_sweeper()
+        with contextlib.suppress(BusUnavailable):
+            await self._bus.publish([first], record.deadline + timedelta(seconds=self._settings.retention_s))
+        asked = {insurer_id for insurer_id, _ in record.insurers}
+        from_cache: dict[str, quote_pb2.Quote] = {}
+        for quote in cached:
+            if quote.insurer_id in asked:
+                quote.from_cache = True
+                from_cache[quote.insurer_id] = quote
+        running = self.runner.start(record, lease, application, [first], from_cache)
+        running.task.add_done_callback(lambda _t: self._finished(record.request_id))
         return record, True
 
     def _finished(self, request_id: str) -> None:
-        self._sessions.pop(request_id, None)
+        if self._shared:
+            return  # the shared store keeps requests (personal data is purged by retention)
         self._expiry.append((self._clock.monotonic() + self._settings.retention_s, request_id))
-
-    def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.create_task(self._sweep(), name="retention-sweeper")
 
     async def _sweep(self) -> None:
-        while self._sessions or self._expiry:
+        """Forgets finished requests once their retention has passed (the embedded store)."""
+        while self._expiry:
             now = self._clock.monotonic()
             while self._expiry and self._expiry[0][0] <= now:
                 _, request_id = self._expiry.popleft()
-                await self._store.delete(request_id)
-                await self._events.drop(request_id)
-            wait = self._expiry[0][0] - now if self._expiry else self._settings.retention_s
-            await self._clock.sleep(min(max(wait, 0.0), 30.0))
+                await self._store.forget(request_id)
+                await self._bus.drop(request_id)
+            if self._expiry:
+                await self._clock.sleep(min(max(self._expiry[0][0] - now, 0.0), 30.0))
 
     async def events(self, request_id: str, after_seq: int) -> AsyncGenerator[events_pb2.QuoteEvent, None]:
-        """Replays the events after `after_seq`, then follows the session to its end."""
+        """Replays the events after `after_seq`, then follows the session to its end, from
+        wherever it runs: this instance's live stream, else the bus, else the store."""
         if after_seq < 0:
             raise InvalidRequest([FieldViolation("after_seq", "must not be negative")])
         if not request_id:
             raise InvalidRequest([FieldViolation("request_id", "is required")])
         self._watchers[request_id] += 1
         try:
-            stream = self._events.follow(request_id, after_seq)
-            try:
-                first = await anext(stream)
-            except UnknownRequest:
-                raise NotFound(request_id) from None
-            except StopAsyncIteration:
-                return
-            yield first
-            async for event in stream:
-                yield event
+            last = after_seq
+            record: RequestRecord | None = None
+            idle = False
+            next_mark = 0.0
+            while True:
+                running = self.runner.running.get(request_id)
+                if running is not None and not running.live.closed:
+                    async for event in running.live.follow(last):
+                        yield event
+                        last = event.seq
+                        if is_final(event):
+                            return
+                    continue  # the session left this instance: look again
+                if not self._accepting:
+                    raise Unavailable("this instance is shutting down; resume on another")
+                if record is None or idle:
+                    record = await self._get(request_id)
+                if record.status != RUNNING:  # finished: the store has every event
+                    for event in await self._stored_events(request_id, last):
+                        yield event
+                    return
+                if self._clock.monotonic() >= next_mark:
+                    # Tell the instance running it that a client follows (orphan grace).
+                    next_mark = self._clock.monotonic() + self._settings.orphan_grace_s / 2
+                    with contextlib.suppress(BusUnavailable):
+                        await self._bus.watch(request_id, self._settings.orphan_grace_s)
+                batch = await self._next_events(record, last)
+                idle = not batch
+                for event in batch:
+                    if event.seq != last + 1:
+                        break  # a gap: the next round reads it from the store
+                    yield event
+                    last = event.seq
+                    if is_final(event):
+                        return
         finally:
             self._watchers[request_id] -= 1
             if self._watchers[request_id] <= 0:
                 del self._watchers[request_id]
 
+    async def _get(self, request_id: str) -> RequestRecord:
+        try:
+            record = await self._store.get(request_id)
+        except StoreUnavailable:
+            raise Unavailable("the quote service's storage is unavailable; please retry in a moment") from None
+        if record is None:
+            raise NotFound(request_id)
+        return record
+
+    async def _stored_events(self, request_id: str, after_seq: int) -> list[events_pb2.QuoteEvent]:
+        try:
+            return await self._store.events(request_id, after_seq)
+        except StoreUnavailable:
+            raise Unavailable("the quote service's storage is unavailable; please retry in a moment") from None
+
+    async def _next_events(self, record: RequestRecord, last: int) -> list[events_pb2.QuoteEvent]:
+        """The events after `last` of a session running elsewhere (or finished): from the bus,
+        waiting for them; from the store when the bus has no stream, shows a gap, or fails, and
+        once the session is past its deadline (its end is in the store whatever the bus got)."""
+        overdue = self._clock.now() > record.deadline + timedelta(seconds=self._settings.store_grace_s)
+        batch: list[events_pb2.QuoteEvent] | None
+        reading = asyncio.ensure_future(self._bus.read(record.request_id, last, 0 if overdue else BUS_WAIT_S))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not reading.done():
+                reading.cancel()
+        if not reading.done() or reading.cancelled():
+            raise Unavailable("this instance is shutting down; resume on another")
+        try:
+            batch = reading.result()
+        except BusUnavailable:
+            batch = None
+        if batch is not None and not overdue and (not batch or batch[0].seq == last + 1):
+            return batch
+        try:
+            stored = await self._store.events(record.request_id, last)
+        except StoreUnavailable:
+            stored = []
+        if not stored:
+            await self._clock.sleep(STORE_POLL_S)
+        return stored
+
     def release(self, request_id: str) -> None:
-        """The caller that started a session went away: cancel the session unless someone
-        picks it up (StreamQuoteEvents) within the orphan grace period."""
-        task = self._sessions.get(request_id)
-        if task is None:
+        """The caller that started a session went away: cancel the session unless someone picks
+        it up (StreamQuoteEvents, on any instance) within the orphan grace period."""
+        running = self.runner.running.get(request_id)
+        if running is None or running.taken_over:
             return
 
         async def cancel_if_orphaned() -> None:
             await self._clock.sleep(self._settings.orphan_grace_s)
-            if self._watchers[request_id] <= 0 and not task.done():
-                log.info("cancelling an unwatched session", extra={"request_id": request_id})
-                task.cancel()
+            if self._watchers[request_id] > 0 or running.task.done():
+                return
+            try:
+                if await self._bus.watched(request_id):
+                    return
+            except BusUnavailable:
+                pass
+            log.info("cancelling an unwatched session", extra={"request_id": request_id})
+            running.task.cancel()
 
-        asyncio.create_task(cancel_if_orphaned(), name=f"orphan:{request_id}")
+        self._spawn(cancel_if_orphaned(), f"orphan:{request_id}")
 
     async def snapshot(self, request_id: str) -> aggregator_service_pb2.QuoteRequest:
-        """The request with everything gathered so far, folded from its event log."""
+        """The request with everything gathered so far, folded from its events."""
         if not request_id:
             raise InvalidRequest([FieldViolation("request_id", "is required")])
-        record = await self._store.get(request_id)
-        if record is None:
-            raise NotFound(request_id)
+        record = await self._get(request_id)
         try:
-            logged = await self._events.read(request_id)
-        except UnknownRequest:
-            raise NotFound(request_id) from None
+            logged = await self._store.events(request_id)
+        except StoreUnavailable:
+            raise Unavailable("the quote service's storage is unavailable; please retry in a moment") from None
         return fold(record, logged)
 
+    async def check_backends(self, timeout_s: float) -> bool:
+        """Whether the store and the bus answer within `timeout_s`; new sessions are refused
+        while they do not."""
+        try:
+            await asyncio.wait_for(asyncio.gather(self._store.check(), self._bus.check()), timeout_s)
+            ok = True
+        except (StoreUnavailable, BusUnavailable, TimeoutError):
+            ok = False
+        except Exception:
+            log.exception("backend check failed")
+            ok = False
+        if ok != self.backends_ok:
+            log.warning("storage %s", "is back" if ok else "is unavailable: new sessions are refused")
+        self.backends_ok = ok
+        return ok
+
+    async def drain(self, grace_s: float) -> None:
+        """Takes no new session, then hands the running ones over to other instances (a shared
+        store) or lets them finish within `grace_s` (this instance alone)."""
+        self._accepting = False
+        self._stopping.set()
+        if self._shared:
+            await self.runner.hand_over()
+        else:
+            await self.runner.finish(grace_s)
+
     async def close(self) -> None:
-        """Cancels every running session (each finishes with CANCELLED) and the sweeper."""
-        tasks = list(self._sessions.values())
+        """Cancels every running session (each finishes CANCELLED) and background work."""
+        self._accepting = False
+        tasks = list(self._tasks)
         if self._sweeper is not None:
-            tasks.append(self._sweeper)  # type: ignore[arg-type]
+            tasks.append(self._sweeper)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _traced(session: QuoteSession) -> int:
-    """Runs the session in its `quote_session` span: a child of the caller's trace when it sent
-    one (the task inherits the context current at its creation), and the parent of every
-    insurer call. The session sets its final status and counts on the span."""
-    plan = session.plan
-    with tracing.tracer(__name__).start_as_current_span(
-        "quote_session",
-        attributes={
-            tracing.REQUEST_ID: plan.request_id,
-            tracing.INSURERS_ASKED: len(plan.insurers),
-            tracing.INSURER_IDS: [insurer_id for insurer_id, _ in plan.insurers],
-        },
-        record_exception=False,
-        set_status_on_exception=False,
-    ):
-        return await session.run()
+        await self.runner.close()
 
 
 def normalised(application: application_pb2.Application, today: date) -> application_pb2.Application:
@@ -213,6 +366,25 @@ def normalised(application: application_pb2.Application, today: date) -> applica
     if result.usage_months == 0:
         result.usage_months = 12
     return result
+
+
+def vehicle_data(application: application_pb2.Application) -> dict[str, Any]:
+    """What the policy is about, without personal data (no names, dates of birth, licences,
+    document numbers, VIN or plate): kept beside the request for analytics."""
+    vehicle = application.vehicle
+    return {
+        "make": vehicle.make,
+        "model": vehicle.model,
+        "year": vehicle.year,
+        "power_hp": vehicle.power_hp,
+        "category": application_pb2.VehicleCategory.Name(vehicle.category),
+        "purpose": application_pb2.VehiclePurpose.Name(vehicle.purpose),
+        "region": application.owner.registration_region,
+        "drivers": len(application.drivers),
+        "unlimited_drivers": application.unlimited_drivers,
+        "policy_start_date": application.policy_start_date,
+        "usage_months": application.usage_months,
+    }
 
 
 def fold(record: RequestRecord, logged: list[events_pb2.QuoteEvent]) -> aggregator_service_pb2.QuoteRequest:

@@ -9,7 +9,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from aggregator.core import InvalidRequest, NotFound
+from aggregator.core import InvalidRequest, NotFound, Unavailable
 from osago_common.grpc_errors import abort_invalid
 from osago_common.tracing import current_trace_id
 
@@ -25,6 +25,8 @@ async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: Exceptio
         await abort_invalid(context, ((v.field, v.description) for v in error.violations))
     if isinstance(error, NotFound):
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
+    if isinstance(error, Unavailable):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
     trace_id = current_trace_id() or uuid.uuid4().hex[:16]
     log.error("internal error, trace %s", trace_id, exc_info=(type(error), error, error.__traceback__))
     await context.abort(grpc.StatusCode.UNKNOWN, f"internal error (trace {trace_id})")

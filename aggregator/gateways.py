@@ -12,7 +12,7 @@ from aggregator.settings import GatewayEndpoint
 from osago_common import tracing
 from osago_common.breaker import BreakerConfig, CircuitBreaker
 from osago_common.clock import SYSTEM_CLOCK, Clock
-from osago_common.grpc_options import CallRetry, channel_options
+from osago_common.grpc_options import CallRetry, balanced, channel_options
 
 Reason = quote_pb2.FailureReason
 
@@ -23,13 +23,17 @@ SERVICE = "osago.v1.InsurerGatewayService"
 # shared by every insurer, and a gateway that stays down is better reported than waited for.
 RETRY = CallRetry(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.5, max_tokens=20, token_ratio=0.2)
 
-CHANNEL_OPTIONS = channel_options(
-    SERVICE,
-    RETRY,
-    # A gateway that is down must be reported at once: reconnect attempts stay short.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-)
+# A gateway that is down must be reported at once: reconnect attempts stay short.
+_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2_000))
+CHANNEL_OPTIONS = channel_options(SERVICE, RETRY, *_RECONNECT)
+# Several replicas of a gateway: calls spread over those that report SERVING.
+SPREAD_CHANNEL_OPTIONS = channel_options(SERVICE, RETRY, *_RECONNECT, spread=True)
+
+# A RequestOffer stream that breaks with UNAVAILABLE (its replica drains or died) is asked again,
+# of another replica, up to this many calls in all, while at least RESUME_MIN_S remain.
+STREAM_ATTEMPTS = 4
+RESUME_MIN_S = 0.2
+RESUME_BACKOFF_S = 0.05
 
 _FAILURES: dict[grpc.StatusCode, tuple[int, str]] = {
     grpc.StatusCode.UNAVAILABLE: (Reason.FAILURE_REASON_UNAVAILABLE, "the insurer's service is unavailable"),
@@ -72,7 +76,8 @@ class GrpcGateways:
         self._refusing_until: dict[str, float] = {}
         self._clock = clock
         for endpoint in endpoints:
-            channel = grpc.aio.insecure_channel(endpoint.target, options=CHANNEL_OPTIONS)
+            options = SPREAD_CHANNEL_OPTIONS if balanced(endpoint.target) else CHANNEL_OPTIONS
+            channel = grpc.aio.insecure_channel(endpoint.target, options=options)
             self._channels[endpoint.insurer_id] = channel
             self._stubs[endpoint.insurer_id] = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel)
 
@@ -88,36 +93,54 @@ class GrpcGateways:
             trace.get_current_span().add_event("osago.breaker_rejected")
             yield failed(Reason.FAILURE_REASON_UNAVAILABLE, "the insurer's service is unavailable right now")
             return
-        call = self._stubs[insurer_id].RequestOffer(
-            gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=application),
-            timeout=timeout_s,
-            # The trace context of the caller's span (the session's `request_offer`).
-            metadata=tracing.inject_metadata(),
-        )
+        request = gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=application)
+        deadline = self._clock.monotonic() + timeout_s
         answered = False
+        attempt = 0
         try:
-            async for update in call:
-                if not answered:
-                    answered = True
-                    # The gateway answers: it is healthy. A streaming call's duration says nothing
-                    # about the gateway (insurers take their time), so no call counts as slow.
-                    permit.success(0.0)
-                if update.failed.reason == Reason.FAILURE_REASON_CIRCUIT_OPEN and update.failed.HasField("retry_after"):
-                    pause = update.failed.retry_after.ToTimedelta().total_seconds()
-                    self._refusing_until[insurer_id] = self._clock.monotonic() + pause
-                yield update
-        except grpc.aio.AioRpcError as error:
-            # A gateway that never said a word before the deadline is as unwell as a refused one.
-            silent_timeout = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and not answered
-            if error.code() in _GATEWAY_FAILURES or silent_timeout:
-                permit.failure(0.0)
-            reason, message = _FAILURES.get(
-                error.code(), (Reason.FAILURE_REASON_INTERNAL, "the insurer's service failed")
-            )
-            yield failed(reason, message)
+            while True:
+                attempt += 1
+                call = self._stubs[insurer_id].RequestOffer(
+                    request,
+                    timeout=max(deadline - self._clock.monotonic(), 0.01),
+                    # The trace context of the caller's span (the session's `request_offer`).
+                    metadata=tracing.inject_metadata(),
+                )
+                try:
+                    async for update in call:
+                        if not answered:
+                            answered = True
+                            # The gateway answers: it is healthy. A streaming call's duration says
+                            # nothing about the gateway (insurers take their time): none is slow.
+                            permit.success(0.0)
+                        if update.failed.reason == Reason.FAILURE_REASON_CIRCUIT_OPEN and update.failed.HasField(
+                            "retry_after"
+                        ):
+                            pause = update.failed.retry_after.ToTimedelta().total_seconds()
+                            self._refusing_until[insurer_id] = self._clock.monotonic() + pause
+                        yield update
+                    return
+                except grpc.aio.AioRpcError as error:
+                    remaining = deadline - self._clock.monotonic()
+                    if error.code() == grpc.StatusCode.UNAVAILABLE and attempt < STREAM_ATTEMPTS and remaining > RESUME_MIN_S:
+                        # The replica went away mid-call (it drains, or died): ask another one
+                        # under the same request id, which resumes the insurer application.
+                        trace.get_current_span().add_event("osago.gateway_call_resumed", {tracing.ATTEMPT: attempt + 1})
+                        await self._clock.sleep(RESUME_BACKOFF_S * attempt)
+                        continue
+                    # A gateway that never said a word before the deadline is as unwell as a refused one.
+                    silent_timeout = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and not answered
+                    if error.code() in _GATEWAY_FAILURES or silent_timeout:
+                        permit.failure(0.0)
+                    reason, message = _FAILURES.get(
+                        error.code(), (Reason.FAILURE_REASON_INTERNAL, "the insurer's service failed")
+                    )
+                    yield failed(reason, message)
+                    return
+                finally:
+                    call.cancel()
         finally:
             permit.release()
-            call.cancel()
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -1,62 +1,115 @@
-"""The aggregator process: its gRPC server, gateway channels, store and event log."""
+"""The aggregator process: its gRPC server, gateway channels, and backends (embedded, or
+Postgres + Redis shared by every instance), opened in `start` and closed in reverse in `stop`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import sys
 
+from grpc_health.v1 import health_pb2
 from osago.v1 import aggregator_service_pb2, aggregator_service_pb2_grpc
 
+from aggregator.bus import EventBus, MemoryEventBus, RedisEventBus
+from aggregator.cache import MemoryResultCache, RedisResultCache, ResultCache
 from aggregator.core import Aggregator
-from aggregator.eventlog import MemoryEventLog
 from aggregator.gateways import GrpcGateways
+from aggregator.postgres import PostgresRequestStore
 from aggregator.servicer import AggregatorServicer
 from aggregator.settings import AggregatorSettings
-from aggregator.store import MemoryRequestStore
+from aggregator.store import MemoryRequestStore, RequestStore
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_server import ServiceServer
 from osago_common.serving import until_signalled
 
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = aggregator_service_pb2.DESCRIPTOR.services_by_name["AggregatorService"].full_name
+# How often the backends are checked, and how long each check may take.
+BACKEND_CHECK_S = 1.0
+BACKEND_TIMEOUT_S = 1.0
 
 
 class AggregatorService:
-    """Owns the aggregator's resources; `start` opens them, `stop` closes them in reverse."""
+    """Owns the aggregator's resources; `start` opens them, `drain` hands sessions over, `stop`
+    closes everything in reverse."""
 
     def __init__(self, settings: AggregatorSettings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self._clock = clock
         self._stack = contextlib.AsyncExitStack()
         self.aggregator: Aggregator | None = None
+        self._server: ServiceServer | None = None
         self.port = 0
 
     async def start(self) -> int:
-        gateways = GrpcGateways(self.settings.gateways, self.settings.breaker(), self._clock)
+        s = self.settings
+        gateways = GrpcGateways(s.gateways, s.breaker(), self._clock)
         self._stack.push_async_callback(gateways.close)
-        self.aggregator = Aggregator(self.settings, gateways, MemoryRequestStore(), MemoryEventLog(), self._clock)
-        self._stack.push_async_callback(self.aggregator.close)
-        server = ServiceServer(self.settings.bind, maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs)
-        aggregator_service_pb2_grpc.add_AggregatorServiceServicer_to_server(
-            AggregatorServicer(self.aggregator), server.server
-        )
+        store: RequestStore
+        bus: EventBus
+        cache: ResultCache
+        if s.postgres_url and s.redis_url:
+            store = await self._stack.enter_async_context(PostgresRequestStore.open(s.postgres_url))
+            redis_bus = await self._stack.enter_async_context(RedisEventBus.open(s.redis_url))
+            bus, cache = redis_bus, RedisResultCache(redis_bus.client)
+        else:
+            store, bus, cache = MemoryRequestStore(), MemoryEventBus(self._clock), MemoryResultCache(self._clock)
+        aggregator = Aggregator(s, gateways, store, bus, cache, self._clock, shared=bool(s.postgres_url))
+        self.aggregator = aggregator
+        self._stack.push_async_callback(aggregator.close)
+        aggregator.start()
+        server = ServiceServer(s.bind, maximum_concurrent_rpcs=s.max_concurrent_rpcs)
+        aggregator_service_pb2_grpc.add_AggregatorServiceServicer_to_server(AggregatorServicer(aggregator), server.server)
         server.add_service_name(SERVICE_NAME)
         self.port = await server.start()
-        self._stack.push_async_callback(server.stop, 2.0)
+        self._server = server
+        self._stack.push_async_callback(server.stop, 1.0)
+        monitor = asyncio.create_task(self._watch_backends(aggregator, server), name="backend-health")
+        self._stack.push_async_callback(_cancel, monitor)
         return self.port
+
+    async def _watch_backends(self, aggregator: Aggregator, server: ServiceServer) -> None:
+        """NOT_SERVING (and new sessions refused) while the store or the bus does not answer."""
+        serving = True
+        while True:
+            ok = await aggregator.check_backends(BACKEND_TIMEOUT_S)
+            if ok != serving:
+                serving = ok
+                status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                for name in ("", SERVICE_NAME):
+                    await server.health.set(name, status)
+            await self._clock.sleep(BACKEND_CHECK_S)
+
+    async def drain(self) -> None:
+        """A stopping instance: NOT_SERVING first, no new sessions, running ones handed over to
+        other instances (or finished here when alone); open streams end with UNAVAILABLE so
+        clients resume elsewhere."""
+        if self._server is not None:
+            await self._server.health.enter_graceful_shutdown()
+        if self.aggregator is not None:
+            await self.aggregator.drain(self.settings.drain_grace_s)
 
     async def stop(self) -> None:
         await self._stack.aclose()
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def serve_forever(settings: AggregatorSettings) -> None:
-    """Runs until SIGTERM / SIGINT; prints `listening HOST:PORT` once it serves."""
+    """Runs until SIGTERM / SIGINT, then drains; prints `listening HOST:PORT` once it serves."""
     service = AggregatorService(settings)
     port = await service.start()
     host = settings.bind.rsplit(":", 1)[0]
     print(f"listening {host}:{port}", flush=True)
     try:
         await until_signalled()
+        log.info("draining")
+        await service.drain()
     finally:
         await service.stop()
         sys.stdout.flush()

@@ -41,7 +41,9 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
         # only here: never across this generator's yields.
         with tracing.attached(tracing.extract_context(context.invocation_metadata())):
             try:
-                record, _ = await self._aggregator.create(application, request.idempotency_key, limit)
+                record, _ = await self._aggregator.create(
+                    application, request.idempotency_key, limit, fresh=request.fresh
+                )
             except Exception as error:  # noqa: BLE001 - mapped to a status
                 await abort_for(context, error)
         finished = False
@@ -61,7 +63,8 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
         application = request.application if request.HasField("application") else None
         with tracing.attached(tracing.extract_context(context.invocation_metadata())):
             record, _ = await guarded(
-                context, self._aggregator.create(application, request.idempotency_key, _time_limit(request))
+                context,
+                self._aggregator.create(application, request.idempotency_key, _time_limit(request), fresh=request.fresh),
             )
             snapshot = await guarded(context, self._aggregator.snapshot(record.request_id))
         return pb.CreateQuoteRequestResponse(quote_request=snapshot)

@@ -1,20 +1,27 @@
 """One quote session: ask every insurer at once, log each answer as it comes, finish by the
-deadline whatever the insurers do. Plain asyncio with an injected clock; no transport here."""
+deadline whatever the insurers do. Plain asyncio with an injected clock; no transport here.
+
+A session may be resumed on another instance from what it logged (`history`): insurers that
+already answered are not asked again, the others are asked again under the same request id
+(their gateways resume the insurer application), and it still ends by its original deadline.
+A session may also be detached (its instance drains, or lost its lease): it then stops asking
+and writes nothing more, leaving the rest to the instance that takes it over.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from opentelemetry import trace
 from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
 
-from aggregator.eventlog import EventLog
+from aggregator.store import LeaseLost
 from osago_common import tracing
 from osago_common.clock import Clock
 
@@ -22,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Reason = quote_pb2.FailureReason
 Status = events_pb2.SessionStatus
+Progress = events_pb2.InsurerProgressState
 
 # Failures that say "could not get an answer" rather than "answered no": when every insurer
 # fails this way at once, the cause is most likely shared (e.g. the national registry is down).
@@ -46,6 +54,14 @@ class OfferSource(Protocol):
         a final `failed` update, never as an exception."""
 
 
+class SessionLog(Protocol):
+    """Where a session's events go: numbered, stored, published (aggregator.writer)."""
+
+    async def append(self, event: events_pb2.QuoteEvent) -> events_pb2.QuoteEvent:
+        """Logs the event under the next seq; raises LeaseLost when this instance no longer runs
+        the session."""
+
+
 @dataclass(frozen=True)
 class SessionPlan:
     request_id: str
@@ -55,6 +71,8 @@ class SessionPlan:
     # On the clock's monotonic scale.
     deadline: float
     limit_s: float
+    # Offers from the cache of results, by insurer: those insurers are not asked again.
+    cached: Mapping[str, quote_pb2.Quote] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,20 +80,32 @@ class _Tally:
     quotes: int = 0
     failures: list[int] = field(default_factory=list)
     answered: set[str] = field(default_factory=set)
+    progress: dict[str, int] = field(default_factory=dict)
+
+    def count(self, event: events_pb2.QuoteEvent) -> None:
+        kind = event.WhichOneof("payload")
+        if kind == "quote_received":
+            self.quotes += 1
+            self.answered.add(event.quote_received.quote.insurer_id)
+        elif kind == "insurer_failed":
+            self.failures.append(event.insurer_failed.reason)
+            self.answered.add(event.insurer_failed.insurer_id)
+        elif kind == "insurer_progress":
+            self.progress[event.insurer_progress.insurer_id] = event.insurer_progress.state
 
 
 class QuoteSession:
-    """Runs one session to its end, appending every event to the log. Gateways are asked to
-    finish `gateway_margin_s` before the deadline (AggregatorSettings.gateway_margin_s)."""
+    """Runs one session to its end, appending every event to the log."""
 
     def __init__(
         self,
         plan: SessionPlan,
         source: OfferSource,
-        events: EventLog,
+        events: SessionLog,
         clock: Clock,
         *,
         gateway_margin_s: float,
+        history: Sequence[events_pb2.QuoteEvent] = (),
     ) -> None:
         self.plan = plan
         self._source = source
@@ -83,8 +113,15 @@ class QuoteSession:
         self._clock = clock
         self._margin = gateway_margin_s
         self._tally = _Tally()
-        # Why unanswered insurer calls were stopped: "deadline" or "cancelled".
+        for event in history:
+            self._tally.count(event)
+        # Why unanswered insurer calls were stopped: "deadline", "cancelled" or "detached".
         self._stopped = "deadline"
+        self._detached = False
+
+    def detach(self) -> None:
+        """Marks the session as handed over: once its task is cancelled it writes nothing more."""
+        self._detached = True
 
     def _event(self) -> events_pb2.QuoteEvent:
         event = events_pb2.QuoteEvent(request_id=self.plan.request_id)
@@ -92,13 +129,22 @@ class QuoteSession:
         return event
 
     async def run(self) -> int:
-        """Runs the session; returns the SessionStatus it finished with."""
+        """Runs the session; returns the SessionStatus it finished with. Raises CancelledError
+        when cancelled (after logging CANCELLED, unless detached) and LeaseLost when another
+        instance took the session over."""
+        for insurer_id, name in self.plan.insurers:
+            cached = self.plan.cached.get(insurer_id)
+            if cached is not None and insurer_id not in self._tally.answered:
+                await self._quote(insurer_id, name, cached)
+        in_time = self.plan.deadline > self._clock.monotonic()  # a session resumed late: just finish
         tasks = [
             asyncio.create_task(self._ask(insurer_id, name), name=f"offer:{insurer_id}")
             for insurer_id, name in self.plan.insurers
+            if insurer_id not in self._tally.answered and in_time
         ]
         timer = asyncio.create_task(self._clock.sleep(self.plan.deadline - self._clock.monotonic()))
         cancelled = False
+        lost: LeaseLost | None = None
         try:
             waiting: set[asyncio.Task[None]] = set(tasks)
             while waiting:
@@ -106,14 +152,23 @@ class QuoteSession:
                 waiting -= done
                 if timer in done:
                     break
+                for task in done:
+                    if isinstance(task.exception(), LeaseLost):
+                        lost = task.exception()  # type: ignore[assignment]
+                if lost is not None:
+                    break
         except asyncio.CancelledError:
             cancelled = True
         finally:
-            self._stopped = "cancelled" if cancelled else "deadline"
+            self._stopped = "detached" if self._detached or lost else "cancelled" if cancelled else "deadline"
             timer.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, timer, return_exceptions=True)
+        if lost is not None:
+            raise lost
+        if self._detached:
+            raise asyncio.CancelledError
         status = await self._finish(cancelled)
         if cancelled:
             raise asyncio.CancelledError
@@ -131,8 +186,11 @@ class QuoteSession:
             try:
                 outcome = await self._collect(insurer_id, name)
             except asyncio.CancelledError:
-                # The session stopped waiting: its deadline, or the session was cancelled.
+                # The session stopped waiting: its deadline, cancelled, or handed over.
                 span.set_attribute(tracing.OUTCOME, self._stopped)
+                raise
+            except LeaseLost:
+                span.set_attribute(tracing.OUTCOME, "detached")
                 raise
             span.set_attribute(tracing.OUTCOME, outcome)
 
@@ -140,9 +198,11 @@ class QuoteSession:
         """Logs the insurer's updates until its answer; returns the outcome: "offer" or the
         failure reason (e.g. "declined")."""
         remaining = self.plan.deadline - self._clock.monotonic() - self._margin
-        progress = events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_UNSPECIFIED
+        progress = self._tally.progress.get(insurer_id, Progress.INSURER_PROGRESS_STATE_UNSPECIFIED)
         try:
-            updates = self._source.request_offer(insurer_id, self.plan.request_id, self.plan.application, max(remaining, 0.05))
+            updates = self._source.request_offer(
+                insurer_id, self.plan.request_id, self.plan.application, max(remaining, 0.05)
+            )
             async for update in updates:
                 kind = update.WhichOneof("update")
                 if kind == "offer":
@@ -152,20 +212,23 @@ class QuoteSession:
                     await self._failed(insurer_id, name, update.failed.reason, update.failed.message)
                     return reason_name(update.failed.reason)
                 state = (
-                    events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_ACCEPTED
+                    Progress.INSURER_PROGRESS_STATE_ACCEPTED
                     if kind == "accepted"
-                    else events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_PENDING
+                    else Progress.INSURER_PROGRESS_STATE_PENDING
                 )
                 if state != progress:  # only changes of state reach the log
                     progress = state
+                    self._tally.progress[insurer_id] = state
                     event = self._event()
                     event.insurer_progress.CopyFrom(
                         events_pb2.InsurerProgress(insurer_id=insurer_id, insurer_name=name, state=state)
                     )
                     await self._events.append(event)
-            await self._failed(insurer_id, name, Reason.FAILURE_REASON_BAD_RESPONSE, "the insurer's gateway ended without an answer")
+            await self._failed(
+                insurer_id, name, Reason.FAILURE_REASON_BAD_RESPONSE, "the insurer's gateway ended without an answer"
+            )
             return reason_name(Reason.FAILURE_REASON_BAD_RESPONSE)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, LeaseLost):
             raise
         except Exception:
             log.exception("offer task failed", extra={"request_id": self.plan.request_id, "insurer_id": insurer_id})
@@ -174,23 +237,21 @@ class QuoteSession:
             return reason_name(Reason.FAILURE_REASON_INTERNAL)
 
     async def _quote(self, insurer_id: str, name: str, offer: quote_pb2.Quote) -> None:
-        self._tally.answered.add(insurer_id)
-        self._tally.quotes += 1
         event = self._event()
         quote = event.quote_received.quote
         quote.CopyFrom(offer)
         quote.insurer_id = insurer_id
         quote.insurer_name = name
         await self._events.append(event)
+        self._tally.count(event)
 
     async def _failed(self, insurer_id: str, name: str, reason: int, message: str) -> None:
-        self._tally.answered.add(insurer_id)
-        self._tally.failures.append(reason)
         event = self._event()
         event.insurer_failed.CopyFrom(
             events_pb2.InsurerFailed(insurer_id=insurer_id, insurer_name=name, reason=reason, message=message)
         )
         await self._events.append(event)
+        self._tally.count(event)
 
     async def _finish(self, cancelled: bool) -> int:
         limit = f"{self.plan.limit_s:g} s"
@@ -202,13 +263,13 @@ class QuoteSession:
                 await self._failed(insurer_id, name, Reason.FAILURE_REASON_DEADLINE, f"no offer within the {limit} limit")
         asked = len(self.plan.insurers)
         quotes = self._tally.quotes
+        failures = self._tally.failures
         # Gateways end their own calls just before the deadline, so some "late" insurers were
         # already reported DEADLINE by their gateway.
-        out_of_time = self._tally.failures.count(Reason.FAILURE_REASON_DEADLINE)
-        failed = len(self._tally.failures)
+        out_of_time = failures.count(Reason.FAILURE_REASON_DEADLINE)
         if cancelled:
             status, message = Status.SESSION_STATUS_CANCELLED, "The request was cancelled."
-        elif quotes == 0 and asked > 1 and all(r in OUTAGE_REASONS for r in self._tally.failures):
+        elif quotes == 0 and asked > 1 and all(r in OUTAGE_REASONS for r in failures):
             status = Status.SESSION_STATUS_UPSTREAM_OUTAGE
             message = (
                 "No insurer could answer: all of them failed at once, which points to a shared "
@@ -216,38 +277,42 @@ class QuoteSession:
             )
         else:
             status = Status.SESSION_STATUS_DEADLINE_EXCEEDED if out_of_time else Status.SESSION_STATUS_COMPLETED
-            message = self._summary(limit)
+            message = summary(asked, quotes, failures, limit)
         event = self._event()
         event.session_finished.CopyFrom(
             events_pb2.SessionFinished(
-                status=status, insurers_asked=asked, quotes_received=quotes, insurers_failed=failed, message=message
+                status=status,
+                insurers_asked=asked,
+                quotes_received=quotes,
+                insurers_failed=len(failures),
+                message=message,
             )
         )
         await self._events.append(event)
         # The session's span (started by whoever runs the session); a no-op without one.
         trace.get_current_span().set_attributes(
-            {tracing.STATUS: _status_name(status), tracing.QUOTES: quotes, tracing.FAILED: failed}
+            {tracing.STATUS: _status_name(status), tracing.QUOTES: quotes, tracing.FAILED: len(failures)}
         )
         return int(status)
 
-    def _summary(self, limit: str) -> str:
-        """What became of every insurer asked, each outcome counted on its own: offers,
-        declines, failures by kind, and those that ran out of time."""
-        asked = len(self.plan.insurers)
-        failures = collections.Counter(self._tally.failures)
-        declined = failures.pop(Reason.FAILURE_REASON_DECLINED, 0)
-        late = failures.pop(Reason.FAILURE_REASON_DEADLINE, 0)
-        parts = [f"{_counted(self._tally.quotes, 'offer')} from {_counted(asked, 'insurer')}"]
-        if declined:
-            parts.append(f"{declined} declined")
-        if failures:
-            kinds = ", ".join(f"{n} {reason_name(r).replace('_', ' ')}" for r, n in sorted(failures.items()))
-            parts.append(f"{failures.total()} failed ({kinds})")
-        if late:
-            parts.append(f"{late} did not answer within the {limit} limit")
-        if len(parts) == 1:
-            parts.append("every insurer made an offer")
-        return "; ".join(parts) + "."
+
+def summary(asked: int, quotes: int, failures: Sequence[int], limit: str) -> str:
+    """What became of every insurer asked, each outcome counted on its own: offers, declines,
+    failures by kind, and those that ran out of time."""
+    counts = Counter(failures)
+    declined = counts.pop(Reason.FAILURE_REASON_DECLINED, 0)
+    late = counts.pop(Reason.FAILURE_REASON_DEADLINE, 0)
+    parts = [f"{_counted(quotes, 'offer')} from {_counted(asked, 'insurer')}"]
+    if declined:
+        parts.append(f"{declined} declined")
+    if counts:
+        kinds = ", ".join(f"{n} {reason_name(r).replace('_', ' ')}" for r, n in sorted(counts.items()))
+        parts.append(f"{counts.total()} failed ({kinds})")
+    if late:
+        parts.append(f"{late} did not answer within the {limit} limit")
+    if len(parts) == 1:
+        parts.append("every insurer made an offer")
+    return "; ".join(parts) + "."
 
 
 def _counted(n: int, noun: str) -> str:
@@ -266,9 +331,11 @@ def _status_name(status: int) -> str:
     return str(Status.Name(status)).removeprefix("SESSION_STATUS_").lower()
 
 
-def session_started(request_id: str, insurers: Sequence[tuple[str, str]], clock: Clock, deadline_wall: datetime) -> events_pb2.QuoteEvent:
+def session_started(
+    request_id: str, insurers: Sequence[tuple[str, str]], clock: Clock, deadline_wall: datetime
+) -> events_pb2.QuoteEvent:
     """The first event of a session."""
-    event = events_pb2.QuoteEvent(request_id=request_id)
+    event = events_pb2.QuoteEvent(request_id=request_id, seq=1)
     event.time.FromDatetime(clock.now())
     started = event.session_started
     for insurer_id, name in insurers:

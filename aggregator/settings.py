@@ -8,6 +8,7 @@ from typing import Any
 
 from osago_common.breaker import BreakerConfig
 from osago_common import insurers
+from osago_common.grpc_options import replicas_target
 from osago_common.env import SettingsError, env_float, env_int, env_str
 
 
@@ -34,8 +35,28 @@ class AggregatorSettings:
     # After a GetQuotes caller goes away, the session keeps running this long for a
     # StreamQuoteEvents to pick it up; with nobody watching it is then cancelled.
     orphan_grace_s: float = 5.0
-    # Finished sessions stay readable (snapshot, replay) this long.
+    # Finished sessions stay readable (snapshot, replay) this long in the embedded store; the
+    # bus keeps a session's stream this long after its deadline.
     retention_s: float = 900.0
+    # The shared backends: Postgres (the record) and Redis (live events, the cache of results).
+    # Unset: the embedded, in-process ones (one instance).
+    postgres_url: str | None = None
+    redis_url: str | None = None
+    # How long an instance's lease lasts without renewal: its sessions are taken over once it
+    # lapses. Renewed every `takeover_scan_s`, which is also how often orphans are looked for.
+    lease_ttl_s: float = 5.0
+    takeover_scan_s: float = 1.0
+    # Sessions claimed per scan.
+    takeover_batch: int = 200
+    # While the store is unreachable a session retries its writes up to this long past its
+    # deadline; a follower reads the store for a session this long past its deadline.
+    store_grace_s: float = 10.0
+    # Offers of a finished session answer an identical application this long (0: no cache),
+    # never past an offer's own validity.
+    cache_ttl_s: float = 300.0
+    # SIGTERM: sessions are handed over at once (shared backends) or may run this long to
+    # their end (embedded); streams still open end with UNAVAILABLE.
+    drain_grace_s: float = 65.0
     # Concurrent RPCs beyond this get RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 20_000
     # The breaker per gateway: over the last `breaker_window` calls, once `breaker_min_calls`
@@ -54,6 +75,14 @@ class AggregatorSettings:
             gateway_margin_s=env_float(env, "OSAGO_GATEWAY_MARGIN_S", cls.gateway_margin_s),
             orphan_grace_s=env_float(env, "OSAGO_ORPHAN_GRACE_S", cls.orphan_grace_s),
             retention_s=env_float(env, "OSAGO_RETENTION_S", cls.retention_s),
+            postgres_url=env.get("OSAGO_POSTGRES_URL") or None,
+            redis_url=env.get("OSAGO_REDIS_URL") or None,
+            lease_ttl_s=env_float(env, "OSAGO_LEASE_TTL_S", cls.lease_ttl_s),
+            takeover_scan_s=env_float(env, "OSAGO_TAKEOVER_SCAN_S", cls.takeover_scan_s),
+            takeover_batch=env_int(env, "OSAGO_TAKEOVER_BATCH", cls.takeover_batch),
+            store_grace_s=env_float(env, "OSAGO_STORE_GRACE_S", cls.store_grace_s),
+            cache_ttl_s=env_float(env, "OSAGO_CACHE_TTL_S", cls.cache_ttl_s),
+            drain_grace_s=env_float(env, "OSAGO_DRAIN_GRACE_S", cls.drain_grace_s),
             max_concurrent_rpcs=env_int(env, "OSAGO_MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs),
             breaker_window=env_int(env, "OSAGO_AGGREGATOR_BREAKER_WINDOW", cls.breaker_window),
             breaker_min_calls=env_int(env, "OSAGO_AGGREGATOR_BREAKER_MIN_CALLS", cls.breaker_min_calls),
@@ -65,6 +94,10 @@ class AggregatorSettings:
             raise SettingsError("OSAGO_GATEWAYS is required (id=host:port,...)")
         if not 0 < settings.session_limit_s <= 600:
             raise SettingsError("OSAGO_SESSION_LIMIT_S must be between 0 and 600 seconds")
+        if bool(settings.postgres_url) != bool(settings.redis_url):
+            raise SettingsError("OSAGO_POSTGRES_URL and OSAGO_REDIS_URL go together: set both or neither")
+        if not 0 < settings.takeover_scan_s < settings.lease_ttl_s:
+            raise SettingsError("OSAGO_TAKEOVER_SCAN_S must be positive and shorter than OSAGO_LEASE_TTL_S")
         try:
             settings.breaker()
         except ValueError as error:
@@ -80,8 +113,19 @@ class AggregatorSettings:
         )
 
 
+def grpc_target(addresses: str) -> str:
+    """A gRPC target for one address (`host:port`, or any gRPC target such as
+    `dns:///gw-alfa:50051`, whose records are all used) or for several replicas listed with `|`
+    (`10.0.0.5:50051|10.0.0.6:50051`: IP addresses, as gRPC's `ipv4:` target takes)."""
+    try:
+        return replicas_target([p.strip() for p in addresses.split("|")])
+    except ValueError as error:
+        raise SettingsError(f"OSAGO_GATEWAYS: {error}") from None
+
+
 def parse_gateways(spec: str) -> tuple[GatewayEndpoint, ...]:
-    """Parses `id=host:port,id2=host:port`, or `id:Display Name=host:port` to name the insurer.
+    """Parses `id=host:port,id2=host:port`, or `id:Display Name=host:port` to name the insurer;
+    several replicas of a gateway as `id=10.0.0.5:50051|10.0.0.6:50051` or one DNS name.
     Without a name, the dev catalogue's (osago_common.insurers) is used, else the id itself."""
     endpoints: list[GatewayEndpoint] = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
@@ -92,7 +136,7 @@ def parse_gateways(spec: str) -> tuple[GatewayEndpoint, ...]:
         if not name:
             known = insurers.BY_ID.get(insurer_id)
             name = known.name if known else insurer_id
-        endpoints.append(GatewayEndpoint(insurer_id, name, target))
+        endpoints.append(GatewayEndpoint(insurer_id, name, grpc_target(target)))
     ids = [e.insurer_id for e in endpoints]
     if len(set(ids)) != len(ids):
         raise SettingsError("OSAGO_GATEWAYS: an insurer is listed twice")

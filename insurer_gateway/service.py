@@ -86,6 +86,14 @@ class GatewayService:
         shared = RedisRateLimiter(s.rate_limit_config(), client, key, self._clock)
         return FallbackRateLimiter(shared, local, s.insurer_id, self._clock, s.redis_retry_s)
 
+    async def drain(self) -> None:
+        """A stopping replica: NOT_SERVING first (callers' round-robin skips it), then every
+        RequestOffer in flight ends with UNAVAILABLE, so the aggregator asks another replica."""
+        if self._server is not None:
+            await self._server.health.enter_graceful_shutdown()
+        if self.servicer is not None:
+            self.servicer.drain()
+
     async def stop(self, grace: float = 1.0) -> None:
         """Reports NOT_SERVING, lets calls run for `grace` seconds, cancels the rest, then closes
         the HTTP session. Safe to call twice."""
@@ -105,6 +113,7 @@ async def serve_forever(settings: GatewaySettings) -> None:
         host = settings.bind.rsplit(":", 1)[0]
         print(f"listening {host}:{port}", flush=True)
         await until_signalled()
+        await service.drain()
     finally:
         await service.stop()
     sys.stdout.flush()

@@ -74,6 +74,19 @@ class GatewayServicer:
         self._clock = clock
         self._started_at = started_at
         self.stats = GatewayStats()
+        # The RequestOffer calls in flight, ended with UNAVAILABLE when the gateway drains so
+        # that the aggregator asks another replica (which resumes the insurer application).
+        self._calls: set[asyncio.Task[Any]] = set()
+        self._draining = False
+
+    def drain(self) -> int:
+        """Ends every RequestOffer in flight with UNAVAILABLE (new ones are refused the same
+        way); returns how many were ended."""
+        self._draining = True
+        calls = list(self._calls)
+        for task in calls:
+            task.cancel()
+        return len(calls)
 
     async def RequestOffer(self, request: Any, context: Any) -> AsyncIterator[Any]:
         """Streams accepted → pending… → offer | failed. A cancelled call stops at once: the
@@ -93,7 +106,12 @@ class GatewayServicer:
             attributes={tracing.INSURER_ID: self._settings.insurer_id},
         )
         outcome = "cancelled"
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._calls.add(handler)
         try:
+            if self._draining:
+                raise asyncio.CancelledError
             create = await self._prepare(request, context)
             span.set_attribute(tracing.REQUEST_ID, request.request_id)  # only once it is valid
             deadline = self._deadline(context)
@@ -110,9 +128,13 @@ class GatewayServicer:
                     self._log(request.request_id, update)
                     yield self._to_proto(update)
         except asyncio.CancelledError:
-            raise
+            if not self._draining:
+                raise
+            outcome = "drained"
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the insurer gateway is restarting; ask another replica")
         except grpc.aio.AbortError:
-            outcome = "invalid_argument"
+            if outcome != "drained":
+                outcome = "invalid_argument"
             raise
         except Exception as exc:
             outcome = "internal_error"
@@ -126,6 +148,8 @@ class GatewayServicer:
             )
             await context.abort(grpc.StatusCode.UNKNOWN, "internal error")
         finally:
+            if handler is not None:
+                self._calls.discard(handler)
             span.set_attribute(tracing.OUTCOME, outcome)
             span.end()
             stats.in_flight -= 1

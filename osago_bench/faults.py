@@ -144,7 +144,7 @@ async def _one_session(mesh: Mesh, application: application_pb2.Application, lim
     started = loop.time()
     limit = duration_pb2.Duration()
     limit.FromMilliseconds(int(limit_s * 1000))
-    call = mesh.stub.GetQuotes(pb.GetQuotesRequest(application=application, time_limit=limit), timeout=limit_s + 10)
+    call = mesh.stub.GetQuotes(pb.GetQuotesRequest(application=application, time_limit=limit, fresh=True), timeout=limit_s + 10)
     events = [response.event async for response in call]
     return _Session(events, loop.time() - started)
 

@@ -7,7 +7,7 @@ from typing import Final
 
 import grpc
 
-from osago_common.grpc_options import CallRetry, Options, channel_options
+from osago_common.grpc_options import CallRetry, Options, balanced, channel_options
 
 SERVICE = "osago.v1.AggregatorService"
 
@@ -16,12 +16,18 @@ SERVICE = "osago.v1.AggregatorService"
 # second of backoff at most rides out an aggregator instance being replaced.
 RETRY = CallRetry(max_attempts=4, initial_backoff_s=0.1, max_backoff_s=1.0, max_tokens=10, token_ratio=0.1)
 CHANNEL_OPTIONS: Final[Options] = channel_options(SERVICE, RETRY)
+# Several aggregator instances: calls spread over those that report SERVING.
+SPREAD_CHANNEL_OPTIONS: Final[Options] = channel_options(
+    SERVICE, RETRY, ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000), spread=True
+)
 
 
 def open_channel(
     target: str, credentials: grpc.ChannelCredentials | None = None
 ) -> grpc.aio.Channel:
-    """A channel to `target` ("host:port"), over TLS when `credentials` are given."""
+    """A channel to `target` ("host:port", or several instances: "ipv4:a:p,b:p", "dns:///name:p"),
+    over TLS when `credentials` are given."""
+    options = SPREAD_CHANNEL_OPTIONS if balanced(target) else CHANNEL_OPTIONS
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)

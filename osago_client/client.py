@@ -4,8 +4,9 @@ QuoteError as the only error."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -19,6 +20,9 @@ from osago.v1 import (
 )
 
 from osago_client.channel import open_channel
+from osago_common.breaker import BreakerConfig, CircuitBreaker, Permit
+from osago_common.clock import SYSTEM_CLOCK, Clock
+from osago_common.grpc_options import replicas_target
 from osago_client.errors import QuoteError, from_rpc_error
 from osago_client.resume import EventCursor, backoff_delay
 
@@ -29,6 +33,15 @@ RESUMABLE_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED}
 )
 
+# Transport failures that say the aggregator itself is unwell: they count against the breaker.
+AGGREGATOR_FAILURES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
+)
+
+# The breaker toward the aggregator: over the last 20 calls, once 10 were made, half failing
+# opens it for 5 s; then 2 probe calls decide.
+DEFAULT_BREAKER = BreakerConfig(window_size=20, minimum_calls=10, failure_rate_threshold=0.5, open_duration_s=5.0)
+
 # Opens the first stream of a GetQuotes session, given the seconds left.
 _Opener = Callable[[float], Any]
 
@@ -36,21 +49,33 @@ _Opener = Callable[[float], Any]
 class QuoteClient:
     """A client of osago.v1.AggregatorService; use as `async with QuoteClient(target) as client`.
 
+    `target` is one aggregator (`host:port`), any gRPC target (`dns:///aggregator:50050`, every
+    address of the name used), or several instances (`"10.0.0.5:50050,10.0.0.6:50050"` or a
+    list; host names are resolved once, when the client opens): calls go round-robin over the
+    instances, skipping one that reports NOT_SERVING (it drains), and a resumed stream may go to
+    any of them.
+
     Every call has a deadline of `timeout_s` (a stream's resumes included). A stream that breaks
     before its session finished is resumed from the last event seen, up to `max_resumes` times in
     a row without progress, waiting `resume_backoff_s * 2**n` (at most `resume_backoff_max_s`,
     full jitter) before each attempt.
+
+    A circuit breaker (`breaker`) guards the aggregator: while too many calls fail with
+    UNAVAILABLE, INTERNAL, UNKNOWN or DEADLINE_EXCEEDED, calls fail at once with UNAVAILABLE
+    instead of waiting on a service that is down.
     """
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout_s: float = 75.0,
         max_resumes: int = 5,
         resume_backoff_s: float = 0.2,
         resume_backoff_max_s: float = 2.0,
         credentials: grpc.ChannelCredentials | None = None,
+        breaker: BreakerConfig = DEFAULT_BREAKER,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
@@ -64,9 +89,10 @@ class QuoteClient:
         self._credentials = credentials
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
+        self.breaker = CircuitBreaker(breaker, clock)
 
     async def __aenter__(self) -> Self:
-        self._channel = open_channel(self._target, self._credentials)
+        self._channel = open_channel(await resolve_target(self._target), self._credentials)
         self._stub = aggregator_service_pb2_grpc.AggregatorServiceStub(self._channel)
         return self
 
@@ -95,29 +121,47 @@ class QuoteClient:
         *,
         idempotency_key: str = "",
         time_limit_s: float | None = None,
+        fresh: bool = False,
     ) -> aggregator_service_pb2.QuoteRequest:
         """Creates a quote request (or finds the one created with the same key) and returns it.
 
         Without a key one is generated, so the channel's retries cannot create a second request.
+        With `fresh`, every insurer is asked anew even if an identical application was quoted a
+        few minutes ago (otherwise such offers come at once from the cache, `from_cache` set).
         """
         request = aggregator_service_pb2.CreateQuoteRequestRequest(
-            application=application, idempotency_key=idempotency_key or _new_key()
+            application=application, idempotency_key=idempotency_key or _new_key(), fresh=fresh
         )
         _set_time_limit(request, time_limit_s)
-        try:
-            response = await self._service().CreateQuoteRequest(request, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
+        response = await self._unary(self._service().CreateQuoteRequest, request)
         return response.quote_request
 
     async def get(self, request_id: str) -> aggregator_service_pb2.QuoteRequest:
         """A snapshot of the quote request: status, offers and failures so far."""
         request = aggregator_service_pb2.GetQuoteRequestRequest(request_id=request_id)
-        try:
-            response = await self._service().GetQuoteRequest(request, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
+        response = await self._unary(self._service().GetQuoteRequest, request)
         return response.quote_request
+
+    def _permit(self) -> Permit:
+        permit = self.breaker.try_acquire()
+        if permit is None:
+            wait = self.breaker.retry_after_s()
+            when = f"; calls resume in {wait:.1f} s" if wait is not None else ""
+            raise QuoteError("UNAVAILABLE", f"the quote service is failing right now{when}")
+        return permit
+
+    async def _unary(self, method: Any, request: Any) -> Any:
+        permit = self._permit()
+        try:
+            response = await method(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as error:
+            _verdict(permit, error)
+            raise from_rpc_error(error) from error
+        except BaseException:
+            permit.release()
+            raise
+        permit.success(0.0)
+        return response
 
     async def stream_events(
         self, request_id: str, after_seq: int = 0
@@ -134,14 +178,16 @@ class QuoteClient:
         *,
         idempotency_key: str = "",
         time_limit_s: float | None = None,
+        fresh: bool = False,
     ) -> AsyncGenerator[events_pb2.QuoteEvent, None]:
         """Starts a session and yields its events, each once and in order, up to session_finished.
 
         A call that breaks before its first event is repeated with the same idempotency key
         (generated when not given), so it attaches to the request already created, if any.
+        `fresh` as for `create`.
         """
         request = aggregator_service_pb2.GetQuotesRequest(
-            application=application, idempotency_key=idempotency_key or _new_key()
+            application=application, idempotency_key=idempotency_key or _new_key(), fresh=fresh
         )
         _set_time_limit(request, time_limit_s)
         service = self._service()
@@ -163,10 +209,14 @@ class QuoteClient:
             if remaining <= 0:
                 message = f"the session did not finish within {self._timeout_s:g} s"
                 raise QuoteError("DEADLINE_EXCEEDED", message)
+            permit: Permit | None = self._permit()
             call = self._open(cursor, open_session, remaining)
             progressed = False
             try:
                 async for response in call:
+                    if permit is not None:  # the aggregator answers: it is healthy
+                        permit.success(0.0)
+                        permit = None
                     event: events_pb2.QuoteEvent = response.event
                     if cursor.accept(event):
                         progressed = True
@@ -175,10 +225,15 @@ class QuoteClient:
                             return
                 broken = QuoteError("UNAVAILABLE", "the stream ended before the session finished")
             except grpc.aio.AioRpcError as error:
+                if permit is not None:
+                    _verdict(permit, error)
+                    permit = None
                 if error.code() not in RESUMABLE_CODES:
                     raise from_rpc_error(error) from error
                 broken = from_rpc_error(error)
             finally:
+                if permit is not None:
+                    permit.release()
                 call.cancel()
             failures = 1 if progressed else failures + 1
             if failures > self._max_resumes:
@@ -193,6 +248,31 @@ class QuoteClient:
             )
             return self._service().StreamQuoteEvents(request, timeout=timeout)
         return open_session(timeout)
+
+
+def _verdict(permit: Permit, error: grpc.aio.AioRpcError) -> None:
+    if error.code() in AGGREGATOR_FAILURES:
+        permit.failure(0.0)
+    else:  # the aggregator answered (INVALID_ARGUMENT, NOT_FOUND, ...): it works
+        permit.success(0.0)
+
+
+async def resolve_target(target: str | Sequence[str]) -> str:
+    """One gRPC target for `target`: several `host:port` (a list, or comma-separated) become one
+    round-robin target, host names resolved to their IPv4 addresses now."""
+    addresses = [a.strip() for a in target.split(",")] if isinstance(target, str) else [a.strip() for a in target]
+    addresses = [a for a in addresses if a]
+    if not addresses:
+        raise ValueError("no aggregator address given")
+    if len(addresses) == 1:
+        return addresses[0]
+    loop = asyncio.get_running_loop()
+    resolved: list[str] = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        infos = await loop.getaddrinfo(host, int(port), family=socket.AF_INET, type=socket.SOCK_STREAM)
+        resolved.extend(f"{info[4][0]}:{port}" for info in infos[:1])
+    return replicas_target(resolved)
 
 
 def _new_key() -> str:

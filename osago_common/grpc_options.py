@@ -7,6 +7,9 @@ noticed within 40 s. Servers accept pings as often as every 10 s (Envoy and othe
 idle connections too) and never answer them with GOAWAY too_many_pings, which the gRPC defaults
 (one ping per 5 minutes, 2 strikes) would do.
 
+Load balancing: calls go round-robin over every replica the target names, and a replica that
+reports NOT_SERVING on grpc.health.v1 (it drains) gets no new call.
+
 Retries (gRPC proposal A6) are only of UNAVAILABLE, before response headers, and throttled by
 tokens: each failure costs one, each success gives back `token_ratio`, and below half of
 `max_tokens` the channel stops retrying, so a failing service is not sent a multiple of its load.
@@ -50,10 +53,23 @@ class CallRetry:
     backoff_multiplier: float = 2.0
 
 
-def service_config(service: str, retry: CallRetry) -> str:
-    """The channel's service config (JSON) retrying every method of `service`."""
+def balanced(target: str) -> bool:
+    """Whether `target` may name several replicas (an address list, or a DNS name with several
+    records) and calls should be spread over them."""
+    return target.startswith(("ipv4:", "ipv6:", "dns:"))
+
+
+def service_config(service: str, retry: CallRetry, *, spread: bool = False) -> str:
+    """The channel's service config (JSON) retrying every method of `service`. With `spread`,
+    calls go round-robin over every address the target names and skip a replica whose
+    grpc.health.v1 says NOT_SERVING (one that drains); without, the one address is used as
+    gRPC does by default (pick_first, which reconnects on demand)."""
+    balancing: dict[str, object] = (
+        {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}} if spread else {}
+    )
     return json.dumps(
         {
+            **balancing,
             "methodConfig": [
                 {
                     "name": [{"service": service}],
@@ -71,13 +87,33 @@ def service_config(service: str, retry: CallRetry) -> str:
     )
 
 
-def channel_options(service: str, retry: CallRetry, *extra: tuple[str, str | int]) -> Options:
-    """Options of a channel to `service`: its retries, the shared keepalive, then `extra`."""
+def channel_options(
+    service: str, retry: CallRetry, *extra: tuple[str, str | int], spread: bool = False
+) -> Options:
+    """Options of a channel to `service`: its retries (and load balancing, see service_config),
+    the shared keepalive, then `extra`."""
     return (
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", service_config(service, retry)),
+        ("grpc.service_config", service_config(service, retry, spread=spread)),
         *KEEPALIVE,
         # Keep pinging a connection that carries no data (the default stops after 2 pings).
         ("grpc.http2.max_pings_without_data", 0),
         *extra,
     )
+
+
+def replicas_target(addresses: list[str]) -> str:
+    """One gRPC target for several replicas given as `ip:port` (IPv4 literals, as gRPC's `ipv4:`
+    scheme takes): calls go round-robin over them. One address is returned as it is, so any gRPC
+    target (`host:port`, `dns:///name:port` whose every record is used) fits too."""
+    if len(addresses) == 1:
+        return addresses[0]
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        octets = host.split(".")
+        if not (sep and port.isdigit() and len(octets) == 4 and all(o.isdigit() for o in octets)):
+            raise ValueError(
+                f"replicas listed together must be ipv4:port, got {address!r} "
+                "(for host names use one DNS name that resolves to every replica: dns:///name:port)"
+            )
+    return "ipv4:" + ",".join(addresses)

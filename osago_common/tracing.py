@@ -46,6 +46,7 @@ ATTEMPT = "osago.attempt"
 HTTP_STATUS = "osago.http.status_code"
 FAILURE = "osago.failure"
 RETRYABLE = "osago.retryable"
+TAKEN_OVER = "osago.taken_over"
 
 Metadata = tuple[tuple[str, str], ...]
 # What grpc.aio's ServicerContext.invocation_metadata() gives (values of "-bin" keys are bytes).

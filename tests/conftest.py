@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
+import redis
 from aiohttp import web
 from google.protobuf import json_format
 from osago.v1 import application_pb2
 
 from osago_mesh.local import LocalMesh, start_mesh
 from osago_common.clock import FakeClock
+from tests.pg_server import postgres_server
+from tests.redis_server import redis_server
 
 Mesh = LocalMesh
 
@@ -62,3 +67,38 @@ def clock() -> FakeClock:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL server for the whole test session."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's server; its URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A private redis-server for the whole test session."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> str:
+    """The session's Redis, emptied for this test; its URL."""
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushall()
+    return redis_url

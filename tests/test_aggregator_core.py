@@ -15,7 +15,8 @@ from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from aggregator.core import Aggregator, NotFound
-from aggregator.eventlog import MemoryEventLog
+from aggregator.bus import MemoryEventBus
+from aggregator.cache import MemoryResultCache
 from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from aggregator.store import MemoryRequestStore
@@ -42,7 +43,9 @@ async def aggregator(
         retention_s=RETENTION_S,
     )
     gateways = ScriptedGateways(clock, {"a": script})
-    core = Aggregator(settings, gateways, MemoryRequestStore(), MemoryEventLog(), clock, new_id=lambda: "r1")
+    core = Aggregator(
+        settings, gateways, MemoryRequestStore(), MemoryEventBus(clock), MemoryResultCache(clock), clock, new_id=lambda: "r1"
+    )
     try:
         yield core, gateways
     finally:

@@ -4,6 +4,7 @@ AggregatorService: ordered delivery, resume after dropped streams, retries, rich
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +29,8 @@ from osago.v1 import (
 from osago_client import QuoteClient, QuoteError
 from osago_client.channel import CHANNEL_OPTIONS
 from osago_client.resume import EventCursor, backoff_delay
+from osago_common.breaker import BreakerConfig
+from osago_common.clock import FakeClock
 from osago_common.grpc_server import ServiceServer
 
 pytestmark = pytest.mark.functional
@@ -457,3 +460,78 @@ def test_service_config_retries_unavailable_with_throttling() -> None:
         "retryableStatusCodes": ["UNAVAILABLE"],
     }
     assert config["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
+
+
+# Several aggregator instances, and the breaker toward them.
+
+
+@contextlib.asynccontextmanager
+async def instances(*aggregators: ScriptedAggregator) -> AsyncIterator[list[tuple[str, ServiceServer]]]:
+    servers = []
+    try:
+        for scripted in aggregators:
+            server = ServiceServer("127.0.0.1:0")
+            aggregator_service_pb2_grpc.add_AggregatorServiceServicer_to_server(scripted, server.server)
+            server.add_service_name(SERVICE)
+            servers.append((f"127.0.0.1:{await server.start()}", server))
+        yield servers
+    finally:
+        for _, server in servers:
+            await server.stop(0)
+
+
+async def test_calls_spread_over_every_instance_listed() -> None:
+    one, two = ScriptedAggregator(), ScriptedAggregator()
+    async with instances(one, two) as servers:
+        # Host names are resolved when the client opens.
+        listed = ",".join(address.replace("127.0.0.1", "localhost") for address, _ in servers)
+        async with fast_client(listed) as client:
+            # Round-robin over the instances that are connected: once both are, they alternate.
+            for _ in range(50):
+                await client.get(REQUEST_ID)
+                if one.calls and two.calls:
+                    break
+            before = len(one.calls), len(two.calls)
+            for _ in range(6):
+                await client.get(REQUEST_ID)
+    assert one.calls and two.calls
+    assert (len(one.calls) - before[0], len(two.calls) - before[1]) == (3, 3)
+
+
+async def test_a_draining_instance_gets_no_new_calls() -> None:
+    one, two = ScriptedAggregator(), ScriptedAggregator()
+    async with instances(one, two) as servers:
+        await servers[0][1].health.enter_graceful_shutdown()  # NOT_SERVING, as a draining instance says
+        async with fast_client([address for address, _ in servers]) as client:
+            for _ in range(4):
+                await client.get(REQUEST_ID)
+    assert (len(one.calls), len(two.calls)) == (0, 4)
+
+
+async def test_the_breaker_stops_calling_an_aggregator_that_keeps_failing() -> None:
+    failing = ScriptedAggregator(reject=rpc_status.to_status(status_pb2.Status(code=code_pb2.UNAVAILABLE, message="down")))
+    clock = FakeClock()
+    config = BreakerConfig(window_size=4, minimum_calls=4, failure_rate_threshold=0.5, open_duration_s=5.0)
+    async with instances(failing) as servers:
+        async with fast_client(servers[0][0], breaker=config, clock=clock) as client:
+            for _ in range(4):
+                with pytest.raises(QuoteError, match="UNAVAILABLE"):
+                    await client.create(application())
+            reached = len(failing.calls)
+            with pytest.raises(QuoteError, match="the quote service is failing right now; calls resume in 5.0 s"):
+                await client.create(application())
+            assert len(failing.calls) == reached  # refused without a call
+            await clock.advance(5.0)
+            failing.reject = None  # the aggregator is back: a probe gets through
+            assert (await client.create(application())).request_id == REQUEST_ID
+
+
+async def test_answers_that_are_not_failures_of_the_service_keep_the_breaker_closed() -> None:
+    config = BreakerConfig(window_size=4, minimum_calls=4, failure_rate_threshold=0.5, open_duration_s=5.0)
+    scripted = ScriptedAggregator()
+    async with instances(scripted) as servers:
+        async with fast_client(servers[0][0], breaker=config) as client:
+            for _ in range(6):
+                with pytest.raises(QuoteError, match="NOT_FOUND"):
+                    await client.get("someone-else")
+            assert (await client.get(REQUEST_ID)).request_id == REQUEST_ID

@@ -11,7 +11,8 @@ import pytest
 from osago.v1 import application_pb2, gateway_service_pb2, quote_pb2
 
 from aggregator.core import Aggregator, InvalidRequest
-from aggregator.eventlog import MemoryEventLog
+from aggregator.bus import MemoryEventBus
+from aggregator.cache import MemoryResultCache
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from aggregator.store import MemoryRequestStore
 from insurer_gateway.dialects import DIALECTS
@@ -55,7 +56,8 @@ class RecordingGateways:
 
 def aggregator(gateways: RecordingGateways) -> Aggregator:
     settings = AggregatorSettings(gateways=(GatewayEndpoint("alfa", "Alfa", "127.0.0.1:1"),))
-    return Aggregator(settings, gateways, MemoryRequestStore(), MemoryEventLog(), FakeClock(start=LATE_UTC_EVENING))
+    clock = FakeClock(start=LATE_UTC_EVENING)
+    return Aggregator(settings, gateways, MemoryRequestStore(), MemoryEventBus(clock), MemoryResultCache(clock), clock)
 
 
 async def test_the_aggregator_sends_insurers_tomorrow_in_moscow_for_an_empty_start_date() -> None:

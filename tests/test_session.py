@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
 
-from aggregator.eventlog import MemoryEventLog
+from aggregator.bus import MemoryEventBus
+from aggregator.live import LiveStream
+from aggregator.store import LeaseLost, MemoryRequestStore, RequestRecord
+from aggregator.writer import SessionWriter
 from aggregator.session import QuoteSession, SessionPlan, session_started
 from osago_common.clock import FakeClock
 
@@ -63,16 +67,45 @@ class ScriptedGateways:
             raise
 
 
-async def run(scripts: dict[str, Script], limit: float = 60.0) -> tuple[FakeClock, ScriptedGateways, asyncio.Task[int], MemoryEventLog]:
+class Log:
+    """The real session writer over the embedded store and bus; `read` gives what was stored."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.store = MemoryRequestStore()
+        self.live = LiveStream()
+        self.writer: SessionWriter | None = None
+        self.session: QuoteSession | None = None
+
+    async def open(self, insurers: tuple[tuple[str, str], ...], limit: float) -> None:
+        now = self.clock.now()
+        record = RequestRecord("r1", now, now + timedelta(seconds=limit), insurers, "", "f")
+        first = session_started("r1", insurers, self.clock, record.deadline)
+        _, lease = await self.store.create(record, b"", {}, first, "here")
+        assert lease is not None
+        self.live.append(first)
+        self.writer = SessionWriter(
+            lease, 2, self.store, MemoryEventBus(self.clock), self.live, self.clock,
+            keep_until=record.deadline, give_up_at=self.clock.monotonic() + limit + 10,
+        )
+
+    async def append(self, event: events_pb2.QuoteEvent) -> events_pb2.QuoteEvent:
+        assert self.writer is not None
+        return await self.writer.append(event)
+
+    async def read(self, request_id: str) -> list[events_pb2.QuoteEvent]:
+        return await self.store.events(request_id)
+
+
+async def run(scripts: dict[str, Script], limit: float = 60.0) -> tuple[FakeClock, ScriptedGateways, asyncio.Task[int], Log]:
     clock = FakeClock()
-    log = MemoryEventLog()
+    log = Log(clock)
     gateways = ScriptedGateways(clock, scripts)
     insurers = tuple((i, i.upper()) for i in scripts)
-    await log.open("r1")
-    await log.append(session_started("r1", insurers, clock, clock.now()))
+    await log.open(insurers, limit)
     plan = SessionPlan("r1", application_pb2.Application(), insurers, clock.monotonic() + limit, limit)
-    session = QuoteSession(plan, gateways, log, clock, gateway_margin_s=0.25)
-    task = asyncio.create_task(session.run())
+    log.session = QuoteSession(plan, gateways, log, clock, gateway_margin_s=0.25)
+    task = asyncio.create_task(log.session.run())
     return clock, gateways, task, log
 
 
@@ -242,3 +275,89 @@ async def test_cancelled_session_stops_every_insurer_and_logs_cancelled() -> Non
     events = await log.read("r1")
     assert events[-1].session_finished.status == Status.SESSION_STATUS_CANCELLED
     assert [e.insurer_failed.reason for e in events if e.HasField("insurer_failed")] == [Reason.FAILURE_REASON_CANCELLED]
+
+
+# Sessions resumed on another instance, answered from the cache, handed over, or taken over.
+
+
+def quote_event(insurer_id: str, premium: int, seq: int) -> events_pb2.QuoteEvent:
+    event = events_pb2.QuoteEvent(request_id="r1", seq=seq)
+    event.quote_received.quote.CopyFrom(quote_pb2.Quote(insurer_id=insurer_id, premium_kopecks=premium))
+    return event
+
+
+async def test_a_resumed_session_asks_only_the_insurers_that_had_not_answered_and_numbers_on() -> None:
+    clock = FakeClock()
+    log = Log(clock)
+    insurers = (("a", "A"), ("b", "B"), ("c", "C"))
+    await log.open(insurers, 60.0)
+    # What the instance that died had logged: a's offer, and b accepted.
+    await log.append(quote_event("a", 500_000, 0))
+    progress = events_pb2.QuoteEvent(request_id="r1")
+    progress.insurer_progress.CopyFrom(
+        events_pb2.InsurerProgress(insurer_id="b", state=events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_ACCEPTED)
+    )
+    await log.append(progress)
+    history = await log.read("r1")
+    gateways = ScriptedGateways(clock, {"a": [(0.0, offer(1))], "b": [(0.1, accepted()), (1.0, offer(600_000))], "c": [(2.0, offer(700_000))]})
+    # Resumed 20 s into the session: it still ends by the original deadline.
+    plan = SessionPlan("r1", application_pb2.Application(), insurers, clock.monotonic() + 40.0, 60.0)
+    task = asyncio.create_task(QuoteSession(plan, gateways, log, clock, gateway_margin_s=0.25, history=history).run())
+    await clock.advance(3.0)
+    assert task.result() == Status.SESSION_STATUS_COMPLETED
+    events = await log.read("r1")
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+    assert set(gateways.timeouts) == {"b", "c"}  # a answered before: not asked again
+    assert gateways.timeouts["c"] == pytest.approx(40.0 - 0.25)
+    # b's "accepted" was logged already: not logged twice.
+    assert kinds(events[3:]) == ["quote_received", "quote_received", "session_finished"]
+    assert events[-1].session_finished.quotes_received == 3
+
+
+async def test_cached_offers_are_logged_at_once_and_those_insurers_not_asked() -> None:
+    clock = FakeClock()
+    log = Log(clock)
+    insurers = (("a", "A"), ("b", "B"))
+    await log.open(insurers, 60.0)
+    gateways = ScriptedGateways(clock, {"a": [(0.0, offer(1))], "b": [(5.0, offer(800_000))]})
+    cached = quote_pb2.Quote(insurer_id="a", premium_kopecks=650_000, from_cache=True)
+    plan = SessionPlan("r1", application_pb2.Application(), insurers, clock.monotonic() + 60, 60, cached={"a": cached})
+    task = asyncio.create_task(QuoteSession(plan, gateways, log, clock, gateway_margin_s=0.25).run())
+    await clock.settle()
+    first = (await log.read("r1"))[1]
+    assert first.quote_received.quote.premium_kopecks == 650_000 and first.quote_received.quote.from_cache
+    assert first.time.ToDatetime(tzinfo=clock.now().tzinfo) == clock.now()  # no waiting
+    await clock.advance(5.0)
+    assert task.result() == Status.SESSION_STATUS_COMPLETED
+    assert set(gateways.timeouts) == {"b"}
+
+
+async def test_a_detached_session_stops_asking_and_writes_nothing_more() -> None:
+    clock, gateways, task, log = await run({"a": [(1.0, accepted())], "b": [(30.0, offer(1))]})
+    await clock.advance(2.0)
+    before = await log.read("r1")
+    # The instance hands the session over (drain): detach, then cancel.
+    assert log.session is not None
+    log.session.detach()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gateways.cancelled == {"a", "b"}
+    assert await log.read("r1") == before  # no CANCELLED failures, no session_finished
+
+
+async def test_a_session_whose_lease_was_taken_stops_without_finishing() -> None:
+    clock, gateways, task, log = await run({"a": [(1.0, offer(500_000))], "b": [(30.0, offer(1))]})
+    await clock.advance(0.5)
+    assert log.writer is not None
+    # Another instance takes the session over: the store raises the epoch.
+    later = clock.now() + timedelta(seconds=10)
+    await log.store.heartbeat("other", later, 5.0)
+    [claim] = await log.store.claim_orphans("other", later, 10)
+    await clock.advance(1.0)  # a's offer: the write is refused
+    assert task.done()
+    with pytest.raises(LeaseLost):
+        task.result()
+    assert gateways.cancelled == {"b"}
+    assert [e.seq for e in await log.read("r1")] == [1]  # nothing written after the takeover
+    assert claim.lease.epoch == 2

@@ -116,6 +116,7 @@ async def test_a_session_is_one_trace_from_the_aggregator_through_every_gateway_
         "osago.status": expected_status,
         "osago.quotes": finished.quotes_received,
         "osago.failed": finished.insurers_failed,
+        "osago.taken_over": False,  # started here, not resumed from another instance
     }
 
     # One insurer call per insurer, children of the session, each with its outcome.

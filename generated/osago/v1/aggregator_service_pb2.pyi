@@ -14,14 +14,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetQuotesRequest(_message.Message):
-    __slots__ = ("application", "idempotency_key", "time_limit")
+    __slots__ = ("application", "idempotency_key", "time_limit", "fresh")
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     TIME_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
     application: _application_pb2.Application
     idempotency_key: str
     time_limit: _duration_pb2.Duration
-    def __init__(self, application: _Optional[_Union[_application_pb2.Application, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    fresh: bool
+    def __init__(self, application: _Optional[_Union[_application_pb2.Application, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., fresh: _Optional[bool] = ...) -> None: ...
 
 class GetQuotesResponse(_message.Message):
     __slots__ = ("event",)
@@ -30,14 +32,16 @@ class GetQuotesResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[_events_pb2.QuoteEvent, _Mapping]] = ...) -> None: ...
 
 class CreateQuoteRequestRequest(_message.Message):
-    __slots__ = ("application", "idempotency_key", "time_limit")
+    __slots__ = ("application", "idempotency_key", "time_limit", "fresh")
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     TIME_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
     application: _application_pb2.Application
     idempotency_key: str
     time_limit: _duration_pb2.Duration
-    def __init__(self, application: _Optional[_Union[_application_pb2.Application, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    fresh: bool
+    def __init__(self, application: _Optional[_Union[_application_pb2.Application, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., fresh: _Optional[bool] = ...) -> None: ...
 
 class CreateQuoteRequestResponse(_message.Message):
     __slots__ = ("quote_request",)

@@ -1,0 +1,109 @@
+-- Every query the Postgres store makes, by name (aggregator.postgres reads them at import).
+-- Parameters are psycopg's %(name)s placeholders.
+
+-- name: insert_request
+-- A new request; nothing when the customer's idempotency key is taken (see find_by_key).
+INSERT INTO osago_requests (
+    id, customer_id, idempotency_key, fingerprint, vehicle_data, application, insurers,
+    status, created_at, expires_at, owner, lease_epoch
+) VALUES (
+    %(id)s, %(customer_id)s, %(idempotency_key)s, %(fingerprint)s, %(vehicle_data)s,
+    %(application)s, %(insurers)s, 'running', %(created_at)s, %(expires_at)s, %(owner)s, 1
+)
+ON CONFLICT ON CONSTRAINT osago_requests_idempotency DO NOTHING
+RETURNING lease_epoch;
+
+-- name: find_by_key
+SELECT id, customer_id, idempotency_key, fingerprint, insurers, status, created_at, expires_at
+FROM osago_requests
+WHERE customer_id = %(customer_id)s AND idempotency_key = %(idempotency_key)s;
+
+-- name: get_request
+SELECT id, customer_id, idempotency_key, fingerprint, insurers, status, created_at, expires_at
+FROM osago_requests
+WHERE id = %(id)s;
+
+-- name: append_events
+-- One statement: the fence (the writer's epoch is still the request's, row locked against a
+-- concurrent takeover until this commits), the events, each insurer's one answer, and the end
+-- of the request when a session_finished is among the events. Counts the events stored: 0
+-- means the lease was lost and nothing was stored.
+WITH fence AS (
+    SELECT id FROM osago_requests
+    WHERE id = %(id)s AND lease_epoch = %(epoch)s AND owner = %(owner)s AND status = 'running'
+    FOR NO KEY UPDATE
+),
+stored AS (
+    INSERT INTO osago_events (request_id, seq, kind, event, created_at)
+    SELECT fence.id, e.seq, e.kind, e.event, e.created_at
+    FROM fence,
+         unnest(%(seqs)s::bigint[], %(kinds)s::text[], %(events)s::bytea[], %(times)s::timestamptz[])
+             AS e (seq, kind, event, created_at)
+    RETURNING seq
+),
+answers AS (
+    INSERT INTO osago_quotes (request_id, company_id, quote_data, status, received_at)
+    SELECT fence.id, a.company_id, a.quote_data, a.status, a.received_at
+    FROM fence,
+         unnest(%(companies)s::text[], %(answers)s::jsonb[], %(answer_status)s::text[],
+                %(answer_times)s::timestamptz[])
+             AS a (company_id, quote_data, status, received_at)
+    ON CONFLICT ON CONSTRAINT osago_quotes_one_answer DO NOTHING
+),
+finished AS (
+    UPDATE osago_requests r
+    SET status = %(final_status)s, finished_at = %(finished_at)s, owner = NULL
+    FROM fence
+    WHERE r.id = fence.id AND %(final_status)s::text IS NOT NULL
+)
+SELECT count(*) FROM stored;
+
+-- name: events_after
+SELECT event FROM osago_events
+WHERE request_id = %(id)s AND seq > %(after_seq)s
+ORDER BY seq;
+
+-- name: events_between
+SELECT event FROM osago_events
+WHERE request_id = %(id)s AND seq BETWEEN %(first)s AND %(last)s
+ORDER BY seq;
+
+-- name: heartbeat
+INSERT INTO osago_instances (id, started_at, lease_until)
+VALUES (%(owner)s, %(now)s, %(lease_until)s)
+ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until;
+
+-- name: claim_orphans
+-- Running requests whose owner is gone (no live instance lease) or that were released, oldest
+-- deadline first; rows another instance is claiming right now are skipped, not waited for.
+WITH orphans AS (
+    SELECT r.id FROM osago_requests r
+    WHERE r.status = 'running'
+      AND (r.owner IS NULL OR NOT EXISTS (
+          SELECT 1 FROM osago_instances i WHERE i.id = r.owner AND i.lease_until > %(now)s))
+    ORDER BY r.expires_at
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE OF r SKIP LOCKED
+)
+UPDATE osago_requests r
+SET owner = %(owner)s, lease_epoch = r.lease_epoch + 1
+FROM orphans
+WHERE r.id = orphans.id
+RETURNING r.id, r.customer_id, r.idempotency_key, r.fingerprint, r.insurers, r.status,
+          r.created_at, r.expires_at, r.application, r.lease_epoch;
+
+-- name: events_of
+SELECT request_id, event FROM osago_events
+WHERE request_id = ANY(%(ids)s)
+ORDER BY request_id, seq;
+
+-- name: release
+UPDATE osago_requests
+SET owner = NULL, lease_epoch = lease_epoch + 1
+WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running';
+
+-- name: forget
+DELETE FROM osago_requests WHERE id = %(id)s;
+
+-- name: drop_instance
+DELETE FROM osago_instances WHERE id = %(owner)s;
