@@ -550,6 +550,37 @@ async def test_reload_mid_session_resumes_without_duplicate_rows(stack: Stack, b
     assert len(ids) == len(set(ids)) == len(snapshot.insurers)
 
 
+async def test_the_same_application_again_is_answered_from_the_cache_and_fresh_prices_on_request(
+    stack: Stack, browser: Browser
+) -> None:
+    page = await open_page(browser, stack.page_url)
+    await submit_preset(page, "kazan-two-drivers")
+    first_id = request_id_of(page)
+    await wait_for_summary(page)
+    first = await stack.snapshot(first_id)
+    assert first.quotes and not any(q.from_cache for q in first.quotes)
+    assert await page.locator("[data-testid=ask-fresh]").is_hidden()
+
+    # The same application again: every offer of the first session at once, marked as cached.
+    await page.click("[data-testid=submit]")
+    await page.wait_for_function(f"!location.search.includes({first_id!r})")
+    second_id = request_id_of(page)
+    await wait_for_summary(page)
+    second = await stack.snapshot(second_id)
+    cached = {q.insurer_id: q.premium_kopecks for q in second.quotes if q.from_cache}
+    assert cached == {q.insurer_id: q.premium_kopecks for q in first.quotes}
+    notes = await page.locator("[data-testid=offer-from-cache]").all_inner_texts()
+    assert notes == ["Из кэша: цена рассчитана недавно по такой же заявке."] * len(cached)
+
+    # Fresh prices on request: every insurer asked again, nothing from the cache.
+    await page.click("[data-testid=ask-fresh]")
+    await page.wait_for_function(f"!location.search.includes({second_id!r})")
+    await wait_for_summary(page)
+    fresh = await stack.snapshot(request_id_of(page))
+    assert not any(q.from_cache for q in fresh.quotes)
+    assert await page.locator("[data-testid=offer-from-cache]").count() == 0
+
+
 @EDGES
 async def test_network_loss_mid_session_reconnects_and_misses_nothing(stack: Stack, browser: Browser) -> None:
     page_url = urlparse(stack.page_url)

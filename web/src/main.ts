@@ -93,10 +93,10 @@ function idempotencyKey(): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function create(application: Application, key: string): Promise<CreateQuoteRequestResponse> {
+async function create(application: Application, key: string, fresh: boolean): Promise<CreateQuoteRequestResponse> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await client.createQuoteRequest({ application, idempotencyKey: key }, { timeoutMs: CREATE_TIMEOUT_MS });
+      return await client.createQuoteRequest({ application, idempotencyKey: key, fresh }, { timeoutMs: CREATE_TIMEOUT_MS });
     } catch (error) {
       const connectError = ConnectError.from(error);
       if (attempt >= CREATE_ATTEMPTS || !CREATE_RETRYABLE.has(connectError.code)) throw connectError;
@@ -124,6 +124,11 @@ function retryAfterSeconds(error: ConnectError): number | null {
 
 async function onSubmit(event: SubmitEvent): Promise<void> {
   event.preventDefault();
+  await submit(false);
+}
+
+/** Sends the form's application; `fresh` asks every insurer anew instead of the cache of results. */
+async function submit(fresh: boolean): Promise<void> {
   const { application, problems } = form.read();
   if (problems.length > 0) {
     form.showViolations(problems);
@@ -132,7 +137,7 @@ async function onSubmit(event: SubmitEvent): Promise<void> {
   form.clearErrors();
   form.setBusy(true);
   try {
-    const response = await create(application, idempotencyKey());
+    const response = await create(application, idempotencyKey(), fresh);
     const requestId = response.quoteRequest?.requestId;
     if (!requestId) {
       form.showFormError(msg("form.noRequestId"));
@@ -161,6 +166,7 @@ async function onSubmit(event: SubmitEvent): Promise<void> {
 }
 
 form.form.addEventListener("submit", (event) => void onSubmit(event as SubmitEvent));
+document.getElementById("ask-fresh")?.addEventListener("click", () => void submit(true));
 
 for (const button of document.querySelectorAll<HTMLButtonElement>("button[data-preset]")) {
   button.addEventListener("click", () => {

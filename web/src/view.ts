@@ -91,6 +91,8 @@ export class SessionView {
   private readonly offersEmpty = byId("offers-empty");
   private readonly insurersList = byId<HTMLUListElement>("insurers");
   private readonly summary = byId("summary");
+  /** Shown once an offer came from the cache: the customer may have every insurer asked anew. */
+  private readonly freshOffer = byId("fresh-offer");
   private readonly announcer = byId("announcer");
 
   private readonly insurers = new Map<string, InsurerRow>();
@@ -114,6 +116,7 @@ export class SessionView {
     this.serverOffset = Number.NEGATIVE_INFINITY;
     this.offersList.replaceChildren();
     this.insurersList.replaceChildren();
+    this.freshOffer.hidden = true;
     this.offersEmpty.hidden = false;
     show(this.offersEmpty, msg("session.noOffersYet"));
     this.summary.replaceChildren();
@@ -288,11 +291,10 @@ export class SessionView {
     this.offersList.insertBefore(el, next ? next.el : null);
     this.offers.set(quote.insurerId, { el, premium, quote });
     this.offersEmpty.hidden = true;
+    if (quote.fromCache) this.freshOffer.hidden = false;
     this.announceOffers();
   }
 
-  // An offer served from the cache would say so ("offer.fromCache" is in the catalogues), once
-  // Quote carries such a flag; osago.v1.Quote has none yet.
   private offerRow(quote: Quote): HTMLLIElement {
     const b = quote.breakdown;
     const coefficients: (readonly [code: Key, meaning: Key, value: Msg])[] = b
@@ -318,6 +320,7 @@ export class SessionView {
         h("span", { class: "offer-insurer" }, msg("value.text", { text: name })),
         h("span", { class: "offer-price", "data-testid": "offer-price" }, msg("value.money", { amount: money(quote.premiumKopecks) })),
       ),
+      quote.fromCache ? h("p", { class: "offer-cached", "data-testid": "offer-from-cache" }, msg("offer.fromCache")) : null,
       validUntil || url
         ? h("p", { class: "offer-meta" },
             validUntil ? h("span", { "data-testid": "offer-valid-until" }, validUntil) : null,

@@ -190,6 +190,7 @@ export const en: Catalogue = {
   "offer.buy": "Buy from {insurer}",
   "offer.newTab": "(opens in a new tab)",
   "offer.fromCache": "From the cache: priced recently for the same application.",
+  "offer.askFresh": "Ask every insurer for fresh prices",
   "offer.howPrice": "How the price is made",
   "offer.formula": "{terms} = {amount}",
   "coef.tb": "ТБ",

@@ -191,6 +191,7 @@ export const ru = {
   "offer.buy": "Купить полис у {insurer}",
   "offer.newTab": "(откроется в новой вкладке)",
   "offer.fromCache": "Из кэша: цена рассчитана недавно по такой же заявке.",
+  "offer.askFresh": "Запросить свежие цены у всех страховщиков",
   "offer.howPrice": "Как считается цена",
   "offer.formula": "{terms} = {amount}",
   "coef.tb": "ТБ",
