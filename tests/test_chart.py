@@ -75,6 +75,7 @@ def test_adding_an_insurer_adds_its_gateway_and_the_aggregator_asks_it(helm: Pat
         "dialect": "rest",
         "baseUrl": "https://api.zetta.example/osago",
         "rateLimit": {"perSecond": 7, "burst": 9},
+        "retry": {"budgetRatio": 0},
         "egress": {"cidrs": ["203.0.113.7/32"], "ports": [8443]},
     }
     extra = tmp_path / "more-insurers.yaml"
@@ -89,8 +90,9 @@ def test_adding_an_insurer_adds_its_gateway_and_the_aggregator_asks_it(helm: Pat
     assert env["OSAGO_GATEWAY_DIALECT"] == "rest"
     assert env["OSAGO_GATEWAY_BASE_URL"] == "https://api.zetta.example/osago"
     assert (env["OSAGO_GATEWAY_RATE_LIMIT_PER_S"], env["OSAGO_GATEWAY_RATE_LIMIT_BURST"]) == ("7", "9")
-    # What the entry leaves out comes from gateway.defaults.
+    # What the entry leaves out comes from gateway.defaults; what it sets wins, a zero too.
     assert (env["OSAGO_GATEWAY_BREAKER_WINDOW"], env["OSAGO_GATEWAY_RETRY_MAX_ATTEMPTS"]) == ("20", "3")
+    assert env["OSAGO_GATEWAY_RETRY_BUDGET_RATIO"] == "0"
     assert gateway["spec"]["replicas"] == 1
 
     service = find(docs, "Service", "osago-gw-zetta-headless")

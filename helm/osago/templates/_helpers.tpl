@@ -267,11 +267,28 @@ annotations:
 {{- end -}}
 
 {{/*
-One insurer's settings: gateway.defaults overlaid with the insurer's own entry (maps merge key by
-key, lists are replaced). Returns YAML; use with fromYaml.
+One insurer's settings: gateway.defaults overlaid with the insurer's own entry. Returns YAML; use
+with fromYaml.
 */}}
 {{- define "osago.insurerConfig" -}}
-{{- toYaml (mergeOverwrite (deepCopy .ctx.Values.gateway.defaults) (deepCopy .insurer)) -}}
+{{- include "osago.overlay" (dict "base" .ctx.Values.gateway.defaults "over" .insurer) -}}
+{{- end -}}
+
+{{/*
+`over` laid on `base`: maps merge key by key, anything else in `over` wins, zero and empty values
+included (sprig's mergeOverwrite would keep the base's value for a 0, "" or []). Returns YAML.
+*/}}
+{{- define "osago.overlay" -}}
+{{- $out := deepCopy .base -}}
+{{- range $key, $value := .over -}}
+{{- $current := get $out $key -}}
+{{- if and (kindIs "map" $value) (kindIs "map" $current) -}}
+{{- $_ := set $out $key (include "osago.overlay" (dict "base" $current "over" $value) | fromYaml) -}}
+{{- else -}}
+{{- $_ := set $out $key $value -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
 
 {{/* The insurer's API base URL: its own, else the in-cluster simulator's page for it. */}}
