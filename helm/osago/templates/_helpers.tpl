@@ -400,6 +400,10 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
 {{- if lt (float64 $v.aggregator.drainGraceSeconds) (float64 $v.aggregator.sessionLimitSeconds) -}}
 {{- $messages = append $messages (printf "aggregator.drainGraceSeconds (%v) must be at least aggregator.sessionLimitSeconds (%v): a lone aggregator finishes its sessions before it exits" $v.aggregator.drainGraceSeconds $v.aggregator.sessionLimitSeconds) -}}
 {{- end -}}
+{{- $headless := printf "%s-aggregator-headless" (include "osago.fullname" .) -}}
+{{- if gt (len $headless) 63 -}}
+{{- $messages = append $messages (printf "the Service name %s is longer than 63 characters; use a shorter release name or fullnameOverride" $headless) -}}
+{{- end -}}
 {{- if not $v.insurers -}}
 {{- $messages = append $messages "insurers: list at least one insurer" -}}
 {{- end -}}
