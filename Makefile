@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test unit check-generated check-web generate web lint typecheck bench-faults clean
+.PHONY: setup browser demo test unit check-generated check-web check-deploy generate web lint typecheck bench-faults clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ browser:
 check-generated: setup
 	scripts/check-generated.sh
 
+# The image and the Helm chart: hadolint, helm lint/template, Kubernetes schemas, Envoy's config,
+# the alert rules and the dashboard's queries (scripts/check-deploy.sh; fetches Helm into .tools/).
+check-deploy: setup
+	scripts/check-deploy.sh
+
 lint: setup
 	cd protos && ../$(VENV)/bin/buf lint
 
@@ -51,11 +56,11 @@ demo: setup
 unit: setup
 	$(PY) -m pytest -q -m "not functional"
 
-test: setup browser check-generated check-web lint typecheck
+test: setup browser check-generated check-web check-deploy lint typecheck
 	$(PY) -m pytest -q
 
 bench-faults: setup
 	$(VENV)/bin/osago bench faults
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .tools build *.egg-info

@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--in-process", action="store_true", help="run every service in one event loop")
     faults.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
 
+    health = commands.add_parser("health", help="check a gRPC service's grpc.health.v1 status (exit 0 when SERVING)")
+    health.add_argument("--target", required=True, help="host:port, or any gRPC target such as dns:///name:port")
+    health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
+    health.add_argument("--timeout", type=float, help="seconds the check may take (default 5)")
+
     quote = commands.add_parser("quote", help="ask for quotes and watch them arrive")
     quote.add_argument("--file", required=True, help="application JSON (protobuf JSON mapping)")
     quote.add_argument("--target", default=os.environ.get("OSAGO_TARGET", DEFAULT_TARGET), help="aggregator host:port")
@@ -193,6 +198,10 @@ def _run(args: argparse.Namespace) -> int:
         )
         application = Path(args.file) if args.file else DEFAULT_APPLICATION
         return asyncio.run(run_faults(as_json=args.json, modes=args.modes, config=config, application=application))
+    if args.command == "health":
+        from osago_cli.health import run_health
+
+        return asyncio.run(run_health(args.target, args.service, args.timeout))
     if args.command == "quote":
         from osago_cli.quote import run_quote
 
