@@ -47,9 +47,7 @@ class EventBus(Protocol):
         """Publishes events of one request in seq order; an event already published (same seq or
         older than the last) is skipped. The stream is kept at least until `keep_until`."""
 
-    async def read(
-        self, request_id: str, after_seq: int, wait_s: float
-    ) -> list[events_pb2.QuoteEvent] | None:
+    async def read(self, request_id: str, after_seq: int, wait_s: float) -> list[events_pb2.QuoteEvent] | None:
         """The published events with seq > after_seq, waiting up to `wait_s` for one when there
         is none yet ([] then). None when the bus holds no stream for the request (never
         published, expired or lost): the store has the record."""
@@ -94,9 +92,7 @@ class MemoryEventBus:
         stream.changed.set()
         stream.changed = asyncio.Event()
 
-    async def read(
-        self, request_id: str, after_seq: int, wait_s: float
-    ) -> list[events_pb2.QuoteEvent] | None:
+    async def read(self, request_id: str, after_seq: int, wait_s: float) -> list[events_pb2.QuoteEvent] | None:
         stream = self._streams.get(request_id)
         if stream is None:
             return None
@@ -183,9 +179,7 @@ class RedisEventBus:
             if isinstance(result, redis.exceptions.ResponseError) and "smaller" not in str(result):
                 raise result
 
-    async def read(
-        self, request_id: str, after_seq: int, wait_s: float
-    ) -> list[events_pb2.QuoteEvent] | None:
+    async def read(self, request_id: str, after_seq: int, wait_s: float) -> list[events_pb2.QuoteEvent] | None:
         key = STREAM_PREFIX + request_id
         woken = asyncio.Event()
         self._waiters.setdefault(request_id, set()).add(woken)

@@ -160,7 +160,9 @@ class Aggregator:
             raise Unavailable("the quote service's storage is unavailable; please retry in a moment") from None
         if lease is None:
             if stored.fingerprint != record.fingerprint:
-                raise InvalidRequest([FieldViolation("idempotency_key", "was already used for a different application")])
+                raise InvalidRequest(
+                    [FieldViolation("idempotency_key", "was already used for a different application")]
+                )
             return stored, False
         with contextlib.suppress(BusUnavailable):
             await self._bus.publish([first], record.deadline + timedelta(seconds=self._settings.retention_s))

@@ -122,7 +122,11 @@ class GrpcGateways:
                     return
                 except grpc.aio.AioRpcError as error:
                     remaining = deadline - self._clock.monotonic()
-                    if error.code() == grpc.StatusCode.UNAVAILABLE and attempt < STREAM_ATTEMPTS and remaining > RESUME_MIN_S:
+                    if (
+                        error.code() == grpc.StatusCode.UNAVAILABLE
+                        and attempt < STREAM_ATTEMPTS
+                        and remaining > RESUME_MIN_S
+                    ):
                         # The replica went away mid-call (it drains, or died): ask another one
                         # under the same request id, which resumes the insurer application.
                         trace.get_current_span().add_event("osago.gateway_call_resumed", {tracing.ATTEMPT: attempt + 1})

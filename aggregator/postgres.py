@@ -109,7 +109,7 @@ def _event(data: bytes) -> events_pb2.QuoteEvent:
 
 
 def _reason_name(reason: int) -> str:
-    """"declined" for FAILURE_REASON_DECLINED; the number for a reason newer than this code."""
+    """ "declined" for FAILURE_REASON_DECLINED; the number for a reason newer than this code."""
     try:
         return str(quote_pb2.FailureReason.Name(reason)).removeprefix("FAILURE_REASON_").lower()
     except ValueError:
@@ -196,7 +196,9 @@ class PostgresRequestStore:
                 if row is None:  # pragma: no cover - the conflicting row is visible once committed
                     raise StoreUnavailable("idempotency conflict on a request not visible yet")
                 return _record(row), None
-            await self._insert(conn, Lease(record.request_id, owner, int(inserted["lease_epoch"])), [first], fenced=False)
+            await self._insert(
+                conn, Lease(record.request_id, owner, int(inserted["lease_epoch"])), [first], fenced=False
+            )
         return record, Lease(record.request_id, owner, int(inserted["lease_epoch"]))
 
     async def get(self, request_id: str) -> RequestRecord | None:
@@ -308,4 +310,3 @@ class PostgresRequestStore:
 
     async def close(self) -> None:
         await self._pool.close()
-

@@ -102,7 +102,9 @@ class SessionRunner:
             keep_until=record.deadline + timedelta(seconds=s.retention_s),
             give_up_at=plan.deadline + s.store_grace_s,
         )
-        session = QuoteSession(plan, self._source, writer, self._clock, gateway_margin_s=s.gateway_margin_s, history=history)
+        session = QuoteSession(
+            plan, self._source, writer, self._clock, gateway_margin_s=s.gateway_margin_s, history=history
+        )
         task = asyncio.create_task(_traced(session, taken_over), name=f"session:{record.request_id}")
         running = Running(record, session, task, live, writer, taken_over)
         self.running[record.request_id] = running
@@ -132,7 +134,14 @@ class SessionRunner:
         if not quotes or self._settings.cache_ttl_s <= 0:
             return
         now = self._clock.now()
-        ttl = min([self._settings.cache_ttl_s] + [(q.valid_until.ToDatetime(tzinfo=now.tzinfo) - now).total_seconds() for q in quotes if q.HasField("valid_until")])
+        ttl = min(
+            [self._settings.cache_ttl_s]
+            + [
+                (q.valid_until.ToDatetime(tzinfo=now.tzinfo) - now).total_seconds()
+                for q in quotes
+                if q.HasField("valid_until")
+            ]
+        )
         if ttl > 0:
             with contextlib.suppress(Exception):
                 await self._cache.put(running.record.fingerprint, quotes, ttl)

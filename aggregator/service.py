@@ -61,7 +61,9 @@ class AggregatorService:
         self._stack.push_async_callback(aggregator.close)
         aggregator.start()
         server = ServiceServer(s.bind, maximum_concurrent_rpcs=s.max_concurrent_rpcs)
-        aggregator_service_pb2_grpc.add_AggregatorServiceServicer_to_server(AggregatorServicer(aggregator), server.server)
+        aggregator_service_pb2_grpc.add_AggregatorServiceServicer_to_server(
+            AggregatorServicer(aggregator), server.server
+        )
         server.add_service_name(SERVICE_NAME)
         self.port = await server.start()
         self._server = server

@@ -64,7 +64,9 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
         with tracing.attached(tracing.extract_context(context.invocation_metadata())):
             record, _ = await guarded(
                 context,
-                self._aggregator.create(application, request.idempotency_key, _time_limit(request), fresh=request.fresh),
+                self._aggregator.create(
+                    application, request.idempotency_key, _time_limit(request), fresh=request.fresh
+                ),
             )
             snapshot = await guarded(context, self._aggregator.snapshot(record.request_id))
         return pb.CreateQuoteRequestResponse(quote_request=snapshot)

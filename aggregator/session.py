@@ -260,7 +260,9 @@ class QuoteSession:
             if cancelled:
                 await self._failed(insurer_id, name, Reason.FAILURE_REASON_CANCELLED, "the request was cancelled")
             else:
-                await self._failed(insurer_id, name, Reason.FAILURE_REASON_DEADLINE, f"no offer within the {limit} limit")
+                await self._failed(
+                    insurer_id, name, Reason.FAILURE_REASON_DEADLINE, f"no offer within the {limit} limit"
+                )
         asked = len(self.plan.insurers)
         quotes = self._tally.quotes
         failures = self._tally.failures

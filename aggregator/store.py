@@ -184,7 +184,7 @@ class MemoryRequestStore:
         if stored is None:
             return []
         # Events are numbered from 1 without gaps: seq n sits at index n - 1.
-        return stored.events[max(after_seq, 0):]
+        return stored.events[max(after_seq, 0) :]
 
     async def heartbeat(self, owner: str, now: datetime, ttl_s: float) -> None:
         self._instances[owner] = now + timedelta(seconds=ttl_s)

@@ -123,7 +123,11 @@ class InsurerGuard:
             if not call.idempotent or self.policy.max_attempts <= 1:
                 return outcome.failed
             delay = next_delay(
-                self.policy, attempt, self._rng, self._clock.monotonic(), deadline,
+                self.policy,
+                attempt,
+                self._rng,
+                self._clock.monotonic(),
+                deadline,
                 outcome.retry_after_s,
             )
             if delay is None:
@@ -213,9 +217,7 @@ class InsurerGuard:
         duration = self._clock.monotonic() - started
         trace.get_current_span().set_attribute(tracing.HTTP_STATUS, response.status)
         if response.status == 429:
-            return _Transient(
-                failed(Reason.RATE_LIMITED, f"{step}: HTTP 429"), self._retry_after(response)
-            )
+            return _Transient(failed(Reason.RATE_LIMITED, f"{step}: HTTP 429"), self._retry_after(response))
         if response.status >= 500:
             permit.failure(duration)
             return _Transient(
@@ -242,8 +244,7 @@ class InsurerGuard:
 
     def _on_transition(self, before: BreakerState, after: BreakerState) -> None:
         level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
-        log.log(level, "circuit breaker: insurer=%s %s -> %s",
-                self._settings.insurer_id, before.value, after.value)
+        log.log(level, "circuit breaker: insurer=%s %s -> %s", self._settings.insurer_id, before.value, after.value)
 
 
 def _after(failure: Failed, attempts: int, why: str = "") -> Failed:

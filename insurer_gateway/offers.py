@@ -147,9 +147,7 @@ class OfferFlow:
     def _retry_after(self, response: HttpResponse) -> float | None:
         return retry_after_s(response.headers, self._clock.now())
 
-    async def _poll(
-        self, created: Created, retry_after: float | None, deadline: float
-    ) -> AsyncGenerator[Update, None]:
+    async def _poll(self, created: Created, retry_after: float | None, deadline: float) -> AsyncGenerator[Update, None]:
         s = self._settings
         call = self._dialect.poll_request(created.application_id)
         accepted_at = not_ready_at = self._clock.monotonic()
@@ -199,9 +197,7 @@ class OfferFlow:
                 yield failed(Reason.INSURER_ERROR, "poll: the insurer lost the application (404)")
             return
 
-    def _wait(
-        self, hint: float | None, retry_after: float | None, hintless: int
-    ) -> tuple[float, float | None]:
+    def _wait(self, hint: float | None, retry_after: float | None, hintless: int) -> tuple[float, float | None]:
         """The pause before the next poll, and the insurer's Retry-After when it sets the pause.
 
         The body's own hint (clamped) wins; else Retry-After, honoured as is; else a growing

@@ -189,9 +189,7 @@ class FallbackRateLimiter:
     call. Logged on each change.
     """
 
-    def __init__(
-        self, shared: RateLimiter, local: RateLimiter, name: str, clock: Clock, cooldown_s: float
-    ) -> None:
+    def __init__(self, shared: RateLimiter, local: RateLimiter, name: str, clock: Clock, cooldown_s: float) -> None:
         self._shared = shared
         self._local = local
         self._name = name
@@ -232,8 +230,7 @@ class FallbackRateLimiter:
     def _failed(self, exc: Exception) -> None:
         self.errors_total += 1
         if self._retry_at is None:
-            log.warning("rate limit %s: Redis failed (%s); using this process's quota",
-                        self._name, type(exc).__name__)
+            log.warning("rate limit %s: Redis failed (%s); using this process's quota", self._name, type(exc).__name__)
         self._retry_at = self._clock.monotonic() + self._cooldown_s
 
     def _recovered(self) -> None:

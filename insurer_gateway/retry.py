@@ -74,9 +74,7 @@ class RetryBudget:
     retry, `record_retry()` when making one. The reserve lets a quiet insurer still be retried.
     """
 
-    def __init__(
-        self, clock: Clock, ratio: float = 0.2, min_per_s: float = 1.0, window_s: float = 10.0
-    ) -> None:
+    def __init__(self, clock: Clock, ratio: float = 0.2, min_per_s: float = 1.0, window_s: float = 10.0) -> None:
         if ratio < 0 or min_per_s < 0 or window_s <= 0:
             raise ValueError("need ratio >= 0, min_per_s >= 0 and window_s > 0")
         self._clock = clock

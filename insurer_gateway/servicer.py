@@ -66,9 +66,7 @@ class GatewayStats:
 class GatewayServicer:
     """osago.v1.InsurerGatewayService."""
 
-    def __init__(
-        self, settings: GatewaySettings, flow: OfferFlow, clock: Clock, started_at: datetime
-    ) -> None:
+    def __init__(self, settings: GatewaySettings, flow: OfferFlow, clock: Clock, started_at: datetime) -> None:
         self._settings = settings
         self._flow = flow
         self._clock = clock
@@ -143,7 +141,9 @@ class GatewayServicer:
             # The exception's text may quote application data: log its type and stack only.
             log.error(
                 "RequestOffer failed: trace_id=%s request_id=%s error=%s\n%s",
-                trace_id, request.request_id, type(exc).__name__,
+                trace_id,
+                request.request_id,
+                type(exc).__name__,
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
             await context.abort(grpc.StatusCode.UNKNOWN, "internal error")
@@ -203,9 +203,7 @@ class GatewayServicer:
     def _to_proto(self, update: Update) -> Any:
         Response = gateway_service_pb2.RequestOfferResponse
         if isinstance(update, Accepted):
-            return Response(
-                accepted=gateway_service_pb2.OfferAccepted(insurer_application_id=update.application_id)
-            )
+            return Response(accepted=gateway_service_pb2.OfferAccepted(insurer_application_id=update.application_id))
         if isinstance(update, Pending):
             return Response(pending=gateway_service_pb2.OfferPending(polls=update.polls))
         if isinstance(update, Failed):
@@ -225,8 +223,14 @@ class GatewayServicer:
             currency=offer.currency,
             breakdown=quote_pb2.CoefficientBreakdown(
                 base_rate_kopecks=b.base_rate_kopecks,
-                kt=float(b.kt), kbm=float(b.kbm), kvs=float(b.kvs), ko=float(b.ko),
-                km=float(b.km), ks=float(b.ks), kn=float(b.kn), kp=float(b.kp),
+                kt=float(b.kt),
+                kbm=float(b.kbm),
+                kvs=float(b.kvs),
+                ko=float(b.ko),
+                km=float(b.km),
+                ks=float(b.ks),
+                kn=float(b.kn),
+                kp=float(b.kp),
             ),
             purchase_url=offer.purchase_url,
         )
@@ -236,7 +240,12 @@ class GatewayServicer:
     def _log(self, request_id: str, update: Update) -> None:
         insurer = self._settings.insurer_id
         if isinstance(update, Failed):
-            log.info("no offer: request_id=%s insurer=%s reason=%s detail=%s",
-                     request_id, insurer, update.reason.name, update.detail)
+            log.info(
+                "no offer: request_id=%s insurer=%s reason=%s detail=%s",
+                request_id,
+                insurer,
+                update.reason.name,
+                update.detail,
+            )
         elif isinstance(update, Offer):
             log.debug("offer: request_id=%s insurer=%s offer_id=%s", request_id, insurer, update.offer_id)

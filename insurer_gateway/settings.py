@@ -114,13 +114,17 @@ class GatewaySettings:
         if not self.insurer_id:
             raise SettingsError("insurer_id must not be empty")
         if self.dialect not in DIALECTS:
-            raise SettingsError(
-                f"unknown dialect {self.dialect!r} for {self.insurer_id}; known: {', '.join(DIALECTS)}"
-            )
+            raise SettingsError(f"unknown dialect {self.dialect!r} for {self.insurer_id}; known: {', '.join(DIALECTS)}")
         if not self.base_url.startswith(("http://", "https://")):
             raise SettingsError(f"base URL must be http(s), got {self.base_url!r}")
-        positive = ("http_timeout_s", "default_poll_interval_s", "max_poll_interval_s",
-                    "min_poll_interval_s", "pending_heartbeat_s", "max_call_s")
+        positive = (
+            "http_timeout_s",
+            "default_poll_interval_s",
+            "max_poll_interval_s",
+            "min_poll_interval_s",
+            "pending_heartbeat_s",
+            "max_call_s",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -140,9 +144,7 @@ class GatewaySettings:
         for name in ("retry_budget_window_s", "redis_timeout_s", "redis_retry_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
-        if self.redis_url is not None and not self.redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("redis_url must be a redis://, rediss:// or unix:// URL")
         try:  # the primitives check their own thresholds
             self.breaker_config()
@@ -153,9 +155,7 @@ class GatewaySettings:
 
     def breaker_config(self) -> BreakerConfig:
         if self.breaker_window_type not in ("count", "time"):
-            raise SettingsError(
-                f"breaker_window_type must be 'count' or 'time', not {self.breaker_window_type!r}"
-            )
+            raise SettingsError(f"breaker_window_type must be 'count' or 'time', not {self.breaker_window_type!r}")
         return BreakerConfig(
             window_type="count" if self.breaker_window_type == "count" else "time",
             window_size=self.breaker_window,
@@ -171,9 +171,7 @@ class GatewaySettings:
         return RateLimitConfig(rate_per_s=self.rate_limit_per_s, burst=self.rate_limit_burst)
 
     def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(
-            base_s=self.retry_base_s, cap_s=self.retry_cap_s, max_attempts=self.retry_max_attempts
-        )
+        return RetryPolicy(base_s=self.retry_base_s, cap_s=self.retry_cap_s, max_attempts=self.retry_max_attempts)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> GatewaySettings:
@@ -192,28 +190,16 @@ class GatewaySettings:
         known = insurers.BY_ID.get(insurer_id)
         fields: dict[str, Any] = {
             "insurer_id": insurer_id,
-            "insurer_name": text(
-                "insurer_name", "OSAGO_GATEWAY_INSURER_NAME", known.name if known else None
-            ),
+            "insurer_name": text("insurer_name", "OSAGO_GATEWAY_INSURER_NAME", known.name if known else None),
             "dialect": text("dialect", "OSAGO_GATEWAY_DIALECT", known.dialect if known else None),
             "base_url": text("base_url", "OSAGO_GATEWAY_BASE_URL").rstrip("/"),
             "bind": text("bind", "OSAGO_GATEWAY_BIND", cls.bind),
             "http_timeout_s": env_float(env, "OSAGO_GATEWAY_HTTP_TIMEOUT_S", cls.http_timeout_s),
-            "http_max_connections": env_int(
-                env, "OSAGO_GATEWAY_HTTP_MAX_CONNECTIONS", cls.http_max_connections
-            ),
-            "default_poll_interval_s": env_float(
-                env, "OSAGO_GATEWAY_POLL_INTERVAL_S", cls.default_poll_interval_s
-            ),
-            "min_poll_interval_s": env_float(
-                env, "OSAGO_GATEWAY_MIN_POLL_INTERVAL_S", cls.min_poll_interval_s
-            ),
-            "max_poll_interval_s": env_float(
-                env, "OSAGO_GATEWAY_MAX_POLL_INTERVAL_S", cls.max_poll_interval_s
-            ),
-            "pending_heartbeat_s": env_float(
-                env, "OSAGO_GATEWAY_PENDING_HEARTBEAT_S", cls.pending_heartbeat_s
-            ),
+            "http_max_connections": env_int(env, "OSAGO_GATEWAY_HTTP_MAX_CONNECTIONS", cls.http_max_connections),
+            "default_poll_interval_s": env_float(env, "OSAGO_GATEWAY_POLL_INTERVAL_S", cls.default_poll_interval_s),
+            "min_poll_interval_s": env_float(env, "OSAGO_GATEWAY_MIN_POLL_INTERVAL_S", cls.min_poll_interval_s),
+            "max_poll_interval_s": env_float(env, "OSAGO_GATEWAY_MAX_POLL_INTERVAL_S", cls.max_poll_interval_s),
+            "pending_heartbeat_s": env_float(env, "OSAGO_GATEWAY_PENDING_HEARTBEAT_S", cls.pending_heartbeat_s),
             "max_call_s": env_float(env, "OSAGO_GATEWAY_MAX_CALL_S", cls.max_call_s),
             "breaker_window_type": text(
                 "breaker_window_type", "OSAGO_GATEWAY_BREAKER_WINDOW_TYPE", cls.breaker_window_type

@@ -131,13 +131,15 @@ async def _pay(request: web.Request) -> web.Response:
     application = insurer.issued_offer(request.match_info["offer_id"]) if insurer else None
     if insurer is None or application is None or not isinstance(application.outcome, Offer):
         return web.json_response(NOT_FOUND, status=404)
-    return web.json_response({
-        "insurer_id": insurer.insurer_id,
-        "offer_id": application.outcome.offer_id,
-        "reference": application.reference,
-        "premium_kopecks": application.outcome.breakdown.premium_kopecks,
-        "message": "payment is simulated: no money moves",
-    })
+    return web.json_response(
+        {
+            "insurer_id": insurer.insurer_id,
+            "offer_id": application.outcome.offer_id,
+            "reference": application.reference,
+            "premium_kopecks": application.outcome.breakdown.premium_kopecks,
+            "message": "payment is simulated: no money moves",
+        }
+    )
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -145,50 +147,55 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _insurers(request: web.Request) -> web.Response:
-    return web.json_response([
-        {
-            "insurer_id": i.insurer_id,
-            "name": i.profile.name,
-            "dialect": i.profile.dialect,
-            "base_url": control.api_base_url(request, i.insurer_id),
-        }
-        for i in request.app[SIMULATION].insurers.values()
-    ])
+    return web.json_response(
+        [
+            {
+                "insurer_id": i.insurer_id,
+                "name": i.profile.name,
+                "dialect": i.profile.dialect,
+                "base_url": control.api_base_url(request, i.insurer_id),
+            }
+            for i in request.app[SIMULATION].insurers.values()
+        ]
+    )
 
 
 async def _ledger(request: web.Request) -> web.Response:
     offers, declines = request.app[SIMULATION].ledger.query(
         reference=request.query.get("reference"), insurer_id=request.query.get("insurer_id")
     )
-    return web.json_response({
-        "offers": [e.to_json() for e in offers],
-        "declines": [e.to_json() for e in declines],
-    })
+    return web.json_response(
+        {
+            "offers": [e.to_json() for e in offers],
+            "declines": [e.to_json() for e in declines],
+        }
+    )
 
 
 async def _stats(request: web.Request) -> web.Response:
     reference = request.query.get("reference")
     insurer_id = request.query.get("insurer_id")
     insurers = request.app[SIMULATION].insurers.values()
-    return web.json_response({
-        "insurers": {
-            i.insurer_id: {"creates": i.creates, "replays": i.replays, "polls": i.polls}
-            for i in insurers
-        },
-        "applications": [
-            {
-                "application_id": a.application_id,
-                "insurer_id": i.insurer_id,
-                "reference": a.reference,
-                "polls": a.polls,
-                "last_poll_at": a.last_poll_at.isoformat() if a.last_poll_at else None,
-            }
-            for i in insurers
-            if insurer_id is None or i.insurer_id == insurer_id
-            for a in i.applications.values()
-            if reference is None or a.reference == reference
-        ],
-    })
+    return web.json_response(
+        {
+            "insurers": {
+                i.insurer_id: {"creates": i.creates, "replays": i.replays, "polls": i.polls} for i in insurers
+            },
+            "applications": [
+                {
+                    "application_id": a.application_id,
+                    "insurer_id": i.insurer_id,
+                    "reference": a.reference,
+                    "polls": a.polls,
+                    "last_poll_at": a.last_poll_at.isoformat() if a.last_poll_at else None,
+                }
+                for i in insurers
+                if insurer_id is None or i.insurer_id == insurer_id
+                for a in i.applications.values()
+                if reference is None or a.reference == reference
+            ],
+        }
+    )
 
 
 @web.middleware

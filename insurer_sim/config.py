@@ -82,4 +82,3 @@ def _insurers(raw: str) -> tuple[InsurerProfile, ...]:
     if not chosen:
         raise SettingsError("OSAGO_SIM_INSURERS names no insurer")
     return chosen
-

@@ -60,9 +60,7 @@ def _insurer(request: web.Request) -> SimInsurer | None:
 
 def _unknown(request: web.Request) -> web.Response:
     insurer_id = request.match_info["insurer_id"]
-    return web.json_response(
-        {"error": f"unknown insurer {insurer_id}", "field": "insurer_id"}, status=404
-    )
+    return web.json_response({"error": f"unknown insurer {insurer_id}", "field": "insurer_id"}, status=404)
 
 
 async def _follow(request: web.Request, insurer: SimInsurer) -> web.Response | None:

@@ -30,16 +30,18 @@ ERROR_BODIES = ("json", "text")
 MAX_SECONDS = 3600.0
 
 # The options each mode takes; any other is rejected, so a typo is never silently ignored.
-OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "down": (),
-    "blackhole": (),
-    "slow": ("delay_s", "scaled"),
-    "error": ("status", "rate", "body"),
-    "ratelimit": ("retry_after_s", "limit_per_s"),
-    "malformed": ("variant",),
-    "flapping": ("period_s", "scaled", "status"),
-    "decline": (),
-})
+OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "down": (),
+        "blackhole": (),
+        "slow": ("delay_s", "scaled"),
+        "error": ("status", "rate", "body"),
+        "ratelimit": ("retry_after_s", "limit_per_s"),
+        "malformed": ("variant",),
+        "flapping": ("period_s", "scaled", "status"),
+        "decline": (),
+    }
+)
 
 
 class FaultError(ValueError):
@@ -134,14 +136,16 @@ def _flag(name: str, value: object) -> bool:
     return value
 
 
-_CHECKS: Mapping[str, Callable[[str, object], object]] = MappingProxyType({
-    "delay_s": _number(0.0, MAX_SECONDS),
-    "scaled": _flag,
-    "status": _integer(500, 599),
-    "rate": _number(0.0, 1.0),
-    "body": _choice(ERROR_BODIES),
-    "retry_after_s": _integer(0, int(MAX_SECONDS)),
-    "limit_per_s": _optional(_integer(1, 1_000_000)),
-    "variant": _choice((*VARIANTS, "random")),
-    "period_s": _number(0.0, MAX_SECONDS, above_low=True),
-})
+_CHECKS: Mapping[str, Callable[[str, object], object]] = MappingProxyType(
+    {
+        "delay_s": _number(0.0, MAX_SECONDS),
+        "scaled": _flag,
+        "status": _integer(500, 599),
+        "rate": _number(0.0, 1.0),
+        "body": _choice(ERROR_BODIES),
+        "retry_after_s": _integer(0, int(MAX_SECONDS)),
+        "limit_per_s": _optional(_integer(1, 1_000_000)),
+        "variant": _choice((*VARIANTS, "random")),
+        "period_s": _number(0.0, MAX_SECONDS, above_low=True),
+    }
+)

@@ -198,12 +198,14 @@ class SimInsurer:
         outcome = application.outcome
         if isinstance(outcome, Offer):
             return IssuedOffer(
-                self.insurer_id, application.application_id, outcome.offer_id,
-                application.reference, outcome.breakdown.premium_kopecks, now,
+                self.insurer_id,
+                application.application_id,
+                outcome.offer_id,
+                application.reference,
+                outcome.breakdown.premium_kopecks,
+                now,
             )
-        return IssuedDecline(
-            self.insurer_id, application.application_id, application.reference, outcome.reason, now
-        )
+        return IssuedDecline(self.insurer_id, application.application_id, application.reference, outcome.reason, now)
 
     def issued_offer(self, offer_id: str) -> Application | None:
         """The application whose offer `offer_id` has been issued, if any."""

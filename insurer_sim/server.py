@@ -31,9 +31,7 @@ class SimServer:
         app = make_app(self._config, self._clock)
         # handler_cancellation: a request whose client went away (a blackholed one, a slow one)
         # stops there, leaking no task and issuing nothing.
-        runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S, handler_cancellation=True
-        )
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S, handler_cancellation=True)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self._config.host, self._config.port, backlog=BACKLOG)

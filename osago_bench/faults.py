@@ -144,7 +144,9 @@ async def _one_session(mesh: Mesh, application: application_pb2.Application, lim
     started = loop.time()
     limit = duration_pb2.Duration()
     limit.FromMilliseconds(int(limit_s * 1000))
-    call = mesh.stub.GetQuotes(pb.GetQuotesRequest(application=application, time_limit=limit, fresh=True), timeout=limit_s + 10)
+    call = mesh.stub.GetQuotes(
+        pb.GetQuotesRequest(application=application, time_limit=limit, fresh=True), timeout=limit_s + 10
+    )
     events = [response.event async for response in call]
     return _Session(events, loop.time() - started)
 
@@ -152,10 +154,10 @@ async def _one_session(mesh: Mesh, application: application_pb2.Application, lim
 async def _wave(
     mesh: Mesh, application: application_pb2.Application, config: MatrixConfig, watched: tuple[str, ...]
 ) -> list[_Session]:
-    open_now = frozenset(
-        [i for i in watched if (await mesh.gateway_status(i)).breaker_state == OPEN]
+    open_now = frozenset([i for i in watched if (await mesh.gateway_status(i)).breaker_state == OPEN])
+    sessions = await asyncio.gather(
+        *(_one_session(mesh, application, config.limit_s) for _ in range(config.sessions_per_wave))
     )
-    sessions = await asyncio.gather(*(_one_session(mesh, application, config.limit_s) for _ in range(config.sessions_per_wave)))
     for session in sessions:
         session.open_at_start = open_now
     return list(sessions)
@@ -171,7 +173,9 @@ async def _mesh(config: MatrixConfig) -> AsyncIterator[Mesh]:
         "breaker_open_s": config.breaker_open_s,
     }
     if not config.processes:
-        async with start_mesh(n=config.insurers, time_scale=config.time_scale, seed=None, gateway_overrides=gateway) as local:
+        async with start_mesh(
+            n=config.insurers, time_scale=config.time_scale, seed=None, gateway_overrides=gateway
+        ) as local:
             yield local
         return
     options = MeshOptions(
@@ -183,7 +187,9 @@ async def _mesh(config: MatrixConfig) -> AsyncIterator[Mesh]:
             yield remote
 
 
-async def run_scenario(scenario: Scenario, application: application_pb2.Application, config: MatrixConfig) -> ModeReport:
+async def run_scenario(
+    scenario: Scenario, application: application_pb2.Application, config: MatrixConfig
+) -> ModeReport:
     async with _mesh(config) as mesh:
         everyone = tuple(mesh.gateway_targets)
         faulty = scenario.faulty or everyone
@@ -234,13 +240,19 @@ async def _report(
         if finished is not None and session.during_fault:
             statuses[events_pb2.SessionStatus.Name(finished.status)] += 1
         start = _ts(events[0])
-        got = [(e.quote_received.quote.insurer_id, e.quote_received.quote.offer_id) for e in events if e.HasField("quote_received")]
+        got = [
+            (e.quote_received.quote.insurer_id, e.quote_received.quote.offer_id)
+            for e in events
+            if e.HasField("quote_received")
+        ]
         duplicates += len(got) - len(set(got))
         ledger = {(o["insurer_id"], o["offer_id"]) for o in await mesh.ledger(events[0].request_id)}
         invented += len(set(got) - ledger)
         healthy = {entry for entry in ledger if entry[0] not in faulty}
         healthy_times = [
-            _ts(e) - start for e in events if e.HasField("quote_received") and e.quote_received.quote.insurer_id not in faulty
+            _ts(e) - start
+            for e in events
+            if e.HasField("quote_received") and e.quote_received.quote.insurer_id not in faulty
         ]
         if healthy_times:
             healthy_last.append(max(healthy_times))

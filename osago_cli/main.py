@@ -28,19 +28,27 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--time-scale", type=float, default=1.0, help="multiplies every simulated delay")
     up.add_argument("--host", default="127.0.0.1", help="interface every service binds")
     up.add_argument(
-        "--aggregator-port", type=int, default=AGGREGATOR_PORT,
+        "--aggregator-port",
+        type=int,
+        default=AGGREGATOR_PORT,
         help="default %(default)s (a free one if taken); 0 picks a free port",
     )
     up.add_argument(
-        "--sim-port", type=int, default=SIM_PORT,
+        "--sim-port",
+        type=int,
+        default=SIM_PORT,
         help="default %(default)s, where `osago sim fault` looks (a free one if taken); 0 picks a free port",
     )
     up.add_argument(
-        "--page-port", type=int, default=PAGE_PORT,
+        "--page-port",
+        type=int,
+        default=PAGE_PORT,
         help="the page and grpc-web; default %(default)s (a free one if taken); 0 picks a free port",
     )
     up.add_argument(
-        "--edge", choices=EDGES, default="auto",
+        "--edge",
+        choices=EDGES,
+        default="auto",
         help="who serves the page and grpc-web: Envoy, web_bridge, or auto (Envoy when installed)",
     )
     up.add_argument("--session-limit", type=float, default=None, help="seconds (default 60)")
@@ -63,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", help="interface (OSAGO_SIM_HOST)")
     sim.add_argument("--seed", type=int, help="random seed (OSAGO_SIM_SEED)")
     sim.add_argument(
-        "--insurer-ports", action="store_true", default=None,
+        "--insurer-ports",
+        action="store_true",
+        default=None,
         help="also serve each insurer on its own port, so `down` refuses connections (OSAGO_SIM_INSURER_PORTS)",
     )
     _add_sim_control(sim)

@@ -45,9 +45,7 @@ class SimControlError(Exception):
     """The simulator could not be reached, or refused the request; the message says which."""
 
 
-async def set_fault(
-    sim_url: str, insurer_id: str, mode: str, options: Mapping[str, object] | None = None
-) -> Json:
+async def set_fault(sim_url: str, insurer_id: str, mode: str, options: Mapping[str, object] | None = None) -> Json:
     """Switches insurer `insurer_id` into fault `mode`; the insurer's state after."""
     body = {"mode": mode, **(options or {})}
     return await _call("PUT", _fault_url(sim_url, insurer_id), body)

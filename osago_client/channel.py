@@ -22,9 +22,7 @@ SPREAD_CHANNEL_OPTIONS: Final[Options] = channel_options(
 )
 
 
-def open_channel(
-    target: str, credentials: grpc.ChannelCredentials | None = None
-) -> grpc.aio.Channel:
+def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
     """A channel to `target` ("host:port", or several instances: "ipv4:a:p,b:p", "dns:///name:p"),
     over TLS when `credentials` are given."""
     options = SPREAD_CHANNEL_OPTIONS if balanced(target) else CHANNEL_OPTIONS

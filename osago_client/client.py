@@ -29,9 +29,7 @@ from osago_client.resume import EventCursor, backoff_delay
 # Codes a broken stream ends with when the connection, not the request, failed: a dropped
 # connection or a server going away (UNAVAILABLE), a proxy's reset (INTERNAL), a lost race
 # (ABORTED). Anything else (INVALID_ARGUMENT, NOT_FOUND, DEADLINE_EXCEEDED, ...) is final.
-RESUMABLE_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED}
-)
+RESUMABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED})
 
 # Transport failures that say the aggregator itself is unwell: they count against the breaker.
 AGGREGATOR_FAILURES = frozenset(
@@ -163,9 +161,7 @@ class QuoteClient:
         permit.success(0.0)
         return response
 
-    async def stream_events(
-        self, request_id: str, after_seq: int = 0
-    ) -> AsyncGenerator[events_pb2.QuoteEvent, None]:
+    async def stream_events(self, request_id: str, after_seq: int = 0) -> AsyncGenerator[events_pb2.QuoteEvent, None]:
         """The request's events after `after_seq`, each once and in order, to session_finished."""
         if not request_id:
             raise ValueError("request_id is required")

@@ -18,9 +18,7 @@ class QuoteError(Exception):
     """A call failed. `code` is the gRPC status code's name ("INVALID_ARGUMENT", "UNAVAILABLE",
     ...); `field_violations` lists (field, description) pairs of a rejected application."""
 
-    def __init__(
-        self, code: str, message: str, field_violations: Sequence[tuple[str, str]] = ()
-    ) -> None:
+    def __init__(self, code: str, message: str, field_violations: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

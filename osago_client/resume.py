@@ -30,8 +30,6 @@ class EventCursor:
         return True
 
 
-def backoff_delay(
-    attempt: int, base_s: float, cap_s: float, rand: Callable[[], float] = random.random
-) -> float:
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rand: Callable[[], float] = random.random) -> float:
     """Full jitter: uniform(0, min(cap, base * 2**attempt)) seconds; `attempt` counts from 0."""
     return rand() * min(cap_s, base_s * 2.0 ** min(attempt, 32))

@@ -167,10 +167,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        if (
-            self._state is BreakerState.OPEN
-            and self.clock.monotonic() >= self._opened_at + self.config.open_duration_s
-        ):
+        if self._state is BreakerState.OPEN and self.clock.monotonic() >= self._opened_at + self.config.open_duration_s:
             self._transition(BreakerState.HALF_OPEN)
         return self._state
 

@@ -15,21 +15,15 @@ from grpc_status import rpc_status
 def invalid_argument(violations: Iterable[tuple[str, str]]) -> grpc.Status:
     """INVALID_ARGUMENT with a google.rpc.BadRequest of the (field, description) violations."""
     bad_request = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
-        ]
+        field_violations=[error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations]
     )
     count = len(bad_request.field_violations)
-    status = status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {count} field violation(s)"
-    )
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {count} field violation(s)")
     status.details.add().Pack(bad_request)
     return rpc_status.to_status(status)
 
 
-async def abort_invalid(
-    context: grpc.aio.ServicerContext[Any, Any], violations: Iterable[tuple[str, str]]
-) -> NoReturn:
+async def abort_invalid(context: grpc.aio.ServicerContext[Any, Any], violations: Iterable[tuple[str, str]]) -> NoReturn:
     """Ends the call with `invalid_argument(violations)`."""
     await context.abort_with_status(invalid_argument(violations))
     raise AssertionError("abort returned")  # pragma: no cover - abort always raises

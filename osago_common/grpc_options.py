@@ -87,9 +87,7 @@ def service_config(service: str, retry: CallRetry, *, spread: bool = False) -> s
     )
 
 
-def channel_options(
-    service: str, retry: CallRetry, *extra: tuple[str, str | int], spread: bool = False
-) -> Options:
+def channel_options(service: str, retry: CallRetry, *extra: tuple[str, str | int], spread: bool = False) -> Options:
     """Options of a channel to `service`: its retries (and load balancing, see service_config),
     the shared keepalive, then `extra`."""
     return (

@@ -11,14 +11,11 @@ from grpc_reflection.v1alpha import reflection
 from osago_common.grpc_options import SERVER_OPTIONS
 
 
-
 class ServiceServer:
     """A grpc.aio server with health and reflection; services are added before `start`."""
 
     def __init__(self, bind: str, *, maximum_concurrent_rpcs: int | None = None) -> None:
-        self.server = grpc.aio.server(
-            options=SERVER_OPTIONS, maximum_concurrent_rpcs=maximum_concurrent_rpcs
-        )
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=maximum_concurrent_rpcs)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._bind = bind

@@ -68,8 +68,7 @@ def _grid(text: str) -> tuple[tuple[int, ...], tuple[tuple[int, tuple[Decimal | 
     the row start; "-" is an empty cell."""
     header, *lines = (line.split() for line in text.strip().splitlines())
     rows = tuple(
-        (int(first), tuple(None if cell == "-" else Decimal(cell) for cell in cells))
-        for first, *cells in lines
+        (int(first), tuple(None if cell == "-" else Decimal(cell) for cell in cells)) for first, *cells in lines
     )
     if any(len(cells) != len(header) for _, cells in rows):
         raise ValueError("ragged tariff table")
@@ -89,9 +88,18 @@ _KVS_EXPERIENCE_FROM, _KVS_ROWS = _grid("""
 60  1.43  1.36  1.35  0.91  0.90  0.89  0.88  0.83
 """)
 
-_KBM = dict(zip(KBM_CLASSES, map(Decimal, """
+_KBM = dict(
+    zip(
+        KBM_CLASSES,
+        map(
+            Decimal,
+            """
 3.92  2.94  2.25  1.76  1.17  1.00  0.91  0.83  0.78  0.74  0.68  0.63  0.57  0.52  0.46
-""".split()), strict=True))
+""".split(),
+        ),
+        strict=True,
+    )
+)
 
 # КМ: (inclusive upper bound in hp, coefficient); None = no bound.
 _KM = ((50, "0.6"), (70, "1.0"), (100, "1.1"), (120, "1.2"), (150, "1.4"), (None, "1.6"))
@@ -102,8 +110,7 @@ _KS = dict(zip(range(3, 10), map(Decimal, "0.5 0.6 0.65 0.7 0.8 0.9 0.95".split(
 # КТ: canonical English name, coefficient, other spellings (in _normalise_city's form).
 _TERRITORIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Moscow", "1.8", ("москва", "moskva")),
-    ("St Petersburg", "1.64",
-     ("saint petersburg", "санкт петербург", "sankt peterburg", "петербург", "спб", "spb")),
+    ("St Petersburg", "1.64", ("saint petersburg", "санкт петербург", "sankt peterburg", "петербург", "спб", "spb")),
     ("Kazan", "1.8", ("казань",)),
     ("Tyumen", "1.8", ("тюмень", "tiumen")),
     ("Surgut", "1.8", ("сургут",)),
@@ -172,9 +179,7 @@ _SEP_2022 = Edition(
     kvs_rows=_KVS_ROWS,
 )
 # 9 Dec 2025: new corridor 1 399–8 665; the other tables as above.
-_DEC_2025 = dataclasses.replace(
-    _SEP_2022, effective_from=date(2025, 12, 9), base_rate_rub=(1399, 8665)
-)
+_DEC_2025 = dataclasses.replace(_SEP_2022, effective_from=date(2025, 12, 9), base_rate_rub=(1399, 8665))
 
 EDITIONS: tuple[Edition, ...] = (_SEP_2022, _DEC_2025)  # oldest first
 
@@ -207,11 +212,9 @@ def _normalise_city(city: str) -> str:
     return " ".join(words)
 
 
-_CITY_ALIASES: Mapping[str, str] = MappingProxyType({
-    _normalise_city(spelling): canonical
-    for canonical, _, others in _TERRITORIES
-    for spelling in (canonical, *others)
-})
+_CITY_ALIASES: Mapping[str, str] = MappingProxyType(
+    {_normalise_city(spelling): canonical for canonical, _, others in _TERRITORIES for spelling in (canonical, *others)}
+)
 
 
 def _canonical_city(city: str) -> str | None:
@@ -246,8 +249,7 @@ def compute_premium(base_rate_kopecks: int, inp: TariffInput) -> Breakdown:
         if not inp.drivers:
             raise TariffError("no drivers")
         pairs = [
-            (edition.bonus_malus(d.kbm_class), edition.age_experience(d.age, d.experience_years))
-            for d in inp.drivers
+            (edition.bonus_malus(d.kbm_class), edition.age_experience(d.age, d.experience_years)) for d in inp.drivers
         ]
         k_bm, k_vs = max(pairs, key=lambda pair: pair[0] * pair[1])
         k_o = _ONE
@@ -258,8 +260,16 @@ def compute_premium(base_rate_kopecks: int, inp: TariffInput) -> Breakdown:
         product = Decimal(base_rate_kopecks) * k_t * k_bm * k_vs * k_o * k_m * k_s * _KN * _KP
         premium = int(product.quantize(Decimal(1), ROUND_HALF_UP))
     return Breakdown(
-        base_rate_kopecks=base_rate_kopecks, kt=k_t, kbm=k_bm, kvs=k_vs, ko=k_o, km=k_m, ks=k_s,
-        kn=_KN, kp=_KP, premium_kopecks=premium,
+        base_rate_kopecks=base_rate_kopecks,
+        kt=k_t,
+        kbm=k_bm,
+        kvs=k_vs,
+        ko=k_o,
+        km=k_m,
+        ks=k_s,
+        kn=_KN,
+        kp=_KP,
+        premium_kopecks=premium,
     )
 
 
@@ -278,11 +288,13 @@ def parse_date(text: str) -> date | None:
         return None
 
 
-_KBM_BY_ENUM: Mapping[int, str] = MappingProxyType({
-    v.number: v.name.removeprefix("KBM_CLASS_")
-    for v in application_pb2.KbmClass.DESCRIPTOR.values
-    if v.number != application_pb2.KBM_CLASS_UNSPECIFIED
-})
+_KBM_BY_ENUM: Mapping[int, str] = MappingProxyType(
+    {
+        v.number: v.name.removeprefix("KBM_CLASS_")
+        for v in application_pb2.KbmClass.DESCRIPTOR.values
+        if v.number != application_pb2.KBM_CLASS_UNSPECIFIED
+    }
+)
 
 
 def kbm_class_name(value: int) -> str | None:

@@ -71,9 +71,7 @@ def _normalise_licence(number: str) -> str:
     return normalise_plate(number)
 
 
-def validate_application(
-    app: application_pb2.Application, today: date
-) -> list[FieldViolation]:
+def validate_application(app: application_pb2.Application, today: date) -> list[FieldViolation]:
     """All the violations in `app`, judged on `today`; an empty list means valid."""
     check = _Checker(today)
     start = _policy(check, app)
@@ -192,9 +190,7 @@ def _vehicle(check: _Checker, vehicle: application_pb2.Vehicle) -> int | None:
     return None
 
 
-def _document(
-    check: _Checker, doc: application_pb2.RegistrationDocument, year: int | None
-) -> None:
+def _document(check: _Checker, doc: application_pb2.RegistrationDocument, year: int | None) -> None:
     path = "vehicle.registration_document"
     series = "".join(doc.series.split()).upper().translate(_LOOKALIKES)
     number = "".join(doc.number.split())
@@ -221,9 +217,7 @@ def _owner(check: _Checker, owner: application_pb2.Owner, start: date | None) ->
     check.name("owner.name", owner.name)
     born = check.past_date("owner.birth_date", owner.birth_date, earliest=MIN_BIRTH_DATE)
     if born is not None and start is not None and full_years(born, start) < MIN_OWNER_AGE:
-        check.add(
-            "owner.birth_date", f"the owner must be at least {MIN_OWNER_AGE} on the start date"
-        )
+        check.add("owner.birth_date", f"the owner must be at least {MIN_OWNER_AGE} on the start date")
     if not owner.registration_city.strip():
         check.add("owner.registration_city", _REQUIRED)
     elif not _is_known_city(owner.registration_city):
@@ -263,23 +257,17 @@ def _drivers(check: _Checker, app: application_pb2.Application, start: date | No
             first_with[licence] = i
 
 
-def _driver(
-    check: _Checker, path: str, driver: application_pb2.Driver, start: date | None
-) -> None:
+def _driver(check: _Checker, path: str, driver: application_pb2.Driver, start: date | None) -> None:
     check.name(f"{path}.name", driver.name)
     born = check.past_date(f"{path}.birth_date", driver.birth_date, earliest=MIN_BIRTH_DATE)
     age = None if born is None or start is None else full_years(born, start)
     if age is not None and age < MIN_DRIVER_AGE:
-        check.add(
-            f"{path}.birth_date", f"the driver must be at least {MIN_DRIVER_AGE} on the start date"
-        )
+        check.add(f"{path}.birth_date", f"the driver must be at least {MIN_DRIVER_AGE} on the start date")
     licence = _normalise_licence(driver.licence_number)
     if not licence:
         check.add(f"{path}.licence_number", _REQUIRED)
     elif not _LICENCE.fullmatch(licence):
-        check.add(
-            f"{path}.licence_number", "must be 10 digits, or 2 digits, 2 letters and 6 digits"
-        )
+        check.add(f"{path}.licence_number", "must be 10 digits, or 2 digits, 2 letters and 6 digits")
     issued = check.past_date(f"{path}.licence_issue_date", driver.licence_issue_date)
     check.kbm_class(f"{path}.kbm_class", driver.kbm_class, required=True)
     if issued is None or born is None:
@@ -291,9 +279,7 @@ def _driver(
         )
     elif start is not None and age is not None:
         if not _fits_kvs(age, full_years(issued, start), start):
-            check.add(
-                f"{path}.licence_issue_date", "driving experience does not fit the driver's age"
-            )
+            check.add(f"{path}.licence_issue_date", "driving experience does not fit the driver's age")
 
 
 def _fits_kvs(age: int, experience: int, start: date) -> bool:

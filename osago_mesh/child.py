@@ -24,8 +24,13 @@ class Child:
     async def spawn(cls, name: str, args: list[str], env: dict[str, str]) -> Child:
         # Bound to this process: each service dies with the mesh, even if it is SIGKILLed.
         process = await spawn_bound(
-            sys.executable, "-m", "osago_cli.main", *args,
-            env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "osago_cli.main",
+            *args,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
         )
         return cls(name, process)
 

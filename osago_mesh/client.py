@@ -62,4 +62,6 @@ class Mesh:
 async def connect(sim_url: str, gateway_targets: dict[str, str], target: str) -> AsyncIterator[Mesh]:
     """A client's view of a mesh running elsewhere (e.g. `osago up`'s processes)."""
     async with aiohttp.ClientSession() as http, grpc.aio.insecure_channel(target) as channel:
-        yield Mesh(sim_url, gateway_targets, target, http, channel, aggregator_service_pb2_grpc.AggregatorServiceStub(channel))
+        yield Mesh(
+            sim_url, gateway_targets, target, http, channel, aggregator_service_pb2_grpc.AggregatorServiceStub(channel)
+        )

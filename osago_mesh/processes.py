@@ -176,7 +176,9 @@ async def process_mesh(
             if edge == "envoy":
                 workdir = Path(tempfile.mkdtemp(prefix="osago-up-"))
                 stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-                envoy = await stack.enter_async_context(await _start_envoy(options, aggregator.address, bridge.address, workdir))
+                envoy = await stack.enter_async_context(
+                    await _start_envoy(options, aggregator.address, bridge.address, workdir)
+                )
                 page = f"http://{options.host}:{envoy.port}/"
                 processes.append(envoy.process)
         yield RunningMesh(

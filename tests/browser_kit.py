@@ -237,19 +237,55 @@ REASONS = {
 OUTCOME_OF = {"DECLINED": "declined", "TIMEOUT": "timed_out", "DEADLINE": "timed_out", "CANCELLED": "cancelled"}
 # The badge of an insurer row, by state or outcome.
 BADGES = {
-    "ru": {"offer": "Предложение", "declined": "Отказ", "unavailable": "Недоступен", "timed_out": "Не успел",
-           "cancelled": "Отменено", "noAnswer": "Нет ответа"},
-    "en": {"offer": "Offer", "declined": "Declined", "unavailable": "Unavailable", "timed_out": "Timed out",
-           "cancelled": "Cancelled", "noAnswer": "No answer"},
+    "ru": {
+        "offer": "Предложение",
+        "declined": "Отказ",
+        "unavailable": "Недоступен",
+        "timed_out": "Не успел",
+        "cancelled": "Отменено",
+        "noAnswer": "Нет ответа",
+    },
+    "en": {
+        "offer": "Offer",
+        "declined": "Declined",
+        "unavailable": "Unavailable",
+        "timed_out": "Timed out",
+        "cancelled": "Cancelled",
+        "noAnswer": "No answer",
+    },
 }
-RU_MONTHS = ["января", "февраля", "марта", "апреля", "мая", "июня", "июля", "августа", "сентября",
-             "октября", "ноября", "декабря"]
-EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-             "October", "November", "December"]
+RU_MONTHS = [
+    "января",
+    "февраля",
+    "марта",
+    "апреля",
+    "мая",
+    "июня",
+    "июля",
+    "августа",
+    "сентября",
+    "октября",
+    "ноября",
+    "декабря",
+]
+EN_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 
 def valid_until(moment: datetime, lang: str) -> str:
-    """"Действует до 2 декабря 2026, 12:05 по Москве": the date and time in Moscow."""
+    """ "Действует до 2 декабря 2026, 12:05 по Москве": the date and time in Moscow."""
     local = moment.astimezone(ZoneInfo("Europe/Moscow"))
     clock = f"{local.hour:02d}:{local.minute:02d}"
     if lang == "ru":
@@ -271,6 +307,7 @@ def expected_summary(lang: str, *, asked: int, offers: int, reasons: list[str], 
     for reason in reasons:
         grouped[OUTCOME_OF.get(reason, "unavailable")] += 1
     if lang == "ru":
+
         def p(n: int, one: str, few: str, many: str) -> str:
             return ru_plural(n, one, few, many).format(n=n)
 
@@ -278,14 +315,32 @@ def expected_summary(lang: str, *, asked: int, offers: int, reasons: list[str], 
         lines = [
             (offers, p(offers, "{n} предложение", "{n} предложения", "{n} предложений")),
             (grouped["declined"], p(grouped["declined"], "{n} отказ", "{n} отказа", "{n} отказов")),
-            (grouped["unavailable"], p(grouped["unavailable"], "{n} страховщик недоступен",
-                                       "{n} страховщика недоступны", "{n} страховщиков недоступны")),
-            (grouped["timed_out"], p(grouped["timed_out"], "{n} не успел ответить", "{n} не успели ответить",
-                                     "{n} не успели ответить")),
-            (grouped["cancelled"], p(grouped["cancelled"], "{n} запрос отменён", "{n} запроса отменены",
-                                     "{n} запросов отменены")),
-            (no_answer, p(no_answer, "{n} страховщик не ответил", "{n} страховщика не ответили",
-                          "{n} страховщиков не ответили")),
+            (
+                grouped["unavailable"],
+                p(
+                    grouped["unavailable"],
+                    "{n} страховщик недоступен",
+                    "{n} страховщика недоступны",
+                    "{n} страховщиков недоступны",
+                ),
+            ),
+            (
+                grouped["timed_out"],
+                p(grouped["timed_out"], "{n} не успел ответить", "{n} не успели ответить", "{n} не успели ответить"),
+            ),
+            (
+                grouped["cancelled"],
+                p(grouped["cancelled"], "{n} запрос отменён", "{n} запроса отменены", "{n} запросов отменены"),
+            ),
+            (
+                no_answer,
+                p(
+                    no_answer,
+                    "{n} страховщик не ответил",
+                    "{n} страховщика не ответили",
+                    "{n} страховщиков не ответили",
+                ),
+            ),
         ]
         return Summary(
             title if offers else "Предложений нет",

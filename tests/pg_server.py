@@ -61,9 +61,21 @@ def postgres_server() -> Iterator[str]:
     data = workdir / "data"
     try:
         subprocess.run(
-            [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-             "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"],
-            check=True, capture_output=True,
+            [
+                *prefix,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            capture_output=True,
         )
         for _ in range(5):  # another process may take the free port before the server binds it
             port = _free_port()
@@ -72,8 +84,20 @@ def postgres_server() -> Iterator[str]:
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
             )
             started = subprocess.run(
-                [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", options,
-                 "-l", str(workdir / f"log-{port}"), "-w", "-t", str(START_TIMEOUT_S), "start"],
+                [
+                    *prefix,
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(workdir / f"log-{port}"),
+                    "-w",
+                    "-t",
+                    str(START_TIMEOUT_S),
+                    "start",
+                ],
                 capture_output=True,
             )
             if started.returncode != 0:

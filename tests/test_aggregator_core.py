@@ -44,7 +44,13 @@ async def aggregator(
     )
     gateways = ScriptedGateways(clock, {"a": script})
     core = Aggregator(
-        settings, gateways, MemoryRequestStore(), MemoryEventBus(clock), MemoryResultCache(clock), clock, new_id=lambda: "r1"
+        settings,
+        gateways,
+        MemoryRequestStore(),
+        MemoryEventBus(clock),
+        MemoryResultCache(clock),
+        clock,
+        new_id=lambda: "r1",
     )
     try:
         yield core, gateways
@@ -62,7 +68,9 @@ async def status(core: Aggregator, request_id: str) -> int:
     return int((await core.snapshot(request_id)).status)
 
 
-async def watch(core: Aggregator, request_id: str) -> tuple[events_pb2.QuoteEvent, asyncio.Task[list[events_pb2.QuoteEvent]]]:
+async def watch(
+    core: Aggregator, request_id: str
+) -> tuple[events_pb2.QuoteEvent, asyncio.Task[list[events_pb2.QuoteEvent]]]:
     """Follows the session as StreamQuoteEvents does: its first event once the stream is open (so
     the session counts it as watched), and a task collecting the rest until the end."""
     stream = core.events(request_id, 0)
@@ -190,7 +198,9 @@ class HeldGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):  # ty
         self.answer = asyncio.Event()
         self.cancelled = asyncio.Event()
 
-    async def RequestOffer(self, request: object, context: object) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
+    async def RequestOffer(
+        self, request: object, context: object
+    ) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
         yield gateway_service_pb2.RequestOfferResponse(
             accepted=gateway_service_pb2.OfferAccepted(insurer_application_id="app-1")
         )

@@ -45,7 +45,9 @@ async def first_update(gateways: GrpcGateways, timeout_s: float) -> gateway_serv
     return updates[0]
 
 
-async def test_silent_gateway_opens_the_breaker_then_fails_fast_without_a_call(blackhole: tuple[int, list[int]]) -> None:
+async def test_silent_gateway_opens_the_breaker_then_fails_fast_without_a_call(
+    blackhole: tuple[int, list[int]],
+) -> None:
     port, _ = blackhole
     gateways = GrpcGateways(
         (GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),),
@@ -87,7 +89,9 @@ class RefusingGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):  
     def __init__(self) -> None:
         self.calls = 0
 
-    async def RequestOffer(self, request: object, context: object) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
+    async def RequestOffer(
+        self, request: object, context: object
+    ) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
         self.calls += 1
         yield gateway_service_pb2.RequestOfferResponse(
             failed=gateway_service_pb2.OfferFailed(

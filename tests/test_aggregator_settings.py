@@ -21,7 +21,8 @@ def test_gateways_keep_their_order_and_take_the_names_they_are_given() -> None:
 def test_an_unnamed_gateway_takes_the_dev_catalogues_name_else_its_id() -> None:
     settings = AggregatorSettings.from_env({"OSAGO_GATEWAYS": "ingos=h:1,acme=h:2"})
     assert [(g.insurer_id, g.insurer_name) for g in settings.gateways] == [
-        ("ingos", "Ingosstrakh"), ("acme", "acme"),
+        ("ingos", "Ingosstrakh"),
+        ("acme", "acme"),
     ]
 
 

@@ -110,9 +110,7 @@ async def test_count_window_smaller_than_minimum_calls_can_still_open() -> None:
 
 
 async def test_slow_calls_count_by_slow_call_duration() -> None:
-    breaker = make(
-        FakeClock(), minimum_calls=4, slow_call_duration_s=4.0, slow_call_rate_threshold=0.75
-    )
+    breaker = make(FakeClock(), minimum_calls=4, slow_call_duration_s=4.0, slow_call_rate_threshold=0.75)
     succeed(breaker, 2, duration=3.999)  # not slow
     succeed(breaker, 2, duration=4.0)  # slow: at the duration
     assert breaker.state is CLOSED
@@ -123,8 +121,7 @@ async def test_slow_calls_count_by_slow_call_duration() -> None:
 
 
 async def test_slow_failures_count_as_both_failed_and_slow() -> None:
-    breaker = make(FakeClock(), minimum_calls=4, failure_rate_threshold=1.0,
-                   slow_call_rate_threshold=0.5)
+    breaker = make(FakeClock(), minimum_calls=4, failure_rate_threshold=1.0, slow_call_rate_threshold=0.5)
     succeed(breaker, 2)
     fail(breaker, 2, duration=5.0)
     assert breaker.state is OPEN
@@ -309,8 +306,9 @@ async def test_verdicts_of_calls_from_an_earlier_state_are_ignored() -> None:
 async def test_transitions_are_reported_to_the_listener() -> None:
     clock = FakeClock()
     seen: list[tuple[BreakerState, BreakerState]] = []
-    breaker = CircuitBreaker(BreakerConfig(minimum_calls=1, half_open_probes=1), clock,
-                             on_transition=lambda a, b: seen.append((a, b)))
+    breaker = CircuitBreaker(
+        BreakerConfig(minimum_calls=1, half_open_probes=1), clock, on_transition=lambda a, b: seen.append((a, b))
+    )
     fail(breaker)
     await clock.advance(10.0)
     succeed(breaker)

@@ -63,7 +63,9 @@ WAIT_MS = 30_000
 EDGES = pytest.mark.parametrize("stack", ["envoy", "web_bridge"], indirect=True)
 LANGS = ["ru", "en"]
 # Both languages and both edges in two runs: Russian behind Envoy, English behind web_bridge.
-LANGS_AND_EDGES = pytest.mark.parametrize(("stack", "lang"), [("envoy", "ru"), ("web_bridge", "en")], indirect=["stack"])
+LANGS_AND_EDGES = pytest.mark.parametrize(
+    ("stack", "lang"), [("envoy", "ru"), ("web_bridge", "en")], indirect=["stack"]
+)
 
 # Records, page-side, when each offer row and each insurer state appeared (performance.now()),
 # the connection states and what the screen reader's announcer said.
@@ -126,10 +128,26 @@ async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
     ready line names the page (`page=URL`)."""
     edge = getattr(request, "param", "envoy")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "osago_cli.main", "up",
-        "--insurers", str(INSURERS), "--time-scale", str(TIME_SCALE),
-        "--session-limit", str(SESSION_LIMIT_S), "--seed", str(SEED),
-        "--aggregator-port", "0", "--sim-port", "0", "--page-port", "0", "--edge", edge,
+        sys.executable,
+        "-m",
+        "osago_cli.main",
+        "up",
+        "--insurers",
+        str(INSURERS),
+        "--time-scale",
+        str(TIME_SCALE),
+        "--session-limit",
+        str(SESSION_LIMIT_S),
+        "--seed",
+        str(SEED),
+        "--aggregator-port",
+        "0",
+        "--sim-port",
+        "0",
+        "--page-port",
+        "0",
+        "--edge",
+        edge,
         stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
@@ -447,19 +465,21 @@ async def test_every_field_violation_of_the_server_has_its_own_russian_message(s
         await assert_texts_from_catalogue(page, "ru")
         return {field: spaces(message) for field, message in shown.items()}
 
-    first = await submit({
-        "application.vehicle.vin": "Z94G2813BMR12345",
-        "application.vehicle.plate": "12345",
-        "application.vehicle.power_hp": "9999",
-        "application.vehicle.make": "",
-        "application.vehicle.registration_document.series": "X",
-        "application.vehicle.registration_document.number": "12",
-        "application.vehicle.registration_document.issue_date": "1990-01-01",
-        "application.owner.name.first_name": "R2-D2",
-        "application.owner.birth_date": "2999-01-01",
-        "application.drivers[0].licence_number": "1629730416",  # the same as driver 2's
-        "application.drivers[1].birth_date": "2015-01-01",  # licensed in 2008
-    })
+    first = await submit(
+        {
+            "application.vehicle.vin": "Z94G2813BMR12345",
+            "application.vehicle.plate": "12345",
+            "application.vehicle.power_hp": "9999",
+            "application.vehicle.make": "",
+            "application.vehicle.registration_document.series": "X",
+            "application.vehicle.registration_document.number": "12",
+            "application.vehicle.registration_document.issue_date": "1990-01-01",
+            "application.owner.name.first_name": "R2-D2",
+            "application.owner.birth_date": "2999-01-01",
+            "application.drivers[0].licence_number": "1629730416",  # the same as driver 2's
+            "application.drivers[1].birth_date": "2015-01-01",  # licensed in 2008
+        }
+    )
     assert first == {
         "application.vehicle.vin": "VIN состоит из 17 символов: цифры и латинские буквы, кроме I, O, Q.",
         "application.vehicle.plate": "Буква, 3 цифры, 2 буквы и код региона из 2–3 цифр (например, А123ВС77);"
@@ -477,11 +497,13 @@ async def test_every_field_violation_of_the_server_has_its_own_russian_message(s
         " исполнилось 16.",
     }
 
-    second = await submit({
-        "application.vehicle.year": "1800",
-        "application.vehicle.body_number": "!!",
-        "application.policy_start_date": "2001-01-01",
-    })
+    second = await submit(
+        {
+            "application.vehicle.year": "1800",
+            "application.vehicle.body_number": "!!",
+            "application.policy_start_date": "2001-01-01",
+        }
+    )
     assert second == {
         "application.vehicle.year": "Год выпуска — от 1900 до текущего.",
         "application.vehicle.body_number": "От 3 до 30 букв, цифр или дефисов.",

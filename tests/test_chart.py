@@ -22,14 +22,28 @@ NAMESPACE = "osago"
 # The metric names the services export (Prometheus conventions); histograms also as _bucket,
 # _sum and _count.
 METRICS = {
-    "osago_sessions_started_total", "osago_sessions_finished_total", "osago_sessions_running",
-    "osago_sessions_shed_total", "osago_sessions_late_total", "osago_session_duration_seconds",
-    "osago_event_delivery_lag_seconds", "osago_offers_total", "osago_insurer_failures_total",
-    "osago_insurer_call_duration_seconds", "osago_breaker_state", "osago_breaker_transitions_total",
-    "osago_quota_waits_total", "osago_quota_refusals_total", "osago_insurer_retries_total",
+    "osago_sessions_started_total",
+    "osago_sessions_finished_total",
+    "osago_sessions_running",
+    "osago_sessions_shed_total",
+    "osago_sessions_late_total",
+    "osago_session_duration_seconds",
+    "osago_event_delivery_lag_seconds",
+    "osago_offers_total",
+    "osago_insurer_failures_total",
+    "osago_insurer_call_duration_seconds",
+    "osago_breaker_state",
+    "osago_breaker_transitions_total",
+    "osago_quota_waits_total",
+    "osago_quota_refusals_total",
+    "osago_insurer_retries_total",
     "osago_sessions_taken_over_total",
 }
-HISTOGRAMS = {"osago_session_duration_seconds", "osago_event_delivery_lag_seconds", "osago_insurer_call_duration_seconds"}
+HISTOGRAMS = {
+    "osago_session_duration_seconds",
+    "osago_event_delivery_lag_seconds",
+    "osago_insurer_call_duration_seconds",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +58,9 @@ def helm() -> Path:
 def helm_template(helm: Path, home: Path, *args: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(helm), "template", "osago", str(chart), "--namespace", NAMESPACE, *args],
-        capture_output=True, text=True, env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
     )
 
 
@@ -113,7 +129,11 @@ def test_adding_an_insurer_adds_its_gateway_and_the_aggregator_asks_it(helm: Pat
 
     hook = find(docs, "Pod", "osago-test-health")
     checks = {c["name"]: c["args"] for c in hook["spec"]["containers"]}
-    assert checks["gateway-zetta"][:3] == ["health", "--target", "dns:///osago-gw-zetta-headless.osago.svc.cluster.local:50051"]
+    assert checks["gateway-zetta"][:3] == [
+        "health",
+        "--target",
+        "dns:///osago-gw-zetta-headless.osago.svc.cluster.local:50051",
+    ]
 
 
 @pytest.mark.functional
@@ -136,7 +156,9 @@ def test_envoy_routes_to_every_aggregator_pod_and_to_web_bridge(helm: Path, tmp_
     assert address("web_bridge") == ("osago-web-bridge.osago.svc.cluster.local", 8081)
     cors = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     policy = cors["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]["envoy.filters.http.cors"]
-    assert policy["allow_origin_string_match"] == [{"safe_regex": {"regex": r"^https://([a-z0-9-]+\.)*osago\.example$"}}]
+    assert policy["allow_origin_string_match"] == [
+        {"safe_regex": {"regex": r"^https://([a-z0-9-]+\.)*osago\.example$"}}
+    ]
 
 
 @pytest.mark.functional
@@ -145,7 +167,9 @@ def test_a_slot_of_envoy_yaml_the_chart_does_not_fill_fails_the_render(helm: Pat
     shutil.copytree(CHART, chart)
     envoy = chart / "files" / "envoy.yaml"
     envoy.write_text(
-        envoy.read_text(encoding="utf-8").replace("max_connections: 1000\n", "max_connections: 1000  # @max_connections\n", 1),
+        envoy.read_text(encoding="utf-8").replace(
+            "max_connections: 1000\n", "max_connections: 1000  # @max_connections\n", 1
+        ),
         encoding="utf-8",
     )
     result = helm_template(helm, tmp_path, chart=chart)
@@ -181,8 +205,7 @@ def test_every_value_is_documented() -> None:
     documented = set(re.findall(r"^\s*## @param (\S+)", text, re.M))
     values = yaml.safe_load(text)
     undocumented = [
-        leaf for leaf in leaves(values)
-        if not any(leaf == p or leaf.startswith(f"{p}.") for p in documented)
+        leaf for leaf in leaves(values) if not any(leaf == p or leaf.startswith(f"{p}.") for p in documented)
     ]
     assert undocumented == []
     paths = {".".join(leaf.split(".")[: i + 1]) for leaf in leaves(values) for i in range(leaf.count(".") + 1)}
@@ -199,6 +222,9 @@ def test_alerts_and_dashboard_use_only_exported_metrics() -> None:
     series = METRICS | {f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")}
     assert used - series == set()
     # Every alert the platform team relies on is there.
-    assert {"OsagoInsurerBreakerOpen", "OsagoSessionsPastDeadline", "OsagoSessionsShed", "OsagoEventDeliveryLagHigh"} <= {
-        r["alert"] for g in yaml.safe_load(alerts)["groups"] for r in g["rules"]
-    }
+    assert {
+        "OsagoInsurerBreakerOpen",
+        "OsagoSessionsPastDeadline",
+        "OsagoSessionsShed",
+        "OsagoEventDeliveryLagHigh",
+    } <= {r["alert"] for g in yaml.safe_load(alerts)["groups"] for r in g["rules"]}

@@ -19,8 +19,13 @@ SERVICE = "osago.v1.AggregatorService"
 
 async def osago_health(*args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "osago_cli.main", "health", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "osago_cli.main",
+        "health",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, _ = await process.communicate()
     assert process.returncode is not None

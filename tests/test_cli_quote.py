@@ -38,7 +38,10 @@ from osago_cli.quote import (
 NOW = datetime(2026, 1, 15, 9, 0, tzinfo=timezone.utc)
 DEADLINE = NOW + timedelta(seconds=60)
 INSURERS = (
-    ("alfa", "AlfaStrakhovanie"), ("ingos", "Ingosstrakh"), ("vsk", "VSK"), ("reso", "RESO"),
+    ("alfa", "AlfaStrakhovanie"),
+    ("ingos", "Ingosstrakh"),
+    ("vsk", "VSK"),
+    ("reso", "RESO"),
 )
 
 APPLICATION_JSON = {
@@ -65,24 +68,23 @@ def offer(insurer_id: str, kopecks: int) -> events_pb2.QuoteEvent:
 
 
 def progress(insurer_id: str, state: int) -> events_pb2.QuoteEvent:
-    return events_pb2.QuoteEvent(
-        insurer_progress=events_pb2.InsurerProgress(insurer_id=insurer_id, state=state)
-    )
+    return events_pb2.QuoteEvent(insurer_progress=events_pb2.InsurerProgress(insurer_id=insurer_id, state=state))
 
 
 def failed(insurer_id: str, reason: int, message: str = "") -> events_pb2.QuoteEvent:
     return events_pb2.QuoteEvent(
-        insurer_failed=events_pb2.InsurerFailed(
-            insurer_id=insurer_id, reason=reason, message=message
-        )
+        insurer_failed=events_pb2.InsurerFailed(insurer_id=insurer_id, reason=reason, message=message)
     )
 
 
 def finished() -> events_pb2.QuoteEvent:
     return events_pb2.QuoteEvent(
         session_finished=events_pb2.SessionFinished(
-            status=events_pb2.SESSION_STATUS_COMPLETED, insurers_asked=4, quotes_received=2,
-            insurers_failed=2, message="Every insurer answered.",
+            status=events_pb2.SESSION_STATUS_COMPLETED,
+            insurers_asked=4,
+            quotes_received=2,
+            insurers_failed=2,
+            message="Every insurer answered.",
         )
     )
 
@@ -110,6 +112,7 @@ def view_of(*events: events_pb2.QuoteEvent) -> QuoteView:
 
 
 # The pure view.
+
 
 def test_roubles_are_grouped_by_three_with_comma_before_kopecks() -> None:
     assert format_rub(1_234_567) == "12 345,67 ₽"
@@ -205,16 +208,20 @@ def test_plain_lines_describe_each_change() -> None:
 
 
 def test_insurer_missing_from_session_started_gets_a_row_of_its_own() -> None:
-    view = view_of(started(), events_pb2.QuoteEvent(
-        quote_received=events_pb2.QuoteReceived(
-            quote=quote_pb2.Quote(insurer_id="maks", insurer_name="MAKS", premium_kopecks=900_000)
-        )
-    ))
+    view = view_of(
+        started(),
+        events_pb2.QuoteEvent(
+            quote_received=events_pb2.QuoteReceived(
+                quote=quote_pb2.Quote(insurer_id="maks", insurer_name="MAKS", premium_kopecks=900_000)
+            )
+        ),
+    )
 
     assert render(view, NOW)[1] == "  1. MAKS              9 000,00 ₽"
 
 
 # Reading the application file.
+
 
 def write(tmp_path: Path, content: str) -> str:
     path = tmp_path / "application.json"
@@ -243,9 +250,7 @@ def test_application_is_read_from_protobuf_json(tmp_path: Path) -> None:
         ('{"surname": "Ivanov"}', "unknown field 'surname' in Application"),
     ],
 )
-def test_unusable_application_file_is_explained_without_its_values(
-    tmp_path: Path, content: str, expected: str
-) -> None:
+def test_unusable_application_file_is_explained_without_its_values(tmp_path: Path, content: str, expected: str) -> None:
     with pytest.raises(ApplicationFileError) as caught:
         load_application(write(tmp_path, content))
 
@@ -254,6 +259,7 @@ def test_unusable_application_file_is_explained_without_its_values(
 
 
 # run_quote against a scripted aggregator.
+
 
 class PlayedAggregator(aggregator_service_pb2_grpc.AggregatorServiceServicer):  # type: ignore[misc]
     """GetQuotes plays `log`, or rejects every call with `reject`."""
@@ -298,9 +304,7 @@ async def test_json_mode_prints_one_protobuf_json_object_per_event(
     assert events == servicer.log
     assert json.loads(lines[-1])["sessionFinished"]["status"] == "SESSION_STATUS_COMPLETED"
     (request,) = servicer.requests
-    assert request.application == json_format.ParseDict(
-        APPLICATION_JSON, application_pb2.Application()
-    )
+    assert request.application == json_format.ParseDict(APPLICATION_JSON, application_pb2.Application())
     assert request.time_limit.seconds == 30
 
 
@@ -351,13 +355,17 @@ async def test_rejected_application_prints_field_violations_and_exits_1(
     servicer, target = aggregator
     detail = any_pb2.Any()
     violation = error_details_pb2.BadRequest.FieldViolation
-    detail.Pack(error_details_pb2.BadRequest(field_violations=[
-        violation(field="vehicle.vin", description="must be 17 characters"),
-        violation(field="drivers[0].birth_date", description="required"),
-    ]))
-    servicer.reject = rpc_status.to_status(status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message="the application is invalid", details=[detail]
-    ))
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                violation(field="vehicle.vin", description="must be 17 characters"),
+                violation(field="drivers[0].birth_date", description="required"),
+            ]
+        )
+    )
+    servicer.reject = rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="the application is invalid", details=[detail])
+    )
     out, err = io.StringIO(), io.StringIO()
 
     file = write(tmp_path, json.dumps(APPLICATION_JSON))
@@ -373,9 +381,7 @@ async def test_rejected_application_prints_field_violations_and_exits_1(
     )
 
 
-async def test_unreadable_file_exits_2_with_a_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_unreadable_file_exits_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = await run_quote(str(tmp_path / "missing.json"), "127.0.0.1:1", False, io.StringIO())
 
     assert code == 2

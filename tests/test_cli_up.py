@@ -49,8 +49,18 @@ def alive(pid: int) -> bool:
 @pytest.fixture
 async def mesh_up(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
     process = await asyncio.create_subprocess_exec(
-        *OSAGO, "up", "--insurers", "10", "--time-scale", "0.02",
-        "--aggregator-port", "0", "--sim-port", "0", "--page-port", "0",
+        *OSAGO,
+        "up",
+        "--insurers",
+        "10",
+        "--time-scale",
+        "0.02",
+        "--aggregator-port",
+        "0",
+        "--sim-port",
+        "0",
+        "--page-port",
+        "0",
         stdout=asyncio.subprocess.PIPE,
         # Its scratch files (Envoy's config) land here, even when a test kills it outright.
         env={**os.environ, "TMPDIR": str(tmp_path)},
@@ -77,7 +87,9 @@ async def run_osago(*args: str, env: dict[str, str] | None = None) -> tuple[int,
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_up_quote_json_and_clean_stop(mesh_up: tuple[asyncio.subprocess.Process, dict[str, str]], tmp_path: Path) -> None:
+async def test_up_quote_json_and_clean_stop(
+    mesh_up: tuple[asyncio.subprocess.Process, dict[str, str]], tmp_path: Path
+) -> None:
     process, addresses = mesh_up
     assert addresses["sim"].startswith("http://127.0.0.1:")
     services = children_of(process.pid)
@@ -87,7 +99,9 @@ async def test_up_quote_json_and_clean_stop(mesh_up: tuple[asyncio.subprocess.Pr
             assert response.status == 200
             assert "text/html" in response.headers["content-type"]
 
-    code, out, err = await run_osago("quote", "--file", str(EXAMPLES / "moscow-young-driver.json"), "--json", "--target", addresses["aggregator"])
+    code, out, err = await run_osago(
+        "quote", "--file", str(EXAMPLES / "moscow-young-driver.json"), "--json", "--target", addresses["aggregator"]
+    )
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert "sessionStarted" in events[0] and "sessionFinished" in events[-1]
@@ -105,7 +119,9 @@ async def test_up_quote_json_and_clean_stop(mesh_up: tuple[asyncio.subprocess.Pr
     assert "INVALID_ARGUMENT" in err and "application.vehicle.vin" in err
 
     # Still serving after the bad request.
-    code, out, _ = await run_osago("quote", "--file", str(EXAMPLES / "kazan-two-drivers.json"), "--json", "--target", addresses["aggregator"])
+    code, out, _ = await run_osago(
+        "quote", "--file", str(EXAMPLES / "kazan-two-drivers.json"), "--json", "--target", addresses["aggregator"]
+    )
     assert code == 0 and "sessionFinished" in out.splitlines()[-1]
 
     process.send_signal(signal.SIGTERM)
@@ -134,9 +150,21 @@ async def test_without_envoy_web_bridge_serves_the_page_and_sim_fault_finds_the_
     simulator on its usual port, where `osago sim fault` looks without `--sim`."""
     sim_port_was_free = port_is_free(LOCALHOST, SIM_PORT)
     process = await asyncio.create_subprocess_exec(
-        *OSAGO, "up", "--insurers", "3", "--time-scale", "0.02", "--aggregator-port", "0", "--page-port", "0",
-        "--edge", "web_bridge",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp_path)},
+        *OSAGO,
+        "up",
+        "--insurers",
+        "3",
+        "--time-scale",
+        "0.02",
+        "--aggregator-port",
+        "0",
+        "--page-port",
+        "0",
+        "--edge",
+        "web_bridge",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert process.stdout is not None and process.stderr is not None
     errors: list[str] = []
@@ -163,7 +191,9 @@ async def test_without_envoy_web_bridge_serves_the_page_and_sim_fault_finds_the_
                 assert response.status == 200 and "javascript" in response.headers["content-type"]
             # The page's own origin answers grpc-web: a whole session streams through it.
             headers = {"content-type": BINARY, "x-grpc-web": "1"}
-            async with http.post(page.rstrip("/") + GET_QUOTES, data=request_body(load_example(), 20), headers=headers) as response:
+            async with http.post(
+                page.rstrip("/") + GET_QUOTES, data=request_body(load_example(), 20), headers=headers
+            ) as response:
                 frames = parse_frames(await response.read())
         events = [pb.GetQuotesResponse.FromString(payload).event for _, payload in frames[:-1]]
         assert events[0].HasField("session_started") and events[-1].HasField("session_finished")

@@ -53,35 +53,41 @@ def session_log(request_id: str = REQUEST_ID) -> list[events_pb2.QuoteEvent]:
         ),
         events_pb2.QuoteEvent(
             insurer_progress=events_pb2.InsurerProgress(
-                insurer_id="alfa", insurer_name="AlfaStrakhovanie",
+                insurer_id="alfa",
+                insurer_name="AlfaStrakhovanie",
                 state=events_pb2.INSURER_PROGRESS_STATE_ACCEPTED,
             )
         ),
         events_pb2.QuoteEvent(
             quote_received=events_pb2.QuoteReceived(
                 quote=quote_pb2.Quote(
-                    insurer_id="alfa", insurer_name="AlfaStrakhovanie", premium_kopecks=1_234_567,
+                    insurer_id="alfa",
+                    insurer_name="AlfaStrakhovanie",
+                    premium_kopecks=1_234_567,
                     currency="RUB",
                 )
             )
         ),
         events_pb2.QuoteEvent(
             quote_received=events_pb2.QuoteReceived(
-                quote=quote_pb2.Quote(
-                    insurer_id="vsk", insurer_name="VSK", premium_kopecks=1_100_000, currency="RUB"
-                )
+                quote=quote_pb2.Quote(insurer_id="vsk", insurer_name="VSK", premium_kopecks=1_100_000, currency="RUB")
             )
         ),
         events_pb2.QuoteEvent(
             insurer_failed=events_pb2.InsurerFailed(
-                insurer_id="ingos", insurer_name="Ingosstrakh",
-                reason=quote_pb2.FAILURE_REASON_DECLINED, message="declined by underwriting",
+                insurer_id="ingos",
+                insurer_name="Ingosstrakh",
+                reason=quote_pb2.FAILURE_REASON_DECLINED,
+                message="declined by underwriting",
             )
         ),
         events_pb2.QuoteEvent(
             session_finished=events_pb2.SessionFinished(
-                status=events_pb2.SESSION_STATUS_COMPLETED, insurers_asked=3, quotes_received=2,
-                insurers_failed=1, message="2 offers",
+                status=events_pb2.SESSION_STATUS_COMPLETED,
+                insurers_asked=3,
+                quotes_received=2,
+                insurers_failed=1,
+                message="2 offers",
             )
         ),
     ]
@@ -104,8 +110,7 @@ def bad_request_status(message: str, violations: list[tuple[str, str]]) -> grpc.
     detail.Pack(
         error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                for f, d in violations
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
             ]
         )
     )
@@ -170,9 +175,7 @@ class ScriptedAggregator(
         if request.request_id != REQUEST_ID:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
         return aggregator_service_pb2.GetQuoteRequestResponse(
-            quote_request=aggregator_service_pb2.QuoteRequest(
-                request_id=REQUEST_ID, last_seq=len(self.log)
-            )
+            quote_request=aggregator_service_pb2.QuoteRequest(request_id=REQUEST_ID, last_seq=len(self.log))
         )
 
     async def _play(self, context: Any, after_seq: int) -> AsyncIterator[events_pb2.QuoteEvent]:
@@ -215,7 +218,10 @@ async def target(aggregator: ScriptedAggregator) -> AsyncIterator[str]:
 
 def fast_client(target: str, **kwargs: Any) -> QuoteClient:
     options: dict[str, Any] = {
-        "timeout_s": 10.0, "max_resumes": 3, "resume_backoff_s": 0.01, "resume_backoff_max_s": 0.05,
+        "timeout_s": 10.0,
+        "max_resumes": 3,
+        "resume_backoff_s": 0.01,
+        "resume_backoff_max_s": 0.05,
     }
     options.update(kwargs)
     return QuoteClient(target, **options)
@@ -233,7 +239,7 @@ async def test_get_quotes_delivers_every_event_in_order_ending_with_session_fini
 
     assert events == aggregator.log
     assert events[-1].WhichOneof("payload") == "session_finished"
-    (name, request), = aggregator.calls
+    ((name, request),) = aggregator.calls
     assert name == "GetQuotes" and request.idempotency_key == "k-1"
     assert request.application == application()
 
@@ -259,7 +265,9 @@ async def test_stream_ending_without_session_finished_or_reset_is_resumed_each_t
 
     assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
     assert aggregator.seqs_asked() == [
-        ("GetQuotes", 0), ("StreamQuoteEvents", 1), ("StreamQuoteEvents", 3),
+        ("GetQuotes", 0),
+        ("StreamQuoteEvents", 1),
+        ("StreamQuoteEvents", 3),
     ]
 
 
@@ -287,9 +295,7 @@ async def test_stream_broken_before_first_event_repeats_get_quotes_with_the_same
     assert first == second and uuid.UUID(first)
 
 
-async def test_stream_events_follows_the_log_from_after_seq(
-    aggregator: ScriptedAggregator, target: str
-) -> None:
+async def test_stream_events_follows_the_log_from_after_seq(aggregator: ScriptedAggregator, target: str) -> None:
     aggregator.breaks = [Break(after=1)]
     async with fast_client(target) as client:
         events = await collect(client.stream_events(REQUEST_ID, after_seq=3))
@@ -311,7 +317,9 @@ async def test_resumes_without_progress_stop_after_max_resumes_with_quote_error(
     assert caught.value.code == "UNAVAILABLE"
     assert seen == [1, 2]
     assert aggregator.seqs_asked() == [
-        ("GetQuotes", 0), ("StreamQuoteEvents", 2), ("StreamQuoteEvents", 2),
+        ("GetQuotes", 0),
+        ("StreamQuoteEvents", 2),
+        ("StreamQuoteEvents", 2),
     ]
 
 
@@ -340,9 +348,7 @@ async def test_session_past_the_client_deadline_ends_with_deadline_exceeded(
     assert caught.value.code == "DEADLINE_EXCEEDED"
 
 
-async def test_consumer_leaving_early_cancels_the_server_stream(
-    aggregator: ScriptedAggregator, target: str
-) -> None:
+async def test_consumer_leaving_early_cancels_the_server_stream(aggregator: ScriptedAggregator, target: str) -> None:
     aggregator.log = aggregator.log[:3]
     aggregator.hold = asyncio.Event()
     async with fast_client(target) as client:
@@ -386,9 +392,7 @@ async def test_create_retries_unavailable_through_the_service_config(
     assert first.time_limit.ToTimedelta() == timedelta(seconds=30)
 
 
-async def test_create_gives_up_after_four_attempts(
-    aggregator: ScriptedAggregator, target: str
-) -> None:
+async def test_create_gives_up_after_four_attempts(aggregator: ScriptedAggregator, target: str) -> None:
     aggregator.create_failures = 10
     async with fast_client(target) as client:
         with pytest.raises(QuoteError) as caught:
@@ -456,7 +460,10 @@ def test_service_config_retries_unavailable_with_throttling() -> None:
     (method,) = config["methodConfig"]
     assert method["name"] == [{"service": SERVICE}]
     assert method["retryPolicy"] == {
-        "maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+        "maxAttempts": 4,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
         "retryableStatusCodes": ["UNAVAILABLE"],
     }
     assert config["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
@@ -509,7 +516,9 @@ async def test_a_draining_instance_gets_no_new_calls() -> None:
 
 
 async def test_the_breaker_stops_calling_an_aggregator_that_keeps_failing() -> None:
-    failing = ScriptedAggregator(reject=rpc_status.to_status(status_pb2.Status(code=code_pb2.UNAVAILABLE, message="down")))
+    failing = ScriptedAggregator(
+        reject=rpc_status.to_status(status_pb2.Status(code=code_pb2.UNAVAILABLE, message="down"))
+    )
     clock = FakeClock()
     config = BreakerConfig(window_size=4, minimum_calls=4, failure_rate_threshold=0.5, open_duration_s=5.0)
     async with instances(failing) as servers:

@@ -62,7 +62,10 @@ def local_config(aggregator_port: int, **overrides: Any) -> str:
 def validate(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(envoy_binary()), "--mode", "validate", "-c", str(path), "--log-level", "warn", "--use-dynamic-base-id"],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
 
 

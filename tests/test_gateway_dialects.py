@@ -36,18 +36,27 @@ def make_application(**changes: Any) -> Any:
     """A Moscow Lada with one class-3 driver."""
     app = application_pb2.Application(
         vehicle=application_pb2.Vehicle(
-            vin="XTAGFL110NY612345", plate="М482КХ797", make="Lada", model="Vesta", year=2022,
-            power_hp=106, category=application_pb2.VEHICLE_CATEGORY_B,
+            vin="XTAGFL110NY612345",
+            plate="М482КХ797",
+            make="Lada",
+            model="Vesta",
+            year=2022,
+            power_hp=106,
+            category=application_pb2.VEHICLE_CATEGORY_B,
             purpose=application_pb2.VEHICLE_PURPOSE_PERSONAL,
         ),
         owner=application_pb2.Owner(
             name=application_pb2.PersonName(last_name="Smirnov", first_name="Artyom", middle_name="Igorevich"),
-            birth_date="1990-03-14", registration_city="Moscow", kbm_class=application_pb2.KBM_CLASS_3,
+            birth_date="1990-03-14",
+            registration_city="Moscow",
+            kbm_class=application_pb2.KBM_CLASS_3,
         ),
         drivers=[
             application_pb2.Driver(
                 name=application_pb2.PersonName(last_name="Smirnov", first_name="Artyom", middle_name="Igorevich"),
-                birth_date="1990-03-14", licence_number="7731456802", licence_issue_date="2010-04-02",
+                birth_date="1990-03-14",
+                licence_number="7731456802",
+                licence_issue_date="2010-04-02",
                 kbm_class=application_pb2.KBM_CLASS_3,
             )
         ],
@@ -67,8 +76,15 @@ REST_OFFER = {
     "offerId": "ALFA-1",
     "premium": {"amount": "12345.67", "currency": "RUB"},
     "coefficients": {
-        "TB": "5000.00", "KT": "1.8", "KBM": "1.17", "KVS": "1.04", "KO": "1", "KM": "1.1",
-        "KS": "1", "KN": "1", "KP": "1",
+        "TB": "5000.00",
+        "KT": "1.8",
+        "KBM": "1.17",
+        "KVS": "1.04",
+        "KO": "1",
+        "KM": "1.1",
+        "KS": "1",
+        "KN": "1",
+        "KP": "1",
     },
     "validUntil": "2026-01-20T09:00:00+00:00",
     "paymentUrl": "http://sim/insurers/alfa/pay/ALFA-1",
@@ -78,16 +94,30 @@ CALC_RESULT = {
     "quote_no": "Q-77",
     "premium_kop": 1234567,
     "k": {
-        "tb_kop": 500000, "kt": "1.8", "kbm": "1.17", "kvs": "1.04", "ko": "1", "km": "1.1",
-        "ks": "1", "kn": "1", "kp": "1",
+        "tb_kop": 500000,
+        "kt": "1.8",
+        "kbm": "1.17",
+        "kvs": "1.04",
+        "ko": "1",
+        "km": "1.1",
+        "ks": "1",
+        "kn": "1",
+        "kp": "1",
     },
     "expires": "2026-01-20T09:00:00Z",
     "buy_url": "http://sim/insurers/ingos/pay/Q-77",
 }
 
 BREAKDOWN = Breakdown(
-    base_rate_kopecks=500000, kt=Decimal("1.8"), kbm=Decimal("1.17"), kvs=Decimal("1.04"),
-    ko=Decimal("1"), km=Decimal("1.1"), ks=Decimal("1"), kn=Decimal("1"), kp=Decimal("1"),
+    base_rate_kopecks=500000,
+    kt=Decimal("1.8"),
+    kbm=Decimal("1.17"),
+    kvs=Decimal("1.04"),
+    ko=Decimal("1"),
+    km=Decimal("1.1"),
+    ks=Decimal("1"),
+    kn=Decimal("1"),
+    kp=Decimal("1"),
 )
 
 
@@ -106,19 +136,33 @@ def test_rest_create_request_writes_camel_case_application_with_idempotency_key(
     assert call.json == {
         "externalRef": "req-1",
         "vehicle": {
-            "vin": "XTAGFL110NY612345", "bodyNumber": "", "plate": "М482КХ797", "make": "Lada",
-            "model": "Vesta", "year": 2022, "powerHp": 106, "category": "B", "purpose": "personal",
+            "vin": "XTAGFL110NY612345",
+            "bodyNumber": "",
+            "plate": "М482КХ797",
+            "make": "Lada",
+            "model": "Vesta",
+            "year": 2022,
+            "powerHp": 106,
+            "category": "B",
+            "purpose": "personal",
         },
         "owner": {
-            "lastName": "Smirnov", "firstName": "Artyom", "middleName": "Igorevich",
-            "birthDate": "1990-03-14", "city": "Moscow",
+            "lastName": "Smirnov",
+            "firstName": "Artyom",
+            "middleName": "Igorevich",
+            "birthDate": "1990-03-14",
+            "city": "Moscow",
         },
         "ownerKbmClass": "3",
         "drivers": [
             {
-                "lastName": "Smirnov", "firstName": "Artyom", "middleName": "Igorevich",
-                "birthDate": "1990-03-14", "licenceNumber": "7731456802",
-                "licenceIssueDate": "2010-04-02", "kbmClass": "3",
+                "lastName": "Smirnov",
+                "firstName": "Artyom",
+                "middleName": "Igorevich",
+                "birthDate": "1990-03-14",
+                "licenceNumber": "7731456802",
+                "licenceIssueDate": "2010-04-02",
+                "kbmClass": "3",
             }
         ],
         "unlimitedDrivers": False,
@@ -140,14 +184,26 @@ def test_calc_create_request_writes_snake_case_with_russian_dates_and_fio() -> N
     assert call.json == {
         "ref": "req-2",
         "ts": {
-            "vin": "XTAGFL110NY612345", "body_no": "", "reg_plate": "М482КХ797", "brand": "Lada",
-            "model": "Vesta", "made_year": 2022, "hp": 106, "cat": "BE", "use": "TAXI",
+            "vin": "XTAGFL110NY612345",
+            "body_no": "",
+            "reg_plate": "М482КХ797",
+            "brand": "Lada",
+            "model": "Vesta",
+            "made_year": 2022,
+            "hp": 106,
+            "cat": "BE",
+            "use": "TAXI",
         },
         "insurant": {"fio": "Smirnov Artyom Igorevich", "dob": "14.03.1990", "city": "Moscow"},
         "kbm_owner": "3",
         "persons": [
-            {"fio": "Smirnov Artyom Igorevich", "dob": "14.03.1990", "vu": "7731456802",
-             "vu_date": "02.04.2010", "kbm": "M"}
+            {
+                "fio": "Smirnov Artyom Igorevich",
+                "dob": "14.03.1990",
+                "vu": "7731456802",
+                "vu_date": "02.04.2010",
+                "kbm": "M",
+            }
         ],
         "multidrive": False,
         "date_from": "01.02.2026",
@@ -182,7 +238,12 @@ def test_unlimited_drivers_without_owner_class_or_usage_months_get_the_defaults(
     rest = REST.create_request("r", "r:alfa", app, START).json
     calc = CALC.create_request("r", "r:ingos", app, START).json
     assert rest is not None and calc is not None
-    assert (rest["ownerKbmClass"], rest["usageMonths"], rest["drivers"], rest["unlimitedDrivers"]) == ("3", 12, [], True)
+    assert (rest["ownerKbmClass"], rest["usageMonths"], rest["drivers"], rest["unlimitedDrivers"]) == (
+        "3",
+        12,
+        [],
+        True,
+    )
     assert (calc["kbm_owner"], calc["period_months"], calc["persons"], calc["multidrive"]) == ("3", 12, [], True)
     assert calc["insurant"]["fio"] == "Smirnov Artyom"
 
@@ -190,13 +251,22 @@ def test_unlimited_drivers_without_owner_class_or_usage_months_get_the_defaults(
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
-        (lambda a: setattr(a.drivers[0], "kbm_class", application_pb2.KBM_CLASS_UNSPECIFIED), "drivers[0].kbm_class",
-         "bonus-malus class is required"),
-        (lambda a: setattr(a.vehicle, "category", application_pb2.VEHICLE_CATEGORY_C), "vehicle.category",
-         "only categories B and BE are insured"),
+        (
+            lambda a: setattr(a.drivers[0], "kbm_class", application_pb2.KBM_CLASS_UNSPECIFIED),
+            "drivers[0].kbm_class",
+            "bonus-malus class is required",
+        ),
+        (
+            lambda a: setattr(a.vehicle, "category", application_pb2.VEHICLE_CATEGORY_C),
+            "vehicle.category",
+            "only categories B and BE are insured",
+        ),
         (lambda a: setattr(a.owner, "birth_date", "14.03.1990"), "owner.birth_date", "not a YYYY-MM-DD date"),
-        (lambda a: setattr(a.drivers[0], "licence_issue_date", ""), "drivers[0].licence_issue_date",
-         "not a YYYY-MM-DD date"),
+        (
+            lambda a: setattr(a.drivers[0], "licence_issue_date", ""),
+            "drivers[0].licence_issue_date",
+            "not a YYYY-MM-DD date",
+        ),
     ],
 )
 @pytest.mark.parametrize("dialect", [REST, CALC], ids=["rest", "calc"])
@@ -234,18 +304,25 @@ def test_rest_create_reads_the_application_id_and_hint() -> None:
 def test_rest_create_without_hint_falls_back_to_retry_after() -> None:
     body = {"applicationId": "APP-1", "status": "PROCESSING"}
     assert REST.parse_create(reply(201, body, {"retry-after": "2"})) == Created("APP-1", 2.0)
-    assert REST.parse_create(reply(201, body, {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})) == Created("APP-1", None)
+    assert REST.parse_create(reply(201, body, {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})) == Created(
+        "APP-1", None
+    )
 
 
 def test_rest_create_400_is_a_rejection_naming_only_the_field() -> None:
-    assert REST.parse_create(reply(400, {"error": "bad VIN XTAGFL110NY612345", "field": "vehicle.vin"})) == Rejected("vehicle.vin")
+    assert REST.parse_create(reply(400, {"error": "bad VIN XTAGFL110NY612345", "field": "vehicle.vin"})) == Rejected(
+        "vehicle.vin"
+    )
     assert REST.parse_create(reply(400, b"<html>oops</html>")) == Rejected("")
 
 
 def test_rest_poll_reads_processing_quoted_declined_and_404() -> None:
     assert REST.parse_poll(reply(200, {"status": "PROCESSING", "estimatedReadyInMs": 250})) == NotReady(0.25)
     assert REST.parse_poll(reply(200, {"status": "QUOTED", "offer": REST_OFFER})) == Offer(
-        offer_id="ALFA-1", premium_kopecks=1234567, currency="RUB", breakdown=BREAKDOWN,
+        offer_id="ALFA-1",
+        premium_kopecks=1234567,
+        currency="RUB",
+        breakdown=BREAKDOWN,
         valid_until=datetime(2026, 1, 20, 9, tzinfo=timezone.utc),
         purchase_url="http://sim/insurers/alfa/pay/ALFA-1",
     )
@@ -291,7 +368,10 @@ def _rest_offer(**changes: Any) -> dict[str, Any]:
         (reply(200, {"status": "PROCESSING", "estimatedReadyInMs": "soon"}), "'estimatedReadyInMs' is not an integer"),
         (reply(200, {"status": "PROCESSING", "estimatedReadyInMs": -5}), "'estimatedReadyInMs' is negative"),
         (reply(200, {"status": "QUOTED"}), "'offer' is not an object"),
-        (reply(200, _rest_offer(premium={"amount": "12345.678", "currency": "RUB"})), "'amount' has fractions of a kopeck"),
+        (
+            reply(200, _rest_offer(premium={"amount": "12345.678", "currency": "RUB"})),
+            "'amount' has fractions of a kopeck",
+        ),
         (reply(200, _rest_offer(premium={"amount": "-1.00", "currency": "RUB"})), "'amount' is not a positive number"),
         (reply(200, _rest_offer(premium={"amount": "abc", "currency": "RUB"})), "'amount' is not a decimal"),
         (reply(200, _rest_offer(premium={"amount": "12345.67", "currency": "USD"})), "'currency' is not RUB"),
@@ -301,7 +381,10 @@ def _rest_offer(**changes: Any) -> dict[str, Any]:
         (reply(200, _rest_offer(offerId="")), "'offerId' is not a non-empty string"),
         (reply(200, _rest_offer(paymentUrl=None)), "'paymentUrl' is not a non-empty string"),
         (reply(200, _rest_offer(coefficients={"TB": "5000.00"})), "'KT' is not a decimal"),
-        (reply(200, _rest_offer(coefficients=dict(REST_OFFER["coefficients"], KT="NaN"))), "'KT' is not a positive number"),  # type: ignore[arg-type]
+        (
+            reply(200, _rest_offer(coefficients=dict(REST_OFFER["coefficients"], KT="NaN"))),
+            "'KT' is not a positive number",
+        ),  # type: ignore[arg-type]
         (reply(200, b'{"status": "QUOTED", "offer": {"premium": {"amount": NaN}}}'), "body is not JSON"),
         (reply(201, {"status": "PROCESSING", "estimatedReadyInMs": 10}), "unexpected HTTP status 201"),
         (reply(302, {"status": "PROCESSING"}), "unexpected HTTP status 302"),
@@ -319,7 +402,10 @@ def test_rest_off_schema_answers_raise_bad_response(response: HttpResponse, reas
         (reply(201, b"not json"), "body is not JSON"),
         (reply(201, {"status": "PROCESSING"}), "'applicationId' is not a non-empty string"),
         (reply(201, {"applicationId": 17, "status": "PROCESSING"}), "'applicationId' is not a non-empty string"),
-        (reply(201, {"applicationId": "x" * 201, "status": "PROCESSING"}), "'applicationId' is longer than 200 characters"),
+        (
+            reply(201, {"applicationId": "x" * 201, "status": "PROCESSING"}),
+            "'applicationId' is longer than 200 characters",
+        ),
         (reply(201, {"applicationId": "APP-1", "status": "NEW"}), "unknown 'status'"),
         (reply(404, {"error": "not found"}), "unexpected HTTP status 404"),
         (reply(202, {"applicationId": "APP-1", "status": "PROCESSING"}), "unexpected HTTP status 202"),
@@ -368,7 +454,10 @@ def test_calc_poll_reads_pending_done_refused_and_404() -> None:
     assert CALC.parse_poll(pending) == NotReady(0.7)
     assert CALC.parse_poll(reply(202, {"state": "in_progress"}, {"retry-after": "2"})) == NotReady(2.0)
     assert CALC.parse_poll(reply(200, {"state": "done", "result": CALC_RESULT})) == Offer(
-        offer_id="Q-77", premium_kopecks=1234567, currency="RUB", breakdown=BREAKDOWN,
+        offer_id="Q-77",
+        premium_kopecks=1234567,
+        currency="RUB",
+        breakdown=BREAKDOWN,
         valid_until=datetime(2026, 1, 20, 9, tzinfo=timezone.utc),
         purchase_url="http://sim/insurers/ingos/pay/Q-77",
     )

@@ -31,14 +31,16 @@ from osago_common.clock import FakeClock
 from osago_common.env import SettingsError
 from tests.test_gateway_offers import CREATE, QUOTED, created, processing, response
 
-BASE = GatewaySettings(
-    insurer_id="alfa", insurer_name="AlfaStrakhovanie", dialect="rest", base_url="http://insurer"
-)
+BASE = GatewaySettings(insurer_id="alfa", insurer_name="AlfaStrakhovanie", dialect="rest", base_url="http://insurer")
 # A small breaker, one attempt per call, so that counts are easy to follow; it stays open long
 # enough for `Gateway.request` (which runs the clock past the deadline) not to let it lapse.
 OPEN_S = 1000.0
 SMALL = dataclasses.replace(
-    BASE, breaker_window=4, breaker_min_calls=4, breaker_open_s=OPEN_S, breaker_half_open_probes=2,
+    BASE,
+    breaker_window=4,
+    breaker_min_calls=4,
+    breaker_open_s=OPEN_S,
+    breaker_half_open_probes=2,
     retry_max_attempts=1,
 )
 UNAVAILABLE = HttpUnavailable("ClientConnectorError")
@@ -299,8 +301,9 @@ class IdempotentInsurer:
         self.applications.setdefault(key, f"APP-{len(self.applications) + 1}")
         if self.creates == 1:
             return response(503, {"error": "maintenance"})
-        return response(201, {"applicationId": self.applications[key], "status": "PROCESSING",
-                              "estimatedReadyInMs": 100})
+        return response(
+            201, {"applicationId": self.applications[key], "status": "PROCESSING", "estimatedReadyInMs": 100}
+        )
 
 
 async def test_a_503_create_is_retried_and_yields_the_offer_with_one_insurer_application() -> None:
@@ -511,7 +514,10 @@ def test_resilience_settings_have_the_documented_defaults() -> None:
     b = s.breaker_config()
     assert (b.window_type, b.window_size, b.minimum_calls, b.failure_rate_threshold) == ("count", 20, 10, 0.5)
     assert (b.slow_call_rate_threshold, b.slow_call_duration_s, b.open_duration_s, b.half_open_probes) == (
-        1.0, 4.0, 10.0, 2,
+        1.0,
+        4.0,
+        10.0,
+        2,
     )
     assert (s.rate_limit_per_s, s.rate_limit_burst) == (50.0, 100)
     assert s.retry_policy() == type(s.retry_policy())(base_s=0.1, cap_s=2.0, max_attempts=3)
@@ -520,24 +526,38 @@ def test_resilience_settings_have_the_documented_defaults() -> None:
 
 def test_every_resilience_threshold_is_read_from_the_environment() -> None:
     env = {
-        "OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://x",
-        "OSAGO_GATEWAY_BREAKER_WINDOW_TYPE": "time", "OSAGO_GATEWAY_BREAKER_WINDOW": "30",
-        "OSAGO_GATEWAY_BREAKER_MIN_CALLS": "5", "OSAGO_GATEWAY_BREAKER_FAILURE_RATE": "0.25",
-        "OSAGO_GATEWAY_BREAKER_SLOW_CALL_RATE": "0.8", "OSAGO_GATEWAY_BREAKER_SLOW_CALL_S": "2",
-        "OSAGO_GATEWAY_BREAKER_OPEN_S": "3", "OSAGO_GATEWAY_BREAKER_HALF_OPEN_PROBES": "1",
-        "OSAGO_GATEWAY_RATE_LIMIT_PER_S": "7.5", "OSAGO_GATEWAY_RATE_LIMIT_BURST": "9",
-        "OSAGO_GATEWAY_RETRY_MAX_ATTEMPTS": "4", "OSAGO_GATEWAY_RETRY_BASE_S": "0.05",
-        "OSAGO_GATEWAY_RETRY_CAP_S": "1", "OSAGO_GATEWAY_RETRY_BUDGET_RATIO": "0.1",
-        "OSAGO_GATEWAY_RETRY_BUDGET_MIN_PER_S": "0.5", "OSAGO_GATEWAY_RETRY_BUDGET_WINDOW_S": "20",
-        "OSAGO_GATEWAY_MAX_IN_FLIGHT": "50", "OSAGO_GATEWAY_READY_WINDOW": "7",
-        "OSAGO_REDIS_URL": "redis://redis:6379/0", "OSAGO_GATEWAY_REDIS_TIMEOUT_S": "0.1",
+        "OSAGO_GATEWAY_INSURER": "alfa",
+        "OSAGO_GATEWAY_BASE_URL": "http://x",
+        "OSAGO_GATEWAY_BREAKER_WINDOW_TYPE": "time",
+        "OSAGO_GATEWAY_BREAKER_WINDOW": "30",
+        "OSAGO_GATEWAY_BREAKER_MIN_CALLS": "5",
+        "OSAGO_GATEWAY_BREAKER_FAILURE_RATE": "0.25",
+        "OSAGO_GATEWAY_BREAKER_SLOW_CALL_RATE": "0.8",
+        "OSAGO_GATEWAY_BREAKER_SLOW_CALL_S": "2",
+        "OSAGO_GATEWAY_BREAKER_OPEN_S": "3",
+        "OSAGO_GATEWAY_BREAKER_HALF_OPEN_PROBES": "1",
+        "OSAGO_GATEWAY_RATE_LIMIT_PER_S": "7.5",
+        "OSAGO_GATEWAY_RATE_LIMIT_BURST": "9",
+        "OSAGO_GATEWAY_RETRY_MAX_ATTEMPTS": "4",
+        "OSAGO_GATEWAY_RETRY_BASE_S": "0.05",
+        "OSAGO_GATEWAY_RETRY_CAP_S": "1",
+        "OSAGO_GATEWAY_RETRY_BUDGET_RATIO": "0.1",
+        "OSAGO_GATEWAY_RETRY_BUDGET_MIN_PER_S": "0.5",
+        "OSAGO_GATEWAY_RETRY_BUDGET_WINDOW_S": "20",
+        "OSAGO_GATEWAY_MAX_IN_FLIGHT": "50",
+        "OSAGO_GATEWAY_READY_WINDOW": "7",
+        "OSAGO_REDIS_URL": "redis://redis:6379/0",
+        "OSAGO_GATEWAY_REDIS_TIMEOUT_S": "0.1",
         "OSAGO_GATEWAY_REDIS_RETRY_S": "5",
     }
     s = GatewaySettings.from_env(env)
     b = s.breaker_config()
     assert (b.window_type, b.window_size, b.minimum_calls, b.failure_rate_threshold) == ("time", 30, 5, 0.25)
     assert (b.slow_call_rate_threshold, b.slow_call_duration_s, b.open_duration_s, b.half_open_probes) == (
-        0.8, 2.0, 3.0, 1,
+        0.8,
+        2.0,
+        3.0,
+        1,
     )
     assert (s.rate_limit_per_s, s.rate_limit_burst, s.max_in_flight, s.ready_window) == (7.5, 9, 50, 7)
     p = s.retry_policy()

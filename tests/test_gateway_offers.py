@@ -39,8 +39,15 @@ OFFER = {
     "offerId": "ALFA-1",
     "premium": {"amount": "7000.00", "currency": "RUB"},
     "coefficients": {
-        "TB": "5000.00", "KT": "1.4", "KBM": "1", "KVS": "1", "KO": "1", "KM": "1", "KS": "1",
-        "KN": "1", "KP": "1",
+        "TB": "5000.00",
+        "KT": "1.4",
+        "KBM": "1",
+        "KVS": "1",
+        "KO": "1",
+        "KM": "1",
+        "KS": "1",
+        "KN": "1",
+        "KP": "1",
     },
     "validUntil": "2026-01-20T09:00:00+00:00",
     "paymentUrl": "http://insurer/pay/ALFA-1",
@@ -150,8 +157,21 @@ async def test_calc_retry_after_header_paces_the_polls() -> None:
     queued = response(202, {"calc_id": "C-1", "state": "queued"}, {"retry-after": "2"})
     pending = response(202, {"state": "in_progress"}, {"retry-after": "3"})
     result = dict(
-        quote_no="Q-1", premium_kop=700000, expires="2026-01-20T09:00:00Z", buy_url="http://x/pay",
-        k={"tb_kop": 500000, "kt": "1.4", "kbm": "1", "kvs": "1", "ko": "1", "km": "1", "ks": "1", "kn": "1", "kp": "1"},
+        quote_no="Q-1",
+        premium_kop=700000,
+        expires="2026-01-20T09:00:00Z",
+        buy_url="http://x/pay",
+        k={
+            "tb_kop": 500000,
+            "kt": "1.4",
+            "kbm": "1",
+            "kvs": "1",
+            "ko": "1",
+            "km": "1",
+            "ks": "1",
+            "kn": "1",
+            "kp": "1",
+        },
     )
     done = response(200, {"state": "done", "result": result})
     updates, insurer = await run([queued, pending, done], settings=settings, dialect="calc")
@@ -253,7 +273,9 @@ async def test_failures_are_mapped_to_reasons(step: Step, reason: Reason, on_cre
 
 
 async def test_a_decline_carries_the_insurers_reason() -> None:
-    updates, _ = await run([created(100), response(200, {"status": "DECLINED", "declineReason": "taxis are not insured"})])
+    updates, _ = await run(
+        [created(100), response(200, {"status": "DECLINED", "declineReason": "taxis are not insured"})]
+    )
     assert updates[-1][1] == Failed(Reason.DECLINED, "taxis are not insured", "declined")
 
 
@@ -299,14 +321,22 @@ def application(start: str = "") -> Any:
     name = application_pb2.PersonName(last_name="Ivanov", first_name="Ivan")
     return application_pb2.Application(
         vehicle=application_pb2.Vehicle(
-            vin="XTAGFL110NY612345", plate="А123ВС77", make="Lada", model="Vesta", year=2020, power_hp=106,
+            vin="XTAGFL110NY612345",
+            plate="А123ВС77",
+            make="Lada",
+            model="Vesta",
+            year=2020,
+            power_hp=106,
             category=application_pb2.VEHICLE_CATEGORY_B,
         ),
         owner=application_pb2.Owner(name=name, birth_date="1985-05-05", registration_city="Moscow"),
         drivers=[
             application_pb2.Driver(
-                name=name, birth_date="1985-05-05", licence_number="7731456802",
-                licence_issue_date="2005-06-01", kbm_class=application_pb2.KBM_CLASS_3,
+                name=name,
+                birth_date="1985-05-05",
+                licence_number="7731456802",
+                licence_issue_date="2005-06-01",
+                kbm_class=application_pb2.KBM_CLASS_3,
             )
         ],
         policy_start_date=start,
@@ -366,8 +396,12 @@ def test_settings_reject_nonsense() -> None:
         GatewaySettings(insurer_id="alfa", insurer_name="A", dialect="rest", base_url="ftp://x")
     with pytest.raises(SettingsError, match="min_poll_interval_s must not exceed max_poll_interval_s"):
         GatewaySettings(
-            insurer_id="alfa", insurer_name="A", dialect="rest", base_url="http://x",
-            min_poll_interval_s=2.0, max_poll_interval_s=1.0,
+            insurer_id="alfa",
+            insurer_name="A",
+            dialect="rest",
+            base_url="http://x",
+            min_poll_interval_s=2.0,
+            max_poll_interval_s=1.0,
         )
 
 
@@ -375,25 +409,39 @@ def test_settings_from_env_take_name_and_dialect_from_the_catalogue() -> None:
     env = {"OSAGO_GATEWAY_INSURER": "ingos", "OSAGO_GATEWAY_BASE_URL": "http://sim/insurers/ingos/"}
     s = GatewaySettings.from_env(env)
     assert (s.insurer_id, s.insurer_name, s.dialect, s.base_url) == (
-        "ingos", "Ingosstrakh", "calc", "http://sim/insurers/ingos",
+        "ingos",
+        "Ingosstrakh",
+        "calc",
+        "http://sim/insurers/ingos",
     )
     env.update(
-        OSAGO_GATEWAY_INSURER_NAME="Ingo", OSAGO_GATEWAY_DIALECT="rest", OSAGO_GATEWAY_BIND="0.0.0.0:7000",
-        OSAGO_GATEWAY_HTTP_TIMEOUT_S="2.5", OSAGO_GATEWAY_POLL_INTERVAL_S="0.5",
+        OSAGO_GATEWAY_INSURER_NAME="Ingo",
+        OSAGO_GATEWAY_DIALECT="rest",
+        OSAGO_GATEWAY_BIND="0.0.0.0:7000",
+        OSAGO_GATEWAY_HTTP_TIMEOUT_S="2.5",
+        OSAGO_GATEWAY_POLL_INTERVAL_S="0.5",
         OSAGO_GATEWAY_MAX_POLL_INTERVAL_S="3",
     )
     s = GatewaySettings.from_env(env, max_call_s=30.0)
     assert (s.insurer_name, s.dialect, s.bind, s.http_timeout_s, s.default_poll_interval_s) == (
-        "Ingo", "rest", "0.0.0.0:7000", 2.5, 0.5,
+        "Ingo",
+        "rest",
+        "0.0.0.0:7000",
+        2.5,
+        0.5,
     )
     assert (s.max_poll_interval_s, s.max_call_s) == (3.0, 30.0)
 
 
 def test_settings_from_env_serve_an_insurer_the_catalogue_does_not_list() -> None:
-    s = GatewaySettings.from_env({
-        "OSAGO_GATEWAY_INSURER": "acme", "OSAGO_GATEWAY_INSURER_NAME": "Acme Insurance",
-        "OSAGO_GATEWAY_DIALECT": "calc", "OSAGO_GATEWAY_BASE_URL": "https://api.acme.example",
-    })
+    s = GatewaySettings.from_env(
+        {
+            "OSAGO_GATEWAY_INSURER": "acme",
+            "OSAGO_GATEWAY_INSURER_NAME": "Acme Insurance",
+            "OSAGO_GATEWAY_DIALECT": "calc",
+            "OSAGO_GATEWAY_BASE_URL": "https://api.acme.example",
+        }
+    )
     assert (s.insurer_id, s.insurer_name, s.dialect) == ("acme", "Acme Insurance", "calc")
 
 
@@ -403,8 +451,14 @@ def test_settings_from_env_serve_an_insurer_the_catalogue_does_not_list() -> Non
         ({"OSAGO_GATEWAY_BASE_URL": "http://x"}, "OSAGO_GATEWAY_INSURER"),
         ({"OSAGO_GATEWAY_INSURER": "alfa"}, "OSAGO_GATEWAY_BASE_URL"),
         ({"OSAGO_GATEWAY_INSURER": "acme", "OSAGO_GATEWAY_BASE_URL": "http://x"}, "OSAGO_GATEWAY_INSURER_NAME"),
-        ({"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://x",
-          "OSAGO_GATEWAY_HTTP_TIMEOUT_S": "soon"}, "OSAGO_GATEWAY_HTTP_TIMEOUT_S"),
+        (
+            {
+                "OSAGO_GATEWAY_INSURER": "alfa",
+                "OSAGO_GATEWAY_BASE_URL": "http://x",
+                "OSAGO_GATEWAY_HTTP_TIMEOUT_S": "soon",
+            },
+            "OSAGO_GATEWAY_HTTP_TIMEOUT_S",
+        ),
     ],
 )
 def test_settings_from_env_fail_naming_the_missing_variable(env: dict[str, str], named: str) -> None:

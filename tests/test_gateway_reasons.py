@@ -30,8 +30,6 @@ def test_every_gateway_reason_maps_to_the_contract_reason_of_the_same_meaning() 
 def test_the_mapping_is_a_bijection_onto_every_reason_an_insurer_can_cause() -> None:
     values = list(FAILURE_REASONS.values())
     assert len(set(values)) == len(values) == len(Reason)  # no two reasons merge
-    insurer_caused = {
-        v.number for v in quote_pb2.FailureReason.DESCRIPTOR.values if v.name not in AGGREGATOR_ONLY
-    }
+    insurer_caused = {v.number for v in quote_pb2.FailureReason.DESCRIPTOR.values if v.name not in AGGREGATOR_ONLY}
     # A reason added to the contract for insurers needs a Reason too.
     assert set(values) == insurer_caused

@@ -93,6 +93,7 @@ async def test_a_draining_replica_refuses_new_calls_and_callers_go_to_the_others
         await services[0].drain()
         target = grpc_target("|".join(f"127.0.0.1:{p}" for p in ports))
         gateways = GrpcGateways((GatewayEndpoint(INSURER, "MAKS", target),))
+
         async def ask(n: int) -> str:
             updates = [u async for u in gateways.request_offer(INSURER, f"req-new-{n}", make_application(), 30.0)]
             return str(updates[-1].WhichOneof("update"))

@@ -121,7 +121,7 @@ async def gateway(
 
 
 def outcome(updates: list[Any]) -> str | int:
-    """"offer", or the failure reason of the last update."""
+    """ "offer", or the failure reason of the last update."""
     last = updates[-1]
     return "offer" if last.WhichOneof("update") == "offer" else int(last.failed.reason)
 

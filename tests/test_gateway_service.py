@@ -39,16 +39,28 @@ def make_application(purpose: int = application_pb2.VEHICLE_PURPOSE_PERSONAL) ->
     name = application_pb2.PersonName(last_name="Petrov", first_name="Pyotr", middle_name="Petrovich")
     return application_pb2.Application(
         vehicle=application_pb2.Vehicle(
-            vin="XTAGFL110NY612345", plate="М482КХ797", make="Lada", model="Vesta", year=2022,
-            power_hp=106, category=application_pb2.VEHICLE_CATEGORY_B, purpose=purpose,
+            vin="XTAGFL110NY612345",
+            plate="М482КХ797",
+            make="Lada",
+            model="Vesta",
+            year=2022,
+            power_hp=106,
+            category=application_pb2.VEHICLE_CATEGORY_B,
+            purpose=purpose,
         ),
         owner=application_pb2.Owner(
-            name=name, birth_date="1985-03-14", registration_city="Moscow", kbm_class=application_pb2.KBM_CLASS_3,
+            name=name,
+            birth_date="1985-03-14",
+            registration_city="Moscow",
+            kbm_class=application_pb2.KBM_CLASS_3,
         ),
         drivers=[
             application_pb2.Driver(
-                name=name, birth_date="1985-03-14", licence_number="7731456802",
-                licence_issue_date="2005-04-02", kbm_class=application_pb2.KBM_CLASS_3,
+                name=name,
+                birth_date="1985-03-14",
+                licence_number="7731456802",
+                licence_issue_date="2005-04-02",
+                kbm_class=application_pb2.KBM_CLASS_3,
             )
         ],
         usage_months=12,
@@ -85,7 +97,9 @@ async def running(
 ) -> AsyncIterator[Running]:
     """The simulator and a gateway per insurer, all on `clock`."""
     async with contextlib.AsyncExitStack() as stack:
-        sim = SimServer(SimConfig(insurers=tuple(profile(i) for i in insurer_ids), time_scale=time_scale, seed=11), clock)
+        sim = SimServer(
+            SimConfig(insurers=tuple(profile(i) for i in insurer_ids), time_scale=time_scale, seed=11), clock
+        )
         sim_url = await sim.start()
         stack.push_async_callback(sim.stop)
         gateways, stubs, channels = {}, {}, {}
@@ -109,9 +123,7 @@ async def running(
 
 def request(request_id: str, application: Any = None) -> Any:
     """Fixed request ids: the simulator draws each application's fate from the seed and the id."""
-    return gateway_service_pb2.RequestOfferRequest(
-        request_id=request_id, application=application or make_application()
-    )
+    return gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=application or make_application())
 
 
 async def collect(stub: Any, req: Any, timeout: float | None = 10.0) -> list[Any]:
@@ -234,7 +246,10 @@ async def test_an_insurer_that_is_down_is_reported_unavailable() -> None:
     [
         (gateway_service_pb2.RequestOfferRequest(application=make_application()), ["request_id"]),
         (gateway_service_pb2.RequestOfferRequest(request_id="r-1"), ["application"]),
-        (gateway_service_pb2.RequestOfferRequest(request_id="bad id\n", application=make_application()), ["request_id"]),
+        (
+            gateway_service_pb2.RequestOfferRequest(request_id="bad id\n", application=make_application()),
+            ["request_id"],
+        ),
     ],
 )
 async def test_invalid_requests_are_refused_with_field_violations(req: Any, fields: list[str]) -> None:
@@ -313,7 +328,9 @@ async def test_health_is_serving_and_status_reports_the_gateway() -> None:
 
 async def test_status_says_when_the_gateway_started(clock: FakeClock) -> None:
     await clock.advance(90.0)
-    settings = GatewaySettings.from_env({"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9"})
+    settings = GatewaySettings.from_env(
+        {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9"}
+    )
     gateway = GatewayService(settings, clock)
     port = await gateway.start()
     try:
@@ -336,8 +353,12 @@ async def test_stopping_twice_is_safe_and_ends_serving() -> None:
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_serve_forever_prints_one_listening_line_and_stops_when_cancelled(capsys: pytest.CaptureFixture[str]) -> None:
-    settings = GatewaySettings.from_env({"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9"})
+async def test_serve_forever_prints_one_listening_line_and_stops_when_cancelled(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = GatewaySettings.from_env(
+        {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9"}
+    )
     task = asyncio.create_task(serve_forever(settings))
     for _ in range(500):
         out = capsys.readouterr().out
@@ -394,7 +415,8 @@ async def test_insurer_failures_over_real_http_become_failure_reasons(behaviour:
     async with broken_insurer(behaviour) as base_url:
         settings = GatewaySettings.from_env(
             {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": base_url},
-            http_timeout_s=0.2, retry_max_attempts=1,  # the mapping of one answer; retries: test_gateway_resilience
+            http_timeout_s=0.2,
+            retry_max_attempts=1,  # the mapping of one answer; retries: test_gateway_resilience
         )
         gateway = GatewayService(settings)
         port = await gateway.start()

@@ -23,7 +23,10 @@ def test_every_channel_pings_no_more_often_than_the_servers_allow_even_when_idle
 
 
 def test_every_channel_retries_only_unavailable_of_its_own_service_with_throttling() -> None:
-    services = {"client → aggregator": "osago.v1.AggregatorService", "aggregator → gateway": "osago.v1.InsurerGatewayService"}
+    services = {
+        "client → aggregator": "osago.v1.AggregatorService",
+        "aggregator → gateway": "osago.v1.InsurerGatewayService",
+    }
     for name, options in CHANNELS.items():
         settings = dict(options)
         assert settings["grpc.enable_retries"] == 1, name

@@ -109,7 +109,9 @@ async def test_invalid_application_is_trailers_only_invalid_argument_with_field_
         with pytest.raises(grpc.aio.AioRpcError) as direct:
             async for _ in edge.mesh.stub.GetQuotes(request, timeout=5):
                 pass
-        async with http.post(edge.url + GET_QUOTES, data=frame(request.SerializeToString()), headers=HEADERS) as response:
+        async with http.post(
+            edge.url + GET_QUOTES, data=frame(request.SerializeToString()), headers=HEADERS
+        ) as response:
             assert response.status == 200
             assert response.headers["grpc-status"] == "3"
             message = unquote(response.headers["grpc-message"])
@@ -339,10 +341,18 @@ def test_status_and_trailers_are_encoded_as_grpc_does() -> None:
     assert wire.encode_message("100% готово") == "100%25 %D0%B3%D0%BE%D1%82%D0%BE%D0%B2%D0%BE"
     pairs = wire.status_headers(3, "bad", [("grpc-status-details-bin", b"\x08\x03"), ("x-note", "ok")])
     # b"\x08\x03" is "CAM=" in base64; -bin values go unpadded.
-    assert pairs == [("grpc-status", "3"), ("grpc-message", "bad"), ("grpc-status-details-bin", "CAM"), ("x-note", "ok")]
+    assert pairs == [
+        ("grpc-status", "3"),
+        ("grpc-message", "bad"),
+        ("grpc-status-details-bin", "CAM"),
+        ("x-note", "ok"),
+    ]
     assert wire.trailers_frame([("grpc-status", "0")]) == b"\x80\x00\x00\x00\x0fgrpc-status:0\r\n"
 
 
 def test_request_headers_become_call_metadata_without_the_http_ones() -> None:
     headers = [("Traceparent", "00-ab-cd-01"), ("Cookie", "c=1"), ("grpc-timeout", "1S"), ("x-trace-bin", "CAM")]
-    assert wire.call_metadata(headers, frozenset({"cookie"})) == [("traceparent", "00-ab-cd-01"), ("x-trace-bin", b"\x08\x03")]
+    assert wire.call_metadata(headers, frozenset({"cookie"})) == [
+        ("traceparent", "00-ab-cd-01"),
+        ("x-trace-bin", b"\x08\x03"),
+    ]

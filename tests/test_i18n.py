@@ -170,7 +170,7 @@ def _literals(source: str) -> list[tuple[int, str, str]]:
             out.append((line, "".join(parts), source[start_of_line:i]))
             line += source.count("\n", i, j)
             i, last = j + 1, c
-        elif c == "/" and last in "(,=:[!&|?{};+-*%<>~^" :
+        elif c == "/" and last in "(,=:[!&|?{};+-*%<>~^":
             j, in_class = i + 1, False
             while j < n and (in_class or source[j] != "/"):
                 if source[j] == "\\":
@@ -207,10 +207,7 @@ def hard_coded_texts(source: str, keys: set[str], *, renders_messages: bool = Fa
 
 
 def scripts() -> list[Path]:
-    return sorted(
-        path for path in WEB_SRC.rglob("*.ts")
-        if not path.relative_to(WEB_SRC).parts[0] in ("gen", "i18n")
-    )
+    return sorted(path for path in WEB_SRC.rglob("*.ts") if not path.relative_to(WEB_SRC).parts[0] in ("gen", "i18n"))
 
 
 def test_the_page_scripts_write_no_text_of_their_own() -> None:
@@ -218,7 +215,9 @@ def test_the_page_scripts_write_no_text_of_their_own() -> None:
     files = scripts()
     assert {p.name for p in files} >= {"main.ts", "form.ts", "view.ts", "violations.ts", "dom.ts"}
     found = {
-        str(path.relative_to(ROOT)): hard_coded_texts(path.read_text(encoding="utf-8"), keys, renders_messages=path.name == "dom.ts")
+        str(path.relative_to(ROOT)): hard_coded_texts(
+            path.read_text(encoding="utf-8"), keys, renders_messages=path.name == "dom.ts"
+        )
         for path in files
     }
     assert {path: texts for path, texts in found.items() if texts} == {}
@@ -226,21 +225,23 @@ def test_the_page_scripts_write_no_text_of_their_own() -> None:
 
 def test_the_script_scan_finds_hard_coded_text() -> None:
     keys = {"form.submit"}
-    source = "\n".join([
-        'const a = h("p", {}, msg("form.submit"));',  # a key: fine
-        'el.querySelector("[data-field=vin]");',  # a selector: fine
-        'throw new Error("the page has no form");',  # for developers: fine
-        'const b = h("div", { class: "field field-check" });',  # classes: fine
-        'const re = /^must be 17 characters/;',  # a regex matching the server's words: fine
-        'const c = "Get quotes";',
-        "const d = 'Получить';",
-        "const e = `Осталось ${left} с`;",
-        'submit.textContent = label;',
-        'el.setAttribute("aria-label", label);',
-        'const f = h("progress", { "aria-label": label });',
-        'el.append("Offer");',
-        'const g = ["saint petersburg"]; // not text: spellings matched, never shown',
-    ])
+    source = "\n".join(
+        [
+            'const a = h("p", {}, msg("form.submit"));',  # a key: fine
+            'el.querySelector("[data-field=vin]");',  # a selector: fine
+            'throw new Error("the page has no form");',  # for developers: fine
+            'const b = h("div", { class: "field field-check" });',  # classes: fine
+            "const re = /^must be 17 characters/;",  # a regex matching the server's words: fine
+            'const c = "Get quotes";',
+            "const d = 'Получить';",
+            "const e = `Осталось ${left} с`;",
+            "submit.textContent = label;",
+            'el.setAttribute("aria-label", label);',
+            'const f = h("progress", { "aria-label": label });',
+            'el.append("Offer");',
+            'const g = ["saint petersburg"]; // not text: spellings matched, never shown',
+        ]
+    )
     assert hard_coded_texts(source, keys) == [
         "line 6: 'Get quotes'",
         "line 7: 'Получить'",

@@ -59,8 +59,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=base).strip())
     (site / "borrowed-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     run(
-        sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--disable-pip-version-check",
-        "--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed", source,
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--ignore-installed",
+        source,
         cwd=base,
     )
     shutil.rmtree(source)
@@ -70,7 +81,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_page_and_the_envoy_config_are_installed_as_package_data(installed: Path, tmp_path: Path) -> None:
     python = installed / "bin" / "python"
     where = run(
-        python, "-c",
+        python,
+        "-c",
         "import osago_mesh.envoy as e, web_bridge.settings as s; print(e.ENVOY_YAML); print(s.DEFAULT_STATIC_DIR)",
         cwd=tmp_path,
     ).split()
@@ -82,7 +94,8 @@ def test_the_page_and_the_envoy_config_are_installed_as_package_data(installed: 
         assert (static / name).read_bytes() == (ROOT / "web_bridge" / "static" / name).read_bytes()
     # The installed template renders (every slot found in the installed copy).
     rendered = run(
-        python, "-c",
+        python,
+        "-c",
         "from osago_mesh.envoy import render_envoy_config as r; print(r(listen_host='127.0.0.1', listen_port=1,"
         " aggregator_host='a', aggregator_port=2, web_bridge_host='b', web_bridge_port=3, admin_port=4,"
         " allowed_origins=['http://127.0.0.1:1']))",
@@ -91,11 +104,25 @@ def test_the_page_and_the_envoy_config_are_installed_as_package_data(installed: 
     assert "port_value: 2  # @aggregator_port" in rendered
 
 
-async def test_osago_up_from_the_installed_package_serves_the_page_and_grpc_web(installed: Path, tmp_path: Path) -> None:
+async def test_osago_up_from_the_installed_package_serves_the_page_and_grpc_web(
+    installed: Path, tmp_path: Path
+) -> None:
     process = await asyncio.create_subprocess_exec(
-        installed / "bin" / "osago", "up", "--insurers", "3", "--time-scale", "0.02",
-        "--aggregator-port", "0", "--sim-port", "0", "--page-port", "0",
-        cwd=tmp_path, env={**clean_env(), "TMPDIR": str(tmp_path)}, stdout=asyncio.subprocess.PIPE,
+        installed / "bin" / "osago",
+        "up",
+        "--insurers",
+        "3",
+        "--time-scale",
+        "0.02",
+        "--aggregator-port",
+        "0",
+        "--sim-port",
+        "0",
+        "--page-port",
+        "0",
+        cwd=tmp_path,
+        env={**clean_env(), "TMPDIR": str(tmp_path)},
+        stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
     try:
@@ -112,7 +139,9 @@ async def test_osago_up_from_the_installed_package_serves_the_page_and_grpc_web(
                 assert response.status == 200 and "javascript" in response.headers["content-type"]
                 assert await response.read() == (ROOT / "web_bridge" / "static" / "app.js").read_bytes()
             headers = {"content-type": BINARY, "x-grpc-web": "1"}
-            async with http.post(page.rstrip("/") + GET_QUOTES, data=request_body(load_example(), 20), headers=headers) as response:
+            async with http.post(
+                page.rstrip("/") + GET_QUOTES, data=request_body(load_example(), 20), headers=headers
+            ) as response:
                 frames = parse_frames(await response.read())
         events = [pb.GetQuotesResponse.FromString(payload).event for _, payload in frames[:-1]]
         assert events[0].HasField("session_started") and events[-1].HasField("session_finished")

@@ -69,16 +69,35 @@ def rest_body(ref: str = "req-1") -> Json:
     return {
         "externalRef": ref,
         "vehicle": {
-            "vin": "XTA210990Y2765439", "bodyNumber": "", "plate": "А123ВС77", "make": "Lada",
-            "model": "Vesta", "year": 2020, "powerHp": 140, "category": "B", "purpose": "personal",
+            "vin": "XTA210990Y2765439",
+            "bodyNumber": "",
+            "plate": "А123ВС77",
+            "make": "Lada",
+            "model": "Vesta",
+            "year": 2020,
+            "powerHp": 140,
+            "category": "B",
+            "purpose": "personal",
         },
         "owner": {**person, "birthDate": "1985-06-15", "city": "Moscow"},
         "ownerKbmClass": "5",
         "drivers": [
-            {**person, "birthDate": "1985-06-15", "licenceNumber": "7700123456",
-             "licenceIssueDate": "2005-09-01", "kbmClass": "5"},
-            {"lastName": "Ivanova", "firstName": "Anna", "middleName": "", "birthDate": "2003-01-10",
-             "licenceNumber": "7700654321", "licenceIssueDate": "2022-05-01", "kbmClass": "3"},
+            {
+                **person,
+                "birthDate": "1985-06-15",
+                "licenceNumber": "7700123456",
+                "licenceIssueDate": "2005-09-01",
+                "kbmClass": "5",
+            },
+            {
+                "lastName": "Ivanova",
+                "firstName": "Anna",
+                "middleName": "",
+                "birthDate": "2003-01-10",
+                "licenceNumber": "7700654321",
+                "licenceIssueDate": "2022-05-01",
+                "kbmClass": "3",
+            },
         ],
         "unlimitedDrivers": False,
         "startDate": "2026-03-01",
@@ -90,16 +109,27 @@ def calc_body(ref: str = "req-1") -> Json:
     return {
         "ref": ref,
         "ts": {
-            "vin": "XTA210990Y2765439", "body_no": "", "reg_plate": "А123ВС77", "brand": "Lada",
-            "model": "Vesta", "made_year": 2020, "hp": 140, "cat": "B", "use": "PERSONAL",
+            "vin": "XTA210990Y2765439",
+            "body_no": "",
+            "reg_plate": "А123ВС77",
+            "brand": "Lada",
+            "model": "Vesta",
+            "made_year": 2020,
+            "hp": 140,
+            "cat": "B",
+            "use": "PERSONAL",
         },
         "insurant": {"fio": "Ivanov Ivan Petrovich", "dob": "15.06.1985", "city": "Moscow"},
         "kbm_owner": "5",
         "persons": [
-            {"fio": "Ivanov Ivan Petrovich", "dob": "15.06.1985", "vu": "7700123456",
-             "vu_date": "01.09.2005", "kbm": "5"},
-            {"fio": "Ivanova Anna", "dob": "10.01.2003", "vu": "7700654321",
-             "vu_date": "01.05.2022", "kbm": "3"},
+            {
+                "fio": "Ivanov Ivan Petrovich",
+                "dob": "15.06.1985",
+                "vu": "7700123456",
+                "vu_date": "01.09.2005",
+                "kbm": "5",
+            },
+            {"fio": "Ivanova Anna", "dob": "10.01.2003", "vu": "7700654321", "vu_date": "01.05.2022", "kbm": "3"},
         ],
         "multidrive": False,
         "date_from": "01.03.2026",
@@ -121,9 +151,7 @@ class Client:
         self.http = http
         self.url = url
 
-    async def post(
-        self, path: str, body: Json | bytes, key: str | None = None
-    ) -> tuple[int, Any, Any]:
+    async def post(self, path: str, body: Json | bytes, key: str | None = None) -> tuple[int, Any, Any]:
         headers = {"Idempotency-Key": key} if key else {}
         data = body if isinstance(body, bytes) else None
         payload = None if isinstance(body, bytes) else body
@@ -162,7 +190,9 @@ async def test_health_and_insurer_list_show_every_insurer_with_absolute_base_url
         status, insurers, _ = await c.get("/_sim/insurers")
         assert status == 200
         assert insurers[0] == {
-            "insurer_id": "alfa", "name": "AlfaStrakhovanie", "dialect": "rest",
+            "insurer_id": "alfa",
+            "name": "AlfaStrakhovanie",
+            "dialect": "rest",
             "base_url": f"{server.url}/insurers/alfa",
         }
         assert [i["dialect"] for i in insurers] == [p.dialect for p in DEFAULT_PROFILES]
@@ -189,8 +219,15 @@ async def test_rest_application_is_processing_then_quoted_at_the_tariff_premium(
     offer = quoted["offer"]
     assert offer["premium"] == {"amount": "16765.07", "currency": "RUB"}  # REST_PREMIUM_KOPECKS
     assert offer["coefficients"] == {
-        "TB": "5032.00", "KT": "1.8", "KBM": "1.17", "KVS": "1.13",
-        "KO": "1.0", "KM": "1.4", "KS": "1.0", "KN": "1.0", "KP": "1.0",
+        "TB": "5032.00",
+        "KT": "1.8",
+        "KBM": "1.17",
+        "KVS": "1.13",
+        "KO": "1.0",
+        "KM": "1.4",
+        "KS": "1.0",
+        "KN": "1.0",
+        "KP": "1.0",
     }
     valid_until = datetime.fromisoformat(offer["validUntil"])
     assert valid_until.utcoffset() is not None and valid_until > issued_at
@@ -200,9 +237,7 @@ async def test_rest_application_is_processing_then_quoted_at_the_tariff_premium(
 
 
 @functional
-async def test_calc_calculation_is_queued_then_done_at_the_tariff_premium(
-    client: Client, clock: FakeClock
-) -> None:
+async def test_calc_calculation_is_queued_then_done_at_the_tariff_premium(client: Client, clock: FakeClock) -> None:
     status, created, headers = await client.post(calc_path("calcco"), calc_body())
     assert status == 202
     assert created["state"] == "queued"
@@ -221,8 +256,15 @@ async def test_calc_calculation_is_queued_then_done_at_the_tariff_premium(
     result = done["result"]
     assert result["premium_kop"] == CALC_PREMIUM_KOPECKS
     assert result["k"] == {
-        "tb_kop": 648_500, "kt": "1.8", "kbm": "1.17", "kvs": "1.13",
-        "ko": "1.0", "km": "1.4", "ks": "1.0", "kn": "1.0", "kp": "1.0",
+        "tb_kop": 648_500,
+        "kt": "1.8",
+        "kbm": "1.17",
+        "kvs": "1.13",
+        "ko": "1.0",
+        "km": "1.4",
+        "ks": "1.0",
+        "kn": "1.0",
+        "kp": "1.0",
     }
     assert datetime.fromisoformat(result["expires"]) > clock.now()
     assert result["buy_url"].startswith(f"{client.url}/insurers/calcco/")
@@ -230,17 +272,22 @@ async def test_calc_calculation_is_queued_then_done_at_the_tariff_premium(
 
 
 @functional
-async def test_unlimited_drivers_are_priced_with_the_owner_class_and_ko(
-    client: Client, clock: FakeClock
-) -> None:
+async def test_unlimited_drivers_are_priced_with_the_owner_class_and_ko(client: Client, clock: FakeClock) -> None:
     body = rest_body()
     body["unlimitedDrivers"], body["drivers"], body["usageMonths"] = True, [], 6
     _, created, _ = await client.post(rest_path("restco"), body)
     await clock.advance(LONG_ENOUGH_S)
     _, quoted, _ = await client.get(rest_path("restco", created["applicationId"]))
     assert quoted["offer"]["coefficients"] == {
-        "TB": "5032.00", "KT": "1.8", "KBM": "0.91", "KVS": "1.0",
-        "KO": "2.32", "KM": "1.4", "KS": "0.7", "KN": "1.0", "KP": "1.0",
+        "TB": "5032.00",
+        "KT": "1.8",
+        "KBM": "0.91",
+        "KVS": "1.0",
+        "KO": "2.32",
+        "KM": "1.4",
+        "KS": "0.7",
+        "KN": "1.0",
+        "KP": "1.0",
     }
     assert quoted["offer"]["premium"]["amount"] == "18739.96"  # UNLIMITED_PREMIUM_KOPECKS
 
@@ -280,9 +327,7 @@ async def test_without_a_key_each_create_is_a_new_application(client: Client) ->
 
 
 @functional
-async def test_underwriting_decline_is_returned_and_recorded_once(
-    client: Client, clock: FakeClock
-) -> None:
+async def test_underwriting_decline_is_returned_and_recorded_once(client: Client, clock: FakeClock) -> None:
     _, created, _ = await client.post(rest_path("restno"), rest_body("req-decline"))
     await clock.advance(LONG_ENOUGH_S)
     for _ in range(3):
@@ -311,9 +356,7 @@ async def test_calc_insurer_that_declines_taxis_refuses_a_taxi(client: Client, c
 
 
 @functional
-async def test_application_the_tariff_cannot_price_is_declined_not_an_error(
-    client: Client, clock: FakeClock
-) -> None:
+async def test_application_the_tariff_cannot_price_is_declined_not_an_error(client: Client, clock: FakeClock) -> None:
     body = rest_body("req-nowhere")
     body["owner"]["city"] = "Atlantis"
     status, created, _ = await client.post(rest_path("restco"), body)
@@ -325,9 +368,7 @@ async def test_application_the_tariff_cannot_price_is_declined_not_an_error(
 
 
 @functional
-async def test_ledger_records_each_offer_once_however_often_it_is_polled(
-    client: Client, clock: FakeClock
-) -> None:
+async def test_ledger_records_each_offer_once_however_often_it_is_polled(client: Client, clock: FakeClock) -> None:
     _, created, _ = await client.post(rest_path("restco"), rest_body("req-ledger"))
     application_id = created["applicationId"]
     await client.get(rest_path("restco", application_id))
@@ -344,22 +385,22 @@ async def test_ledger_records_each_offer_once_however_often_it_is_polled(
     assert len(offer_ids) == 1
 
     _, ledger, _ = await client.get("/_sim/ledger?reference=req-ledger")
-    assert ledger["offers"] == [{
-        "insurer_id": "restco",
-        "application_id": application_id,
-        "offer_id": offer_ids.pop(),
-        "reference": "req-ledger",
-        "premium_kopecks": REST_PREMIUM_KOPECKS,
-        "issued_at": issued_at.isoformat(),
-    }]
+    assert ledger["offers"] == [
+        {
+            "insurer_id": "restco",
+            "application_id": application_id,
+            "offer_id": offer_ids.pop(),
+            "reference": "req-ledger",
+            "premium_kopecks": REST_PREMIUM_KOPECKS,
+            "issued_at": issued_at.isoformat(),
+        }
+    ]
     _, other, _ = await client.get("/_sim/ledger?reference=req-ledger&insurer_id=calcco")
     assert other == {"offers": [], "declines": []}
 
 
 @functional
-async def test_stats_count_creates_and_polls_per_insurer_and_application(
-    client: Client, clock: FakeClock
-) -> None:
+async def test_stats_count_creates_and_polls_per_insurer_and_application(client: Client, clock: FakeClock) -> None:
     _, created, _ = await client.post(calc_path("calcco"), calc_body("req-stats"))
     for _ in range(4):
         await client.get(calc_path("calcco", created["calc_id"]))
@@ -368,15 +409,16 @@ async def test_stats_count_creates_and_polls_per_insurer_and_application(
     assert stats["insurers"]["restco"] == {"creates": 0, "replays": 0, "polls": 0}
     [application] = [a for a in stats["applications"] if a["reference"] == "req-stats"]
     assert application == {
-        "application_id": created["calc_id"], "insurer_id": "calcco", "reference": "req-stats",
-        "polls": 4, "last_poll_at": clock.now().isoformat(),
+        "application_id": created["calc_id"],
+        "insurer_id": "calcco",
+        "reference": "req-stats",
+        "polls": 4,
+        "last_poll_at": clock.now().isoformat(),
     }
 
 
 @functional
-async def test_honest_hints_count_down_and_vague_hints_stay_fixed(
-    client: Client, clock: FakeClock
-) -> None:
+async def test_honest_hints_count_down_and_vague_hints_stay_fixed(client: Client, clock: FakeClock) -> None:
     _, honest, _ = await client.post(rest_path("restco"), rest_body("req-hint"))
     _, vague, _ = await client.post(rest_path("restvague"), rest_body("req-hint"))
     _, vague_calc, headers = await client.post(calc_path("calcvague"), calc_body("req-hint"))
@@ -578,8 +620,12 @@ async def test_serve_forever_prints_its_address_and_stops_when_cancelled(
 async def test_module_runs_as_a_process_until_sigterm(http: aiohttp.ClientSession) -> None:
     env = {**os.environ, "OSAGO_SIM_INSURERS": "2", "OSAGO_SIM_PORT": "0", "OSAGO_SIM_TIME_SCALE": "0.01"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "insurer_sim", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "insurer_sim",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
@@ -604,10 +650,15 @@ def test_config_from_env_defaults_to_the_whole_catalogue_in_real_time() -> None:
 
 
 def test_config_from_env_reads_every_variable() -> None:
-    config = SimConfig.from_env({
-        "OSAGO_SIM_INSURERS": "3", "OSAGO_SIM_TIME_SCALE": "0.01", "OSAGO_SIM_SEED": "5",
-        "OSAGO_SIM_HOST": "0.0.0.0", "OSAGO_SIM_PORT": "9100",
-    })
+    config = SimConfig.from_env(
+        {
+            "OSAGO_SIM_INSURERS": "3",
+            "OSAGO_SIM_TIME_SCALE": "0.01",
+            "OSAGO_SIM_SEED": "5",
+            "OSAGO_SIM_HOST": "0.0.0.0",
+            "OSAGO_SIM_PORT": "9100",
+        }
+    )
     assert [p.insurer_id for p in config.insurers] == ["alfa", "ingos", "reso"]
     assert (config.time_scale, config.seed, config.host, config.port) == (0.01, 5, "0.0.0.0", 9100)
     named = SimConfig.from_env({"OSAGO_SIM_INSURERS": "zetta, alfa"})

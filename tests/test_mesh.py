@@ -79,8 +79,12 @@ async def test_stream_quote_events_after_seq_replays_exactly_the_rest(mesh: Mesh
 
 
 async def test_snapshot_holds_the_streamed_offers_and_status(mesh: Mesh) -> None:
-    events = await collect(mesh.stub.GetQuotes(pb.GetQuotesRequest(application=load_example("kazan-two-drivers")), timeout=30))
-    snapshot = (await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=events[0].request_id))).quote_request
+    events = await collect(
+        mesh.stub.GetQuotes(pb.GetQuotesRequest(application=load_example("kazan-two-drivers")), timeout=30)
+    )
+    snapshot = (
+        await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=events[0].request_id))
+    ).quote_request
     assert snapshot.status == events[-1].session_finished.status
     assert list(snapshot.quotes) == [e.quote_received.quote for e in events if e.HasField("quote_received")]
     assert snapshot.last_seq == events[-1].seq
@@ -97,7 +101,9 @@ async def test_create_then_stream_follows_a_running_session_and_is_idempotent(me
         await mesh.stub.CreateQuoteRequest(pb.CreateQuoteRequestRequest(application=app, idempotency_key="core-42"))
     ).quote_request
     assert again.request_id == created.request_id
-    events = await collect(mesh.stub.StreamQuoteEvents(pb.StreamQuoteEventsRequest(request_id=created.request_id), timeout=30))
+    events = await collect(
+        mesh.stub.StreamQuoteEvents(pb.StreamQuoteEventsRequest(request_id=created.request_id), timeout=30)
+    )
     assert events[0].HasField("session_started") and events[-1].HasField("session_finished")
     # One insurer application per insurer, despite the repeated create.
     stats = await mesh.stats()
@@ -189,15 +195,21 @@ async def test_cancelling_the_client_stops_the_gateways_polling() -> None:
 
 async def test_slow_insurers_get_deadline_and_session_ends_at_its_limit() -> None:
     async with start_mesh(n=12, time_scale=0.05) as mesh:
-        request = pb.GetQuotesRequest(application=load_example(), time_limit=duration_pb2.Duration(seconds=1, nanos=500_000_000))
+        request = pb.GetQuotesRequest(
+            application=load_example(), time_limit=duration_pb2.Duration(seconds=1, nanos=500_000_000)
+        )
         events = await collect(mesh.stub.GetQuotes(request, timeout=30))
-        late = {e.insurer_failed.insurer_id for e in events if e.insurer_failed.reason == Reason.FAILURE_REASON_DEADLINE}
+        late = {
+            e.insurer_failed.insurer_id for e in events if e.insurer_failed.reason == Reason.FAILURE_REASON_DEADLINE
+        }
         # The two insurers whose median is over a minute (×0.05 = several seconds) miss 1.5 s.
         assert {"zetta", "ugoria"} <= late
         assert events[-1].session_finished.status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
         # The caller's limit became the session's deadline (when exactly a session ends against
         # its deadline is shown on a fake clock in test_session).
-        snapshot = (await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=events[0].request_id))).quote_request
+        snapshot = (
+            await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=events[0].request_id))
+        ).quote_request
         assert snapshot.deadline.ToDatetime() - snapshot.created_at.ToDatetime() == timedelta(seconds=1.5)
 
 

@@ -109,10 +109,23 @@ class Script:
 
     def offer(self, insurer_id: str, name: str, kopecks: int) -> Script:
         quote = quote_pb2.Quote(
-            insurer_id=insurer_id, insurer_name=name, offer_id=f"{insurer_id}-1", premium_kopecks=kopecks,
-            currency="RUB", valid_until=timestamp(VALID_UNTIL), purchase_url=f"https://{insurer_id}.example/buy",
+            insurer_id=insurer_id,
+            insurer_name=name,
+            offer_id=f"{insurer_id}-1",
+            premium_kopecks=kopecks,
+            currency="RUB",
+            valid_until=timestamp(VALID_UNTIL),
+            purchase_url=f"https://{insurer_id}.example/buy",
             breakdown=quote_pb2.CoefficientBreakdown(
-                base_rate_kopecks=430_500, kt=1.8, kbm=0.63, kvs=0.91, ko=1.0, km=1.4, ks=1.0, kn=1.0, kp=1.0,
+                base_rate_kopecks=430_500,
+                kt=1.8,
+                kbm=0.63,
+                kvs=0.91,
+                ko=1.0,
+                km=1.4,
+                ks=1.0,
+                kn=1.0,
+                kp=1.0,
             ),
         )
         self._add(quote_received=events_pb2.QuoteReceived(quote=quote))
@@ -120,7 +133,9 @@ class Script:
 
     def failed(self, insurer_id: str, name: str, reason: str) -> Script:
         failure = events_pb2.InsurerFailed(
-            insurer_id=insurer_id, insurer_name=name, message=SERVER_SAYS,
+            insurer_id=insurer_id,
+            insurer_name=name,
+            message=SERVER_SAYS,
             reason=quote_pb2.FailureReason.Value(f"FAILURE_REASON_{reason}"),
         )
         self._add(insurer_failed=failure)
@@ -131,11 +146,15 @@ class Script:
         return self
 
     def finished(self, status: str, asked: int, offers: int, failed: int) -> Script:
-        self._add(session_finished=events_pb2.SessionFinished(
-            status=events_pb2.SessionStatus.Value(f"SESSION_STATUS_{status}"),
-            insurers_asked=asked, quotes_received=offers, insurers_failed=failed,
-            message="Every insurer answered.",  # the server's words: the page makes its own summary
-        ))
+        self._add(
+            session_finished=events_pb2.SessionFinished(
+                status=events_pb2.SessionStatus.Value(f"SESSION_STATUS_{status}"),
+                insurers_asked=asked,
+                quotes_received=offers,
+                insurers_failed=failed,
+                message="Every insurer answered.",  # the server's words: the page makes its own summary
+            )
+        )
         return self
 
 
@@ -188,9 +207,15 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         bridge = make_app(BridgeSettings(aggregator_target=f"127.0.0.1:{port}", port=0))
         async with serve_app(bridge) as bridge_url:
             config = render_envoy_config(
-                listen_host="127.0.0.1", listen_port=0, aggregator_host="127.0.0.1", aggregator_port=port,
-                web_bridge_host="127.0.0.1", web_bridge_port=int(bridge_url.rsplit(":", 1)[1]), admin_port=0,
-                allowed_origins=[], allowed_origin_regexes=[r"^http://127\.0\.0\.1:\d+$"],
+                listen_host="127.0.0.1",
+                listen_port=0,
+                aggregator_host="127.0.0.1",
+                aggregator_port=port,
+                web_bridge_host="127.0.0.1",
+                web_bridge_port=int(bridge_url.rsplit(":", 1)[1]),
+                admin_port=0,
+                allowed_origins=[],
+                allowed_origin_regexes=[r"^http://127\.0\.0\.1:\d+$"],
             )
             async with await start_envoy(config, tmp_path / "envoy") as envoy:
                 yield Stack(aggregator, f"http://127.0.0.1:{envoy.port}/")
@@ -261,8 +286,11 @@ async def test_every_outcome_is_explained_and_the_summary_names_what_happened(
     assert prices[-1] == ("1 234 567,89 ₽" if lang == "ru" else "₽1,234,567.89")
     valid = await page.locator("[data-testid=offer-valid-until]").first.inner_text()
     assert spaces(valid) == valid_until(VALID_UNTIL, lang)
-    assert valid == ("Действует до 2 декабря 2026, 12:05 по Москве" if lang == "ru"
-                     else "Valid until 2 December 2026, 12:05 Moscow time")
+    assert valid == (
+        "Действует до 2 декабря 2026, 12:05 по Москве"
+        if lang == "ru"
+        else "Valid until 2 December 2026, 12:05 Moscow time"
+    )
     waiting = [r for r in (await rows(page)).values() if r["state"] in ("pending", "accepted")]
     assert len(waiting) == len(FAILURES) + 1
     assert await page.locator("[data-testid=summary]").is_hidden()
@@ -298,27 +326,34 @@ async def test_every_outcome_is_explained_and_the_summary_names_what_happened(
 
     # The summary, from the events: six offers, one decline, six unavailable, two timed out, one
     # cancelled, one without an answer — not the server's "Every insurer answered."
-    expected = expected_summary(
-        lang, asked=17, offers=6, reasons=[reason for _, _, reason in FAILURES], no_answer=1
-    )
+    expected = expected_summary(lang, asked=17, offers=6, reasons=[reason for _, _, reason in FAILURES], no_answer=1)
     assert summary == expected
     if lang == "ru":
         assert summary.counts == [
-            "6 предложений", "1 отказ", "6 страховщиков недоступны", "2 не успели ответить",
-            "1 запрос отменён", "1 страховщик не ответил",
+            "6 предложений",
+            "1 отказ",
+            "6 страховщиков недоступны",
+            "2 не успели ответить",
+            "1 запрос отменён",
+            "1 страховщик не ответил",
         ]
         assert summary.asked == "Опрошено 17 страховщиков"
     else:
         assert summary.counts == [
-            "6 offers", "1 declined", "6 insurers unavailable", "2 timed out", "1 cancelled",
+            "6 offers",
+            "1 declined",
+            "6 insurers unavailable",
+            "2 timed out",
+            "1 cancelled",
             "1 insurer did not answer",
         ]
     assert await page.locator("[data-testid=summary-note]").count() == 0
     body = await page.inner_text("body")
     assert "Every insurer answered" not in body and "Ответили все" not in body and SERVER_SAYS not in body
     best = spaces(await page.inner_text(".summary-best"))
-    assert best == ("Лучшая цена: 6 219,50 ₽ — АльфаСтрахование" if lang == "ru"
-                    else "Best price: ₽6,219.50 from АльфаСтрахование")
+    assert best == (
+        "Лучшая цена: 6 219,50 ₽ — АльфаСтрахование" if lang == "ru" else "Best price: ₽6,219.50 from АльфаСтрахование"
+    )
     assert await page.get_attribute("[data-testid=summary]", "data-tone") == "warn"
     announced = await page.evaluate("window.__announced")
     assert spaces(announced[-1]["text"]) == FINISHED[lang]
@@ -388,15 +423,18 @@ async def test_one_offer_everyone_answered_and_an_outage_with_none(stack: Stack,
     # One offer and one refusal: every insurer did answer, and the page says so.
     stack.aggregator.request_id = "scripted-one"
     stack.aggregator.script = (
-        Script().started([("alfa", "АльфаСтрахование"), ("soglasie", "Согласие")])
-        .offer("alfa", "АльфаСтрахование", 621_950).failed("soglasie", "Согласие", "DECLINED")
+        Script()
+        .started([("alfa", "АльфаСтрахование"), ("soglasie", "Согласие")])
+        .offer("alfa", "АльфаСтрахование", 621_950)
+        .failed("soglasie", "Согласие", "DECLINED")
         .finished("COMPLETED", asked=2, offers=1, failed=1)
     )
     await submit(page)
     summary = await summary_of(page)
     assert summary == expected_summary(lang, asked=2, offers=1, reasons=["DECLINED"])
     assert (summary.title, summary.asked, summary.counts) == (
-        ("Найдено 1 предложение", "Опрошено 2 страховщика", ["1 предложение", "1 отказ"]) if lang == "ru"
+        ("Найдено 1 предложение", "Опрошено 2 страховщика", ["1 предложение", "1 отказ"])
+        if lang == "ru"
         else ("1 offer found", "2 insurers asked", ["1 offer", "1 declined"])
     )
     assert await page.inner_text("[data-testid=summary-note]") == (
@@ -417,11 +455,13 @@ async def test_one_offer_everyone_answered_and_an_outage_with_none(stack: Stack,
     summary = await summary_of(page)
     assert summary == expected_summary(lang, asked=3, offers=0, reasons=["UNAVAILABLE"] * 3)
     assert (summary.title, summary.counts) == (
-        ("Предложений нет", ["0 предложений", "3 страховщика недоступны"]) if lang == "ru"
+        ("Предложений нет", ["0 предложений", "3 страховщика недоступны"])
+        if lang == "ru"
         else ("No offers", ["0 offers", "3 insurers unavailable"])
     )
     assert await page.inner_text("[data-testid=summary-note]") == (
-        "Страховщики сейчас недоступны. Попробуйте позже." if lang == "ru"
+        "Страховщики сейчас недоступны. Попробуйте позже."
+        if lang == "ru"
         else "The insurers cannot be reached just now. Please try again later."
     )
     assert await page.inner_text("#offers-empty") == (
@@ -477,20 +517,26 @@ async def test_busy_unreachable_and_unknown_violations_are_explained(stack: Stac
 
     # A violation the page does not know: a generic message in the page's language on its field;
     # one on a field the form does not have: listed in the alert.
-    bad_request = error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field="application.vehicle.vin", description="must be purple"),
-        error_details_pb2.BadRequest.FieldViolation(field="application.vehicle.colour", description="is required"),
-    ])
+    bad_request = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field="application.vehicle.vin", description="must be purple"),
+            error_details_pb2.BadRequest.FieldViolation(field="application.vehicle.colour", description="is required"),
+        ]
+    )
     detail = any_pb2.Any()
     detail.Pack(bad_request)
-    stack.aggregator.reject = rpc_status.to_status(status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message="invalid request: 2 field violation(s)", details=[detail]
-    ))
+    stack.aggregator.reject = rpc_status.to_status(
+        status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT, message="invalid request: 2 field violation(s)", details=[detail]
+        )
+    )
     await submit(page)
     vin_error = page.locator('[data-error-for="application.vehicle.vin"]')
     await vin_error.wait_for(state="visible")
     assert await vin_error.inner_text() == ("Проверьте это поле." if lang == "ru" else "Please check this field.")
-    assert await alert.locator("p").inner_text() == ("Исправьте 2 поля." if lang == "ru" else "Please correct 2 fields.")
+    assert await alert.locator("p").inner_text() == (
+        "Исправьте 2 поля." if lang == "ru" else "Please correct 2 fields."
+    )
     assert await alert.locator("li").all_inner_texts() == [
         "vehicle.colour: Заполните это поле." if lang == "ru" else "vehicle.colour: This field is required."
     ]
@@ -502,7 +548,8 @@ async def test_busy_unreachable_and_unknown_violations_are_explained(stack: Stac
     await submit(page)
     await page.wait_for_function(
         "(want) => document.querySelector('[data-testid=form-errors]').textContent === want",
-        arg="Сервис расчёта сейчас недоступен. Попробуйте ещё раз." if lang == "ru"
+        arg="Сервис расчёта сейчас недоступен. Попробуйте ещё раз."
+        if lang == "ru"
         else "The quote service cannot be reached just now; please try again.",
     )
     assert stack.aggregator.creates >= 4 + 1 + 3  # busy ×4, invalid ×1, then at least 3 tries
@@ -514,7 +561,11 @@ async def test_an_unknown_request_in_the_link_is_explained(stack: Stack, browser
     summary = page.locator("[data-testid=summary]")
     await summary.wait_for(state="visible")
     assert [await summary.locator("h3").inner_text(), await summary.locator("p").inner_text()] == (
-        ["Не удалось показать эту заявку", "Заявка не найдена или устарела. Заполните заявку заново."] if lang == "ru"
-        else ["Cannot show this request", "This quote request is unknown or has expired. Please fill in the application again."]
+        ["Не удалось показать эту заявку", "Заявка не найдена или устарела. Заполните заявку заново."]
+        if lang == "ru"
+        else [
+            "Cannot show this request",
+            "This quote request is unknown or has expired. Please fill in the application again.",
+        ]
     )
     await assert_texts_from_catalogue(page, lang)

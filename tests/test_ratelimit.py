@@ -234,10 +234,7 @@ async def test_random_load_never_waits_past_a_deadline_nor_exceeds_the_quota() -
             assert clock.monotonic() == pytest.approx(deadline - patience)  # refused at once
             refused += 1
 
-    tasks = [
-        asyncio.create_task(caller(rng.uniform(0, 20), rng.choice([0.0, 0.1, 0.5, 2.0])))
-        for _ in range(300)
-    ]
+    tasks = [asyncio.create_task(caller(rng.uniform(0, 20), rng.choice([0.0, 0.1, 0.5, 2.0]))) for _ in range(300)]
     await clock.advance(30)
     await asyncio.gather(*tasks)
     assert refused > 0 and len(admitted_at) > 0

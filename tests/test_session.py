@@ -85,8 +85,14 @@ class Log:
         assert lease is not None
         self.live.append(first)
         self.writer = SessionWriter(
-            lease, 2, self.store, MemoryEventBus(self.clock), self.live, self.clock,
-            keep_until=record.deadline, give_up_at=self.clock.monotonic() + limit + 10,
+            lease,
+            2,
+            self.store,
+            MemoryEventBus(self.clock),
+            self.live,
+            self.clock,
+            keep_until=record.deadline,
+            give_up_at=self.clock.monotonic() + limit + 10,
         )
 
     async def append(self, event: events_pb2.QuoteEvent) -> events_pb2.QuoteEvent:
@@ -97,7 +103,9 @@ class Log:
         return await self.store.events(request_id)
 
 
-async def run(scripts: dict[str, Script], limit: float = 60.0) -> tuple[FakeClock, ScriptedGateways, asyncio.Task[int], Log]:
+async def run(
+    scripts: dict[str, Script], limit: float = 60.0
+) -> tuple[FakeClock, ScriptedGateways, asyncio.Task[int], Log]:
     clock = FakeClock()
     log = Log(clock)
     gateways = ScriptedGateways(clock, scripts)
@@ -130,7 +138,10 @@ async def test_all_insurers_answer_and_session_completes_in_arrival_order() -> N
     assert kinds(events)[0] == "session_started" and kinds(events)[-1] == "session_finished"
     quotes = [e.quote_received.quote for e in events if e.HasField("quote_received")]
     # b answered at 2.6 s, a at 3.1 s: arrival order, each stamped with its insurer.
-    assert [(q.insurer_id, q.insurer_name, q.premium_kopecks) for q in quotes] == [("b", "B", 700_000), ("a", "A", 900_000)]
+    assert [(q.insurer_id, q.insurer_name, q.premium_kopecks) for q in quotes] == [
+        ("b", "B", 700_000),
+        ("a", "A", 900_000),
+    ]
     failed_events = [e.insurer_failed for e in events if e.HasField("insurer_failed")]
     assert [(f.insurer_id, f.reason, f.message) for f in failed_events] == [
         ("c", Reason.FAILURE_REASON_DECLINED, "declined by underwriting")
@@ -274,7 +285,9 @@ async def test_cancelled_session_stops_every_insurer_and_logs_cancelled() -> Non
     assert gateways.cancelled == {"a"}
     events = await log.read("r1")
     assert events[-1].session_finished.status == Status.SESSION_STATUS_CANCELLED
-    assert [e.insurer_failed.reason for e in events if e.HasField("insurer_failed")] == [Reason.FAILURE_REASON_CANCELLED]
+    assert [e.insurer_failed.reason for e in events if e.HasField("insurer_failed")] == [
+        Reason.FAILURE_REASON_CANCELLED
+    ]
 
 
 # Sessions resumed on another instance, answered from the cache, handed over, or taken over.
@@ -295,11 +308,15 @@ async def test_a_resumed_session_asks_only_the_insurers_that_had_not_answered_an
     await log.append(quote_event("a", 500_000, 0))
     progress = events_pb2.QuoteEvent(request_id="r1")
     progress.insurer_progress.CopyFrom(
-        events_pb2.InsurerProgress(insurer_id="b", state=events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_ACCEPTED)
+        events_pb2.InsurerProgress(
+            insurer_id="b", state=events_pb2.InsurerProgressState.INSURER_PROGRESS_STATE_ACCEPTED
+        )
     )
     await log.append(progress)
     history = await log.read("r1")
-    gateways = ScriptedGateways(clock, {"a": [(0.0, offer(1))], "b": [(0.1, accepted()), (1.0, offer(600_000))], "c": [(2.0, offer(700_000))]})
+    gateways = ScriptedGateways(
+        clock, {"a": [(0.0, offer(1))], "b": [(0.1, accepted()), (1.0, offer(600_000))], "c": [(2.0, offer(700_000))]}
+    )
     # Resumed 20 s into the session: it still ends by the original deadline.
     plan = SessionPlan("r1", application_pb2.Application(), insurers, clock.monotonic() + 40.0, 60.0)
     task = asyncio.create_task(QuoteSession(plan, gateways, log, clock, gateway_margin_s=0.25, history=history).run())

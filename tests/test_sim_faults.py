@@ -50,7 +50,10 @@ def state(clock: FakeClock, time_scale: float = 1.0) -> FaultState:
 def test_fault_defaults_fill_in_only_the_modes_own_options() -> None:
     assert parse_fault({"mode": "slow"}).to_json() == {"mode": "slow", "delay_s": 8.0, "scaled": False}
     assert parse_fault({"mode": "error", "rate": 0}).to_json() == {
-        "mode": "error", "status": 503, "rate": 0.0, "body": "json",
+        "mode": "error",
+        "status": 503,
+        "rate": 0.0,
+        "body": "json",
     }
     assert parse_fault({"mode": "down"}).to_json() == {"mode": "down"}
     assert parse_fault({"mode": "ratelimit", "limit_per_s": None}).limit_per_s is None
@@ -119,7 +122,9 @@ def test_error_rate_fails_that_share_of_requests_and_random_garbage_takes_every_
     assert 800 < failed < 1200
     faults.set(Fault("malformed", variant="random"))
     assert {a.variant for a in (faults.decide() for _ in range(60)) if isinstance(a, Garble)} == {
-        "json", "html", "schema",
+        "json",
+        "html",
+        "schema",
     }
     assert faults.injected == 60
 
@@ -199,7 +204,8 @@ async def test_control_api_sets_shows_and_heals_one_insurers_fault(
     assert await fault_state(http, sim, "restco") == state
     _, everyone = await call(http, "GET", f"{sim.url}/_sim/faults")
     assert [(s["insurer_id"], s["fault"]) for s in everyone["insurers"]] == [
-        ("restco", state["fault"]), ("calcco", None),
+        ("restco", state["fault"]),
+        ("calcco", None),
     ]
     healed = await heal(http, sim, "restco")
     assert (healed["fault"], healed["since"], healed["listening"]) == (None, None, True)
@@ -241,9 +247,7 @@ async def test_control_api_answers_400_naming_the_bad_field(
 
 
 @functional
-async def test_control_api_answers_400_for_a_body_that_is_not_json(
-    http: aiohttp.ClientSession, sim: SimServer
-) -> None:
+async def test_control_api_answers_400_for_a_body_that_is_not_json(http: aiohttp.ClientSession, sim: SimServer) -> None:
     async with http.put(f"{sim.url}/_sim/insurers/restco/fault", data=b"down") as r:
         assert r.status == 400
         assert await r.json() == {"error": "the body is not valid JSON", "field": None}
@@ -321,7 +325,10 @@ async def test_blackhole_holds_each_request_until_the_client_gives_up_leaking_no
     assert (await until_held(http, sim, "restco", 0))["injected"] == 1
     with pytest.raises(asyncio.TimeoutError):  # a client timeout, on the shared port: the same
         await call(
-            http, "POST", f"{sim.url}/insurers/restco{REST}", rest_body("req-bh"),
+            http,
+            "POST",
+            f"{sim.url}/insurers/restco{REST}",
+            rest_body("req-bh"),
             timeout=aiohttp.ClientTimeout(total=GIVE_UP_S),
         )
     assert (await until_held(http, sim, "restco", 0))["injected"] == 2
@@ -330,9 +337,7 @@ async def test_blackhole_holds_each_request_until_the_client_gives_up_leaking_no
 
 
 @functional
-async def test_healing_a_blackhole_drops_the_requests_it_held(
-    http: aiohttp.ClientSession, sim: SimServer
-) -> None:
+async def test_healing_a_blackhole_drops_the_requests_it_held(http: aiohttp.ClientSession, sim: SimServer) -> None:
     await fault(http, sim, "restco", mode="blackhole")
     request = asyncio.create_task(create(http, sim.insurer_url("restco")))
     await until_held(http, sim, "restco", 1)
@@ -417,9 +422,7 @@ async def test_error_at_rate_one_is_always_5xx_and_at_rate_zero_never(
 
 
 @functional
-async def test_ratelimit_answers_429_with_retry_after(
-    http: aiohttp.ClientSession, sim: SimServer
-) -> None:
+async def test_ratelimit_answers_429_with_retry_after(http: aiohttp.ClientSession, sim: SimServer) -> None:
     url = sim.insurer_url("restco")
     await fault(http, sim, "restco", mode="ratelimit")
     async with http.post(url + REST, json=rest_body()) as r:
@@ -534,9 +537,7 @@ async def test_ledger_records_only_offers_actually_returned(
 
 
 @functional
-async def test_a_fault_touches_only_its_insurers_api(
-    http: aiohttp.ClientSession, sim: SimServer
-) -> None:
+async def test_a_fault_touches_only_its_insurers_api(http: aiohttp.ClientSession, sim: SimServer) -> None:
     await fault(http, sim, "restco", mode="error")
     status, _ = await create(http, f"{sim.url}/insurers/restco")
     assert status == 503
@@ -565,9 +566,7 @@ async def test_without_own_ports_down_drops_connections_on_the_shared_port(
 
 
 @functional
-async def test_simctl_sets_and_heals_faults_of_a_running_simulator(
-    http: aiohttp.ClientSession, sim: SimServer
-) -> None:
+async def test_simctl_sets_and_heals_faults_of_a_running_simulator(http: aiohttp.ClientSession, sim: SimServer) -> None:
     state = await simctl.set_fault(sim.url, "restco", "error", {"rate": 1.0, "status": 502})
     assert state["fault"] == {"mode": "error", "status": 502, "rate": 1.0, "body": "json"}
     assert (await create(http, sim.insurer_url("restco")))[0] == 502
@@ -601,10 +600,21 @@ def test_sim_parser_keeps_serving_and_takes_fault_and_heal(capsys: pytest.Captur
     parser = _parser()
     served = parser.parse_args(["sim", "--port", "8480", "--insurer-ports"])
     assert (served.sim_command, served.port, served.insurer_ports) == (None, 8480, True)
-    args = parser.parse_args([
-        "sim", "fault", "alfa", "flapping", "--period", "4", "--status", "500", "--scaled",
-        "--sim", "http://sim:1",
-    ])
+    args = parser.parse_args(
+        [
+            "sim",
+            "fault",
+            "alfa",
+            "flapping",
+            "--period",
+            "4",
+            "--status",
+            "500",
+            "--scaled",
+            "--sim",
+            "http://sim:1",
+        ]
+    )
     assert (args.sim_command, args.insurer, args.mode, args.sim) == ("fault", "alfa", "flapping", "http://sim:1")
     assert simctl.options_from(args) == {"period_s": 4.0, "status": 500, "scaled": True}
     args = parser.parse_args(["sim", "fault", "alfa", "error", "--rate", "0"])
@@ -618,9 +628,13 @@ def test_sim_parser_keeps_serving_and_takes_fault_and_heal(capsys: pytest.Captur
 
 async def osago(*argv: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "osago_cli.main", *argv,
+        sys.executable,
+        "-m",
+        "osago_cli.main",
+        *argv,
         env={**os.environ, "OSAGO_SIM_URL": "http://127.0.0.1:1"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
@@ -631,9 +645,7 @@ async def osago(*argv: str) -> tuple[int, str, str]:
 async def test_osago_sim_fault_and_heal_print_the_state_as_one_json_line(
     http: aiohttp.ClientSession, sim: SimServer
 ) -> None:
-    code, out, err = await osago(
-        "sim", "fault", "restco", "ratelimit", "--retry-after", "3", "--sim", sim.url
-    )
+    code, out, err = await osago("sim", "fault", "restco", "ratelimit", "--retry-after", "3", "--sim", sim.url)
     assert code == 0, err
     assert out.count("\n") == 1
     assert json.loads(out)["fault"] == {"mode": "ratelimit", "retry_after_s": 3, "limit_per_s": None}

@@ -62,7 +62,9 @@ def declined(request_id: str, seq: int, insurer: str = "vsk") -> events_pb2.Quot
     event = events_pb2.QuoteEvent(request_id=request_id, seq=seq)
     event.time.FromDatetime(T0 + timedelta(seconds=seq))
     event.insurer_failed.CopyFrom(
-        events_pb2.InsurerFailed(insurer_id=insurer, reason=quote_pb2.FailureReason.FAILURE_REASON_DECLINED, message="no")
+        events_pb2.InsurerFailed(
+            insurer_id=insurer, reason=quote_pb2.FailureReason.FAILURE_REASON_DECLINED, message="no"
+        )
     )
     return event
 

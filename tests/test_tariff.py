@@ -33,8 +33,13 @@ def named(
     start_date: date = START,
 ) -> TariffInput:
     return TariffInput(
-        start_date=start_date, city=city, power_hp=power_hp, months=months,
-        unlimited_drivers=False, drivers=drivers, owner_kbm_class="3",
+        start_date=start_date,
+        city=city,
+        power_hp=power_hp,
+        months=months,
+        unlimited_drivers=False,
+        drivers=drivers,
+        owner_kbm_class="3",
     )
 
 
@@ -43,6 +48,7 @@ NEUTRAL = DriverFactors(age=37, experience_years=3, kbm_class="4")
 
 
 # --- whole premiums ------------------------------------------------------------------------------
+
 
 def test_moscow_young_driver_premium() -> None:
     driver = DriverFactors(age=19, experience_years=1, kbm_class="4")
@@ -59,12 +65,21 @@ def test_moscow_young_driver_premium() -> None:
 
 def test_unlimited_drivers_use_ko_2_32_owner_kbm_and_no_kvs() -> None:
     inp = TariffInput(
-        start_date=START, city="Санкт-Петербург", power_hp=123, months=12,
-        unlimited_drivers=True, drivers=(), owner_kbm_class="7",
+        start_date=START,
+        city="Санкт-Петербург",
+        power_hp=123,
+        months=12,
+        unlimited_drivers=True,
+        drivers=(),
+        owner_kbm_class="7",
     )
     b = compute_premium(753_500, inp)
     assert (b.kt, b.kbm, b.kvs, b.ko, b.km) == (
-        Decimal("1.64"), Decimal("0.78"), Decimal("1.0"), Decimal("2.32"), Decimal("1.4"),
+        Decimal("1.64"),
+        Decimal("0.78"),
+        Decimal("1.0"),
+        Decimal("2.32"),
+        Decimal("1.4"),
     )
     # 7535 × 1.64 = 12357.4; × 0.78 (КБМ class 7) = 9638.772; × 2.32 (КО) = 22361.95104;
     # × 1.4 (КМ, 123 hp) = 31306.731456 RUB = 3 130 673.1456 kopecks → 3 130 673
@@ -118,6 +133,7 @@ def test_premium_is_rounded_half_up_to_whole_kopecks() -> None:
 
 # --- ТБ corridor ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("start_date", "corridor"),
     [
@@ -127,9 +143,7 @@ def test_premium_is_rounded_half_up_to_whole_kopecks() -> None:
         (date(2030, 1, 1), (139_900, 866_500)),
     ],
 )
-def test_base_rate_corridor_is_picked_by_start_date(
-    start_date: date, corridor: tuple[int, int]
-) -> None:
+def test_base_rate_corridor_is_picked_by_start_date(start_date: date, corridor: tuple[int, int]) -> None:
     assert (base_rate_for(0.0, start_date), base_rate_for(1.0, start_date)) == corridor
 
 
@@ -164,15 +178,31 @@ def test_base_rate_position_outside_zero_to_one_is_rejected(position: float) -> 
 
 # --- КТ ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("city", "kt"),
     [
-        ("Moscow", "1.8"), ("москва", "1.8"), ("  МОСКВА ", "1.8"), ("г. Москва", "1.8"),
-        ("St Petersburg", "1.64"), ("St. Petersburg", "1.64"), ("Saint Petersburg", "1.64"),
-        ("saint-petersburg", "1.64"), ("Санкт-Петербург", "1.64"),
-        ("Kazan", "1.8"), ("Казань", "1.8"), ("Tyumen", "1.8"), ("Тюмень", "1.8"),
-        ("Surgut", "1.8"), ("Chelyabinsk", "1.88"), ("Челябинск", "1.88"), ("Ufa", "1.64"),
-        ("Уфа", "1.64"), ("Yaroslavl", "1.4"), ("Makhachkala", "0.96"), ("Sevastopol", "0.76"),
+        ("Moscow", "1.8"),
+        ("москва", "1.8"),
+        ("  МОСКВА ", "1.8"),
+        ("г. Москва", "1.8"),
+        ("St Petersburg", "1.64"),
+        ("St. Petersburg", "1.64"),
+        ("Saint Petersburg", "1.64"),
+        ("saint-petersburg", "1.64"),
+        ("Санкт-Петербург", "1.64"),
+        ("Kazan", "1.8"),
+        ("Казань", "1.8"),
+        ("Tyumen", "1.8"),
+        ("Тюмень", "1.8"),
+        ("Surgut", "1.8"),
+        ("Chelyabinsk", "1.88"),
+        ("Челябинск", "1.88"),
+        ("Ufa", "1.64"),
+        ("Уфа", "1.64"),
+        ("Yaroslavl", "1.4"),
+        ("Makhachkala", "0.96"),
+        ("Sevastopol", "0.76"),
         ("Севастополь", "0.76"),
     ],
 )
@@ -188,18 +218,37 @@ def test_unknown_territory_is_rejected(city: str) -> None:
 
 def test_known_cities_are_the_ten_canonical_english_names() -> None:
     assert known_cities() == (
-        "Moscow", "St Petersburg", "Kazan", "Tyumen", "Surgut",
-        "Chelyabinsk", "Ufa", "Yaroslavl", "Makhachkala", "Sevastopol",
+        "Moscow",
+        "St Petersburg",
+        "Kazan",
+        "Tyumen",
+        "Surgut",
+        "Chelyabinsk",
+        "Ufa",
+        "Yaroslavl",
+        "Makhachkala",
+        "Sevastopol",
     )
 
 
 # --- КМ, КС, КБМ ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("power_hp", "km"),
     [
-        (1, "0.6"), (50, "0.6"), (51, "1.0"), (70, "1.0"), (71, "1.1"), (100, "1.1"),
-        (101, "1.2"), (120, "1.2"), (121, "1.4"), (150, "1.4"), (151, "1.6"), (1500, "1.6"),
+        (1, "0.6"),
+        (50, "0.6"),
+        (51, "1.0"),
+        (70, "1.0"),
+        (71, "1.1"),
+        (100, "1.1"),
+        (101, "1.2"),
+        (120, "1.2"),
+        (121, "1.4"),
+        (150, "1.4"),
+        (151, "1.6"),
+        (1500, "1.6"),
     ],
 )
 def test_power_bands_have_inclusive_upper_bounds(power_hp: int, km: str) -> None:
@@ -213,8 +262,18 @@ def test_zero_power_has_no_coefficient() -> None:
 
 @pytest.mark.parametrize(
     ("months", "ks"),
-    [(3, "0.5"), (4, "0.6"), (5, "0.65"), (6, "0.7"), (7, "0.8"), (8, "0.9"), (9, "0.95"),
-     (10, "1.0"), (11, "1.0"), (12, "1.0")],
+    [
+        (3, "0.5"),
+        (4, "0.6"),
+        (5, "0.65"),
+        (6, "0.7"),
+        (7, "0.8"),
+        (8, "0.9"),
+        (9, "0.95"),
+        (10, "1.0"),
+        (11, "1.0"),
+        (12, "1.0"),
+    ],
 )
 def test_months_of_use_coefficient(months: int, ks: str) -> None:
     assert compute_premium(100_000, named(NEUTRAL, months=months)).ks == Decimal(ks)
@@ -242,13 +301,27 @@ def test_unknown_bonus_malus_class_is_rejected() -> None:
 
 # --- КВС -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("age", "experience", "expected"),
     [
-        (16, 0, "2.27"), (21, 5, "1.62"), (22, 0, "1.88"), (24, 8, "1.09"), (25, 10, "1.02"),
-        (29, 13, "1.02"), (30, 15, "0.95"), (34, 14, "0.97"), (35, 3, "1.00"), (39, 15, "0.93"),
-        (40, 4, "0.96"), (49, 2, "1.43"), (50, 6, "0.92"), (59, 15, "0.86"), (60, 15, "0.83"),
-        (60, 14, "0.88"), (85, 60, "0.83"),
+        (16, 0, "2.27"),
+        (21, 5, "1.62"),
+        (22, 0, "1.88"),
+        (24, 8, "1.09"),
+        (25, 10, "1.02"),
+        (29, 13, "1.02"),
+        (30, 15, "0.95"),
+        (34, 14, "0.97"),
+        (35, 3, "1.00"),
+        (39, 15, "0.93"),
+        (40, 4, "0.96"),
+        (49, 2, "1.43"),
+        (50, 6, "0.92"),
+        (59, 15, "0.86"),
+        (60, 15, "0.83"),
+        (60, 14, "0.88"),
+        (85, 60, "0.83"),
     ],
 )
 def test_age_experience_rows_and_columns(age: int, experience: int, expected: str) -> None:
@@ -276,6 +349,7 @@ def test_driver_in_an_empty_age_experience_cell_gets_no_premium() -> None:
 
 # --- inconsistent inputs -------------------------------------------------------------------------
 
+
 def test_named_policy_without_drivers_is_rejected() -> None:
     with pytest.raises(TariffError, match="no drivers"):
         compute_premium(500_000, named())
@@ -283,8 +357,13 @@ def test_named_policy_without_drivers_is_rejected() -> None:
 
 def test_unlimited_policy_with_named_drivers_is_rejected() -> None:
     inp = TariffInput(
-        start_date=START, city="Moscow", power_hp=100, months=12,
-        unlimited_drivers=True, drivers=(NEUTRAL,), owner_kbm_class="3",
+        start_date=START,
+        city="Moscow",
+        power_hp=100,
+        months=12,
+        unlimited_drivers=True,
+        drivers=(NEUTRAL,),
+        owner_kbm_class="3",
     )
     with pytest.raises(TariffError, match="named drivers given with unlimited drivers"):
         compute_premium(500_000, inp)
@@ -296,6 +375,7 @@ def test_non_positive_base_rate_is_rejected() -> None:
 
 
 # --- dates -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("born", "on", "years"),

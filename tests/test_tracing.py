@@ -225,8 +225,14 @@ def test_trace_context_travels_in_grpc_metadata(spans: InMemorySpanExporter) -> 
 
 async def test_http_attempts_are_spans_and_breaker_rejections_are_events(spans: InMemorySpanExporter) -> None:
     settings = GatewaySettings(
-        insurer_id="alfa", insurer_name="Alfa", dialect="rest", base_url="http://insurer",
-        breaker_window=2, breaker_min_calls=2, breaker_open_s=1000.0, retry_max_attempts=1,
+        insurer_id="alfa",
+        insurer_name="Alfa",
+        dialect="rest",
+        base_url="http://insurer",
+        breaker_window=2,
+        breaker_min_calls=2,
+        breaker_open_s=1000.0,
+        retry_max_attempts=1,
     )
     guard = InsurerGuard(settings, FakeClock())
     create = HttpCall("POST", "/api/v1/applications", {"Idempotency-Key": "req-1:alfa"}, {})
@@ -237,14 +243,19 @@ async def test_http_attempts_are_spans_and_breaker_rejections_are_events(spans: 
     with tracing.tracer(__name__).start_as_current_span("RequestOffer") as server:
         results = [await guard.send(down, create, 100.0, "create", lambda r: r) for _ in range(3)]
     assert [r.reason for r in results if isinstance(r, Failed)] == [
-        Reason.UNAVAILABLE, Reason.UNAVAILABLE, Reason.CIRCUIT_OPEN
+        Reason.UNAVAILABLE,
+        Reason.UNAVAILABLE,
+        Reason.CIRCUIT_OPEN,
     ]
     attempts = named(spans, "insurer_http")
     assert len(attempts) == 2  # the breaker refused the third before any HTTP call
     for attempt in attempts:
         assert attempt.parent is not None and attempt.parent.span_id == server.get_span_context().span_id
         assert attrs(attempt) == {
-            "osago.step": "create", "osago.attempt": 1, "osago.failure": "unavailable", "osago.retryable": True
+            "osago.step": "create",
+            "osago.attempt": 1,
+            "osago.failure": "unavailable",
+            "osago.retryable": True,
         }
     [parent] = named(spans, "RequestOffer")
     assert [(e.name, dict(e.attributes or {})) for e in parent.events] == [
@@ -279,4 +290,3 @@ def test_the_test_provider_replaces_the_global_one_and_can_be_removed() -> None:
     tracing.tracer(__name__).start_span("elsewhere").end()
     assert [s.name for s in first.get_finished_spans()] == ["kept"]
     provider.shutdown()
-

@@ -42,10 +42,9 @@ def fields(app: application_pb2.Application, today: date = TODAY) -> set[str]:
 
 # --- the examples --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
-@pytest.mark.parametrize(
-    "today", [date(2026, 1, 1), date(2027, 7, 14), date(2028, 2, 29), date(2030, 12, 31)]
-)
+@pytest.mark.parametrize("today", [date(2026, 1, 1), date(2027, 7, 14), date(2028, 2, 29), date(2030, 12, 31)])
 def test_examples_are_valid_on_any_day_from_2026_to_2030(name: str, today: date) -> None:
     assert validate_application(load_example(name), today) == []
 
@@ -122,8 +121,7 @@ REJECTIONS: list[tuple[str, Mutation, str]] = [
     ("VIN with O", _set("vehicle.vin", "XTAGFL110NY61234O"), "vehicle.vin"),
     ("VIN with Cyrillic", _set("vehicle.vin", "ХТАGFL110NY612345"), "vehicle.vin"),
     ("neither VIN nor body number", _set("vehicle.vin", ""), "vehicle.vin"),
-    ("short body number", _all(_set("vehicle.vin", ""), _set("vehicle.body_number", "A1")),
-     "vehicle.body_number"),
+    ("short body number", _all(_set("vehicle.vin", ""), _set("vehicle.body_number", "A1")), "vehicle.body_number"),
     ("missing plate", _set("vehicle.plate", ""), "vehicle.plate"),
     ("plate without region", _set("vehicle.plate", "М482КХ"), "vehicle.plate"),
     ("plate with a letter not on plates", _set("vehicle.plate", "Ф482КХ797"), "vehicle.plate"),
@@ -138,22 +136,31 @@ REJECTIONS: list[tuple[str, Mutation, str]] = [
     ("missing category", _set("vehicle.category", 0), "vehicle.category"),
     ("lorry", _set("vehicle.category", application_pb2.VEHICLE_CATEGORY_C), "vehicle.category"),
     ("unknown purpose", _set("vehicle.purpose", 9), "vehicle.purpose"),
-    ("missing document type", _set("vehicle.registration_document.type", 0),
-     "vehicle.registration_document.type"),
-    ("short STS series", _set("vehicle.registration_document.series", "99"),
-     "vehicle.registration_document.series"),
-    ("short STS number", _set("vehicle.registration_document.number", "38471"),
-     "vehicle.registration_document.number"),
+    ("missing document type", _set("vehicle.registration_document.type", 0), "vehicle.registration_document.type"),
+    ("short STS series", _set("vehicle.registration_document.series", "99"), "vehicle.registration_document.series"),
+    ("short STS number", _set("vehicle.registration_document.number", "38471"), "vehicle.registration_document.number"),
     ("EPTS with a series", _epts_with_series, "vehicle.registration_document.series"),
     ("EPTS with 6 digits", _epts_short_number, "vehicle.registration_document.number"),
-    ("missing document date", _set("vehicle.registration_document.issue_date", ""),
-     "vehicle.registration_document.issue_date"),
-    ("document date not ISO", _set("vehicle.registration_document.issue_date", "20.05.2025"),
-     "vehicle.registration_document.issue_date"),
-    ("document date in the future", _set("vehicle.registration_document.issue_date", "2026-06-02"),
-     "vehicle.registration_document.issue_date"),
-    ("document older than the car", _set("vehicle.registration_document.issue_date", "2021-12-31"),
-     "vehicle.registration_document.issue_date"),
+    (
+        "missing document date",
+        _set("vehicle.registration_document.issue_date", ""),
+        "vehicle.registration_document.issue_date",
+    ),
+    (
+        "document date not ISO",
+        _set("vehicle.registration_document.issue_date", "20.05.2025"),
+        "vehicle.registration_document.issue_date",
+    ),
+    (
+        "document date in the future",
+        _set("vehicle.registration_document.issue_date", "2026-06-02"),
+        "vehicle.registration_document.issue_date",
+    ),
+    (
+        "document older than the car",
+        _set("vehicle.registration_document.issue_date", "2021-12-31"),
+        "vehicle.registration_document.issue_date",
+    ),
     ("missing owner last name", _set("owner.name.last_name", ""), "owner.name.last_name"),
     ("missing owner first name", _set("owner.name.first_name", ""), "owner.name.first_name"),
     ("digits in a name", _set("owner.name.first_name", "Арт3м"), "owner.name.first_name"),
@@ -173,14 +180,11 @@ REJECTIONS: list[tuple[str, Mutation, str]] = [
     ("missing driver birth date", _driver("birth_date", ""), "drivers[0].birth_date"),
     ("missing licence", _driver("licence_number", ""), "drivers[0].licence_number"),
     ("short licence", _driver("licence_number", "773145680"), "drivers[0].licence_number"),
-    ("licence with letters in the wrong place", _driver("licence_number", "7731АВ4568"),
-     "drivers[0].licence_number"),
+    ("licence with letters in the wrong place", _driver("licence_number", "7731АВ4568"), "drivers[0].licence_number"),
     ("duplicate licence", _duplicate_licence, "drivers[1].licence_number"),
     ("missing licence date", _driver("licence_issue_date", ""), "drivers[0].licence_issue_date"),
-    ("licence date in the future", _driver("licence_issue_date", "2026-06-02"),
-     "drivers[0].licence_issue_date"),
-    ("licence before the 16th birthday", _driver("licence_issue_date", "2023-03-13"),
-     "drivers[0].licence_issue_date"),
+    ("licence date in the future", _driver("licence_issue_date", "2026-06-02"), "drivers[0].licence_issue_date"),
+    ("licence before the 16th birthday", _driver("licence_issue_date", "2023-03-13"), "drivers[0].licence_issue_date"),
     ("named driver without class", _driver("kbm_class", 0), "drivers[0].kbm_class"),
     ("unknown driver class", _driver("kbm_class", 42), "drivers[0].kbm_class"),
     ("start date in the past", _set("policy_start_date", "2026-05-31"), "policy_start_date"),
@@ -194,9 +198,7 @@ REJECTIONS: list[tuple[str, Mutation, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("mutate", "field"), [r[1:] for r in REJECTIONS], ids=[r[0] for r in REJECTIONS]
-)
+@pytest.mark.parametrize(("mutate", "field"), [r[1:] for r in REJECTIONS], ids=[r[0] for r in REJECTIONS])
 def test_each_rule_rejects_with_its_field_path(mutate: Mutation, field: str) -> None:
     app = moscow()
     mutate(app)
@@ -235,15 +237,18 @@ def test_unknown_city_description_lists_the_supported_cities() -> None:
 
 ACCEPTED: list[tuple[str, Mutation]] = [
     ("VIN in lower case with spaces", _set("vehicle.vin", "  xtagfl110ny612345 ")),
-    ("body number instead of VIN",
-     _all(_set("vehicle.vin", ""), _set("vehicle.body_number", "GFL110-1234567"))),
+    ("body number instead of VIN", _all(_set("vehicle.vin", ""), _set("vehicle.body_number", "GFL110-1234567"))),
     ("plate with Latin look-alikes and spaces", _set("vehicle.plate", "m 482 kx 797")),
     ("two-digit region", _set("vehicle.plate", "М482КХ77")),
     ("category BE", _set("vehicle.category", application_pb2.VEHICLE_CATEGORY_BE)),
     ("taxi", _set("vehicle.purpose", application_pb2.VEHICLE_PURPOSE_TAXI)),
-    ("PTS with a lettered series", _all(
-        _set("vehicle.registration_document.type", application_pb2.REGISTRATION_DOCUMENT_TYPE_PTS),
-        _set("vehicle.registration_document.series", "77 ТН"))),
+    (
+        "PTS with a lettered series",
+        _all(
+            _set("vehicle.registration_document.type", application_pb2.REGISTRATION_DOCUMENT_TYPE_PTS),
+            _set("vehicle.registration_document.series", "77 ТН"),
+        ),
+    ),
     ("STS series with Latin look-alikes", _set("vehicle.registration_document.series", "77XT")),
     ("hyphenated name", _set("owner.name.last_name", "Римский-Корсаков")),
     ("Latin name with apostrophe", _set("owner.name.last_name", "O'Brien")),
@@ -277,6 +282,7 @@ def test_age_is_judged_on_the_policy_start_date_not_today() -> None:
 
 # --- all at once ---------------------------------------------------------------------------------
 
+
 def test_all_violations_are_reported_together() -> None:
     app = kazan()
     app.vehicle.vin = "NOT-A-VIN"
@@ -298,9 +304,13 @@ def test_all_violations_are_reported_together() -> None:
 def test_an_empty_application_gets_violations_not_an_exception() -> None:
     got = fields(application_pb2.Application())
     assert {
-        "application.vehicle.vin", "application.vehicle.plate", "application.vehicle.category",
-        "application.vehicle.registration_document.type", "application.owner.name.last_name",
-        "application.owner.birth_date", "application.owner.registration_city",
+        "application.vehicle.vin",
+        "application.vehicle.plate",
+        "application.vehicle.category",
+        "application.vehicle.registration_document.type",
+        "application.owner.name.last_name",
+        "application.owner.birth_date",
+        "application.owner.registration_city",
         "application.drivers",
     } <= got
 
@@ -322,8 +332,10 @@ def test_descriptions_never_echo_personal_data() -> None:
     app.drivers[1].licence_number = secrets["licence"]
     violations = validate_application(app, TODAY)
     assert {v.field for v in violations} >= {
-        "application.vehicle.vin", "application.vehicle.body_number",
-        "application.owner.name.last_name", "application.drivers[0].name.first_name",
+        "application.vehicle.vin",
+        "application.vehicle.body_number",
+        "application.owner.name.last_name",
+        "application.drivers[0].name.first_name",
         "application.drivers[1].licence_number",
     }
     for violation in violations:
@@ -332,6 +344,7 @@ def test_descriptions_never_echo_personal_data() -> None:
 
 
 # --- normalisation -------------------------------------------------------------------------------
+
 
 def test_normalise_plate_maps_latin_look_alikes_to_cyrillic() -> None:
     assert normalise_plate(" a 123 bc 777 ") == "А123ВС777"

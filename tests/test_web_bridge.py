@@ -56,7 +56,9 @@ async def bridge(mesh: Mesh, tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
-async def post(http: aiohttp.ClientSession, url: str, data: bytes | str | None = None, **kwargs: Any) -> tuple[int, Json, Any]:
+async def post(
+    http: aiohttp.ClientSession, url: str, data: bytes | str | None = None, **kwargs: Any
+) -> tuple[int, Json, Any]:
     async with http.post(url, data=data, **kwargs) as response:
         assert response.content_type == "application/json", await response.text()
         return response.status, await response.json(), response.headers
@@ -89,7 +91,11 @@ def ws_url(bridge: str, request_id: str, query: str = "") -> str:
 
 
 def kind(event: Json) -> str:
-    return next(k for k in ("sessionStarted", "quoteReceived", "insurerProgress", "insurerFailed", "sessionFinished") if k in event)
+    return next(
+        k
+        for k in ("sessionStarted", "quoteReceived", "insurerProgress", "insurerFailed", "sessionFinished")
+        if k in event
+    )
 
 
 def violations(body: Json) -> dict[str, Json]:
@@ -229,9 +235,7 @@ async def test_stopping_the_bridge_tells_open_streams_to_go_away() -> None:
                 await service.stop()
 
 
-async def test_personal_data_never_reaches_the_logs(
-    mesh: Mesh, bridge: str, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_personal_data_never_reaches_the_logs(mesh: Mesh, bridge: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     document = example()
     request_id = (await create(mesh.http, bridge, document))["requestId"]
@@ -259,12 +263,32 @@ def _with(path: str, value: Any) -> Json:
     ("document", "field", "json_path", "description"),
     [
         (_with("vehicle.colour", "red"), "application.vehicle.colour", "vehicle.colour", "unknown field"),
-        (_with("vehicle.powerHp", "lots"), "application.vehicle.power_hp", "vehicle.powerHp", "must be a 32-bit integer"),
+        (
+            _with("vehicle.powerHp", "lots"),
+            "application.vehicle.power_hp",
+            "vehicle.powerHp",
+            "must be a 32-bit integer",
+        ),
         (_with("vehicle.year", 2022.5), "application.vehicle.year", "vehicle.year", "must be a 32-bit integer"),
         (_with("vehicle.vin", 12345), "application.vehicle.vin", "vehicle.vin", "must be a string"),
-        (_with("unlimitedDrivers", "yes"), "application.unlimited_drivers", "unlimitedDrivers", "must be true or false"),
-        (_with("vehicle.category", "VEHICLE_CATEGORY_Z"), "application.vehicle.category", "vehicle.category", "must be one of"),
-        (_with("drivers.0.kbmClass", "GOLD"), "application.drivers[0].kbm_class", "drivers[0].kbmClass", "must be one of"),
+        (
+            _with("unlimitedDrivers", "yes"),
+            "application.unlimited_drivers",
+            "unlimitedDrivers",
+            "must be true or false",
+        ),
+        (
+            _with("vehicle.category", "VEHICLE_CATEGORY_Z"),
+            "application.vehicle.category",
+            "vehicle.category",
+            "must be one of",
+        ),
+        (
+            _with("drivers.0.kbmClass", "GOLD"),
+            "application.drivers[0].kbm_class",
+            "drivers[0].kbmClass",
+            "must be one of",
+        ),
         (_with("owner.kbmClass", True), "application.owner.kbm_class", "owner.kbmClass", "must be one of"),
         (_with("drivers", {"name": "x"}), "application.drivers", "drivers", "must be a JSON array"),
         (_with("drivers", [None]), "application.drivers[0]", "drivers[0]", "must not be null"),
@@ -370,7 +394,9 @@ async def test_a_bad_time_limit_is_400(mesh: Mesh, bridge: str, query: str) -> N
 
 
 async def test_an_idempotency_key_too_long_is_400_naming_the_header(mesh: Mesh, bridge: str) -> None:
-    status, body, _ = await post(mesh.http, bridge + QUOTES, json.dumps(example()), headers={"Idempotency-Key": "k" * 129})
+    status, body, _ = await post(
+        mesh.http, bridge + QUOTES, json.dumps(example()), headers={"Idempotency-Key": "k" * 129}
+    )
     assert status == 400 and violations(body)["idempotency_key"]["parameter"] == "Idempotency-Key"
 
 
@@ -514,13 +540,24 @@ async def test_the_page_and_its_files_are_served(mesh: Mesh, tmp_path: Path) -> 
     (page / "assets" / "styles.css").write_text("body {}")
     (tmp_path / "secret.txt").write_text("no")
     async with running_bridge(mesh.target, static_dir=page) as url:
-        for path, text in (("/", "<title>OSAGO"), ("/index.html", "<title>OSAGO"), ("/app.js", "console"),
-                           ("/assets/styles.css", "body")):
+        for path, text in (
+            ("/", "<title>OSAGO"),
+            ("/index.html", "<title>OSAGO"),
+            ("/app.js", "console"),
+            ("/assets/styles.css", "body"),
+        ):
             async with mesh.http.get(url + path) as response:
                 assert response.status == 200 and text in await response.text()
         (page / "assets" / ".hidden").write_text("no")
-        for path in ("/missing.js", "/assets/missing.css", "/assets/../../secret.txt", "/assets/%2e%2e/%2e%2e/secret.txt",
-                     "/assets/.hidden", "/assets/", "/assets"):
+        for path in (
+            "/missing.js",
+            "/assets/missing.css",
+            "/assets/../../secret.txt",
+            "/assets/%2e%2e/%2e%2e/secret.txt",
+            "/assets/.hidden",
+            "/assets/",
+            "/assets",
+        ):
             status, body = await get(mesh.http, url + path)
             assert status == 404 and body["error"] == "not found"
         status, _, _ = await post(mesh.http, url + QUOTES, json.dumps(example()))

@@ -64,10 +64,30 @@ CLIENT_CHECK_S = 0.25
 # Headers of the HTTP exchange itself, never carried on as call metadata.
 HTTP_ONLY = frozenset(
     {
-        "host", "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-        "upgrade", "content-type", "content-length", "content-encoding", "accept", "accept-encoding",
-        "accept-language", "user-agent", "origin", "referer", "cookie", "pragma", "cache-control",
-        "priority", "dnt", "x-grpc-web", "x-user-agent",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "user-agent",
+        "origin",
+        "referer",
+        "cookie",
+        "pragma",
+        "cache-control",
+        "priority",
+        "dnt",
+        "x-grpc-web",
+        "x-user-agent",
     }
 )
 OK = grpc.StatusCode.OK.value[0]

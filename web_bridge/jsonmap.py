@@ -78,9 +78,7 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _check_message(
-    value: dict[str, Any], descriptor: Descriptor, path: str, jpath: str, out: list[Violation]
-) -> None:
+def _check_message(value: dict[str, Any], descriptor: Descriptor, path: str, jpath: str, out: list[Violation]) -> None:
     by_key = {f.json_name: f for f in descriptor.fields} | {f.name: f for f in descriptor.fields}
     seen: dict[str, str] = {}
     oneofs: dict[str, str] = {}

@@ -90,9 +90,7 @@ class Dialect(Protocol):
 
     name: str
 
-    def create_request(
-        self, ref: str, idempotency_key: str, application: Any, start_date: date
-    ) -> HttpCall:
+    def create_request(self, ref: str, idempotency_key: str, application: Any, start_date: date) -> HttpCall:
         """The call creating the application, carrying `idempotency_key` the way the insurer
         reads it and so marked `idempotent`; raises InvalidApplication."""
 

@@ -34,9 +34,7 @@ def _ru(value: str, field: str) -> str:
 class CalcDialect:
     name = "calc"
 
-    def create_request(
-        self, ref: str, idempotency_key: str, application: Any, start_date: date
-    ) -> HttpCall:
+    def create_request(self, ref: str, idempotency_key: str, application: Any, start_date: date) -> HttpCall:
         vehicle, owner = application.vehicle, application.owner
         persons = [
             {

@@ -57,6 +57,6 @@ def usage_months(application: Any) -> int:
 
 
 def full_name(name: Any) -> str:
-    """"Last First Middle", without the parts that are empty."""
+    """ "Last First Middle", without the parts that are empty."""
     parts = (name.last_name, name.first_name, name.middle_name)
     return " ".join(str(p).strip() for p in parts if str(p).strip())

@@ -27,9 +27,7 @@ CREATED_STATES = ("PROCESSING", "QUOTED", "DECLINED")
 class RestDialect:
     name = "rest"
 
-    def create_request(
-        self, ref: str, idempotency_key: str, application: Any, start_date: date
-    ) -> HttpCall:
+    def create_request(self, ref: str, idempotency_key: str, application: Any, start_date: date) -> HttpCall:
         vehicle, owner = application.vehicle, application.owner
         drivers = [
             {
@@ -38,9 +36,7 @@ class RestDialect:
                 "middleName": d.name.middle_name,
                 "birthDate": m.iso_date(d.birth_date, f"drivers[{i}].birth_date").isoformat(),
                 "licenceNumber": d.licence_number,
-                "licenceIssueDate": m.iso_date(
-                    d.licence_issue_date, f"drivers[{i}].licence_issue_date"
-                ).isoformat(),
+                "licenceIssueDate": m.iso_date(d.licence_issue_date, f"drivers[{i}].licence_issue_date").isoformat(),
                 "kbmClass": m.kbm_code(d.kbm_class, f"drivers[{i}].kbm_class"),
             }
             for i, d in enumerate(application.drivers)

@@ -8,8 +8,6 @@ from types import MappingProxyType
 from insurer_sim.dialects import calc, rest
 from insurer_sim.dialects.base import Dialect, Reply
 
-DIALECTS: Mapping[str, Dialect] = MappingProxyType(
-    {d.name: d for d in (rest.DIALECT, calc.DIALECT)}
-)
+DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (rest.DIALECT, calc.DIALECT)})
 
 __all__ = ["DIALECTS", "Dialect", "Reply"]

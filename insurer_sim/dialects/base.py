@@ -59,13 +59,17 @@ def tariff_input(
 
     With unlimited drivers the named ones (if any were sent) do not enter the price.
     """
-    factors = () if unlimited_drivers else tuple(
-        DriverFactors(
-            age=full_years(d.born, start_date),
-            experience_years=full_years(d.licensed, start_date),
-            kbm_class=d.kbm_class,
+    factors = (
+        ()
+        if unlimited_drivers
+        else tuple(
+            DriverFactors(
+                age=full_years(d.born, start_date),
+                experience_years=full_years(d.licensed, start_date),
+                kbm_class=d.kbm_class,
+            )
+            for d in drivers
         )
-        for d in drivers
     )
     return TariffInput(
         start_date=start_date,

@@ -1,10 +1,10 @@
 """Dialect "calc": snake_case JSON, dates DD.MM.YYYY; pending answers 202 with Retry-After.
 
-    POST {base}/osago/calc            -> 202 {calc_id, state: queued, poll_after_ms} + Retry-After
-                                         (the same calc_id for a replayed Idempotency-Key;
-                                         422 {errors: [{loc, msg}]} for bad input)
-    GET  {base}/osago/calc/{calc_id}  -> 202 {state: in_progress, poll_after_ms} + Retry-After;
-                                         200 {state: done, result} | {state: refused, refusal}; 404
+POST {base}/osago/calc            -> 202 {calc_id, state: queued, poll_after_ms} + Retry-After
+                                     (the same calc_id for a replayed Idempotency-Key;
+                                     422 {errors: [{loc, msg}]} for bad input)
+GET  {base}/osago/calc/{calc_id}  -> 202 {state: in_progress, poll_after_ms} + Retry-After;
+                                     200 {state: done, result} | {state: refused, refusal}; 404
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from datetime import date
 from osago_common.tariff import KBM_CLASSES
 
 from insurer_sim.dialects.base import (
-    Dialect, Driver, JsonObject, Reply, decimal_text, hint_ms, retry_after, tariff_input,
+    Dialect,
+    Driver,
+    JsonObject,
+    Reply,
+    decimal_text,
+    hint_ms,
+    retry_after,
+    tariff_input,
 )
 from insurer_sim.dialects.fields import FieldError, Fields, parse_body
 from insurer_sim.insurer import Offer, Pending, Proposal, SimInsurer
@@ -81,8 +88,13 @@ def parse(body: bytes) -> Proposal:
         raise FieldError("ts.made_year", "is in the future")
     months = root.integer("period_months", 3, 12)
     tariff = tariff_input(
-        start_date=start, city=city, power_hp=power_hp, months=months,
-        unlimited_drivers=multidrive, drivers=persons, owner_kbm_class=owner_kbm_class,
+        start_date=start,
+        city=city,
+        power_hp=power_hp,
+        months=months,
+        unlimited_drivers=multidrive,
+        drivers=persons,
+        owner_kbm_class=owner_kbm_class,
     )
     return Proposal(reference=reference, tariff=tariff, taxi=use == "TAXI")
 
@@ -106,9 +118,7 @@ def create(insurer: SimInsurer, body: bytes, idempotency_key: str | None, base_u
         return Reply(422, {"errors": [{"loc": exc.field or "body", "msg": exc.message}]})
     application, _ = insurer.create(proposal, idempotency_key)
     ms = hint_ms(insurer.hint_s(application))
-    return _pending(
-        {"calc_id": application.application_id, "state": "queued", "poll_after_ms": ms}, ms
-    )
+    return _pending({"calc_id": application.application_id, "state": "queued", "poll_after_ms": ms}, ms)
 
 
 def poll(insurer: SimInsurer, calc_id: str, base_url: str) -> Reply:
@@ -119,32 +129,38 @@ def poll(insurer: SimInsurer, calc_id: str, base_url: str) -> Reply:
         ms = hint_ms(seen.hint_s)
         return _pending({"state": "in_progress", "poll_after_ms": ms}, ms)
     if not isinstance(seen.outcome, Offer):
-        return Reply(200, {
-            "state": "refused",
-            "refusal": {"code": REFUSAL_CODE, "text": seen.outcome.reason},
-        })
+        return Reply(
+            200,
+            {
+                "state": "refused",
+                "refusal": {"code": REFUSAL_CODE, "text": seen.outcome.reason},
+            },
+        )
     offer = seen.outcome
     b = offer.breakdown
-    return Reply(200, {
-        "state": "done",
-        "result": {
-            "quote_no": offer.offer_id,
-            "premium_kop": b.premium_kopecks,
-            "k": {
-                "tb_kop": b.base_rate_kopecks,
-                "kt": decimal_text(b.kt),
-                "kbm": decimal_text(b.kbm),
-                "kvs": decimal_text(b.kvs),
-                "ko": decimal_text(b.ko),
-                "km": decimal_text(b.km),
-                "ks": decimal_text(b.ks),
-                "kn": decimal_text(b.kn),
-                "kp": decimal_text(b.kp),
+    return Reply(
+        200,
+        {
+            "state": "done",
+            "result": {
+                "quote_no": offer.offer_id,
+                "premium_kop": b.premium_kopecks,
+                "k": {
+                    "tb_kop": b.base_rate_kopecks,
+                    "kt": decimal_text(b.kt),
+                    "kbm": decimal_text(b.kbm),
+                    "kvs": decimal_text(b.kvs),
+                    "ko": decimal_text(b.ko),
+                    "km": decimal_text(b.km),
+                    "ks": decimal_text(b.ks),
+                    "kn": decimal_text(b.kn),
+                    "kp": decimal_text(b.kp),
+                },
+                "expires": seen.valid_until.isoformat(),
+                "buy_url": f"{base_url}/pay/{offer.offer_id}",
             },
-            "expires": seen.valid_until.isoformat(),
-            "buy_url": f"{base_url}/pay/{offer.offer_id}",
         },
-    })
+    )
 
 
 DIALECT = Dialect(

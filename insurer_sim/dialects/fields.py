@@ -30,9 +30,7 @@ def parse_body(body: bytes, *, list_index: Callable[[str, int], str]) -> Fields:
 class Fields:
     """A JSON object at `path` inside the body."""
 
-    def __init__(
-        self, value: dict[str, object], path: str, list_index: Callable[[str, int], str]
-    ) -> None:
+    def __init__(self, value: dict[str, object], path: str, list_index: Callable[[str, int], str]) -> None:
         self._value = value
         self.path = path
         self._list_index = list_index

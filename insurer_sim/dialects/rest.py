@@ -1,11 +1,11 @@
 """Dialect "rest": camelCase JSON; a poll answers 200 with status PROCESSING, QUOTED or DECLINED.
 
-    POST {base}/api/v1/applications       -> 201 {applicationId, status: PROCESSING, estimatedReadyInMs}
-                                             (200, same applicationId: a replayed Idempotency-Key;
-                                             400 {error, field}: bad input)
-    GET  {base}/api/v1/applications/{id}  -> 200 {applicationId, status: PROCESSING, estimatedReadyInMs}
-                                             | {.., status: QUOTED, offer}
-                                             | {.., status: DECLINED, declineReason}; 404
+POST {base}/api/v1/applications       -> 201 {applicationId, status: PROCESSING, estimatedReadyInMs}
+                                         (200, same applicationId: a replayed Idempotency-Key;
+                                         400 {error, field}: bad input)
+GET  {base}/api/v1/applications/{id}  -> 200 {applicationId, status: PROCESSING, estimatedReadyInMs}
+                                         | {.., status: QUOTED, offer}
+                                         | {.., status: DECLINED, declineReason}; 404
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from __future__ import annotations
 from osago_common.tariff import KBM_CLASSES, parse_date
 
 from insurer_sim.dialects.base import (
-    Dialect, Driver, Reply, decimal_text, hint_ms, roubles_text, tariff_input,
+    Dialect,
+    Driver,
+    Reply,
+    decimal_text,
+    hint_ms,
+    roubles_text,
+    tariff_input,
 )
 from insurer_sim.dialects.fields import FieldError, Fields, parse_body
 from insurer_sim.insurer import Offer, Pending, Proposal, SimInsurer
@@ -61,8 +67,13 @@ def parse(body: bytes) -> Proposal:
         raise FieldError("vehicle.year", "is in the future")
     months = root.integer("usageMonths", 3, 12)
     tariff = tariff_input(
-        start_date=start, city=city, power_hp=power_hp, months=months,
-        unlimited_drivers=unlimited, drivers=drivers, owner_kbm_class=owner_kbm_class,
+        start_date=start,
+        city=city,
+        power_hp=power_hp,
+        months=months,
+        unlimited_drivers=unlimited,
+        drivers=drivers,
+        owner_kbm_class=owner_kbm_class,
     )
     return Proposal(reference=reference, tariff=tariff, taxi=purpose == "taxi")
 
@@ -83,11 +94,14 @@ def create(insurer: SimInsurer, body: bytes, idempotency_key: str | None, base_u
     except FieldError as exc:
         return Reply(400, {"error": str(exc), "field": exc.field or None})
     application, new = insurer.create(proposal, idempotency_key)
-    return Reply(201 if new else 200, {
-        "applicationId": application.application_id,
-        "status": "PROCESSING",
-        "estimatedReadyInMs": hint_ms(insurer.hint_s(application)),
-    })
+    return Reply(
+        201 if new else 200,
+        {
+            "applicationId": application.application_id,
+            "status": "PROCESSING",
+            "estimatedReadyInMs": hint_ms(insurer.hint_s(application)),
+        },
+    )
 
 
 def poll(insurer: SimInsurer, application_id: str, base_url: str) -> Reply:
@@ -95,40 +109,49 @@ def poll(insurer: SimInsurer, application_id: str, base_url: str) -> Reply:
     if seen is None:
         return NOT_FOUND
     if isinstance(seen, Pending):
-        return Reply(200, {
-            "applicationId": application_id,
-            "status": "PROCESSING",
-            "estimatedReadyInMs": hint_ms(seen.hint_s),
-        })
+        return Reply(
+            200,
+            {
+                "applicationId": application_id,
+                "status": "PROCESSING",
+                "estimatedReadyInMs": hint_ms(seen.hint_s),
+            },
+        )
     if not isinstance(seen.outcome, Offer):
-        return Reply(200, {
-            "applicationId": application_id,
-            "status": "DECLINED",
-            "declineReason": seen.outcome.reason,
-        })
+        return Reply(
+            200,
+            {
+                "applicationId": application_id,
+                "status": "DECLINED",
+                "declineReason": seen.outcome.reason,
+            },
+        )
     offer = seen.outcome
     b = offer.breakdown
-    return Reply(200, {
-        "applicationId": application_id,
-        "status": "QUOTED",
-        "offer": {
-            "offerId": offer.offer_id,
-            "premium": {"amount": roubles_text(b.premium_kopecks), "currency": "RUB"},
-            "coefficients": {
-                "TB": roubles_text(b.base_rate_kopecks),
-                "KT": decimal_text(b.kt),
-                "KBM": decimal_text(b.kbm),
-                "KVS": decimal_text(b.kvs),
-                "KO": decimal_text(b.ko),
-                "KM": decimal_text(b.km),
-                "KS": decimal_text(b.ks),
-                "KN": decimal_text(b.kn),
-                "KP": decimal_text(b.kp),
+    return Reply(
+        200,
+        {
+            "applicationId": application_id,
+            "status": "QUOTED",
+            "offer": {
+                "offerId": offer.offer_id,
+                "premium": {"amount": roubles_text(b.premium_kopecks), "currency": "RUB"},
+                "coefficients": {
+                    "TB": roubles_text(b.base_rate_kopecks),
+                    "KT": decimal_text(b.kt),
+                    "KBM": decimal_text(b.kbm),
+                    "KVS": decimal_text(b.kvs),
+                    "KO": decimal_text(b.ko),
+                    "KM": decimal_text(b.km),
+                    "KS": decimal_text(b.ks),
+                    "KN": decimal_text(b.kn),
+                    "KP": decimal_text(b.kp),
+                },
+                "validUntil": seen.valid_until.isoformat(),
+                "paymentUrl": f"{base_url}/pay/{offer.offer_id}",
             },
-            "validUntil": seen.valid_until.isoformat(),
-            "paymentUrl": f"{base_url}/pay/{offer.offer_id}",
         },
-    })
+    )
 
 
 DIALECT = Dialect(
