@@ -14,6 +14,7 @@ milliseconds in the body, whole seconds rounded up in the header).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import deque
 from collections.abc import AsyncGenerator
@@ -175,6 +176,7 @@ class OfferFlow:
             await self._clock.sleep(wait)
             sent_at = self._clock.monotonic()
             answer = await self.guard.send(self._http, call, deadline, "poll", self._read_poll)
+            received = self._clock.now()
             polls += 1
             if isinstance(answer, Failed):
                 yield answer
@@ -190,7 +192,7 @@ class OfferFlow:
                 continue
             if isinstance(outcome, Offer):
                 self.ready_times.record((not_ready_at + sent_at) / 2 - accepted_at)
-                yield outcome
+                yield dataclasses.replace(outcome, obtained_at=received)
             elif isinstance(outcome, Declined):
                 yield Failed(Reason.DECLINED, outcome.reason or MESSAGES[Reason.DECLINED], "declined")
             elif isinstance(outcome, NotFound):

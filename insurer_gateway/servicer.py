@@ -235,6 +235,8 @@ class GatewayServicer:
             purchase_url=offer.purchase_url,
         )
         quote.valid_until.FromDatetime(offer.valid_until)
+        if offer.obtained_at is not None:
+            quote.obtained_at.FromDatetime(offer.obtained_at)
         return quote
 
     def _log(self, request_id: str, update: Update) -> None:

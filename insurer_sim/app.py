@@ -8,10 +8,12 @@ A fault switched on for X (`insurer_sim.control`) applies to X's API on either p
 
     GET /_sim/health                         {"status": "ok", "insurers": [ids]}
     GET /_sim/insurers                       [{"insurer_id", "name", "dialect", "base_url"}]
-    GET /_sim/ledger?reference=&insurer_id=  {"offers": [...], "declines": [...]} as issued
+    GET /_sim/ledger?reference=&insurer_id=  {"offers": [...], "declines": [...]} as issued, each
+                                             with "ready_at" (when polls began to see it) and
+                                             "issued_at" (the first poll that saw it)
     GET /_sim/stats?reference=&insurer_id=   {"insurers": {id: {"creates", "replays", "polls"}},
                                               "applications": [{"application_id", "insurer_id",
-                                              "reference", "polls", "last_poll_at"}]}
+                                              "reference", "creates", "polls", "last_poll_at"}]}
     /_sim/insurers/{id}/fault, /_sim/faults  see `insurer_sim.control`
 
 Every answer is JSON, errors included (except what a `malformed` fault sends on purpose).
@@ -186,6 +188,7 @@ async def _stats(request: web.Request) -> web.Response:
                     "application_id": a.application_id,
                     "insurer_id": i.insurer_id,
                     "reference": a.reference,
+                    "creates": a.creates,
                     "polls": a.polls,
                     "last_poll_at": a.last_poll_at.isoformat() if a.last_poll_at else None,
                 }

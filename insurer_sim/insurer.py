@@ -60,6 +60,8 @@ class Application:
     ready_at: float  # clock.monotonic() from which polls see the outcome
     outcome: Offer | Decline
     polls: int = 0
+    # Create requests that led here: the first, and every replay of its idempotency key.
+    creates: int = 1
     last_poll_at: datetime | None = None
     issued_at: datetime | None = None  # the first poll that returned the outcome
 
@@ -123,6 +125,7 @@ class SimInsurer:
             known = self._by_key.get(idempotency_key)
             if known is not None:
                 self.replays += 1
+                self.applications[known].creates += 1
                 return self.applications[known], False
         # One generator per application, seeded by what identifies it, so outcomes do not depend
         # on the order concurrent applications arrive in.
@@ -196,6 +199,8 @@ class SimInsurer:
 
     def _issued(self, application: Application, now: datetime) -> IssuedOffer | IssuedDecline:
         outcome = application.outcome
+        # The moment it became ready, on the wall clock (the application keeps monotonic times).
+        ready_at = now - timedelta(seconds=max(0.0, self._clock.monotonic() - application.ready_at))
         if isinstance(outcome, Offer):
             return IssuedOffer(
                 self.insurer_id,
@@ -204,8 +209,11 @@ class SimInsurer:
                 application.reference,
                 outcome.breakdown.premium_kopecks,
                 now,
+                ready_at,
             )
-        return IssuedDecline(self.insurer_id, application.application_id, application.reference, outcome.reason, now)
+        return IssuedDecline(
+            self.insurer_id, application.application_id, application.reference, outcome.reason, now, ready_at
+        )
 
     def issued_offer(self, offer_id: str) -> Application | None:
         """The application whose offer `offer_id` has been issued, if any."""

@@ -19,6 +19,9 @@ class IssuedOffer:
     reference: str
     premium_kopecks: int
     issued_at: datetime
+    # When the insurer had it ready (polls from then on see it): issued_at - ready_at is how
+    # long the poller took to notice.
+    ready_at: datetime
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -28,6 +31,7 @@ class IssuedOffer:
             "reference": self.reference,
             "premium_kopecks": self.premium_kopecks,
             "issued_at": self.issued_at.isoformat(),
+            "ready_at": self.ready_at.isoformat(),
         }
 
 
@@ -38,6 +42,7 @@ class IssuedDecline:
     reference: str
     reason: str
     issued_at: datetime
+    ready_at: datetime
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -46,6 +51,7 @@ class IssuedDecline:
             "reference": self.reference,
             "reason": self.reason,
             "issued_at": self.issued_at.isoformat(),
+            "ready_at": self.ready_at.isoformat(),
         }
 
 

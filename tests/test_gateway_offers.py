@@ -136,6 +136,31 @@ async def test_first_poll_comes_at_the_insurers_hint_and_the_offer_ends_the_stre
     assert isinstance(offer, Offer) and offer.premium_kopecks == 700000
 
 
+async def test_an_offer_carries_the_moment_its_answer_arrived_not_when_the_poll_was_sent() -> None:
+    start = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+    clock = FakeClock(start=start)
+    answers = [created(1500), QUOTED]
+
+    async def slow_insurer(call: HttpCall, timeout: float) -> HttpResponse:
+        if call.method == "GET":
+            await clock.sleep(0.25)  # the poll's answer takes a quarter of a second to come
+        return answers.pop(0)
+
+    flow = OfferFlow(SETTINGS, DIALECTS["rest"], slow_insurer, clock)
+    updates: list[Update] = []
+
+    async def consume() -> None:
+        async for update in flow.run(CREATE, 60.0):
+            updates.append(update)
+
+    task = asyncio.create_task(consume())
+    await clock.advance(10.0)
+    await task
+    offer = updates[-1]
+    # Polled at 1.5 s (the hint), answered 0.25 s later.
+    assert isinstance(offer, Offer) and offer.obtained_at == start + timedelta(seconds=1.75)
+
+
 async def test_every_call_has_the_http_timeout() -> None:
     _, insurer = await run([created(100), processing(100), QUOTED])
     assert [timeout for _, _, timeout in insurer.calls] == [5.0, 5.0, 5.0]

@@ -147,6 +147,9 @@ async def test_the_offer_is_streamed_and_matches_the_insurers_ledger(insurer_id:
         assert (offer.insurer_id, offer.insurer_name, offer.currency) == (insurer_id, profile(insurer_id).name, "RUB")
         assert offer.breakdown.base_rate_kopecks > 0 and offer.breakdown.kt > 0
         assert offer.valid_until.seconds > 0 and offer.purchase_url.startswith(mesh.sim_url)
+        # The gateway stamps when it got the offer: after the insurer had it ready and issued it.
+        issued = datetime.fromisoformat(ledger[0]["issued_at"])
+        assert datetime.fromisoformat(ledger[0]["ready_at"]) <= issued <= offer.obtained_at.ToDatetime(timezone.utc)
 
 
 async def test_a_decline_ends_the_stream_with_the_insurers_reason() -> None:
@@ -168,6 +171,9 @@ async def test_asking_again_with_the_same_request_id_resumes_the_insurer_applica
             first = await collect(mesh.stubs[insurer_id], req)
             second = await collect(mesh.stubs[insurer_id], req)
             assert first[0].accepted.insurer_application_id == second[0].accepted.insurer_application_id
+            # The same offer; only the moment this call obtained it differs.
+            first[-1].offer.ClearField("obtained_at")
+            second[-1].offer.ClearField("obtained_at")
             assert first[-1].offer == second[-1].offer
             stats = await mesh.sim("/_sim/stats")
             assert stats["insurers"][insurer_id]["creates"] == 1

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -302,6 +302,7 @@ async def test_same_idempotency_key_returns_the_same_rest_application(client: Cl
 
     _, stats, _ = await client.get("/_sim/stats?reference=req-idem")
     assert [a["application_id"] for a in stats["applications"]] == [first["applicationId"]]
+    assert stats["applications"][0]["creates"] == 2  # the application cost its insurer two creates
     assert stats["insurers"]["restco"]["creates"] == 1
     assert stats["insurers"]["restco"]["replays"] == 1
 
@@ -369,7 +370,10 @@ async def test_application_the_tariff_cannot_price_is_declined_not_an_error(clie
 
 @functional
 async def test_ledger_records_each_offer_once_however_often_it_is_polled(client: Client, clock: FakeClock) -> None:
+    created_at = clock.now()
     _, created, _ = await client.post(rest_path("restco"), rest_body("req-ledger"))
+    # restco's hints are honest: the offer is ready this long after the create.
+    ready_at = created_at + timedelta(milliseconds=created["estimatedReadyInMs"])
     application_id = created["applicationId"]
     await client.get(rest_path("restco", application_id))
     _, ledger, _ = await client.get("/_sim/ledger?reference=req-ledger")
@@ -385,6 +389,9 @@ async def test_ledger_records_each_offer_once_however_often_it_is_polled(client:
     assert len(offer_ids) == 1
 
     _, ledger, _ = await client.get("/_sim/ledger?reference=req-ledger")
+    # When it became ready, to the hint's millisecond; issued by the first poll that saw it.
+    recorded_ready = datetime.fromisoformat(ledger["offers"][0].pop("ready_at"))
+    assert abs((recorded_ready - ready_at).total_seconds()) <= 0.001
     assert ledger["offers"] == [
         {
             "insurer_id": "restco",
@@ -412,6 +419,7 @@ async def test_stats_count_creates_and_polls_per_insurer_and_application(client:
         "application_id": created["calc_id"],
         "insurer_id": "calcco",
         "reference": "req-stats",
+        "creates": 1,
         "polls": 4,
         "last_poll_at": clock.now().isoformat(),
     }

@@ -72,6 +72,9 @@ class Offer:
     breakdown: Breakdown
     valid_until: datetime
     purchase_url: str
+    # When the gateway received the answer carrying the offer (set by the offer flow, not the
+    # dialect): the start of the delivery lag the mesh adds.
+    obtained_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14osago/v1/quote.proto\x12\x08osago.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x05Quote\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12\x17\n\x0fpremium_kopecks\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x31\n\tbreakdown\x18\x06 \x01(\x0b\x32\x1e.osago.v1.CoefficientBreakdown\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpurchase_url\x18\x08 \x01(\t\x12\x12\n\nfrom_cache\x18\t \x01(\x08\"\x93\x01\n\x14\x43oefficientBreakdown\x12\x19\n\x11\x62\x61se_rate_kopecks\x18\x01 \x01(\x03\x12\n\n\x02kt\x18\x02 \x01(\x01\x12\x0b\n\x03kbm\x18\x03 \x01(\x01\x12\x0b\n\x03kvs\x18\x04 \x01(\x01\x12\n\n\x02ko\x18\x05 \x01(\x01\x12\n\n\x02km\x18\x06 \x01(\x01\x12\n\n\x02ks\x18\x07 \x01(\x01\x12\n\n\x02kn\x18\x08 \x01(\x01\x12\n\n\x02kp\x18\t \x01(\x01\"6\n\nInsurerRef\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x02 \x01(\t*\xe5\x02\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x41ILURE_REASON_TIMEOUT\x10\x01\x12\x1b\n\x17\x46\x41ILURE_REASON_DEADLINE\x10\x02\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNAVAILABLE\x10\x03\x12\x1b\n\x17\x46\x41ILURE_REASON_DECLINED\x10\x04\x12\x1f\n\x1b\x46\x41ILURE_REASON_RATE_LIMITED\x10\x05\x12\x1f\n\x1b\x46\x41ILURE_REASON_CIRCUIT_OPEN\x10\x06\x12\x1f\n\x1b\x46\x41ILURE_REASON_BAD_RESPONSE\x10\x07\x12 \n\x1c\x46\x41ILURE_REASON_INSURER_ERROR\x10\x08\x12\x1b\n\x17\x46\x41ILURE_REASON_INTERNAL\x10\t\x12\x1c\n\x18\x46\x41ILURE_REASON_CANCELLED\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14osago/v1/quote.proto\x12\x08osago.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x02\n\x05Quote\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12\x17\n\x0fpremium_kopecks\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x31\n\tbreakdown\x18\x06 \x01(\x0b\x32\x1e.osago.v1.CoefficientBreakdown\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpurchase_url\x18\x08 \x01(\t\x12\x12\n\nfrom_cache\x18\t \x01(\x08\x12/\n\x0bobtained_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\x14\x43oefficientBreakdown\x12\x19\n\x11\x62\x61se_rate_kopecks\x18\x01 \x01(\x03\x12\n\n\x02kt\x18\x02 \x01(\x01\x12\x0b\n\x03kbm\x18\x03 \x01(\x01\x12\x0b\n\x03kvs\x18\x04 \x01(\x01\x12\n\n\x02ko\x18\x05 \x01(\x01\x12\n\n\x02km\x18\x06 \x01(\x01\x12\n\n\x02ks\x18\x07 \x01(\x01\x12\n\n\x02kn\x18\x08 \x01(\x01\x12\n\n\x02kp\x18\t \x01(\x01\"6\n\nInsurerRef\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x02 \x01(\t*\xe5\x02\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x41ILURE_REASON_TIMEOUT\x10\x01\x12\x1b\n\x17\x46\x41ILURE_REASON_DEADLINE\x10\x02\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNAVAILABLE\x10\x03\x12\x1b\n\x17\x46\x41ILURE_REASON_DECLINED\x10\x04\x12\x1f\n\x1b\x46\x41ILURE_REASON_RATE_LIMITED\x10\x05\x12\x1f\n\x1b\x46\x41ILURE_REASON_CIRCUIT_OPEN\x10\x06\x12\x1f\n\x1b\x46\x41ILURE_REASON_BAD_RESPONSE\x10\x07\x12 \n\x1c\x46\x41ILURE_REASON_INSURER_ERROR\x10\x08\x12\x1b\n\x17\x46\x41ILURE_REASON_INTERNAL\x10\t\x12\x1c\n\x18\x46\x41ILURE_REASON_CANCELLED\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'osago.v1.quote_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAILUREREASON']._serialized_start=529
-  _globals['_FAILUREREASON']._serialized_end=886
+  _globals['_FAILUREREASON']._serialized_start=578
+  _globals['_FAILUREREASON']._serialized_end=935
   _globals['_QUOTE']._serialized_start=68
-  _globals['_QUOTE']._serialized_end=320
-  _globals['_COEFFICIENTBREAKDOWN']._serialized_start=323
-  _globals['_COEFFICIENTBREAKDOWN']._serialized_end=470
-  _globals['_INSURERREF']._serialized_start=472
-  _globals['_INSURERREF']._serialized_end=526
+  _globals['_QUOTE']._serialized_end=369
+  _globals['_COEFFICIENTBREAKDOWN']._serialized_start=372
+  _globals['_COEFFICIENTBREAKDOWN']._serialized_end=519
+  _globals['_INSURERREF']._serialized_start=521
+  _globals['_INSURERREF']._serialized_end=575
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ FAILURE_REASON_INTERNAL: FailureReason
 FAILURE_REASON_CANCELLED: FailureReason
 
 class Quote(_message.Message):
-    __slots__ = ("insurer_id", "insurer_name", "offer_id", "premium_kopecks", "currency", "breakdown", "valid_until", "purchase_url", "from_cache")
+    __slots__ = ("insurer_id", "insurer_name", "offer_id", "premium_kopecks", "currency", "breakdown", "valid_until", "purchase_url", "from_cache", "obtained_at")
     INSURER_ID_FIELD_NUMBER: _ClassVar[int]
     INSURER_NAME_FIELD_NUMBER: _ClassVar[int]
     OFFER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class Quote(_message.Message):
     VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
     PURCHASE_URL_FIELD_NUMBER: _ClassVar[int]
     FROM_CACHE_FIELD_NUMBER: _ClassVar[int]
+    OBTAINED_AT_FIELD_NUMBER: _ClassVar[int]
     insurer_id: str
     insurer_name: str
     offer_id: str
@@ -54,7 +55,8 @@ class Quote(_message.Message):
     valid_until: _timestamp_pb2.Timestamp
     purchase_url: str
     from_cache: bool
-    def __init__(self, insurer_id: _Optional[str] = ..., insurer_name: _Optional[str] = ..., offer_id: _Optional[str] = ..., premium_kopecks: _Optional[int] = ..., currency: _Optional[str] = ..., breakdown: _Optional[_Union[CoefficientBreakdown, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., purchase_url: _Optional[str] = ..., from_cache: _Optional[bool] = ...) -> None: ...
+    obtained_at: _timestamp_pb2.Timestamp
+    def __init__(self, insurer_id: _Optional[str] = ..., insurer_name: _Optional[str] = ..., offer_id: _Optional[str] = ..., premium_kopecks: _Optional[int] = ..., currency: _Optional[str] = ..., breakdown: _Optional[_Union[CoefficientBreakdown, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., purchase_url: _Optional[str] = ..., from_cache: _Optional[bool] = ..., obtained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CoefficientBreakdown(_message.Message):
     __slots__ = ("base_rate_kopecks", "kt", "kbm", "kvs", "ko", "km", "ks", "kn", "kp")
