@@ -20,6 +20,7 @@ from typing import Any
 
 from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2, quote_pb2
 
+from aggregator.admission import Admission, LoopLag
 from aggregator.bus import BusUnavailable, EventBus
 from aggregator.cache import ResultCache
 from aggregator.live import is_final
@@ -94,14 +95,20 @@ class Aggregator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
         self._sweeper: asyncio.Task[None] | None = None
+        self.admission = Admission(
+            settings.max_sessions, settings.shed_loop_lag_s, settings.shed_retry_s, LoopLag(clock)
+        )
 
     @property
     def owner(self) -> str:
         return self.runner.owner
 
     def start(self) -> None:
-        """Starts keeping this instance's lease and taking over orphaned sessions."""
+        """Starts keeping this instance's lease and taking over orphaned sessions, and measuring
+        the event loop's lag when admission watches it."""
         self._spawn(self.runner.maintain(), "session-upkeep")
+        if self.admission.watches_lag:
+            self._spawn(self.admission.lag.run(), "loop-lag")
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -120,7 +127,8 @@ class Aggregator:
         """Validates and stores a request and starts its session; with an idempotency key the
         customer already used for the same application, returns that request (flag False) and
         starts nothing. Unless `fresh`, offers of an identical application still in the cache of
-        results are given at once (marked from the cache) and those insurers are not asked."""
+        results are given at once (marked from the cache) and those insurers are not asked.
+        Raises Busy, before storing anything, while this instance is saturated (admission)."""
         violations: list[FieldViolation] = []
         today = moscow_today(self._clock)
         if application is None:
@@ -138,6 +146,9 @@ class Aggregator:
             raise Unavailable("this instance is shutting down; please retry")
         if not self.backends_ok:
             raise Unavailable("the quote service's storage is unavailable; please retry in a moment")
+        # Before anything is stored: a refusal costs the saturated instance next to nothing. (A
+        # retried idempotency key is refused too meanwhile; retried later, it finds its request.)
+        self.admission.admit(len(self.runner.running))
         application = normalised(application, today)
         limit = min(self._settings.session_limit_s, time_limit_s or self._settings.session_limit_s)
         now = self._clock.now()

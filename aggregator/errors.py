@@ -9,8 +9,9 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from aggregator.admission import Busy
 from aggregator.core import InvalidRequest, NotFound, Unavailable
-from osago_common.grpc_errors import abort_invalid
+from osago_common.grpc_errors import abort_invalid, resource_exhausted
 from osago_common.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: Exceptio
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
     if isinstance(error, Unavailable):
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+    if isinstance(error, Busy):
+        await context.abort_with_status(resource_exhausted(str(error), error.retry_after_s))
     trace_id = current_trace_id() or uuid.uuid4().hex[:16]
     log.error("internal error, trace %s", trace_id, exc_info=(type(error), error, error.__traceback__))
     await context.abort(grpc.StatusCode.UNKNOWN, f"internal error (trace {trace_id})")

@@ -59,6 +59,13 @@ class AggregatorSettings:
     drain_grace_s: float = 65.0
     # Concurrent RPCs beyond this get RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 20_000
+    # Admission (aggregator.admission): with this many sessions running here, new ones are
+    # refused with RESOURCE_EXHAUSTED and a time to retry (0: no cap) ...
+    max_sessions: int = 0
+    # ... and likewise while the event loop runs this many seconds late, smoothed (0: not watched).
+    shed_loop_lag_s: float = 0.25
+    # The retry delay a refused caller is given.
+    shed_retry_s: float = 2.0
     # The breaker per gateway: over the last `breaker_window` calls, once `breaker_min_calls`
     # were made, a failure rate at or above `breaker_failure_rate` opens it for `breaker_open_s`.
     breaker_window: int = 10
@@ -84,6 +91,9 @@ class AggregatorSettings:
             cache_ttl_s=env_float(env, "OSAGO_CACHE_TTL_S", cls.cache_ttl_s),
             drain_grace_s=env_float(env, "OSAGO_DRAIN_GRACE_S", cls.drain_grace_s),
             max_concurrent_rpcs=env_int(env, "OSAGO_MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs),
+            max_sessions=env_int(env, "OSAGO_MAX_SESSIONS", cls.max_sessions),
+            shed_loop_lag_s=env_float(env, "OSAGO_SHED_LOOP_LAG_S", cls.shed_loop_lag_s),
+            shed_retry_s=env_float(env, "OSAGO_SHED_RETRY_S", cls.shed_retry_s),
             breaker_window=env_int(env, "OSAGO_AGGREGATOR_BREAKER_WINDOW", cls.breaker_window),
             breaker_min_calls=env_int(env, "OSAGO_AGGREGATOR_BREAKER_MIN_CALLS", cls.breaker_min_calls),
             breaker_failure_rate=env_float(env, "OSAGO_AGGREGATOR_BREAKER_FAILURE_RATE", cls.breaker_failure_rate),
@@ -96,6 +106,12 @@ class AggregatorSettings:
             raise SettingsError("OSAGO_SESSION_LIMIT_S must be between 0 and 600 seconds")
         if bool(settings.postgres_url) != bool(settings.redis_url):
             raise SettingsError("OSAGO_POSTGRES_URL and OSAGO_REDIS_URL go together: set both or neither")
+        if settings.max_sessions < 0:
+            raise SettingsError("OSAGO_MAX_SESSIONS must be 0 (no cap) or a positive number of sessions")
+        if settings.shed_loop_lag_s < 0:
+            raise SettingsError("OSAGO_SHED_LOOP_LAG_S must be 0 (not watched) or a positive number of seconds")
+        if not 0 < settings.shed_retry_s <= 3600:
+            raise SettingsError("OSAGO_SHED_RETRY_S must be between 0 and 3600 seconds")
         if not 0 < settings.takeover_scan_s < settings.lease_ttl_s:
             raise SettingsError("OSAGO_TAKEOVER_SCAN_S must be positive and shorter than OSAGO_LEASE_TTL_S")
         try:

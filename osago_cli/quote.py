@@ -356,5 +356,7 @@ async def run_quote(
         print(f"error: {error.code}: {error.message}", file=err)
         for name, description in error.field_violations:
             print(f"  {name}: {description}", file=err)
+        if error.retry_after_s is not None:
+            print(f"  try again in {math.ceil(error.retry_after_s)} s", file=err)
         return 1
     return 0 if finished else 1

@@ -9,29 +9,40 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from osago_common.grpc_errors import field_violations
+from osago_common.grpc_errors import field_violations, retry_delay_s
 
 _DETAILS_KEY = "grpc-status-details-bin"
 
 
 class QuoteError(Exception):
     """A call failed. `code` is the gRPC status code's name ("INVALID_ARGUMENT", "UNAVAILABLE",
-    ...); `field_violations` lists (field, description) pairs of a rejected application."""
+    ...); `field_violations` lists (field, description) pairs of a rejected application;
+    `retry_after_s` is when the service said to try again (RESOURCE_EXHAUSTED: it is busy)."""
 
-    def __init__(self, code: str, message: str, field_violations: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        field_violations: Sequence[tuple[str, str]] = (),
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.field_violations: list[tuple[str, str]] = list(field_violations)
+        self.retry_after_s = retry_after_s
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> QuoteError:
-    """The QuoteError for a failed call, with the field violations of a google.rpc.BadRequest."""
+    """The QuoteError for a failed call, with the field violations of a google.rpc.BadRequest
+    and the delay of a google.rpc.RetryInfo."""
     code = error.code()
     name = str(code.name) if isinstance(code, grpc.StatusCode) else "UNKNOWN"
     message = str(error.details() or "")
     status = _rich_status(error)
-    return QuoteError(name, message, field_violations(status) if status else [])
+    if status is None:
+        return QuoteError(name, message)
+    return QuoteError(name, message, field_violations(status), retry_delay_s(status))
 
 
 def _rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:

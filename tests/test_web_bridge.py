@@ -481,7 +481,7 @@ async def failing_bridge() -> AsyncIterator[str]:
         ("unknown", 502, "upstream error", 1011),
         ("internal", 502, "upstream error", 1011),
         ("permission_denied", 502, "upstream error", 1011),
-        ("resource_exhausted", 503, "upstream unavailable", 1013),
+        ("resource_exhausted", 429, "busy", 1013),
         ("slow", 504, "upstream timeout", None),
     ],
 )
@@ -495,6 +495,21 @@ async def test_upstream_failures_are_json_and_never_leak_their_text(
         if close_code is not None:
             messages, closed = await read_stream(http, ws_url(failing_bridge, code))
             assert closed == close_code and messages[0]["error"] == error
+
+
+async def test_a_busy_aggregator_is_429_with_retry_after_from_its_retry_info() -> None:
+    # One session at most; real time, so the first session is still running for the second.
+    async with (
+        start_mesh(time_scale=1.0, aggregator_overrides={"max_sessions": 1, "shed_retry_s": 2.5}) as mesh,
+        running_bridge(mesh.target) as bridge,
+        aiohttp.ClientSession() as http,
+    ):
+        first = await create(http, bridge)
+        status, body, headers = await post(http, bridge + QUOTES, json.dumps(example()))
+        assert (status, body["error"], body["retryAfterS"]) == (429, "busy", 3)
+        assert headers["Retry-After"] == "3"  # whole seconds, rounded up
+        _, snapshot = await get(http, f"{bridge}{QUOTES}/{first['requestId']}")
+        assert snapshot["status"] == "SESSION_STATUS_RUNNING"  # the running one is untouched
 
 
 async def test_an_unreachable_aggregator_is_503_and_not_ready() -> None:

@@ -6,7 +6,8 @@ JSON 500 "internal error" with a trace id in the log, never internal text.
 |---|---|---|
 | INVALID_ARGUMENT | 400 `invalid request` + `fieldViolations` | 4400 |
 | NOT_FOUND | 404 `not found` | 4404 |
-| UNAVAILABLE, RESOURCE_EXHAUSTED, CANCELLED | 503 `upstream unavailable` | 1013 (try again) |
+| RESOURCE_EXHAUSTED (the aggregator is busy) | 429 `busy` + `Retry-After` (from its RetryInfo) | 1013 (try again) |
+| UNAVAILABLE, CANCELLED | 503 `upstream unavailable` | 1013 (try again) |
 | DEADLINE_EXCEEDED | 504 `upstream timeout` | 4504 |
 | anything else | 502 `upstream error` (trace id) | 1011 |
 """
@@ -14,6 +15,7 @@ JSON 500 "internal error" with a trace id in the log, never internal text.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -69,6 +71,7 @@ class Upstream:
     status: int
     close_code: int
     payload: Body
+    headers: dict[str, str] | None = None
 
 
 def from_grpc(error: grpc.aio.AioRpcError) -> Upstream:
@@ -81,7 +84,14 @@ def from_grpc(error: grpc.aio.AioRpcError) -> Upstream:
         return Upstream(400, CLOSE_BAD_REQUEST, invalid(violations))
     if failure.code == "NOT_FOUND":
         return Upstream(404, CLOSE_NOT_FOUND, body("not found", "no such quote request"))
-    if failure.code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"):
+    if failure.code == "RESOURCE_EXHAUSTED":
+        # Busy: new sessions are refused for now. Retry-After in whole seconds, rounded up.
+        text = "the quote service is busy; try again shortly"
+        if failure.retry_after_s is None:
+            return Upstream(429, CLOSE_TRY_AGAIN, body("busy", text))
+        seconds = max(1, math.ceil(failure.retry_after_s))
+        return Upstream(429, CLOSE_TRY_AGAIN, body("busy", text, retryAfterS=seconds), {"Retry-After": str(seconds)})
+    if failure.code in ("UNAVAILABLE", "CANCELLED"):
         text = "the quote service is unavailable; try again shortly"
         return Upstream(503, CLOSE_TRY_AGAIN, body("upstream unavailable", text))
     if failure.code == "DEADLINE_EXCEEDED":

@@ -118,7 +118,7 @@ async def create_quote(request: web.Request) -> web.Response:
         response = await request.app[AGGREGATOR].stub.CreateQuoteRequest(call, timeout=settings.request_timeout_s)
     except grpc.aio.AioRpcError as error:
         failed = problems.from_grpc(error)
-        return respond(failed.status, failed.payload)
+        return respond(failed.status, failed.payload, failed.headers)
     quote_request = response.quote_request
     location = request.app.router["quote"].url_for(request_id=quote_request.request_id)
     return respond(201, to_json(quote_request), {"Location": str(location)})
@@ -131,5 +131,5 @@ async def get_quote(request: web.Request) -> web.Response:
         response = await request.app[AGGREGATOR].stub.GetQuoteRequest(call, timeout=timeout)
     except grpc.aio.AioRpcError as error:
         failed = problems.from_grpc(error)
-        return respond(failed.status, failed.payload)
+        return respond(failed.status, failed.payload, failed.headers)
     return respond(200, to_json(response.quote_request))

@@ -1,0 +1,210 @@
+"""Admission: a saturated aggregator refuses new sessions with a time to retry, and the sessions
+it runs still end by their deadline. On a fake clock with scripted gateways, then over real gRPC."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+from osago.v1 import aggregator_service_pb2 as pb
+from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb2_grpc, quote_pb2
+
+from aggregator.admission import Admission, Busy, LoopLag
+from aggregator.bus import MemoryEventBus
+from aggregator.cache import MemoryResultCache
+from aggregator.core import Aggregator
+from aggregator.service import AggregatorService
+from aggregator.settings import AggregatorSettings, GatewayEndpoint
+from aggregator.store import MemoryRequestStore
+from osago_client.errors import from_rpc_error
+from osago_common.clock import FakeClock
+from osago_common.env import SettingsError
+from osago_common.grpc_errors import retry_delay_s
+from tests.conftest import load_example
+from tests.test_aggregator_core import HeldGateway
+from tests.test_session import Script, ScriptedGateways, accepted, offer
+
+Status = events_pb2.SessionStatus
+Reason = quote_pb2.FailureReason
+
+LIMIT_S = 10.0
+NEVER: Script = [(0.0, accepted())]  # accepts, then never answers within any session
+
+
+class LateClock(FakeClock):
+    """A fake clock on a saturated event loop: every timer fires `late_s` after it was due."""
+
+    def __init__(self, late_s: float) -> None:
+        super().__init__()
+        self.late_s = late_s
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds + self.late_s)
+
+
+@contextlib.asynccontextmanager
+async def aggregator(clock: FakeClock, script: Script, **settings: Any) -> AsyncIterator[Aggregator]:
+    """An aggregator asking one scripted insurer "a"; request ids r1, r2, ..."""
+    ids = (f"r{n}" for n in itertools.count(1))
+    core = Aggregator(
+        AggregatorSettings(gateways=(GatewayEndpoint("a", "A", "unused:1"),), session_limit_s=LIMIT_S, **settings),
+        ScriptedGateways(clock, {"a": script}),
+        MemoryRequestStore(),
+        MemoryEventBus(clock),
+        MemoryResultCache(clock),
+        clock,
+        new_id=lambda: next(ids),
+    )
+    core.start()
+    try:
+        yield core
+    finally:
+        await core.close()
+
+
+async def start(core: Aggregator) -> str:
+    record, _ = await core.create(load_example(), "", None, fresh=True)
+    return record.request_id
+
+
+# --- the decision ---------------------------------------------------------------------------------
+
+
+def test_a_cap_refuses_the_session_beyond_it_with_the_configured_retry_delay() -> None:
+    admission = Admission(max_sessions=3, shed_loop_lag_s=0.0, retry_after_s=4.0, lag=LoopLag(FakeClock()))
+    admission.admit(2)
+    with pytest.raises(Busy) as refused:
+        admission.admit(3)
+    assert refused.value.retry_after_s == 4.0
+    assert admission.shed_total == 1
+
+
+def test_without_a_cap_and_without_watching_the_lag_everything_is_admitted() -> None:
+    lag = LoopLag(FakeClock())
+    lag.observe(30.0)
+    admission = Admission(max_sessions=0, shed_loop_lag_s=0.0, retry_after_s=1.0, lag=lag)
+    admission.admit(1_000_000)
+    assert admission.shed_total == 0
+
+
+def test_the_smoothed_lag_follows_a_lasting_lag_more_than_a_lone_pause() -> None:
+    lone, lasting = LoopLag(FakeClock(), weight=0.2), LoopLag(FakeClock(), weight=0.2)
+    lone.observe(1.0)
+    for _ in range(4):
+        lone.observe(0.0)
+    for _ in range(5):
+        lasting.observe(0.3)
+    # 1.0 × 0.2 × 0.8⁴ = 0.08192; 0.3 × (1 − 0.8⁵) = 0.201696.
+    assert lone.smoothed == pytest.approx(0.08192)
+    assert lasting.smoothed == pytest.approx(0.201696)
+    threshold = Admission(max_sessions=0, shed_loop_lag_s=0.15, retry_after_s=1.0, lag=lone)
+    threshold.admit(0)
+    with pytest.raises(Busy):
+        Admission(max_sessions=0, shed_loop_lag_s=0.15, retry_after_s=1.0, lag=lasting).admit(0)
+
+
+def test_settings_read_and_check_the_admission_variables() -> None:
+    env = {"OSAGO_GATEWAYS": "alfa=127.0.0.1:1"}
+    default = AggregatorSettings.from_env(env)
+    assert (default.max_sessions, default.shed_loop_lag_s, default.shed_retry_s) == (0, 0.25, 2.0)
+    tuned = AggregatorSettings.from_env(
+        {**env, "OSAGO_MAX_SESSIONS": "600", "OSAGO_SHED_LOOP_LAG_S": "0", "OSAGO_SHED_RETRY_S": "5"}
+    )
+    assert (tuned.max_sessions, tuned.shed_loop_lag_s, tuned.shed_retry_s) == (600, 0.0, 5.0)
+    for name, value in (("OSAGO_MAX_SESSIONS", "-1"), ("OSAGO_SHED_LOOP_LAG_S", "-0.1"), ("OSAGO_SHED_RETRY_S", "0")):
+        with pytest.raises(SettingsError, match=name):
+            AggregatorSettings.from_env({**env, name: value})
+
+
+# --- the aggregator held saturated, on a fake clock ---------------------------------------------
+
+
+async def test_at_capacity_new_sessions_are_refused_and_the_running_one_still_ends_by_its_deadline(
+    clock: FakeClock,
+) -> None:
+    async with aggregator(clock, NEVER, max_sessions=1, shed_retry_s=3.0, shed_loop_lag_s=0.0) as core:
+        running = await start(core)
+        for _ in range(3):
+            with pytest.raises(Busy) as refused:
+                await start(core)
+            assert refused.value.retry_after_s == 3.0
+        await clock.advance(LIMIT_S)
+        events = [e async for e in core.events(running, 0)]
+        finished = events[-1]
+        assert finished.session_finished.status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+        started_at = events[0].time.ToDatetime()
+        assert finished.time.ToDatetime() - started_at == timedelta(seconds=LIMIT_S)  # not a moment later
+        assert core.admission.shed_total == 3
+        # The refused ones stored nothing: only the running one exists.
+        assert (await core.snapshot(running)).request_id == running
+        # Room again: the next session is admitted.
+        assert await start(core) == "r2"
+
+
+async def test_a_lagging_event_loop_sheds_new_sessions_and_admits_again_once_it_keeps_up() -> None:
+    clock = LateClock(late_s=0.3)  # every timer 300 ms late: a saturated instance
+    async with aggregator(clock, [(1.0, offer(700_000))], shed_loop_lag_s=0.2) as core:
+        await clock.advance(3.0)  # the lag monitor has sampled a lasting 300 ms lag
+        assert core.admission.lag.smoothed > 0.2
+        with pytest.raises(Busy):
+            await start(core)
+        clock.late_s = 0.0  # the load went away
+        await clock.advance(3.0)
+        assert core.admission.lag.smoothed < 0.2
+        assert await start(core) == "r1"
+
+
+# --- over real gRPC: RESOURCE_EXHAUSTED with RetryInfo --------------------------------------------
+
+
+@pytest.mark.functional
+async def test_over_grpc_a_refused_session_is_resource_exhausted_with_retry_info(clock: FakeClock) -> None:
+    gateway = HeldGateway()
+    server = grpc.aio.server()
+    gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(gateway, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    settings = AggregatorSettings(
+        bind="127.0.0.1:0",
+        gateways=(GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),),
+        session_limit_s=LIMIT_S,
+        max_sessions=1,
+        shed_retry_s=2.5,
+    )
+    service = AggregatorService(settings, clock)
+    try:
+        aggregator_port = await service.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{aggregator_port}") as channel:
+            stub = aggregator_service_pb2_grpc.AggregatorServiceStub(channel)
+            first = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30)
+            stream = first.__aiter__()
+            assert (await anext(stream)).event.HasField("session_started")
+
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.CreateQuoteRequest(pb.CreateQuoteRequestRequest(application=load_example()), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            status = rpc_status.from_call(refused.value)
+            assert status is not None and retry_delay_s(status) == 2.5
+            assert from_rpc_error(refused.value).retry_after_s == 2.5  # what the client library reads
+
+            second = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                await anext(second.__aiter__())
+            assert streamed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+            await clock.advance(LIMIT_S)  # the running session reaches its deadline
+            rest = [response.event async for response in stream]
+            assert rest[-1].session_finished.status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+            assert [e.insurer_failed.reason for e in rest if e.HasField("insurer_failed")] == [
+                Reason.FAILURE_REASON_DEADLINE
+            ]
+    finally:
+        gateway.answer.set()
+        await service.stop()
+        await server.stop(0)
