@@ -50,6 +50,7 @@ __all__ = [
     "Reason",
     "Update",
     "failed",
+    "poll_wait",
 ]
 
 
@@ -200,18 +201,22 @@ class OfferFlow:
             return
 
     def _wait(self, hint: float | None, retry_after: float | None, hintless: int) -> tuple[float, float | None]:
-        """The pause before the next poll, and the insurer's Retry-After when it sets the pause.
+        return poll_wait(self._settings, self.ready_times.median(), hint, retry_after, hintless)
 
-        The body's own hint (clamped) wins; else Retry-After, honoured as is; else a growing
-        pause from the insurer's median time-to-offer (or the default interval), clamped.
-        """
-        s = self._settings
-        if hint is not None and hint != retry_after:
-            return min(max(hint, s.min_poll_interval_s), s.max_poll_interval_s), None
-        if retry_after is not None:
-            return max(retry_after, s.min_poll_interval_s), retry_after
-        base = self.ready_times.median()
-        if base is None:
-            base = s.default_poll_interval_s
-        growth = s.poll_backoff ** min(hintless, 64)  # bounded: a float power can overflow
-        return min(max(base * growth, s.min_poll_interval_s), s.max_poll_interval_s), None
+
+def poll_wait(
+    s: GatewaySettings, median: float | None, hint: float | None, retry_after: float | None, hintless: int
+) -> tuple[float, float | None]:
+    """The pause before the next poll, and the insurer's Retry-After when it sets the pause.
+
+    The body's own hint (clamped) wins; else Retry-After, honoured as is; else a growing pause
+    from the insurer's median time-to-offer (or the default interval), clamped. (A function of
+    its own so that the load benchmark's bare baseline polls by the very same policy.)
+    """
+    if hint is not None and hint != retry_after:
+        return min(max(hint, s.min_poll_interval_s), s.max_poll_interval_s), None
+    if retry_after is not None:
+        return max(retry_after, s.min_poll_interval_s), retry_after
+    base = median if median is not None else s.default_poll_interval_s
+    growth = s.poll_backoff ** min(hintless, 64)  # bounded: a float power can overflow
+    return min(max(base * growth, s.min_poll_interval_s), s.max_poll_interval_s), None

@@ -1,7 +1,9 @@
-"""`osago bench faults`: the fault matrix over the whole mesh, printed as a table or JSON."""
+"""`osago bench faults` (the fault matrix over the whole mesh) and `osago bench load` (concurrent
+customers and what they cost), printed as a table or JSON."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -11,6 +13,9 @@ from google.protobuf import json_format
 from osago.v1 import application_pb2
 
 from osago_bench.faults import SCENARIOS, MatrixConfig, ModeReport, run_matrix
+from osago_bench.load import BenchError, LoadConfig, run_load
+from osago_bench.load_report import passed
+from osago_bench.load_report import table as load_table
 
 DEFAULT_APPLICATION = Path(__file__).resolve().parent.parent / "examples" / "moscow-young-driver.json"
 
@@ -53,3 +58,52 @@ async def run_faults(
     else:
         print(table(reports), file=out)
     return 0 if all(r.ok for r in reports) else 1
+
+
+def load_config(args: argparse.Namespace) -> LoadConfig:
+    pids = {}
+    for item in args.pid:
+        name, sep, pid = item.rpartition("=")
+        if not sep or not name or not pid.isdigit():
+            raise BenchError(f"--pid takes NAME=PID, not {item!r}")
+        pids[name] = int(pid)
+    return LoadConfig(
+        customers=args.sessions,
+        hold_s=args.duration,
+        ramp_s=args.ramp,
+        insurers=args.insurers,
+        time_scale=args.time_scale,
+        session_limit_s=args.session_limit,
+        backend=args.backend,
+        aggregators=args.aggregators,
+        gateway_replicas=args.gateway_replicas,
+        postgres_url=args.postgres_url,
+        redis_url=args.redis_url,
+        seed=args.seed,
+        target=args.target,
+        sim_url=args.sim,
+        pids=pids,
+        load_processes=args.load_processes,
+        channels=args.channels,
+        baselines=not args.no_baselines,
+        profile_dir=Path(args.profile) if args.profile else None,
+        mesh_log=Path(args.mesh_log) if args.mesh_log else None,
+    )
+
+
+async def run_load_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """`osago bench load`: 0 when every target is met, 1 when one is missed, 2 when it cannot run."""
+    application = Path(args.file) if args.file else DEFAULT_APPLICATION
+    if not application.is_file():
+        print(f"osago bench load: no application file at {application}; pass --file", file=sys.stderr)
+        return 2
+    try:
+        report = await run_load(load_config(args), load_application(application))
+    except BenchError as error:
+        print(f"osago bench load: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=1), file=out)
+    else:
+        print(load_table(report), file=out)
+    return 0 if passed(report) else 1

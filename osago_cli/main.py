@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from osago_common.env import SettingsError
 from osago_common.logs import configure_logging
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--in-process", action="store_true", help="run every service in one event loop")
     faults.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
 
+    _add_bench_load(benches)
+
     health = commands.add_parser("health", help="check a gRPC service's grpc.health.v1 status (exit 0 when SERVING)")
     health.add_argument("--target", required=True, help="host:port, or any gRPC target such as dns:///name:port")
     health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
@@ -100,6 +103,40 @@ def _parser() -> argparse.ArgumentParser:
     quote.add_argument("--json", action="store_true", help="print one JSON object per event")
     quote.add_argument("--time-limit", type=float, default=None, help="ask for a shorter session (seconds)")
     return parser
+
+
+def _add_bench_load(benches: Any) -> None:
+    """`osago bench load`: concurrent customers on the whole mesh, and what it cost."""
+    load = benches.add_parser(
+        "load",
+        help="N concurrent customers over the whole mesh: sessions, offers against the ledger, lag, CPU, baselines",
+    )
+    load.add_argument("--sessions", type=int, default=200, help="concurrent customers (default %(default)s)")
+    load.add_argument("--duration", type=float, default=120.0, help="seconds held after the ramp (default %(default)s)")
+    load.add_argument(
+        "--ramp", type=float, default=30.0, help="seconds over which customers start (default %(default)s)"
+    )
+    load.add_argument("--insurers", type=int, default=10, help="simulated insurers (default %(default)s)")
+    load.add_argument("--time-scale", type=float, default=1.0, help="multiplies every simulated delay")
+    load.add_argument("--session-limit", type=float, default=60.0, help="each customer's deadline, seconds")
+    load.add_argument("--backend", choices=("embedded", "shared"), default="embedded", help="shared: Postgres + Redis")
+    load.add_argument("--aggregators", type=int, default=1, help="aggregator instances")
+    load.add_argument("--gateway-replicas", type=int, default=1, help="gateway replicas per insurer")
+    load.add_argument("--postgres-url", default=os.environ.get("OSAGO_POSTGRES_URL"), help="shared backend's Postgres")
+    load.add_argument("--redis-url", default=os.environ.get("OSAGO_REDIS_URL"), help="shared backend's Redis")
+    load.add_argument("--target", help="a running mesh's aggregator(s), host:port[,host:port] (with --sim)")
+    load.add_argument("--sim", help="a running mesh's simulator URL (with --target)")
+    load.add_argument(
+        "--pid", action="append", default=[], metavar="NAME=PID", help="a running mesh's process to measure"
+    )
+    load.add_argument("--load-processes", type=int, default=0, help="load generator processes (default: 1 per 1000)")
+    load.add_argument("--channels", type=int, default=0, help="gRPC channels per process and target (default: auto)")
+    load.add_argument("--no-baselines", action="store_true", help="skip the bare gRPC and bare fan-out baselines")
+    load.add_argument("--seed", type=int, default=None, help="simulator random seed")
+    load.add_argument("--profile", metavar="DIR", help="py-spy the aggregator, the simulator and a gateway into DIR")
+    load.add_argument("--mesh-log", metavar="FILE", help="where the services' logs go (default: nowhere)")
+    load.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    load.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
 
 
 def _add_sim_control(sim: argparse.ArgumentParser) -> None:
@@ -197,6 +234,10 @@ def _run(args: argparse.Namespace) -> int:
                 sim_env[name] = str(value)
         asyncio.run(serve_sim(SimConfig.from_env(sim_env)))
         return 0
+    if args.command == "bench" and args.bench == "load":
+        from osago_bench.cli import run_load_command
+
+        return asyncio.run(run_load_command(args))
     if args.command == "bench":
         from pathlib import Path
 

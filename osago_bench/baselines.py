@@ -1,0 +1,238 @@
+"""The two baselines the load benchmark measures in the same run, so that what our own code costs
+shows as a ratio rather than an absolute that depends on the machine:
+
+- a bare grpc.aio server streaming equally sized messages over as many concurrent streams as
+  the run had customers (`grpc-server`, read by `grpc-client`): the least CPU a Python process
+  can spend sending one event to a client;
+- a bare asyncio fan-out (`fanout`): per session, every insurer's create and then its polls by
+  the gateways' very policy (insurer_gateway.offers.poll_wait), over the gateways' aiohttp
+  transport and dialects, against the same simulator, with no gRPC, no storage, no breaker,
+  quota, retries, tracing or logging: the least CPU getting the offers can cost.
+
+Each runs as a worker (osago_bench.workers): `python -m osago_bench.baselines MODE ... --result P`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import struct
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+from osago.v1 import application_pb2
+
+from aggregator.core import normalised
+from insurer_gateway.dialects import DIALECTS, Dialect, NotReady, Offer, Rejected
+from insurer_gateway.exchange import HttpResponse, TransportError, retry_after_s
+from insurer_gateway.offers import ReadyTimes, poll_wait
+from insurer_gateway.settings import GatewaySettings
+from insurer_gateway.transport import AiohttpTransport
+from osago_bench.workers import announce_ready, report_result, until_released
+from osago_common.clock import SYSTEM_CLOCK
+from osago_common.dates import moscow_today
+
+STREAM_METHOD = "/osago.bench.v1.BaselineService/Stream"
+_REQUEST = struct.Struct("!II")  # messages to send, bytes each
+
+
+# --- (a) bare gRPC streaming ----------------------------------------------------------------------
+
+
+async def _stream(request: bytes, context: Any) -> Any:
+    count, size = _REQUEST.unpack(request)
+    payload = b"\x2a" * size
+    for _ in range(count):
+        yield payload
+
+
+async def grpc_server(result: Path) -> None:
+    """Serves STREAM_METHOD (raw bytes both ways) until stdin closes."""
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        "osago.bench.v1.BaselineService", {"Stream": grpc.unary_stream_rpc_method_handler(_stream)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        print(f"ready 127.0.0.1:{port}", flush=True)
+        await until_released()
+    finally:
+        await server.stop(0)
+
+
+async def grpc_client(target: str, streams: int, per_stream: int, size: int, channels: int, result: Path) -> None:
+    """Reads `streams` concurrent streams of `per_stream` messages of `size` bytes."""
+    pool = [
+        grpc.aio.insecure_channel(target, options=(("grpc.use_local_subchannel_pool", 1),))
+        for _ in range(max(1, channels))
+    ]
+    await asyncio.gather(*(asyncio.wait_for(c.channel_ready(), 30) for c in pool))
+    calls = [c.unary_stream(STREAM_METHOD) for c in pool]
+    request = _REQUEST.pack(per_stream, size)
+
+    async def read(n: int) -> int:
+        received = 0
+        async for _ in calls[n % len(calls)](request):
+            received += 1
+        return received
+
+    await announce_ready()
+    began = time.monotonic()
+    counts = await asyncio.gather(*(read(n) for n in range(streams)))
+    elapsed = time.monotonic() - began
+    await asyncio.gather(*(c.close() for c in pool))
+    await report_result(result, {"messages": sum(counts), "streams": streams, "size": size, "seconds": elapsed})
+
+
+# --- (b) bare fan-out -----------------------------------------------------------------------------
+
+
+class _Insurer:
+    def __init__(self, insurer_id: str, dialect: str, base_url: str) -> None:
+        self.settings = GatewaySettings(
+            insurer_id=insurer_id, insurer_name=insurer_id, dialect=dialect, base_url=base_url
+        )
+        self.dialect: Dialect = DIALECTS[dialect]
+        self.ready_times = ReadyTimes(self.settings.ready_window)
+        connector = aiohttp.TCPConnector(limit=self.settings.http_max_connections)
+        self.http = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        self.transport = AiohttpTransport(self.http, base_url)
+
+
+class FanOut:
+    """Sessions of create-then-poll to every insurer at once, nothing else."""
+
+    def __init__(self, insurers: list[_Insurer], application: application_pb2.Application, limit_s: float) -> None:
+        self.insurers = insurers
+        self.application = normalised(application, moscow_today(SYSTEM_CLOCK))
+        self.limit_s = limit_s
+        self.requests = 0
+        self.outcomes: dict[str, int] = {}
+
+    async def _call(self, insurer: _Insurer, call: Any, deadline: float) -> HttpResponse | None:
+        timeout = min(insurer.settings.http_timeout_s, deadline - time.monotonic())
+        if timeout <= 0:
+            return None
+        self.requests += 1
+        try:
+            return await insurer.transport(call, timeout)
+        except TransportError:
+            return None
+
+    async def _ask(self, insurer: _Insurer, request_id: str, deadline: float) -> str:
+        s, dialect = insurer.settings, insurer.dialect
+        start = self.application.policy_start_date
+        create = dialect.create_request(
+            request_id, f"{request_id}:{s.insurer_id}", self.application, date.fromisoformat(start)
+        )
+        response = await self._call(insurer, create, deadline)
+        if response is None or response.status >= 400:
+            return "failed"
+        created = dialect.parse_create(response)
+        if isinstance(created, Rejected):
+            return "declined"
+        retry_after = retry_after_s(response.headers, SYSTEM_CLOCK.now())
+        hint, hintless, final_used = created.poll_hint_s, 0, False
+        poll = dialect.poll_request(created.application_id)
+        accepted_at = not_ready_at = time.monotonic()
+        while True:
+            wait, floor = poll_wait(s, insurer.ready_times.median(), hint, retry_after, hintless)
+            remaining = deadline - time.monotonic()
+            if wait >= remaining:  # the gateways' last poll just before the deadline
+                last = max(0.0, remaining - s.final_poll_lead_s)
+                if final_used or remaining <= 0 or (floor is not None and floor > last):
+                    return "deadline"
+                final_used, wait = True, last
+            await asyncio.sleep(wait)
+            sent_at = time.monotonic()
+            response = await self._call(insurer, poll, deadline)
+            if response is None or response.status >= 400:
+                return "failed"
+            outcome = dialect.parse_poll(response)
+            retry_after = retry_after_s(response.headers, SYSTEM_CLOCK.now())
+            if isinstance(outcome, NotReady):
+                hint = outcome.poll_hint_s
+                hintless = 0 if hint is not None or retry_after is not None else hintless + 1
+                not_ready_at = time.monotonic()
+                continue
+            if isinstance(outcome, Offer):
+                insurer.ready_times.record((not_ready_at + sent_at) / 2 - accepted_at)
+                return "offer"
+            return type(outcome).__name__.lower()
+
+    async def session(self, request_id: str) -> None:
+        deadline = time.monotonic() + self.limit_s
+        outcomes = await asyncio.gather(
+            *(self._ask(i, request_id, deadline) for i in self.insurers), return_exceptions=True
+        )
+        for outcome in outcomes:
+            key = outcome if isinstance(outcome, str) else "error"
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+async def fanout(
+    sim: str,
+    insurers: int,
+    sessions: int,
+    concurrency: int,
+    spread_s: float,
+    limit_s: float,
+    application: str,
+    result: Path,
+) -> None:
+    """`sessions` sessions, at most `concurrency` at once, their starts spread over `spread_s`."""
+    async with aiohttp.ClientSession() as control, control.get(f"{sim}/_sim/insurers") as response:
+        listed = (await response.json())[:insurers]
+    pool = [_Insurer(i["insurer_id"], i["dialect"], i["base_url"]) for i in listed]
+    bare = FanOut(pool, application_pb2.Application.FromString(bytes.fromhex(application)), limit_s)
+    gate = asyncio.Semaphore(concurrency)
+    run_id = f"bare-{int(time.time() * 1000):x}"
+    try:
+        await announce_ready()
+        began = time.monotonic()
+
+        async def one(n: int) -> None:
+            await asyncio.sleep(spread_s * n / max(1, sessions))
+            async with gate:
+                await bare.session(f"{run_id}-{n}")
+
+        await asyncio.gather(*(one(n) for n in range(sessions)))
+        elapsed = time.monotonic() - began
+    finally:
+        await asyncio.gather(*(i.http.close() for i in pool))
+    await report_result(
+        result,
+        {
+            "sessions": sessions,
+            "requests": bare.requests,
+            "outcomes": bare.outcomes,
+            "seconds": elapsed,
+            "run_id": run_id,
+        },
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mode", choices=("grpc-server", "grpc-client", "fanout"))
+    parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--params", default="{}", help="JSON of the mode's parameters")
+    arguments = parser.parse_args()
+    params = json.loads(arguments.params)
+    if arguments.mode == "grpc-server":
+        asyncio.run(grpc_server(arguments.result))
+    elif arguments.mode == "grpc-client":
+        asyncio.run(grpc_client(result=arguments.result, **params))
+    else:
+        asyncio.run(fanout(result=arguments.result, **params))
+
+
+if __name__ == "__main__":
+    main()

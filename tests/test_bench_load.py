@@ -1,0 +1,347 @@
+"""The load benchmark: its accounting (pure functions over the offers customers saw and the
+simulator's ledger), its report and targets on hand-made runs, and one tiny run over the whole
+mesh proving that it works and that its report adds up. Never a timed test: nothing here
+asserts how fast anything was."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from osago_bench.accounting import (
+    Issued,
+    Seen,
+    account_offers,
+    added_lags,
+    detection_delays,
+    percentile,
+    requests_per_application,
+)
+from osago_bench.cli import load_config
+from osago_bench.load import BenchError, LoadConfig, mesh_options, run_load
+from osago_bench.load_report import Measured, ProcessCost, build_report, passed, table
+from osago_bench.procstat import cpu_seconds, peak_rss_kib
+from osago_bench.profiles import frame_name, summarise
+from osago_cli.main import _parser
+from tests.conftest import load_example
+
+T0 = 1_780_000_000.0  # some wall-clock second
+
+
+def issued(reference: str, insurer: str, offer: str, ready: float = T0, at: float = T0 + 0.5) -> Issued:
+    return Issued(reference, insurer, offer, ready, at)
+
+
+def seen(request: str, insurer: str, offer: str, arrived: float = T0 + 1.0, obtained: float | None = T0 + 0.9) -> Seen:
+    return Seen(request, insurer, offer, arrived, obtained)
+
+
+LEDGER = [
+    issued("r1", "alfa", "A1"),
+    issued("r1", "ingos", "I1"),
+    issued("r2", "alfa", "A2"),
+    issued("r2", "ingos", "I2"),
+    issued("other", "alfa", "X9"),  # another session's: never expected of r1, r2
+]
+
+
+# --- accounting -----------------------------------------------------------------------------------
+
+
+def test_every_offer_delivered_once_is_neither_lost_duplicated_nor_invented() -> None:
+    account = account_offers([seen("r1", "alfa", "A1"), seen("r1", "ingos", "I1")], LEDGER, {"r1"})
+    assert (account.expected, account.delivered, account.lost, account.duplicated, account.invented) == (2, 2, 0, 0, 0)
+
+
+def test_an_offer_dropped_on_the_way_is_reported_lost() -> None:
+    delivered = [seen("r1", "alfa", "A1"), seen("r1", "ingos", "I1"), seen("r2", "alfa", "A2")]  # I2 dropped
+    account = account_offers(delivered, LEDGER, {"r1", "r2"})
+    assert (account.expected, account.delivered, account.lost) == (4, 3, 1)
+    assert account.lost_examples == [("r2", "ingos", "I2")]
+    assert (account.duplicated, account.invented) == (0, 0)
+
+
+def test_an_offer_sent_twice_is_reported_duplicated_and_thrice_twice() -> None:
+    twice = [seen("r1", "alfa", "A1"), seen("r1", "alfa", "A1", arrived=T0 + 2), seen("r1", "ingos", "I1")]
+    assert account_offers(twice, LEDGER, {"r1"}).duplicated == 1
+    thrice = [*twice, seen("r1", "alfa", "A1", arrived=T0 + 3)]
+    account = account_offers(thrice, LEDGER, {"r1"})
+    assert (account.duplicated, account.lost, account.delivered) == (2, 0, 2)
+
+
+def test_an_offer_not_in_the_ledger_is_reported_invented() -> None:
+    made_up = [seen("r1", "alfa", "A1"), seen("r1", "ingos", "I1"), seen("r1", "alfa", "FAKE")]
+    account = account_offers(made_up, LEDGER, {"r1"})
+    assert (account.invented, account.invented_examples) == (1, [("r1", "alfa", "FAKE")])
+    # Another session's offer delivered to this one is invented too: it was not issued for r1.
+    crossed = account_offers([seen("r1", "alfa", "X9")], LEDGER, {"r1"})
+    assert (crossed.invented, crossed.lost) == (1, 2)
+
+
+def test_lag_and_detection_delay_count_each_offer_at_its_first_arrival() -> None:
+    delivered = [
+        seen("r1", "alfa", "A1", arrived=T0 + 1.030, obtained=T0 + 1.000),
+        seen("r1", "alfa", "A1", arrived=T0 + 5.000, obtained=T0 + 1.000),  # a duplicate, later
+        seen("r1", "ingos", "I1", arrived=T0 + 2.100, obtained=T0 + 2.000),
+        seen("r1", "ingos", "OLD", arrived=T0 + 3.0, obtained=None),  # a quote without obtained_at
+    ]
+    assert sorted(round(x, 3) for x in added_lags(delivered)) == [0.03, 0.1]
+    ledger = [issued("r1", "alfa", "A1", ready=T0 + 0.4), issued("r1", "ingos", "I1", ready=T0 + 1.0)]
+    delays = detection_delays(delivered, ledger)
+    assert {k: [round(v, 3) for v in vs] for k, vs in delays.items()} == {"alfa": [0.6], "ingos": [1.0]}
+
+
+def test_requests_per_application_add_creates_and_polls_of_the_sessions_asked_about() -> None:
+    applications = [
+        {"reference": "r1", "insurer_id": "alfa", "creates": 1, "polls": 2},
+        {"reference": "r2", "insurer_id": "alfa", "creates": 2, "polls": 3},  # a replayed create
+        {"reference": "r1", "insurer_id": "ingos", "creates": 1, "polls": 0},
+        {"reference": "bare-1", "insurer_id": "alfa", "creates": 1, "polls": 9},  # not ours
+    ]
+    assert requests_per_application(applications, {"r1", "r2"}) == {"alfa": (2, 8), "ingos": (1, 1)}
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 99), percentile(values, 100)) == (
+        50.0,
+        95.0,
+        99.0,
+        100.0,
+    )
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+
+
+# --- /proc and profiles ---------------------------------------------------------------------------
+
+
+def test_cpu_seconds_add_user_and_system_time_even_with_spaces_in_the_command(tmp_path: Path) -> None:
+    ticks = __import__("os").sysconf("SC_CLK_TCK")
+    (tmp_path / "42").mkdir()
+    fields = ["S", "1", "42", "42", "0", "-1", "4194560", "10", "0", "0", "0", str(3 * ticks), str(ticks)]
+    (tmp_path / "42" / "stat").write_text(f"42 (osago (gate way)) {' '.join(fields)} 0 0 20 0 9\n")
+    (tmp_path / "42" / "status").write_text("Name:\tpython\nVmPeak:\t 9000 kB\nVmHWM:\t   81234 kB\n")
+    assert cpu_seconds(42, tmp_path) == 4.0  # 3 s user + 1 s system
+    assert peak_rss_kib(42, tmp_path) == 81234
+
+
+def test_a_profile_summary_shares_samples_by_function_on_top_and_anywhere(tmp_path: Path) -> None:
+    raw = tmp_path / "aggregator.txt"
+    raw.write_text(
+        "run (asyncio/base_events.py:600);append (aggregator/writer.py:52);append (aggregator/store.py:80) 6\n"
+        "run (asyncio/base_events.py:600);append (aggregator/writer.py:55) 3\n"
+        "run (asyncio/base_events.py:601) 1\n"
+    )
+    summary = summarise(raw)
+    assert summary["samples"] == 10
+    assert summary["self_pct"] == [
+        ["append (aggregator/store.py)", 60.0],
+        ["append (aggregator/writer.py)", 30.0],
+        ["run (asyncio/base_events.py)", 10.0],
+    ]
+    assert summary["inclusive_pct"][0] == ["run (asyncio/base_events.py)", 100.0]
+    assert ["append (aggregator/writer.py)", 90.0] in summary["inclusive_pct"]
+    assert (
+        frame_name("<module> (/usr/lib/python3.11/site-packages/grpc/aio/_server.py:12)") == "<module> (aio/_server.py)"
+    )
+
+
+# --- the report, from a hand-made run ---------------------------------------------------------------
+
+
+def session(
+    request_id: str, quotes: list[list[Any]], *, elapsed: float = 20.0, code: str = "", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "customer": 0,
+        "start": T0,
+        "request_id": request_id,
+        "elapsed": elapsed,
+        "first_offer": 1.0 if quotes else None,
+        "finished": "" if code else "completed",
+        "code": code,
+        "retry_after_s": None,
+        "events": len(quotes) + 2,
+        "quotes": quotes,
+        "failures": {},
+        **extra,
+    }
+
+
+def measured(sessions: list[dict[str, Any]], costs: list[ProcessCost] | None = None) -> Measured:
+    config = LoadConfig(customers=3, hold_s=10, insurers=2).to_json()
+    ledger = [
+        {
+            "reference": o.reference,
+            "insurer_id": o.insurer_id,
+            "offer_id": o.offer_id,
+            "ready_at": "2026-05-28T10:00:00+00:00",
+            "issued_at": "2026-05-28T10:00:01+00:00",
+        }
+        for o in LEDGER
+    ]
+    return Measured(
+        config=config,
+        machine={"cores": 2, "cpu_model": "test"},
+        started_at="now",
+        window_s=10.0,
+        generators=[{"sessions": sessions, "sized_bytes": 1000, "sized_events": 10, "loop_lag_ms": {}}],
+        costs=costs or [ProcessCost("aggregator", 1.0, 1024), ProcessCost("gateway alfa", 2.0, 1024)],
+        sim_requests=100,
+        ledger_offers=ledger,
+        applications=[{"reference": "r1", "insurer_id": "alfa", "creates": 1, "polls": 1}],
+    )
+
+
+def test_the_report_counts_a_dropped_and_a_doubled_offer_and_every_kind_of_attempt() -> None:
+    run = measured(
+        [
+            session(
+                "r1",
+                [["alfa", "A1", T0 + 1, T0 + 0.99], ["alfa", "A1", T0 + 2, T0 + 0.99], ["ingos", "I1", T0 + 1, None]],
+            ),
+            session("r2", [["alfa", "A2", T0 + 1, T0 + 0.98]], elapsed=60.5),  # I2 never came; finished late
+            session("", [], code="RESOURCE_EXHAUSTED", elapsed=0.01, retry_after_s=2.0),
+            session("r3", [], code="DEADLINE_EXCEEDED", elapsed=60.0),
+        ]
+    )
+    report = build_report(run)
+    s, o = report["sessions"], report["offers"]
+    assert (s["attempted"], s["started"], s["finished"], s["finished_within_limit"], s["shed"]) == (4, 3, 2, 1, 1)
+    assert s["failed_by_code"] == {"DEADLINE_EXCEEDED": 1}
+    assert (o["expected"], o["delivered"], o["lost"], o["duplicated"], o["invented"]) == (4, 3, 1, 1, 0)
+    assert report["added_lag_ms"]["max"] == pytest.approx(20.0)  # 1.00 − 0.98 s
+    assert report["sessions"]["slowest"]["seconds"] == 60.5
+    assert report["cpu"]["services_ms_per_session"] == 1000.0  # 3 s over 3 sessions started
+    assert report["cpu"]["aggregator_us_per_event"] == pytest.approx(1e6 / 12)  # 1 s over 5 + 3 + 2 + 2 events
+    verdicts = {t["name"]: t["ok"] for t in report["targets"]}
+    assert verdicts["offers lost"] is False and verdicts["offers duplicated"] is False
+    assert verdicts["offers invented"] is True
+    assert not passed(report)
+    text = table(report)
+    assert "lost 1, duplicated 1, invented 0" in text and "MISS" in text
+
+
+def test_a_clean_run_passes_the_loss_targets_and_leaves_the_baselines_unmeasured() -> None:
+    run = measured(
+        [
+            session("r1", [["alfa", "A1", T0 + 1, T0 + 0.99], ["ingos", "I1", T0 + 1, T0 + 0.99]]),
+            session("r2", [["alfa", "A2", T0 + 1, T0 + 0.99], ["ingos", "I2", T0 + 1, T0 + 0.99]]),
+        ]
+    )
+    report = build_report(run)
+    verdicts = {t["name"]: t["ok"] for t in report["targets"]}
+    assert verdicts["3 customers: every session finished within 60 s"] is True
+    assert verdicts["offers lost"] is True and verdicts["offers duplicated"] is True
+    assert verdicts["aggregator CPU per event ÷ bare gRPC's per message"] is None  # no baseline run
+    json.dumps(report)  # one JSON document
+
+
+# --- options --------------------------------------------------------------------------------------
+
+
+def test_the_command_line_becomes_the_config() -> None:
+    args = _parser().parse_args(
+        ["bench", "load", "--sessions", "2500", "--insurers", "10", "--duration", "180", "--json", "--pid", "sim=123"]
+    )
+    config = load_config(args)
+    assert (config.customers, config.insurers, config.hold_s, config.ramp_s, config.backend) == (
+        2500,
+        10,
+        180.0,
+        30.0,
+        "embedded",
+    )
+    assert config.pids == {"sim": 123} and config.baselines
+    with pytest.raises(BenchError, match="--pid"):
+        load_config(_parser().parse_args(["bench", "load", "--pid", "sim"]))
+
+
+def test_a_running_mesh_needs_both_its_aggregator_and_its_simulator() -> None:
+    with pytest.raises(BenchError, match="--target and --sim"):
+        LoadConfig(target="127.0.0.1:50050").check()
+
+
+def test_the_mesh_options_carry_what_the_mesh_knows_and_refuse_what_it_cannot_run() -> None:
+    options, _ = mesh_options(LoadConfig(insurers=4, time_scale=0.5))
+    assert (options.insurers, options.time_scale, options.aggregator_port, options.session_limit_s) == (4, 0.5, 0, 60.0)
+    fields = set(options.__dataclass_fields__)
+    if "aggregators" not in fields:  # a single-instance mesh: asking for more is refused by name
+        with pytest.raises(BenchError, match="aggregators"):
+            mesh_options(LoadConfig(aggregators=2))
+    else:
+        assert mesh_options(LoadConfig(aggregators=2))[0].aggregators == 2  # type: ignore[attr-defined]
+
+
+# --- one tiny run over the whole mesh ------------------------------------------------------------------
+
+
+@pytest.mark.functional
+@pytest.mark.timeout(300)
+async def test_a_tiny_run_over_the_whole_mesh_works_and_its_report_adds_up() -> None:
+    # 20 customers at 1/50 of real time for a few seconds; the aggregator is capped at 12
+    # sessions so that some customers are shed (and come back after the retry delay).
+    config = LoadConfig(
+        customers=20,
+        hold_s=3.0,
+        ramp_s=1.0,
+        insurers=10,
+        time_scale=0.02,
+        seed=11,
+        fanout_sessions=20,
+        mesh_env={"OSAGO_MAX_SESSIONS": "12", "OSAGO_SHED_RETRY_S": "0.2"},
+    )
+    report = await run_load(config, load_example())
+    s, o, cpu = report["sessions"], report["offers"], report["cpu"]
+
+    # Every attempt is accounted for once: started, shed, or failed before it started.
+    failed_before_start = s["attempted"] - s["started"] - s["shed"]
+    assert failed_before_start >= 0 and s["shed"] > 0 and s["started"] >= 20
+    assert s["finished_within_limit"] <= s["finished"] <= s["started"]
+    assert s["finished"] == s["started"]  # a healthy mesh at this size finishes every session it starts
+    assert sum(s["statuses"].values()) == s["finished"]
+
+    # Offers: the ledger's offers for these sessions, each delivered once.
+    assert o["expected"] == o["delivered"] + o["lost"]
+    assert (o["lost"], o["duplicated"], o["invented"]) == (0, 0, 0)
+    assert sum(v["offers"] for v in report["insurers"].values()) == o["delivered"]
+    assert set(report["insurers"]) == {
+        "alfa",
+        "ingos",
+        "reso",
+        "vsk",
+        "sogaz",
+        "renins",
+        "soglasie",
+        "tstrah",
+        "sber",
+        "maks",
+    }
+    assert report["added_lag_ms"]["p50"] is not None and report["added_lag_ms"]["p50"] >= 0
+    assert report["requests_per_application"] >= 2  # a create and at least one poll
+
+    # CPU: every process measured, the services' share per session from them.
+    names = {p["name"] for p in cpu["processes"]}
+    assert {"sim", "aggregator", "loadgen 1"} <= names and sum(n.startswith("gateway") for n in names) == 10
+    by_name = {p["name"]: p["cpu_s"] for p in cpu["processes"]}
+    services = sum(v for n, v in by_name.items() if n.startswith(("aggregator", "gateway")))
+    assert cpu["services_ms_per_session"] == pytest.approx(services * 1000 / s["started"], abs=0.01)
+    assert cpu["events_delivered"] >= s["finished"] * (10 + 2)  # started, an answer per insurer, finished
+
+    # The baselines ran in the same run, and their ratios come from them.
+    baselines = report["baselines"]
+    assert baselines["grpc"]["messages"] >= cpu["events_delivered"] and baselines["grpc"]["server_cpu_s"] > 0
+    assert baselines["fanout"]["sessions"] == 20 and baselines["fanout"]["requests"] >= 20 * 10 * 2
+    assert baselines["aggregator_event_vs_grpc_message"] == pytest.approx(
+        cpu["aggregator_us_per_event"] / baselines["grpc"]["server_us_per_message"], rel=0.01
+    )
+    assert {t["name"] for t in report["targets"]} >= {"offers lost", "added lag p99", "simulator CPU per HTTP request"}
+    out = io.StringIO()
+    out.write(table(report))
+    assert "baseline fan-out: 20 sessions" in out.getvalue()
+    json.dumps(report)
