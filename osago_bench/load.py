@@ -37,7 +37,7 @@ from osago.v1 import application_pb2
 
 from osago_bench.load_report import Measured, ProcessCost, build_report
 from osago_bench.loadgen import LoadPlan
-from osago_bench.procstat import ProcSample, machine, sample
+from osago_bench.procstat import ProcSample, machine, machine_busy_seconds, sample
 from osago_bench.profiles import summarise
 from osago_bench.workers import Worker
 from osago_mesh.processes import MeshOptions, RunningMesh, process_mesh
@@ -260,7 +260,7 @@ async def _profiling(config: LoadConfig, pids: Mapping[str, int]) -> AsyncIterat
     outputs = {name: config.profile_dir / f"{name.replace(' ', '-')}.txt" for name in chosen}
     spies = []
     for name in chosen:
-        options = ["--nonblocking", "--rate", "50", "--format", "raw", "-o", str(outputs[name])]
+        options = ["--native", "--rate", "100", "--format", "raw", "-o", str(outputs[name])]
         spies.append(
             await asyncio.create_subprocess_exec(
                 spy,
@@ -362,11 +362,13 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                 measured = {**mesh.pids, **{g.name: g.pid for g in generators}}
                 async with _profiling(config, mesh.pids) as profiles:
                     requests_before = await _sim_requests(http, mesh.sim)
+                    busy_before = machine_busy_seconds()
                     before = _samples(measured)
                     start_wall = time.time() + 0.2
                     await asyncio.gather(*(g.go(repr(start_wall)) for g in generators))
                     results = await asyncio.gather(*(g.result() for g in generators))
                     after = _samples(measured)
+                    busy_after = machine_busy_seconds()
                     window_s = time.time() - start_wall
                     requests_after = await _sim_requests(http, mesh.sim)
             finally:
@@ -381,6 +383,7 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                 generators=results,
                 costs=_costs(before, after),
                 sim_requests=requests_after - requests_before,
+                machine_busy_s=busy_after - busy_before,
                 ledger_offers=ledger["offers"],
                 applications=stats["applications"],
                 load_processes=len(plans),
@@ -392,6 +395,7 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                 fanout_sessions = min(config.fanout_sessions, max(1, run.admitted()))
                 run.fanout_baseline = await _fanout_baseline(workdir, config, mesh.sim, fanout_sessions, serialized)
             run.profiles = {name: summarise(path) for name, path in profiles.items() if path.exists()}
+            run.machine["load_average_after"] = machine()["load_average"]
         return build_report(run)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

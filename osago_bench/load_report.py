@@ -54,6 +54,8 @@ class Measured:
     sim_requests: int
     ledger_offers: list[dict[str, Any]]
     applications: list[dict[str, Any]]
+    # CPU seconds the whole machine was busy during the window (every process, ours or not).
+    machine_busy_s: float | None = None
     load_processes: int = 1
     channels: int = 1
     grpc_baseline: dict[str, Any] | None = None
@@ -196,7 +198,12 @@ def build_report(run: Measured) -> dict[str, Any]:
             for c in run.costs
         ],
         "by_role_s": {role: round(value, 2) for role, value in by_role.items()},
-        "machine_busy_pct": round(100 * sum(by_role.values()) / run.window_s / max(1, run.machine["cores"]), 1),
+        "measured_busy_pct": round(100 * sum(by_role.values()) / run.window_s / max(1, run.machine["cores"]), 1),
+        # What the rest of the machine (processes this run did not start) used meanwhile.
+        "others_cpu_s": None if run.machine_busy_s is None else round(run.machine_busy_s - sum(by_role.values()), 1),
+        "machine_busy_pct": None
+        if run.machine_busy_s is None
+        else round(100 * run.machine_busy_s / run.window_s / max(1, run.machine["cores"]), 1),
         "services_ms_per_session": _per(services, started),
         "aggregator_ms_per_session": _per(by_role["aggregator"], started),
         "gateways_ms_per_session": _per(by_role["gateway"], started),
@@ -253,10 +260,21 @@ def build_report(run: Measured) -> dict[str, Any]:
         "insurers": per_insurer,
         "cpu": cpu,
         "baselines": baselines,
-        "profiles": run.profiles,
+        "profiles": _profiles_per_session(run, started),
     }
     report["targets"] = check_targets(report)
     return report
+
+
+def _profiles_per_session(run: Measured, started: int) -> dict[str, Any]:
+    """Each profiled process's summary, with its components in CPU milliseconds per session."""
+    cpu = {c.name: c.cpu_s for c in run.costs}
+    out: dict[str, Any] = {}
+    for name, summary in run.profiles.items():
+        ms = _per(cpu.get(name, 0.0), started)
+        components = [[part, round(pct * ms / 100, 2)] for part, pct in summary["components_pct"]] if ms else []
+        out[name] = {**summary, "cpu_ms_per_session": ms, "components_ms_per_session": components}
+    return out
 
 
 # --- the targets of the load benchmark -----------------------------------------------------------
@@ -377,7 +395,8 @@ def table(report: dict[str, Any]) -> str:
     per_unit = (
         f"aggregator {_fmt(cpu['aggregator_us_per_event'], 'µs')} per event; gateways "
         f"{_fmt(cpu['gateways_ms_per_http_request'], 'ms')} and simulator {_fmt(cpu['sim_ms_per_http_request'], 'ms')} "
-        f"per HTTP request; machine {_fmt(cpu['machine_busy_pct'])} % busy"
+        f"per HTTP request; machine {_fmt(cpu['machine_busy_pct'])} % busy (this run "
+        f"{_fmt(cpu['measured_busy_pct'])} %, others {_fmt(cpu['others_cpu_s'], 'CPU s')})"
     )
     lines += [per_session, per_unit]
     if "grpc" in b:
@@ -394,6 +413,9 @@ def table(report: dict[str, Any]) -> str:
             f"{_fmt(f['ms_per_session'], 'ms')} per session ({_fmt(f['ms_per_http_request'], 'ms')} per request) "
             f"→ our services {_fmt(b['services_session_vs_fanout_session'])}×"
         )
+    for name, profile in report["profiles"].items():
+        parts = ", ".join(f"{part} {ms:g}" for part, ms in profile["components_ms_per_session"][:6])
+        lines.append(f"profile {name} ({_fmt(profile['cpu_ms_per_session'], 'ms')}/session): {parts}")
     lines += ["", f"{'target':<58} {'goal':>9} {'measured':>10}  result"]
     for t in report["targets"]:
         verdict = {True: "pass", False: f"MISS: {t['miss']}", None: "not measured"}[t["ok"]]

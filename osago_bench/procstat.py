@@ -42,6 +42,15 @@ def sample(pid: int, proc: Path = Path("/proc")) -> ProcSample | None:
         return None
 
 
+def machine_busy_seconds(proc: Path = Path("/proc")) -> float:
+    """CPU seconds every core has spent busy since boot (user, nice, system, irq, softirq, steal):
+    the difference over a window, less what the benchmark's processes used, is what everything
+    else on the machine took meanwhile."""
+    first = (proc / "stat").read_text().splitlines()[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
 def machine(proc: Path = Path("/proc")) -> dict[str, object]:
     """Cores, CPU model, memory and load: what the numbers were measured on."""
     model = ""

@@ -130,25 +130,27 @@ def test_cpu_seconds_add_user_and_system_time_even_with_spaces_in_the_command(tm
     assert peak_rss_kib(42, tmp_path) == 81234
 
 
-def test_a_profile_summary_shares_samples_by_function_on_top_and_anywhere(tmp_path: Path) -> None:
+def test_a_profile_summary_leaves_idle_samples_out_and_charges_each_busy_one_to_a_component(
+    tmp_path: Path,
+) -> None:
     raw = tmp_path / "aggregator.txt"
+    loop = "run (asyncio/base_events.py:600)"
     raw.write_text(
-        "run (asyncio/base_events.py:600);append (aggregator/writer.py:52);append (aggregator/store.py:80) 6\n"
-        "run (asyncio/base_events.py:600);append (aggregator/writer.py:55) 3\n"
-        "run (asyncio/base_events.py:601) 1\n"
+        f"{loop};append (aggregator/writer.py:52);_send (grpc/aio/_call.py:80);sendmsg (libc.so.6) 6\n"
+        f"{loop};append (aggregator/writer.py:55) 3\n"
+        f"{loop};gc_collect_main (libpython3.11.so.1.0) 1\n"
+        f"{loop};select (selectors.py:469);epoll_wait (libc.so.6) 90\n"  # waiting: idle
     )
     summary = summarise(raw)
-    assert summary["samples"] == 10
-    assert summary["self_pct"] == [
-        ["append (aggregator/store.py)", 60.0],
-        ["append (aggregator/writer.py)", 30.0],
-        ["run (asyncio/base_events.py)", 10.0],
+    assert (summary["busy_samples"], summary["idle_samples"]) == (10, 90)
+    assert summary["components_pct"] == [
+        ["gRPC (C core, Cython)", 60.0],
+        ["our code: aggregator", 30.0],
+        ["garbage collector", 10.0],
     ]
-    assert summary["inclusive_pct"][0] == ["run (asyncio/base_events.py)", 100.0]
-    assert ["append (aggregator/writer.py)", 90.0] in summary["inclusive_pct"]
-    assert (
-        frame_name("<module> (/usr/lib/python3.11/site-packages/grpc/aio/_server.py:12)") == "<module> (aio/_server.py)"
-    )
+    assert summary["self_pct"][0] == ["sendmsg (libc.so.6)", 60.0]
+    assert summary["ours_inclusive_pct"] == [["append (aggregator/writer.py)", 90.0]]
+    assert frame_name("f (/usr/lib/python3.11/site-packages/grpc/aio/_server.py:12)") == "f (aio/_server.py)"
 
 
 # --- the report, from a hand-made run ---------------------------------------------------------------
