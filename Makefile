@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test unit check-generated check-web check-deploy generate web lint typecheck bench-faults clean
+.PHONY: setup browser demo test unit check-generated check-web check-deploy generate web lint typecheck bench-faults bench-load clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,11 @@ test: setup browser check-generated check-web check-deploy lint typecheck
 
 bench-faults: setup
 	$(VENV)/bin/osago bench faults
+
+# 200 concurrent customers for two minutes at real time (docs/BENCHMARKS.md; takes the machine
+# for about five minutes). Other sizes: .venv/bin/osago bench load --sessions N --duration S.
+bench-load: setup
+	$(VENV)/bin/osago bench load
 
 clean:
 	rm -rf $(VENV) .tools build *.egg-info
