@@ -61,12 +61,19 @@ async def run_faults(
 
 
 def load_config(args: argparse.Namespace) -> LoadConfig:
+    """The benchmark's config from `osago bench load`'s arguments; BenchError names a bad one."""
     pids = {}
     for item in args.pid:
         name, sep, pid = item.rpartition("=")
         if not sep or not name or not pid.isdigit():
             raise BenchError(f"--pid takes NAME=PID, not {item!r}")
         pids[name] = int(pid)
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("OSAGO_"):
+            raise BenchError(f"--env takes OSAGO_NAME=VALUE, not {item!r}")
+        env[name] = value
     return LoadConfig(
         customers=args.sessions,
         hold_s=args.duration,
@@ -88,6 +95,7 @@ def load_config(args: argparse.Namespace) -> LoadConfig:
         baselines=not args.no_baselines,
         profile_dir=Path(args.profile) if args.profile else None,
         mesh_log=Path(args.mesh_log) if args.mesh_log else None,
+        mesh_env=env,
     )
 
 

@@ -135,6 +135,13 @@ def _add_bench_load(benches: Any) -> None:
     load.add_argument("--seed", type=int, default=None, help="simulator random seed")
     load.add_argument("--profile", metavar="DIR", help="py-spy the aggregator, the simulator and a gateway into DIR")
     load.add_argument("--mesh-log", metavar="FILE", help="where the services' logs go (default: nowhere)")
+    load.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every service of the mesh started here, e.g. OSAGO_MAX_SESSIONS=500",
+    )
     load.add_argument("--json", action="store_true", help="print the report as one JSON document")
     load.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
 

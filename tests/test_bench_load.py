@@ -262,6 +262,10 @@ def test_the_command_line_becomes_the_config() -> None:
     assert config.pids == {"sim": 123} and config.baselines
     with pytest.raises(BenchError, match="--pid"):
         load_config(_parser().parse_args(["bench", "load", "--pid", "sim"]))
+    capped = load_config(_parser().parse_args(["bench", "load", "--env", "OSAGO_MAX_SESSIONS=500"]))
+    assert capped.mesh_env == {"OSAGO_MAX_SESSIONS": "500"}
+    with pytest.raises(BenchError, match="--env"):
+        load_config(_parser().parse_args(["bench", "load", "--env", "PATH=/tmp"]))
 
 
 def test_a_running_mesh_needs_both_its_aggregator_and_its_simulator() -> None:
