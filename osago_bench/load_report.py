@@ -123,13 +123,18 @@ def build_report(run: Measured) -> dict[str, Any]:
     references = {s["request_id"] for s in sessions if s["request_id"]}
 
     # --- sessions
+    # Each attempt is one of: finished (SessionFinished arrived), shed, or failed (by code;
+    # ENDED_EARLY: the stream closed OK without SessionFinished).
     shed = [s for s in sessions if s["code"] == "RESOURCE_EXHAUSTED"]
     admitted = [s for s in sessions if s["request_id"]]
     finished = [s for s in sessions if s["finished"]]
-    within = [s for s in finished if s["elapsed"] is not None and s["elapsed"] <= limit_s]
-    failed = Counter(s["code"] for s in sessions if s["code"] and s["code"] != "RESOURCE_EXHAUSTED")
+    within = [s for s in finished if s["finished_after"] <= limit_s]
+    failed = Counter(
+        s["code"] or "ENDED_EARLY" for s in sessions if not s["finished"] and s["code"] != "RESOURCE_EXHAUSTED"
+    )
+    late_status = Counter(s["code"] for s in finished if s["code"])
     attempts = len(sessions)
-    slowest = max(finished, key=lambda s: s["elapsed"], default=None)
+    slowest = max(finished, key=lambda s: s["finished_after"], default=None)
     session_part = {
         "customers": config["customers"],
         "attempted": attempts,
@@ -139,20 +144,23 @@ def build_report(run: Measured) -> dict[str, Any]:
         "finished_within_limit_pct": round(100 * len(within) / attempts, 2) if attempts else None,
         "finished_within_limit_of_started_pct": round(100 * len(within) / len(admitted), 2) if admitted else None,
         "failed_by_code": dict(failed),
+        # Calls that delivered SessionFinished, then ended with an error status (e.g. their
+        # deadline passed before the final status arrived).
+        "finished_then_failed_by_code": dict(late_status),
         "shed": len(shed),
         "statuses": dict(Counter(s["finished"] for s in finished)),
         "insurer_failures": dict(sum((Counter(s["failures"]) for s in sessions), Counter())),
         "per_second": round(len(finished) / run.window_s, 2) if run.window_s else None,
         "time_to_first_offer_s": _s([s["first_offer"] for s in sessions if s["first_offer"] is not None], 50, 99),
         "time_to_finished_s": {
-            **_s([s["elapsed"] for s in finished], 50, 99),
-            "max": round(slowest["elapsed"], 2) if slowest else None,
+            **_s([s["finished_after"] for s in finished], 50, 99),
+            "max": round(slowest["finished_after"], 2) if slowest else None,
         },
         "slowest": None
         if slowest is None
         else {
             "request_id": slowest["request_id"],
-            "seconds": round(slowest["elapsed"], 3),
+            "seconds": round(slowest["finished_after"], 3),
             "status": slowest["finished"],
         },
     }
@@ -359,6 +367,7 @@ def table(report: dict[str, Any]) -> str:
         f"sessions   attempted {s['attempted']}, started {s['started']}, finished {s['finished']} "
         f"({_fmt(s['per_second'])}/s), within {c['session_limit_s']:g} s {s['finished_within_limit']} "
         f"({_fmt(s['finished_within_limit_pct'])} %), shed {s['shed']}, failed {s['failed_by_code'] or 0}"
+        + (f", finished then failed {s['finished_then_failed_by_code']}" if s["finished_then_failed_by_code"] else "")
     )
     times = (
         f"           first offer p50 {_fmt(first['p50'], 's')} p99 {_fmt(first['p99'], 's')}; finished p50 "

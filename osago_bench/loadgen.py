@@ -66,8 +66,8 @@ class LoadPlan:
 @dataclass
 class SessionRecord:
     """One session as its customer saw it. Times: `start` wall clock (Unix seconds); the others
-    seconds after it. `quotes` are [insurer id, offer id, arrival (wall), obtained_at (wall) or
-    None]."""
+    seconds after it: `finished_after` when SessionFinished arrived, `elapsed` when the call
+    ended. `quotes` are [insurer id, offer id, arrival (wall), obtained_at (wall) or None]."""
 
     customer: int
     start: float
@@ -75,7 +75,10 @@ class SessionRecord:
     elapsed: float | None = None
     first_offer: float | None = None
     finished: str = ""  # the SessionStatus name once SessionFinished arrived
-    code: str = ""  # the gRPC status name when the call failed
+    finished_after: float | None = None
+    # The gRPC status name when the call failed (after SessionFinished, too: a call may still
+    # end DEADLINE_EXCEEDED if its final status comes too late).
+    code: str = ""
     retry_after_s: float | None = None
     events: int = 0
     quotes: list[list[Any]] = field(default_factory=list)
@@ -163,6 +166,7 @@ class Generator:
                     failures[_reason(event.insurer_failed.reason)] += 1
                 elif kind == "session_finished":
                     record.finished = _status(event.session_finished.status)
+                    record.finished_after = time.monotonic() - began
         except grpc.aio.AioRpcError as error:
             code = error.code()
             record.code = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
