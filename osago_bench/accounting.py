@@ -30,6 +30,8 @@ class Seen:
     arrived: float
     # When the gateway obtained it (Quote.obtained_at); None when the quote did not say.
     obtained: float | None
+    # When the aggregator logged it (the event's time), having just received it from the gateway.
+    logged: float | None = None
 
     @property
     def key(self) -> OfferKey:
@@ -98,6 +100,18 @@ def first_sightings(seen: Iterable[Seen]) -> list[Seen]:
 def added_lags(seen: Iterable[Seen]) -> list[float]:
     """Seconds from the gateway obtaining each offer to the customer receiving it."""
     return [s.arrived - s.obtained for s in first_sightings(seen) if s.obtained is not None]
+
+
+def lag_legs(seen: Iterable[Seen]) -> tuple[list[float], list[float]]:
+    """The added lag's two legs, in seconds: gateway → aggregator (obtained to logged) and
+    aggregator → customer (logged to arrival)."""
+    upstream: list[float] = []
+    downstream: list[float] = []
+    for s in first_sightings(seen):
+        if s.obtained is not None and s.logged is not None:
+            upstream.append(s.logged - s.obtained)
+            downstream.append(s.arrived - s.logged)
+    return upstream, downstream
 
 
 def detection_delays(seen: Iterable[Seen], ledger: Iterable[Issued]) -> dict[str, list[float]]:

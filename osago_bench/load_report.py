@@ -20,6 +20,7 @@ from osago_bench.accounting import (
     account_offers,
     added_lags,
     detection_delays,
+    lag_legs,
     percentile,
     requests_per_application,
 )
@@ -80,7 +81,12 @@ class Measured:
 
 
 def _seen(sessions: Iterable[dict[str, Any]]) -> list[Seen]:
-    return [Seen(s["request_id"], q[0], q[1], q[2], q[3]) for s in sessions if s["request_id"] for q in s["quotes"]]
+    return [
+        Seen(s["request_id"], q[0], q[1], q[2], q[3], q[4] if len(q) > 4 else None)
+        for s in sessions
+        if s["request_id"]
+        for q in s["quotes"]
+    ]
 
 
 def _issued(offers: Iterable[dict[str, Any]]) -> list[Issued]:
@@ -170,6 +176,7 @@ def build_report(run: Measured) -> dict[str, Any]:
     ledger = [o for o in _issued(run.ledger_offers) if o.reference in references]
     account = account_offers(seen, ledger, references)
     lags = added_lags(seen)
+    upstream, downstream = lag_legs(seen)
     delays = detection_delays(seen, ledger)
     requests = requests_per_application(run.applications, references)
     all_delays = [d for values in delays.values() for d in values]
@@ -262,7 +269,12 @@ def build_report(run: Measured) -> dict[str, Any]:
             "lost_examples": [list(k) for k in account.lost_examples],
             "invented_examples": [list(k) for k in account.invented_examples],
         },
-        "added_lag_ms": {**_ms(lags, 50, 95, 99), "max": round(max(lags) * 1000, 1) if lags else None},
+        "added_lag_ms": {
+            **_ms(lags, 50, 95, 99),
+            "max": round(max(lags) * 1000, 1) if lags else None,
+            "gateway_to_aggregator": _ms(upstream, 50, 99),
+            "aggregator_to_customer": _ms(downstream, 50, 99),
+        },
         "detection_delay_ms": _ms(all_delays, 50, 95),
         "requests_per_application": round(http_requests / apps, 2) if apps else None,
         "insurers": per_insurer,
@@ -377,9 +389,11 @@ def table(report: dict[str, Any]) -> str:
         f"offers     expected {o['expected']}, delivered {o['delivered']}, lost {o['lost']}, "
         f"duplicated {o['duplicated']}, invented {o['invented']}"
     )
+    up, down = lag["gateway_to_aggregator"], lag["aggregator_to_customer"]
     lag_line = (
         f"added lag  p50 {_fmt(lag['p50'], 'ms')}  p95 {_fmt(lag['p95'], 'ms')}  p99 {_fmt(lag['p99'], 'ms')}  "
-        f"max {_fmt(lag['max'], 'ms')}"
+        f"max {_fmt(lag['max'], 'ms')}; gateway → aggregator p50 {_fmt(up['p50'], 'ms')} p99 {_fmt(up['p99'], 'ms')}, "
+        f"aggregator → customer p50 {_fmt(down['p50'], 'ms')} p99 {_fmt(down['p99'], 'ms')}"
     )
     polling = (
         f"polling    detection delay p50 {_fmt(report['detection_delay_ms']['p50'], 'ms')} p95 "

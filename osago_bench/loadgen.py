@@ -67,7 +67,8 @@ class LoadPlan:
 class SessionRecord:
     """One session as its customer saw it. Times: `start` wall clock (Unix seconds); the others
     seconds after it: `finished_after` when SessionFinished arrived, `elapsed` when the call
-    ended. `quotes` are [insurer id, offer id, arrival (wall), obtained_at (wall) or None]."""
+    ended. `quotes` are [insurer id, offer id, arrival, obtained_at or None, the event's time
+    (when the aggregator logged it)], wall-clock seconds."""
 
     customer: int
     start: float
@@ -157,7 +158,8 @@ class Generator:
                     arrived = time.time()
                     quote = event.quote_received.quote
                     obtained = _seconds(quote.obtained_at) if quote.HasField("obtained_at") else None
-                    record.quotes.append([quote.insurer_id, quote.offer_id, arrived, obtained])
+                    # event.time: when the aggregator logged it, having just received it.
+                    record.quotes.append([quote.insurer_id, quote.offer_id, arrived, obtained, _seconds(event.time)])
                     if record.first_offer is None:
                         record.first_offer = arrived - record.start
                 elif kind == "session_started":

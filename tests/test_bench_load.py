@@ -18,6 +18,7 @@ from osago_bench.accounting import (
     account_offers,
     added_lags,
     detection_delays,
+    lag_legs,
     percentile,
     requests_per_application,
 )
@@ -80,6 +81,16 @@ def test_an_offer_not_in_the_ledger_is_reported_invented() -> None:
     # Another session's offer delivered to this one is invented too: it was not issued for r1.
     crossed = account_offers([seen("r1", "alfa", "X9")], LEDGER, {"r1"})
     assert (crossed.invented, crossed.lost) == (1, 2)
+
+
+def test_the_added_lag_splits_at_the_moment_the_aggregator_logged_the_offer() -> None:
+    delivered = [
+        Seen("r1", "alfa", "A1", arrived=T0 + 1.050, obtained=T0 + 1.000, logged=T0 + 1.010),
+        Seen("r1", "ingos", "I1", arrived=T0 + 2.300, obtained=T0 + 2.000, logged=T0 + 2.200),
+    ]
+    upstream, downstream = lag_legs(delivered)
+    assert [round(x, 3) for x in upstream] == [0.01, 0.2]
+    assert [round(x, 3) for x in downstream] == [0.04, 0.1]
 
 
 def test_lag_and_detection_delay_count_each_offer_at_its_first_arrival() -> None:
@@ -332,7 +343,9 @@ async def test_a_tiny_run_over_the_whole_mesh_works_and_its_report_adds_up() -> 
         "sber",
         "maks",
     }
-    assert report["added_lag_ms"]["p50"] is not None and report["added_lag_ms"]["p50"] >= 0
+    lag = report["added_lag_ms"]
+    assert lag["p50"] is not None and lag["p50"] >= 0
+    assert lag["gateway_to_aggregator"]["p50"] is not None and lag["aggregator_to_customer"]["p50"] is not None
     assert report["requests_per_application"] >= 2  # a create and at least one poll
 
     # CPU: every process measured, the services' share per session from them.
