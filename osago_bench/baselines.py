@@ -51,9 +51,17 @@ async def _stream(request: bytes, context: Any) -> Any:
         yield payload
 
 
+# gRPC's C core cancels new calls once this many wait for the application to take them (1000 by
+# default): thousands of streams opened at once would be cancelled, not served.
+PENDING_CALLS = (
+    ("grpc.server.max_pending_requests", 100_000),
+    ("grpc.server.max_pending_requests_hard_limit", 100_000),
+)
+
+
 async def grpc_server(result: Path) -> None:
     """Serves STREAM_METHOD (raw bytes both ways) until stdin closes."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=PENDING_CALLS)
     handler = grpc.method_handlers_generic_handler(
         "osago.bench.v1.BaselineService", {"Stream": grpc.unary_stream_rpc_method_handler(_stream)}
     )

@@ -26,7 +26,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -340,6 +340,16 @@ async def _fanout_baseline(
         await worker.stop()
 
 
+async def _failing_soft(name: str, baseline: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any] | None:
+    """A baseline's result; None (and a line on stderr) when it fails: the run's own
+    measurements are reported all the same."""
+    try:
+        return await baseline
+    except Exception as error:  # noqa: BLE001 - a failed baseline must not lose the run
+        print(f"osago bench load: the {name} baseline failed: {error}", file=sys.stderr)
+        return None
+
+
 async def run_load(config: LoadConfig, application: application_pb2.Application) -> dict[str, Any]:
     """Runs the benchmark; returns the report (osago_bench.load_report)."""
     config.check()
@@ -391,9 +401,13 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
             )
             if config.baselines:
                 streams, events, size = run.grpc_baseline_shape()
-                run.grpc_baseline = await _grpc_baseline(workdir, streams, events, size, run.channels)
+                run.grpc_baseline = await _failing_soft(
+                    "gRPC", _grpc_baseline(workdir, streams, events, size, run.channels)
+                )
                 fanout_sessions = min(config.fanout_sessions, max(1, run.admitted()))
-                run.fanout_baseline = await _fanout_baseline(workdir, config, mesh.sim, fanout_sessions, serialized)
+                run.fanout_baseline = await _failing_soft(
+                    "fan-out", _fanout_baseline(workdir, config, mesh.sim, fanout_sessions, serialized)
+                )
             run.profiles = {name: summarise(path) for name, path in profiles.items() if path.exists()}
             run.machine["load_average_after"] = machine()["load_average"]
         return build_report(run)
