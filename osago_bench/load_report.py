@@ -305,10 +305,11 @@ def _target(name: str, goal: str, measured: Any, ok: bool | None, miss: str = ""
 
 
 def _at_most(name: str, goal: float, measured: float | None, unit: str) -> dict[str, Any]:
+    text = f"≤ {goal:g} {unit}".rstrip()
     if measured is None:
-        return _target(name, f"≤ {goal:g} {unit}", None, None, "not measured")
+        return _target(name, text, None, None, "not measured")
     ok = measured <= goal
-    return _target(name, f"≤ {goal:g} {unit}", measured, ok, f"{measured / goal:.1f}× the goal" if goal else "")
+    return _target(name, text, measured, ok, f"{measured / goal:.1f}× the goal" if goal else "")
 
 
 def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
