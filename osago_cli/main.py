@@ -53,6 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--session-limit", type=float, default=None, help="seconds (default 60)")
     up.add_argument("--seed", type=int, default=None, help="simulator random seed")
+    up.add_argument(
+        "--backend",
+        choices=("embedded", "shared"),
+        default="embedded",
+        help="sessions in each aggregator's memory, or shared in Postgres + Redis (default %(default)s)",
+    )
+    up.add_argument("--aggregators", type=int, default=1, help="aggregator instances (more than one: --backend shared)")
+    up.add_argument("--gateway-replicas", type=int, default=1, help="gateway processes per insurer")
+    up.add_argument(
+        "--postgres-url",
+        default=os.environ.get("OSAGO_POSTGRES_URL") or None,
+        help="the shared backend's Postgres (OSAGO_POSTGRES_URL; default: a private server from the installed binaries)",
+    )
+    up.add_argument(
+        "--redis-url",
+        default=os.environ.get("OSAGO_REDIS_URL") or None,
+        help="the shared backend's Redis (OSAGO_REDIS_URL; default: a private server from the installed binaries)",
+    )
 
     commands.add_parser("aggregator", help="run the aggregator (OSAGO_AGGREGATOR_*, OSAGO_GATEWAYS)")
     commands.add_parser(
@@ -132,21 +150,28 @@ def _run(args: argparse.Namespace) -> int:
         from osago_cli.up import run_mesh
         from osago_mesh.processes import MeshOptions
 
-        return asyncio.run(
-            run_mesh(
-                MeshOptions(
-                    insurers=args.insurers,
-                    time_scale=args.time_scale,
-                    host=args.host,
-                    aggregator_port=args.aggregator_port,
-                    sim_port=args.sim_port,
-                    page_port=args.page_port,
-                    session_limit_s=args.session_limit,
-                    seed=args.seed,
-                    edge=args.edge,
-                )
+        shared = args.backend == "shared"
+        try:
+            options = MeshOptions(
+                insurers=args.insurers,
+                time_scale=args.time_scale,
+                host=args.host,
+                aggregator_port=args.aggregator_port,
+                sim_port=args.sim_port,
+                page_port=args.page_port,
+                session_limit_s=args.session_limit,
+                seed=args.seed,
+                edge=args.edge,
+                backend=args.backend,
+                aggregators=args.aggregators,
+                gateway_replicas=args.gateway_replicas,
+                postgres_url=args.postgres_url if shared else None,
+                redis_url=args.redis_url if shared else None,
             )
-        )
+        except ValueError as error:
+            print(f"osago up: {error}", file=sys.stderr)
+            return 2
+        return asyncio.run(run_mesh(options))
     if args.command == "aggregator":
         from aggregator.service import serve_forever as serve_aggregator
         from aggregator.settings import AggregatorSettings

@@ -25,7 +25,7 @@ from insurer_gateway.service import RATE_LIMIT_KEY_PREFIX, GatewayService
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import SYSTEM_CLOCK, Clock, FakeClock
 from tests.conftest import serve_app
-from tests.redis_server import redis_server
+from osago_mesh.servers import redis_server
 from tests.test_gateway_offers import OFFER
 from tests.test_gateway_service import make_application
 

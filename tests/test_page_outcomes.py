@@ -209,8 +209,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             config = render_envoy_config(
                 listen_host="127.0.0.1",
                 listen_port=0,
-                aggregator_host="127.0.0.1",
-                aggregator_port=port,
+                aggregators=[("127.0.0.1", port)],
                 web_bridge_host="127.0.0.1",
                 web_bridge_port=int(bridge_url.rsplit(":", 1)[1]),
                 admin_port=0,

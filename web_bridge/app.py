@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2, aggregator_service_pb2_grpc
 
 from osago_client.channel import open_channel
+from osago_client.client import resolve_target
 from web_bridge import grpc_web, problems, quotes, stream
 from web_bridge.problems import body, respond
 from web_bridge.settings import BridgeSettings
@@ -52,8 +53,9 @@ def make_app(settings: BridgeSettings) -> web.Application:
 
 
 async def _aggregator_channel(app: web.Application) -> AsyncIterator[None]:
-    """Opens the one channel to the aggregator for the application's lifetime."""
-    channel = open_channel(app[SETTINGS].aggregator_target)
+    """Opens the one channel to the aggregator (several instances: calls spread over them) for
+    the application's lifetime."""
+    channel = open_channel(await resolve_target(app[SETTINGS].aggregator_target))
     app[AGGREGATOR] = Aggregator(
         channel=channel,
         stub=aggregator_service_pb2_grpc.AggregatorServiceStub(channel),
