@@ -257,11 +257,21 @@ class PostgresRequestStore:
             cursor = await conn.execute(QUERIES["events_after"], {"id": request_id, "after_seq": after_seq})
             return [_event(row[0]) for row in await cursor.fetchall()]
 
-    async def heartbeat(self, owner: str, now: datetime, ttl_s: float) -> None:
+    async def heartbeat(self, owner: str, now: datetime, ttl_s: float) -> bool:
         async with self._conn() as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 QUERIES["heartbeat"], {"owner": owner, "now": now, "lease_until": now + timedelta(seconds=ttl_s)}
             )
+            row = await cursor.fetchone()
+        before = row[0] if row else None
+        return before is None or before > now
+
+    async def owned(self, owner: str, request_ids: Sequence[str]) -> dict[str, int]:
+        if not request_ids:
+            return {}
+        async with self._conn() as conn:
+            cursor = await conn.execute(QUERIES["owned"], {"owner": owner, "ids": list(request_ids)})
+            return {str(request_id): int(epoch) for request_id, epoch in await cursor.fetchall()}
 
     async def claim_orphans(self, owner: str, now: datetime, limit: int) -> list[Claim]:
         async with self._conn() as conn:

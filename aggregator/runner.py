@@ -154,8 +154,12 @@ class SessionRunner:
     async def resume(self, claim: Claim) -> Running | None:
         """Runs a claimed session here; finishes at once one whose deadline passed."""
         request_id = claim.record.request_id
-        if request_id in self.running:  # pragma: no cover - a claim raises the epoch first
-            return None
+        here = self.running.get(request_id)
+        if here is not None:
+            # This instance's own session, claimed back after its lease lapsed: it goes on under
+            # the new epoch.
+            here.writer.lease = claim.lease
+            return here
         application = application_pb2.Application()
         application.ParseFromString(claim.application)
         keep_until = claim.record.deadline + timedelta(seconds=self._settings.retention_s)
@@ -171,7 +175,8 @@ class SessionRunner:
         while True:
             try:
                 now = self._clock.now()
-                await self._store.heartbeat(self.owner, now, s.lease_ttl_s)
+                if not await self._store.heartbeat(self.owner, now, s.lease_ttl_s):
+                    await self._check_ownership()
                 claims = await self._store.claim_orphans(self.owner, now, s.takeover_batch)
                 for claim in claims:
                     await self.resume(claim)
@@ -180,6 +185,22 @@ class SessionRunner:
             except Exception:
                 log.exception("session upkeep failed")
             await self._clock.sleep(s.takeover_scan_s)
+
+    async def _check_ownership(self) -> None:
+        """After this instance's lease lapsed (a pause, a partition): stops at once the sessions
+        another instance took over (they could write nothing anyway: fenced), and goes on with
+        those still held, under their current epoch."""
+        log.warning("this instance's lease had lapsed; checking which sessions it still holds")
+        running = list(self.running.values())
+        held = await self._store.owned(self.owner, [r.record.request_id for r in running])
+        for item in running:
+            epoch = held.get(item.record.request_id)
+            if epoch is None:
+                log.warning("session taken over by another instance", extra={"request_id": item.record.request_id})
+                item.session.detach()
+                item.task.cancel()
+            else:
+                item.writer.lease = Lease(item.record.request_id, self.owner, epoch)
 
     async def hand_over(self) -> None:
         """Stops running every session here without writing anything and releases them, so

@@ -69,9 +69,16 @@ WHERE request_id = %(id)s AND seq BETWEEN %(first)s AND %(last)s
 ORDER BY seq;
 
 -- name: heartbeat
+-- Renews the instance's lease; returns the lease it had (NULL for a new instance).
+WITH before AS (SELECT lease_until FROM osago_instances WHERE id = %(owner)s)
 INSERT INTO osago_instances (id, started_at, lease_until)
 VALUES (%(owner)s, %(now)s, %(lease_until)s)
-ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until;
+ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until
+RETURNING (SELECT lease_until FROM before);
+
+-- name: owned
+SELECT id, lease_epoch FROM osago_requests
+WHERE id = ANY(%(ids)s) AND owner = %(owner)s AND status = 'running';
 
 -- name: claim_orphans
 -- Running requests whose owner is gone (no live instance lease) or that were released, oldest
