@@ -13,6 +13,7 @@ import collections
 import contextlib
 import hashlib
 import logging
+import socket
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from datetime import date, timedelta
@@ -57,8 +58,10 @@ class Unavailable(Exception):
     instance, or a retry in a moment, can. The message says why, without internal detail."""
 
 
-def new_instance_id() -> str:
-    return f"agg-{uuid.uuid4().hex[:12]}"
+def new_instance_id(name: str = "") -> str:
+    """A new id for this run of an instance: its name (the host's, or OSAGO_INSTANCE_NAME) and a
+    random part, so a restarted process never passes for the one that ran before it."""
+    return f"{name or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
 class Aggregator:
@@ -83,7 +86,9 @@ class Aggregator:
         self._new_id = new_id
         # With a shared store a draining instance hands its sessions over; alone it finishes them.
         self._shared = shared
-        self.runner = SessionRunner(settings, source, store, bus, cache, clock, owner or new_instance_id())
+        self.runner = SessionRunner(
+            settings, source, store, bus, cache, clock, owner or new_instance_id(settings.instance_name)
+        )
         self._insurers = tuple((g.insurer_id, g.insurer_name) for g in settings.gateways)
         self._watchers: collections.Counter[str] = collections.Counter()
         self._accepting = True

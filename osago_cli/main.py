@@ -107,6 +107,26 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--in-process", action="store_true", help="run every service in one event loop")
     faults.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
 
+    failover = benches.add_parser(
+        "failover",
+        help="sessions over several aggregators and gateway replicas on Postgres + Redis while instances die and stop",
+    )
+    failover.add_argument("--json", action="store_true", help="the report as one JSON object")
+    failover.add_argument("--sessions", type=int, default=60, help="concurrent sessions (default %(default)s)")
+    failover.add_argument(
+        "--aggregators", type=int, default=3, help="aggregator instances, at least 3 (default %(default)s)"
+    )
+    failover.add_argument("--gateway-replicas", type=int, default=2, help="replicas per gateway (default %(default)s)")
+    failover.add_argument(
+        "--time-scale", type=float, default=0.25, help="simulated delays × this (default %(default)s)"
+    )
+    failover.add_argument(
+        "--limit", type=float, default=20.0, help="each session's time limit, seconds (default %(default)s)"
+    )
+    failover.add_argument("--postgres-url", default=None, help="Postgres to use (default: a private server)")
+    failover.add_argument("--redis-url", default=None, help="Redis to use (default: a private server)")
+    failover.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
+
     health = commands.add_parser("health", help="check a gRPC service's grpc.health.v1 status (exit 0 when SERVING)")
     health.add_argument("--target", required=True, help="host:port, or any gRPC target such as dns:///name:port")
     health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
@@ -114,9 +134,18 @@ def _parser() -> argparse.ArgumentParser:
 
     quote = commands.add_parser("quote", help="ask for quotes and watch them arrive")
     quote.add_argument("--file", required=True, help="application JSON (protobuf JSON mapping)")
-    quote.add_argument("--target", default=os.environ.get("OSAGO_TARGET", DEFAULT_TARGET), help="aggregator host:port")
+    quote.add_argument(
+        "--target",
+        default=os.environ.get("OSAGO_TARGET", DEFAULT_TARGET),
+        help="aggregator host:port, or several instances host:port,host:port",
+    )
     quote.add_argument("--json", action="store_true", help="print one JSON object per event")
     quote.add_argument("--time-limit", type=float, default=None, help="ask for a shorter session (seconds)")
+    quote.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ask every insurer anew, even if the same application was quoted minutes ago",
+    )
     return parser
 
 
@@ -228,10 +257,24 @@ def _run(args: argparse.Namespace) -> int:
         from osago_bench.cli import DEFAULT_APPLICATION, run_faults
         from osago_bench.faults import MatrixConfig
 
+        application = Path(args.file) if args.file else DEFAULT_APPLICATION
+        if args.bench == "failover":
+            from osago_bench.cli import run_failover_command
+            from osago_bench.failover import FailoverConfig
+
+            failover_config = FailoverConfig(
+                sessions=args.sessions,
+                aggregators=args.aggregators,
+                gateway_replicas=args.gateway_replicas,
+                time_scale=args.time_scale,
+                limit_s=args.limit,
+                postgres_url=args.postgres_url,
+                redis_url=args.redis_url,
+            )
+            return asyncio.run(run_failover_command(failover_config, application, as_json=args.json))
         config = MatrixConfig(
             sessions_per_wave=args.sessions, waves=args.waves, limit_s=args.limit, processes=not args.in_process
         )
-        application = Path(args.file) if args.file else DEFAULT_APPLICATION
         return asyncio.run(run_faults(as_json=args.json, modes=args.modes, config=config, application=application))
     if args.command == "health":
         from osago_cli.health import run_health
@@ -240,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "quote":
         from osago_cli.quote import run_quote
 
-        return asyncio.run(run_quote(args.file, args.target, args.json, time_limit_s=args.time_limit))
+        return asyncio.run(run_quote(args.file, args.target, args.json, time_limit_s=args.time_limit, fresh=args.fresh))
     raise AssertionError(args.command)
 
 

@@ -328,6 +328,7 @@ async def run_quote(
     time_limit_s: float | None = None,
     *,
     err: TextIO | None = None,
+    fresh: bool = False,
 ) -> int:
     """Runs `osago quote`; returns the exit code: 0 when the session finished, 1 on an error from
     the aggregator (its field violations listed on `err`), 2 when the file cannot be used."""
@@ -345,7 +346,7 @@ async def run_quote(
     sink = _open_sink(out, as_json)
     try:
         async with QuoteClient(target, timeout_s=timeout_s) as client:
-            async for event in client.get_quotes(application, time_limit_s=time_limit_s):
+            async for event in client.get_quotes(application, time_limit_s=time_limit_s, fresh=fresh):
                 sink.event(event)
                 finished = finished or event.HasField("session_finished")
     except QuoteError as e:

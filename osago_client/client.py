@@ -205,7 +205,16 @@ class QuoteClient:
             if remaining <= 0:
                 message = f"the session did not finish within {self._timeout_s:g} s"
                 raise QuoteError("DEADLINE_EXCEEDED", message)
-            permit: Permit | None = self._permit()
+            permit: Permit | None = self.breaker.try_acquire()
+            if permit is None:
+                # The breaker is open. A new session fails at once; one already under way waits for
+                # the breaker to let calls through again (its session goes on meanwhile), within
+                # the deadline.
+                wait = self.breaker.retry_after_s() or self._backoff_s
+                if not cursor.request_id or loop.time() + wait >= deadline:
+                    self._permit()  # raises the breaker's QuoteError
+                await asyncio.sleep(wait)
+                continue
             call = self._open(cursor, open_session, remaining)
             progressed = False
             try:

@@ -211,7 +211,7 @@ async def process_mesh(
         aggregators: list[Child] = []
         for n in range(1, options.aggregators + 1):
             port = options.aggregator_port if n == 1 else 0
-            bind = {"OSAGO_AGGREGATOR_BIND": f"{options.host}:{port}"}
+            bind = {"OSAGO_AGGREGATOR_BIND": f"{options.host}:{port}", "OSAGO_INSTANCE_NAME": f"aggregator-{n}"}
             aggregators.append(await start(f"aggregator {n}", ["aggregator"], {**aggregator_env, **bind}))
         await asyncio.gather(*(wait_grpc_serving(a.address) for a in aggregators))
         targets = [a.address for a in aggregators]

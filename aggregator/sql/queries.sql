@@ -93,7 +93,8 @@ WITH orphans AS (
     FOR NO KEY UPDATE OF r SKIP LOCKED
 )
 UPDATE osago_requests r
-SET owner = %(owner)s, lease_epoch = r.lease_epoch + 1
+SET owner = %(owner)s, lease_epoch = r.lease_epoch + 1,
+    claimed_from = coalesce(r.owner, r.released_by), claimed_at = %(now)s, released_by = NULL
 FROM orphans
 WHERE r.id = orphans.id
 RETURNING r.id, r.customer_id, r.idempotency_key, r.fingerprint, r.insurers, r.status,
@@ -106,7 +107,7 @@ ORDER BY request_id, seq;
 
 -- name: release
 UPDATE osago_requests
-SET owner = NULL, lease_epoch = lease_epoch + 1
+SET owner = NULL, released_by = owner, lease_epoch = lease_epoch + 1
 WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running';
 
 -- name: forget
