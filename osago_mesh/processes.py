@@ -22,8 +22,8 @@ import aiohttp
 
 from osago_common import insurers
 from osago_mesh.child import Child
-from osago_mesh.envoy import EnvoyProcess, envoy_available, envoy_path, render_envoy_config, start_envoy
 from osago_mesh.defaults import AGGREGATOR_PORT, EDGES, PAGE_PORT, SIM_PORT
+from osago_mesh.envoy import EnvoyProcess, envoy_available, envoy_path, render_envoy_config, start_envoy
 from osago_mesh.readiness import wait_grpc_serving, wait_http_ok
 
 Edge = Literal["envoy", "web_bridge"]
@@ -76,10 +76,12 @@ class RunningMesh:
 
 
 async def _insurer_urls(sim: str) -> dict[str, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{sim}/_sim/insurers", timeout=aiohttp.ClientTimeout(total=5)) as response:
-            response.raise_for_status()
-            return {i["insurer_id"]: i["base_url"] for i in await response.json()}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{sim}/_sim/insurers", timeout=aiohttp.ClientTimeout(total=5)) as response,
+    ):
+        response.raise_for_status()
+        return {i["insurer_id"]: i["base_url"] for i in await response.json()}
 
 
 async def _start_envoy(options: MeshOptions, aggregator: str, bridge: str, workdir: Path) -> EnvoyProcess:
@@ -150,7 +152,7 @@ async def process_mesh(
         await asyncio.gather(*(wait_grpc_serving(g.address) for g in gateways))
         aggregator_env = {
             "OSAGO_AGGREGATOR_BIND": f"{options.host}:{options.aggregator_port}",
-            "OSAGO_GATEWAYS": ",".join(f"{p.insurer_id}={g.address}" for p, g in zip(profiles, gateways)),
+            "OSAGO_GATEWAYS": ",".join(f"{p.insurer_id}={g.address}" for p, g in zip(profiles, gateways, strict=True)),
         }
         if options.session_limit_s is not None:
             aggregator_env["OSAGO_SESSION_LIMIT_S"] = str(options.session_limit_s)
@@ -183,7 +185,7 @@ async def process_mesh(
                 processes.append(envoy.process)
         yield RunningMesh(
             sim=sim.address,
-            gateways={p.insurer_id: g.address for p, g in zip(profiles, gateways)},
+            gateways={p.insurer_id: g.address for p, g in zip(profiles, gateways, strict=True)},
             aggregator=aggregator.address,
             page=page,
             processes=processes,
