@@ -165,14 +165,12 @@ def _run(args: argparse.Namespace) -> int:
         from insurer_gateway.service import serve_forever as serve_gateway
         from insurer_gateway.settings import GatewaySettings
 
-        gateway_env = dict(env)
-        for name, value in (
-            ("OSAGO_GATEWAY_INSURER", args.insurer),
-            ("OSAGO_GATEWAY_BASE_URL", args.base_url),
-            ("OSAGO_GATEWAY_BIND", args.bind),
-        ):
-            if value:
-                gateway_env[name] = value
+        given = {
+            "OSAGO_GATEWAY_INSURER": args.insurer,
+            "OSAGO_GATEWAY_BASE_URL": args.base_url,
+            "OSAGO_GATEWAY_BIND": args.bind,
+        }
+        gateway_env = dict(env) | {name: value for name, value in given.items() if value}
         configure_tracing("osago-gateway", gateway_env)
         asyncio.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
         return 0
