@@ -6,7 +6,6 @@ isort:skip_file
 from collections import abc as abc
 from grpc import aio as aio
 from osago.v1 import aggregator_service_pb2 as aggregator_service_pb2
-import abc as abc_1
 
 
 GRPC_GENERATED_VERSION: str
@@ -35,12 +34,11 @@ class AggregatorServiceStub:
     its connection resumes where it stopped, with nothing lost or repeated.
     """
 
-class AggregatorServiceServicer(metaclass=abc_1.ABCMeta):
+class AggregatorServiceServicer:
     """The quote aggregator: asks every insurer at once and streams each offer as it arrives.
     Every session ends within its time limit (60 s by default) whatever the insurers do.
     """
 
-    @abc_1.abstractmethod
     def GetQuotes(
         self,
         request: aggregator_service_pb2.GetQuotesRequest,
@@ -51,7 +49,6 @@ class AggregatorServiceServicer(metaclass=abc_1.ABCMeta):
         arrive one by one over up to a minute and each must reach the customer at once.
         """
 
-    @abc_1.abstractmethod
     def CreateQuoteRequest(
         self,
         request: aggregator_service_pb2.CreateQuoteRequestRequest,
@@ -61,7 +58,6 @@ class AggregatorServiceServicer(metaclass=abc_1.ABCMeta):
         idempotency key with the same application returns the request already created.
         """
 
-    @abc_1.abstractmethod
     def GetQuoteRequest(
         self,
         request: aggregator_service_pb2.GetQuoteRequestRequest,
@@ -69,7 +65,6 @@ class AggregatorServiceServicer(metaclass=abc_1.ABCMeta):
     ) -> abc.Awaitable[aggregator_service_pb2.GetQuoteRequestResponse]:
         """Returns a snapshot of a quote request: status, offers and failures so far."""
 
-    @abc_1.abstractmethod
     def StreamQuoteEvents(
         self,
         request: aggregator_service_pb2.StreamQuoteEventsRequest,

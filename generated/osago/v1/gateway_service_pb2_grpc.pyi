@@ -6,7 +6,6 @@ isort:skip_file
 from collections import abc as abc
 from grpc import aio as aio
 from osago.v1 import gateway_service_pb2 as gateway_service_pb2
-import abc as abc_1
 
 
 GRPC_GENERATED_VERSION: str
@@ -27,12 +26,11 @@ class InsurerGatewayServiceStub:
     GetGatewayStatus: aio.UnaryUnaryMultiCallable[gateway_service_pb2.GetGatewayStatusRequest, gateway_service_pb2.GetGatewayStatusResponse]
     """Reports the gateway's state for operators: insurer, breaker, limits, counters."""
 
-class InsurerGatewayServiceServicer(metaclass=abc_1.ABCMeta):
+class InsurerGatewayServiceServicer:
     """One insurer's gateway: speaks that insurer's HTTP API and guards it (circuit breaker, rate
     limit, retries, timeouts). One such service runs per insurer.
     """
 
-    @abc_1.abstractmethod
     def RequestOffer(
         self,
         request: gateway_service_pb2.RequestOfferRequest,
@@ -44,7 +42,6 @@ class InsurerGatewayServiceServicer(metaclass=abc_1.ABCMeta):
         Calling again with the same request_id resumes the insurer application already created.
         """
 
-    @abc_1.abstractmethod
     def GetGatewayStatus(
         self,
         request: gateway_service_pb2.GetGatewayStatusRequest,
