@@ -15,8 +15,8 @@ from aiohttp import web
 from google.protobuf import json_format
 from osago.v1 import application_pb2
 
-from osago_mesh.local import LocalMesh, start_mesh
 from osago_common.clock import FakeClock
+from osago_mesh.local import LocalMesh, start_mesh
 from tests.pg_server import postgres_server
 from tests.redis_server import redis_server
 

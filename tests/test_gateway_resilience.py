@@ -94,13 +94,13 @@ def dead_url() -> str:
 @dataclass
 class Gateway:
     service: GatewayService
-    stub: Any
+    stub: gateway_service_pb2_grpc.InsurerGatewayServiceStub
 
-    async def offer(self, request_id: str, timeout: float = 10.0) -> list[Any]:
+    async def offer(self, request_id: str, timeout: float = 10.0) -> list[gateway_service_pb2.RequestOfferResponse]:
         req = gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=make_application())
         return [u async for u in self.stub.RequestOffer(req, timeout=timeout)]
 
-    async def status(self) -> Any:
+    async def status(self) -> gateway_service_pb2.GetGatewayStatusResponse:
         return await self.stub.GetGatewayStatus(gateway_service_pb2.GetGatewayStatusRequest())
 
 
@@ -120,7 +120,7 @@ async def gateway(
         await service.stop(0)
 
 
-def outcome(updates: list[Any]) -> str | int:
+def outcome(updates: list[gateway_service_pb2.RequestOfferResponse]) -> str | int:
     """ "offer", or the failure reason of the last update."""
     last = updates[-1]
     return "offer" if last.WhichOneof("update") == "offer" else int(last.failed.reason)
@@ -135,7 +135,9 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition never held")
 
 
-async def drive(clock: FakeClock, call: asyncio.Task[list[Any]]) -> list[Any]:
+async def drive(
+    clock: FakeClock, call: asyncio.Task[list[gateway_service_pb2.RequestOfferResponse]]
+) -> list[gateway_service_pb2.RequestOfferResponse]:
     """Lets a call through a gateway on the fake clock finish: whenever the gateway waits on the
     clock (to poll), moves the clock 10 ms; meanwhile the HTTP exchanges run in real time."""
     while not call.done():
