@@ -8,7 +8,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -28,7 +28,7 @@ Status = events_pb2.SessionStatus
 # pg_advisory_lock key serialising migrations between instances starting at once.
 MIGRATION_LOCK = 0x05A6_0001
 
-_UTC = timezone.utc
+_UTC = UTC
 _SQL = resources.files("aggregator") / "sql"
 
 
@@ -79,7 +79,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     return applied
 
 
-_STATUS_NAMES = {
+_STATUS_NAMES: dict[int, str] = {
     Status.SESSION_STATUS_RUNNING: "running",
     Status.SESSION_STATUS_COMPLETED: "completed",
     Status.SESSION_STATUS_DEADLINE_EXCEEDED: "deadline_exceeded",
@@ -108,7 +108,7 @@ def _event(data: bytes) -> events_pb2.QuoteEvent:
     return event
 
 
-def _reason_name(reason: int) -> str:
+def _reason_name(reason: quote_pb2.FailureReason.ValueType) -> str:
     """ "declined" for FAILURE_REASON_DECLINED; the number for a reason newer than this code."""
     try:
         return str(quote_pb2.FailureReason.Name(reason)).removeprefix("FAILURE_REASON_").lower()
@@ -298,12 +298,10 @@ class PostgresRequestStore:
     async def release(self, leases: Sequence[Lease]) -> None:
         if not leases:
             return
-        async with self._conn() as conn:
-            async with conn.transaction():
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        QUERIES["release"], [{"id": lease.request_id, "epoch": lease.epoch} for lease in leases]
-                    )
+        async with self._conn() as conn, conn.transaction(), conn.cursor() as cursor:
+            await cursor.executemany(
+                QUERIES["release"], [{"id": lease.request_id, "epoch": lease.epoch} for lease in leases]
+            )
 
     async def forget(self, request_id: str) -> None:
         async with self._conn() as conn:

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from osago_common.breaker import BreakerConfig
 from osago_common import insurers
-from osago_common.grpc_options import replicas_target
+from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.grpc_options import replicas_target
 
 
 @dataclass(frozen=True)

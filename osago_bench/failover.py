@@ -17,7 +17,7 @@ import signal
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -136,15 +136,15 @@ async def _chaos(mesh: RunningMesh, config: FailoverConfig, started: float, mome
 
     await at(config.kill_aggregator_at_s)
     mesh.children["aggregator 1"].process.kill()
-    moments["aggregator 1 killed"] = datetime.now(timezone.utc)
+    moments["aggregator 1 killed"] = datetime.now(UTC)
     await at(config.kill_gateway_at_s)
     holder = await _slowest_call_holder(mesh, slowest)
     if holder is not None:
         mesh.children[holder].process.kill()
-        moments[f"{holder} killed"] = datetime.now(timezone.utc)
+        moments[f"{holder} killed"] = datetime.now(UTC)
     await at(config.drain_aggregator_at_s)
     mesh.children["aggregator 2"].process.send_signal(signal.SIGTERM)
-    moments["aggregator 2 stopped"] = datetime.now(timezone.utc)
+    moments["aggregator 2 stopped"] = datetime.now(UTC)
 
 
 async def _sim(http: aiohttp.ClientSession, sim: str, path: str, reference: str) -> Any:
@@ -176,8 +176,8 @@ async def account(
             ids.append(request_id)
             finished = events[-1].HasField("session_finished")
             report.finished += finished
-            deadline = events[0].session_started.deadline.ToDatetime(tzinfo=timezone.utc)
-            if finished and events[-1].time.ToDatetime(tzinfo=timezone.utc) > deadline + LATE_AFTER:
+            deadline = events[0].session_started.deadline.ToDatetime(tzinfo=UTC)
+            if finished and events[-1].time.ToDatetime(tzinfo=UTC) > deadline + LATE_AFTER:
                 report.finished_after_deadline += 1
             ledger = await _sim(http, mesh.sim, "/_sim/ledger", request_id)
             expected = Counter((o["insurer_id"], o["offer_id"]) for o in ledger["offers"])

@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--postgres-url",
         default=os.environ.get("OSAGO_POSTGRES_URL") or None,
-        help="the shared backend's Postgres (OSAGO_POSTGRES_URL; default: a private server from the installed binaries)",
+        help="the shared backend's Postgres (OSAGO_POSTGRES_URL; default: a private server, installed binaries)",
     )
     up.add_argument(
         "--redis-url",
@@ -219,14 +219,12 @@ def _run(args: argparse.Namespace) -> int:
         from insurer_gateway.service import serve_forever as serve_gateway
         from insurer_gateway.settings import GatewaySettings
 
-        gateway_env = dict(env)
-        for name, value in (
-            ("OSAGO_GATEWAY_INSURER", args.insurer),
-            ("OSAGO_GATEWAY_BASE_URL", args.base_url),
-            ("OSAGO_GATEWAY_BIND", args.bind),
-        ):
-            if value:
-                gateway_env[name] = value
+        given = {
+            "OSAGO_GATEWAY_INSURER": args.insurer,
+            "OSAGO_GATEWAY_BASE_URL": args.base_url,
+            "OSAGO_GATEWAY_BIND": args.bind,
+        }
+        gateway_env = dict(env) | {name: value for name, value in given.items() if value}
         configure_tracing("osago-gateway", gateway_env)
         asyncio.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
         return 0

@@ -5,11 +5,15 @@ rule (field path and rule, never the value sent: it may be personal data)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+# Any RPC's request and response types: abort_invalid serves every method.
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 def invalid_argument(violations: Iterable[tuple[str, str]]) -> grpc.Status:
@@ -20,10 +24,13 @@ def invalid_argument(violations: Iterable[tuple[str, str]]) -> grpc.Status:
     count = len(bad_request.field_violations)
     status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {count} field violation(s)")
     status.details.add().Pack(bad_request)
-    return rpc_status.to_status(status)
+    converted: grpc.Status = rpc_status.to_status(status)  # grpcio-status is untyped
+    return converted
 
 
-async def abort_invalid(context: grpc.aio.ServicerContext[Any, Any], violations: Iterable[tuple[str, str]]) -> NoReturn:
+async def abort_invalid(
+    context: grpc.aio.ServicerContext[Req, Resp], violations: Iterable[tuple[str, str]]
+) -> NoReturn:
     """Ends the call with `invalid_argument(violations)`."""
     await context.abort_with_status(invalid_argument(violations))
     raise AssertionError("abort returned")  # pragma: no cover - abort always raises

@@ -35,7 +35,7 @@ STOP_TIMEOUT_S = 10.0
 
 # `key: value  # @slot` — the key never contains ": ", the value is everything up to the comment.
 _SLOT = re.compile(
-    r"^(?P<head>[^#\n]*?:[ \t]+)(?P<value>[^\n]*?)(?P<tail>[ \t]+#[ \t]*@(?P<name>[a-z_]+)[ \t]*)$", re.M
+    r"^(?P<head>[^#\n]*?:[ \t]+)(?P<value>[^\n]*?)(?P<tail>[ \t]+#[ \t]*@(?P<name>[a-z_]+)[ \t]*)$", re.MULTILINE
 )
 
 

@@ -22,8 +22,8 @@ import aiohttp
 
 from osago_common import insurers
 from osago_mesh.child import Child
-from osago_mesh.envoy import EnvoyProcess, envoy_available, envoy_path, render_envoy_config, start_envoy
 from osago_mesh.defaults import AGGREGATOR_PORT, EDGES, PAGE_PORT, SIM_PORT
+from osago_mesh.envoy import EnvoyProcess, envoy_available, envoy_path, render_envoy_config, start_envoy
 from osago_mesh.readiness import wait_grpc_serving, wait_http_ok
 from osago_mesh.servers import postgres_server, redis_server
 
@@ -118,10 +118,12 @@ class RunningMesh:
 
 
 async def _insurer_urls(sim: str) -> dict[str, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{sim}/_sim/insurers", timeout=aiohttp.ClientTimeout(total=5)) as response:
-            response.raise_for_status()
-            return {i["insurer_id"]: i["base_url"] for i in await response.json()}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{sim}/_sim/insurers", timeout=aiohttp.ClientTimeout(total=5)) as response,
+    ):
+        response.raise_for_status()
+        return {i["insurer_id"]: i["base_url"] for i in await response.json()}
 
 
 async def _start_envoy(options: MeshOptions, aggregator: str, bridge: str, workdir: Path) -> EnvoyProcess:

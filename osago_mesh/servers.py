@@ -10,7 +10,6 @@ the `postgres` user in a directory handed over to it.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import shutil
@@ -28,7 +27,7 @@ POSTGRES_START_TIMEOUT_S = 30
 
 def _bindir() -> Path:
     def found() -> list[str]:
-        return sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        return sorted(str(path) for path in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
 
     if not found():
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -103,6 +102,7 @@ def postgres_server() -> Iterator[str]:
                     "start",
                 ],
                 capture_output=True,
+                check=False,
             )
             if started.returncode != 0:
                 continue
@@ -113,6 +113,7 @@ def postgres_server() -> Iterator[str]:
                 subprocess.run(
                     [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                     capture_output=True,
+                    check=False,
                 )
         raise RuntimeError("postgres could not start on a free port")
     finally:

@@ -15,8 +15,8 @@ from aiohttp import web
 from google.protobuf import json_format
 from osago.v1 import application_pb2
 
-from osago_mesh.local import LocalMesh, start_mesh
 from osago_common.clock import FakeClock
+from osago_mesh.local import LocalMesh, start_mesh
 from osago_mesh.servers import postgres_server, redis_server
 
 Mesh = LocalMesh

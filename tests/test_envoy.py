@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 import grpc
-from aiohttp import web
 import pytest
+from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2 as pb

@@ -6,12 +6,11 @@ insurer application made twice, and every session ends by its original deadline.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
-from signal import SIGCONT
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, timedelta
+from signal import SIGCONT
 from typing import Any
 
 import aiohttp
@@ -83,8 +82,8 @@ async def assert_exactly_the_ledger(running: RunningMesh, events: list[events_pb
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[0].HasField("session_started") and events[-1].HasField("session_finished")
     request_id = events[0].request_id
-    deadline = events[0].session_started.deadline.ToDatetime(tzinfo=timezone.utc)
-    assert events[-1].time.ToDatetime(tzinfo=timezone.utc) <= deadline + END_TOLERANCE
+    deadline = events[0].session_started.deadline.ToDatetime(tzinfo=UTC)
+    assert events[-1].time.ToDatetime(tzinfo=UTC) <= deadline + END_TOLERANCE
     ledger = await sim(running, "/_sim/ledger", reference=request_id)
     offered = sorted(
         (e.quote_received.quote.insurer_id, e.quote_received.quote.offer_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 import pytest
@@ -11,9 +11,9 @@ from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
 
 from aggregator.bus import MemoryEventBus
 from aggregator.live import LiveStream
+from aggregator.session import QuoteSession, SessionPlan, session_started
 from aggregator.store import LeaseLost, MemoryRequestStore, RequestRecord
 from aggregator.writer import SessionWriter
-from aggregator.session import QuoteSession, SessionPlan, session_started
 from osago_common.clock import FakeClock
 
 Reason = quote_pb2.FailureReason
@@ -23,7 +23,7 @@ Update = gateway_service_pb2.RequestOfferResponse
 # A script per insurer: (seconds to wait, update to send, an exception to raise, or END to close
 # the stream); a script that does not END keeps the stream open forever.
 END = "end"
-Script = list[tuple[float, Update | Exception | str]]
+Script = Sequence[tuple[float, Update | Exception | str]]
 
 
 def accepted() -> Update:
@@ -38,8 +38,8 @@ def offer(premium: int) -> Update:
     return Update(offer=quote_pb2.Quote(offer_id=f"offer-{premium}", premium_kopecks=premium, currency="RUB"))
 
 
-def failed(reason: int, message: str = "no") -> Update:
-    return Update(failed=gateway_service_pb2.OfferFailed(reason=reason, message=message))  # type: ignore[arg-type]
+def failed(reason: quote_pb2.FailureReason.ValueType, message: str = "no") -> Update:
+    return Update(failed=gateway_service_pb2.OfferFailed(reason=reason, message=message))
 
 
 class ScriptedGateways:

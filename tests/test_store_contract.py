@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -16,7 +16,7 @@ from aggregator.store import Lease, LeaseLost, MemoryRequestStore, RequestRecord
 pytestmark = pytest.mark.functional
 
 Status = events_pb2.SessionStatus
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 TTL = 3.0
 
 

@@ -112,7 +112,7 @@ Serve = Callable[[web.Request], Awaitable[web.FileResponse]]
 def _file(path: Path) -> Serve:
     async def serve(request: web.Request) -> web.FileResponse:
         if not await asyncio.to_thread(path.is_file):
-            raise web.HTTPNotFound()
+            raise web.HTTPNotFound
         return web.FileResponse(path)
 
     return serve
@@ -128,7 +128,7 @@ def _directory(root: Path) -> Serve:
     async def serve(request: web.Request) -> web.FileResponse:
         found = await asyncio.to_thread(locate, request.match_info["path"])
         if found is None:
-            raise web.HTTPNotFound()
+            raise web.HTTPNotFound
         return web.FileResponse(found)
 
     return serve
