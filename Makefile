@@ -44,9 +44,13 @@ check-generated: setup
 check-deploy: setup
 	scripts/check-deploy.sh
 
+# The protos (buf), then the Python code: ruff's rules and its formatter (pyproject [tool.ruff]).
 lint: setup
 	cd protos && ../$(VENV)/bin/buf lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
+# mypy strict over the services, the tests and scripts/ (pyproject [tool.mypy] files).
 typecheck: setup
 	$(VENV)/bin/mypy
 
@@ -56,8 +60,10 @@ demo: setup
 unit: setup
 	$(PY) -m pytest -q -m "not functional"
 
+# The whole suite with branch coverage of the project's packages (pyproject [tool.coverage]);
+# fails when the total drops below fail_under.
 test: setup browser check-generated check-web check-deploy lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --cov --cov-report=term-missing:skip-covered
 
 bench-faults: setup
 	$(VENV)/bin/osago bench faults

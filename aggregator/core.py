@@ -13,6 +13,7 @@ import collections
 import contextlib
 import hashlib
 import logging
+import socket
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from datetime import date, timedelta
@@ -58,8 +59,10 @@ class Unavailable(Exception):
     instance, or a retry in a moment, can. The message says why, without internal detail."""
 
 
-def new_instance_id() -> str:
-    return f"agg-{uuid.uuid4().hex[:12]}"
+def new_instance_id(name: str = "") -> str:
+    """A new id for this run of an instance: its name (the host's, or OSAGO_INSTANCE_NAME) and a
+    random part, so a restarted process never passes for the one that ran before it."""
+    return f"{name or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
 class Aggregator:
@@ -84,7 +87,9 @@ class Aggregator:
         self._new_id = new_id
         # With a shared store a draining instance hands its sessions over; alone it finishes them.
         self._shared = shared
-        self.runner = SessionRunner(settings, source, store, bus, cache, clock, owner or new_instance_id())
+        self.runner = SessionRunner(
+            settings, source, store, bus, cache, clock, owner or new_instance_id(settings.instance_name)
+        )
         self._insurers = tuple((g.insurer_id, g.insurer_name) for g in settings.gateways)
         self._watchers: collections.Counter[str] = collections.Counter()
         self._accepting = True
@@ -93,6 +98,7 @@ class Aggregator:
         # False while the store or the bus does not answer: new sessions are refused.
         self.backends_ok = True
         self._tasks: set[asyncio.Task[None]] = set()
+        self._upkeep: asyncio.Task[None] | None = None
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
         self._sweeper: asyncio.Task[None] | None = None
         self.admission = Admission(
@@ -106,9 +112,16 @@ class Aggregator:
     def start(self) -> None:
         """Starts keeping this instance's lease and taking over orphaned sessions, and measuring
         the event loop's lag when admission watches it."""
-        self._spawn(self.runner.maintain(), "session-upkeep")
+        self._upkeep = asyncio.create_task(self.runner.maintain(), name="session-upkeep")
         if self.admission.watches_lag:
             self._spawn(self.admission.lag.run(), "loop-lag")
+
+    async def _stop_upkeep(self) -> None:
+        """No more takeovers here: a stopping instance must not claim what it hands over."""
+        upkeep, self._upkeep = self._upkeep, None
+        if upkeep is not None:
+            upkeep.cancel()
+            await asyncio.gather(upkeep, return_exceptions=True)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -352,14 +365,20 @@ class Aggregator:
         store) or lets them finish within `grace_s` (this instance alone)."""
         self._accepting = False
         self._stopping.set()
+        await self._stop_upkeep()
         if self._shared:
             await self.runner.hand_over()
         else:
             await self.runner.finish(grace_s)
 
     async def close(self) -> None:
-        """Cancels every running session (each finishes CANCELLED) and background work."""
+        """Stops background work, and the sessions still running here: handed over to other
+        instances with a shared store, else cancelled (each finishes CANCELLED)."""
         self._accepting = False
+        self._stopping.set()
+        await self._stop_upkeep()
+        if self._shared:
+            await self.runner.hand_over()
         tasks = list(self._tasks)
         if self._sweeper is not None:
             tasks.append(self._sweeper)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -16,9 +16,12 @@ from osago_common.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Any RPC's request and response types: these helpers serve every method.
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
-async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
+async def abort_for(context: grpc.aio.ServicerContext[Req, Resp], error: Exception) -> NoReturn:
     """Ends the call with the status that `error` stands for. Unexpected errors become UNKNOWN
     "internal error" (logged with a trace id the caller can quote: the active OpenTelemetry
     trace's, else a random one), never internal text."""
@@ -36,14 +39,14 @@ async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: Exceptio
     raise AssertionError("abort returned")  # abort always raises
 
 
-async def guarded(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]) -> T:
+async def guarded(context: grpc.aio.ServicerContext[Req, Resp], call: Awaitable[T]) -> T:
     try:
         return await call
     except Exception as error:  # noqa: BLE001 - the one boundary where errors change type
         await abort_for(context, error)
 
 
-async def guarded_stream(context: grpc.aio.ServicerContext[Any, Any], stream: AsyncIterator[T]) -> AsyncIterator[T]:
+async def guarded_stream(context: grpc.aio.ServicerContext[Req, Resp], stream: AsyncIterator[T]) -> AsyncIterator[T]:
     try:
         async for item in stream:
             yield item

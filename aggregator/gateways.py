@@ -35,7 +35,7 @@ STREAM_ATTEMPTS = 4
 RESUME_MIN_S = 0.2
 RESUME_BACKOFF_S = 0.05
 
-_FAILURES: dict[grpc.StatusCode, tuple[int, str]] = {
+_FAILURES: dict[grpc.StatusCode, tuple[quote_pb2.FailureReason.ValueType, str]] = {
     grpc.StatusCode.UNAVAILABLE: (Reason.FAILURE_REASON_UNAVAILABLE, "the insurer's service is unavailable"),
     grpc.StatusCode.DEADLINE_EXCEEDED: (Reason.FAILURE_REASON_DEADLINE, "no offer within the time limit"),
     grpc.StatusCode.RESOURCE_EXHAUSTED: (Reason.FAILURE_REASON_RATE_LIMITED, "the insurer's service is overloaded"),
@@ -46,7 +46,7 @@ _FAILURES: dict[grpc.StatusCode, tuple[int, str]] = {
 CIRCUIT_OPEN_MESSAGE = "The insurer is failing right now; it is not being asked for a while."
 
 
-def failed(reason: int, message: str) -> gateway_service_pb2.RequestOfferResponse:
+def failed(reason: quote_pb2.FailureReason.ValueType, message: str) -> gateway_service_pb2.RequestOfferResponse:
     return gateway_service_pb2.RequestOfferResponse(
         failed=gateway_service_pb2.OfferFailed(reason=reason, message=message)
     )

@@ -19,7 +19,7 @@ class LiveStream:
     """One running session's events from seq 1: those logged before it came to this instance
     (a session taken over), then those logged here."""
 
-    __slots__ = ("events", "closed", "_changed")
+    __slots__ = ("_changed", "closed", "events")
 
     def __init__(self, history: list[events_pb2.QuoteEvent] | None = None) -> None:
         self.events: list[events_pb2.QuoteEvent] = list(history or [])

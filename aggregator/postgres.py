@@ -8,7 +8,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -28,7 +28,8 @@ Status = events_pb2.SessionStatus
 # pg_advisory_lock key serialising migrations between instances starting at once.
 MIGRATION_LOCK = 0x05A6_0001
 
-_UTC = timezone.utc
+_UTC = UTC
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 _SQL = resources.files("aggregator") / "sql"
 
 
@@ -79,7 +80,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     return applied
 
 
-_STATUS_NAMES = {
+_STATUS_NAMES: dict[int, str] = {
     Status.SESSION_STATUS_RUNNING: "running",
     Status.SESSION_STATUS_COMPLETED: "completed",
     Status.SESSION_STATUS_DEADLINE_EXCEEDED: "deadline_exceeded",
@@ -108,7 +109,7 @@ def _event(data: bytes) -> events_pb2.QuoteEvent:
     return event
 
 
-def _reason_name(reason: int) -> str:
+def _reason_name(reason: quote_pb2.FailureReason.ValueType) -> str:
     """ "declined" for FAILURE_REASON_DECLINED; the number for a reason newer than this code."""
     try:
         return str(quote_pb2.FailureReason.Name(reason)).removeprefix("FAILURE_REASON_").lower()
@@ -257,16 +258,29 @@ class PostgresRequestStore:
             cursor = await conn.execute(QUERIES["events_after"], {"id": request_id, "after_seq": after_seq})
             return [_event(row[0]) for row in await cursor.fetchall()]
 
-    async def heartbeat(self, owner: str, now: datetime, ttl_s: float) -> None:
+    async def heartbeat(self, owner: str, now: datetime, ttl_s: float) -> bool:
         async with self._conn() as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 QUERIES["heartbeat"], {"owner": owner, "now": now, "lease_until": now + timedelta(seconds=ttl_s)}
             )
+            row = await cursor.fetchone()
+        before = row[0] if row else None
+        return before is None or before > now
 
-    async def claim_orphans(self, owner: str, now: datetime, limit: int) -> list[Claim]:
+    async def owned(self, owner: str, request_ids: Sequence[str]) -> dict[str, int]:
+        if not request_ids:
+            return {}
+        async with self._conn() as conn:
+            cursor = await conn.execute(QUERIES["owned"], {"owner": owner, "ids": list(request_ids)})
+            return {str(request_id): int(epoch) for request_id, epoch in await cursor.fetchall()}
+
+    async def claim_orphans(
+        self, owner: str, now: datetime, limit: int, *, overdue_before: datetime | None = None
+    ) -> list[Claim]:
         async with self._conn() as conn:
             cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(QUERIES["claim_orphans"], {"owner": owner, "now": now, "limit": limit})
+            params = {"owner": owner, "now": now, "limit": limit, "overdue_before": overdue_before or _LONG_AGO}
+            await cursor.execute(QUERIES["claim_orphans"], params)
             rows = await cursor.fetchall()
             if not rows:
                 return []
@@ -288,12 +302,10 @@ class PostgresRequestStore:
     async def release(self, leases: Sequence[Lease]) -> None:
         if not leases:
             return
-        async with self._conn() as conn:
-            async with conn.transaction():
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        QUERIES["release"], [{"id": lease.request_id, "epoch": lease.epoch} for lease in leases]
-                    )
+        async with self._conn() as conn, conn.transaction(), conn.cursor() as cursor:
+            await cursor.executemany(
+                QUERIES["release"], [{"id": lease.request_id, "epoch": lease.epoch} for lease in leases]
+            )
 
     async def forget(self, request_id: str) -> None:
         async with self._conn() as conn:

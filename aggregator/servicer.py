@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeAlias
 
+import grpc
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc
 
@@ -13,8 +14,15 @@ from aggregator.core import Aggregator
 from aggregator.errors import abort_for, guarded, guarded_stream
 from osago_common import tracing
 
-# grpc ships no type information; the context is a grpc.aio.ServicerContext.
-Context: TypeAlias = Any
+# Each RPC's context, as the generated servicer base (mypy-protobuf) declares it.
+GetQuotesContext: TypeAlias = grpc.aio.ServicerContext[pb.GetQuotesRequest, AsyncIterator[pb.GetQuotesResponse]]
+CreateContext: TypeAlias = grpc.aio.ServicerContext[
+    pb.CreateQuoteRequestRequest, Awaitable[pb.CreateQuoteRequestResponse]
+]
+GetContext: TypeAlias = grpc.aio.ServicerContext[pb.GetQuoteRequestRequest, Awaitable[pb.GetQuoteRequestResponse]]
+StreamContext: TypeAlias = grpc.aio.ServicerContext[
+    pb.StreamQuoteEventsRequest, AsyncIterator[pb.StreamQuoteEventsResponse]
+]
 
 # The final event must reach a GetQuotes caller before its own deadline does.
 CALLER_DEADLINE_MARGIN_S = 0.5
@@ -26,11 +34,13 @@ def _time_limit(request: pb.GetQuotesRequest | pb.CreateQuoteRequestRequest) -> 
     return float(request.time_limit.ToTimedelta().total_seconds())
 
 
-class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):  # type: ignore[misc]
+class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
     def __init__(self, aggregator: Aggregator) -> None:
         self._aggregator = aggregator
 
-    async def GetQuotes(self, request: pb.GetQuotesRequest, context: Context) -> AsyncIterator[pb.GetQuotesResponse]:
+    async def GetQuotes(
+        self, request: pb.GetQuotesRequest, context: GetQuotesContext
+    ) -> AsyncIterator[pb.GetQuotesResponse]:
         limit = _time_limit(request)
         remaining = context.time_remaining()
         if remaining is not None:
@@ -58,7 +68,7 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
                 self._aggregator.release(record.request_id)
 
     async def CreateQuoteRequest(
-        self, request: pb.CreateQuoteRequestRequest, context: Context
+        self, request: pb.CreateQuoteRequestRequest, context: CreateContext
     ) -> pb.CreateQuoteRequestResponse:
         application = request.application if request.HasField("application") else None
         with tracing.attached(tracing.extract_context(context.invocation_metadata())):
@@ -71,13 +81,15 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
             snapshot = await guarded(context, self._aggregator.snapshot(record.request_id))
         return pb.CreateQuoteRequestResponse(quote_request=snapshot)
 
-    async def GetQuoteRequest(self, request: pb.GetQuoteRequestRequest, context: Context) -> pb.GetQuoteRequestResponse:
+    async def GetQuoteRequest(
+        self, request: pb.GetQuoteRequestRequest, context: GetContext
+    ) -> pb.GetQuoteRequestResponse:
         with tracing.attached(tracing.extract_context(context.invocation_metadata())):
             snapshot = await guarded(context, self._aggregator.snapshot(request.request_id))
         return pb.GetQuoteRequestResponse(quote_request=snapshot)
 
     async def StreamQuoteEvents(
-        self, request: pb.StreamQuoteEventsRequest, context: Context
+        self, request: pb.StreamQuoteEventsRequest, context: StreamContext
     ) -> AsyncIterator[pb.StreamQuoteEventsResponse]:
         async with contextlib.aclosing(self._aggregator.events(request.request_id, request.after_seq)) as events:
             async for event in guarded_stream(context, events):

@@ -78,7 +78,7 @@ class SessionPlan:
 @dataclass
 class _Tally:
     quotes: int = 0
-    failures: list[int] = field(default_factory=list)
+    failures: list[Reason.ValueType] = field(default_factory=list)
     answered: set[str] = field(default_factory=set)
     progress: dict[str, int] = field(default_factory=dict)
 
@@ -245,7 +245,7 @@ class QuoteSession:
         await self._events.append(event)
         self._tally.count(event)
 
-    async def _failed(self, insurer_id: str, name: str, reason: int, message: str) -> None:
+    async def _failed(self, insurer_id: str, name: str, reason: Reason.ValueType, message: str) -> None:
         event = self._event()
         event.insurer_failed.CopyFrom(
             events_pb2.InsurerFailed(insurer_id=insurer_id, insurer_name=name, reason=reason, message=message)
@@ -298,7 +298,7 @@ class QuoteSession:
         return int(status)
 
 
-def summary(asked: int, quotes: int, failures: Sequence[int], limit: str) -> str:
+def summary(asked: int, quotes: int, failures: Sequence[Reason.ValueType], limit: str) -> str:
     """What became of every insurer asked, each outcome counted on its own: offers, declines,
     failures by kind, and those that ran out of time."""
     counts = Counter(failures)
@@ -321,7 +321,7 @@ def _counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def reason_name(reason: int) -> str:
+def reason_name(reason: Reason.ValueType) -> str:
     """A failure reason for spans and logs: "declined" for FAILURE_REASON_DECLINED."""
     try:
         return str(Reason.Name(reason)).removeprefix("FAILURE_REASON_").lower()
@@ -329,7 +329,7 @@ def reason_name(reason: int) -> str:
         return str(reason)
 
 
-def _status_name(status: int) -> str:
+def _status_name(status: Status.ValueType) -> str:
     return str(Status.Name(status)).removeprefix("SESSION_STATUS_").lower()
 
 

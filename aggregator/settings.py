@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from osago_common.breaker import BreakerConfig
 from osago_common import insurers
-from osago_common.grpc_options import replicas_target
+from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.grpc_options import replicas_target
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class AggregatorSettings:
     # Finished sessions stay readable (snapshot, replay) this long in the embedded store; the
     # bus keeps a session's stream this long after its deadline.
     retention_s: float = 900.0
+    # This instance's name in the store's ownership records (a random part is added per run);
+    # empty: the host's name (a pod's name in Kubernetes).
+    instance_name: str = ""
     # The shared backends: Postgres (the record) and Redis (live events, the cache of results).
     # Unset: the embedded, in-process ones (one instance).
     postgres_url: str | None = None
@@ -82,6 +85,7 @@ class AggregatorSettings:
             gateway_margin_s=env_float(env, "OSAGO_GATEWAY_MARGIN_S", cls.gateway_margin_s),
             orphan_grace_s=env_float(env, "OSAGO_ORPHAN_GRACE_S", cls.orphan_grace_s),
             retention_s=env_float(env, "OSAGO_RETENTION_S", cls.retention_s),
+            instance_name=env_str(env, "OSAGO_INSTANCE_NAME", ""),
             postgres_url=env.get("OSAGO_POSTGRES_URL") or None,
             redis_url=env.get("OSAGO_REDIS_URL") or None,
             lease_ttl_s=env_float(env, "OSAGO_LEASE_TTL_S", cls.lease_ttl_s),

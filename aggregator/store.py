@@ -92,12 +92,20 @@ class RequestStore(Protocol):
     async def events(self, request_id: str, after_seq: int = 0) -> list[events_pb2.QuoteEvent]:
         """The request's events with seq > after_seq, in order ([] for an unknown request)."""
 
-    async def heartbeat(self, owner: str, now: datetime, ttl_s: float) -> None:
-        """Renews (or starts) `owner`'s instance lease until now + ttl_s."""
+    async def heartbeat(self, owner: str, now: datetime, ttl_s: float) -> bool:
+        """Renews (or starts) `owner`'s instance lease until now + ttl_s. False when the lease had
+        lapsed meanwhile (the instance was paused or cut off): its sessions may have been taken
+        over, see `owned`."""
 
-    async def claim_orphans(self, owner: str, now: datetime, limit: int) -> list[Claim]:
-        """Takes over, for `owner`, up to `limit` running requests whose owner's lease lapsed or
-        that were released; each claim raises the request's epoch."""
+    async def owned(self, owner: str, request_ids: Sequence[str]) -> dict[str, int]:
+        """Of these requests, those `owner` still holds, with their current lease epoch."""
+
+    async def claim_orphans(
+        self, owner: str, now: datetime, limit: int, *, overdue_before: datetime | None = None
+    ) -> list[Claim]:
+        """Takes over, for `owner`, up to `limit` running requests whose owner's lease lapsed, that
+        were released, or whose deadline is before `overdue_before` whoever owns them (an owner
+        that could not finish them); each claim raises the request's epoch."""
 
     async def release(self, leases: Sequence[Lease]) -> None:
         """Gives running requests up (a draining instance): their epoch is raised, so the old
@@ -186,10 +194,18 @@ class MemoryRequestStore:
         # Events are numbered from 1 without gaps: seq n sits at index n - 1.
         return stored.events[max(after_seq, 0) :]
 
-    async def heartbeat(self, owner: str, now: datetime, ttl_s: float) -> None:
+    async def heartbeat(self, owner: str, now: datetime, ttl_s: float) -> bool:
+        before = self._instances.get(owner)
         self._instances[owner] = now + timedelta(seconds=ttl_s)
+        return before is None or before > now
 
-    async def claim_orphans(self, owner: str, now: datetime, limit: int) -> list[Claim]:
+    async def owned(self, owner: str, request_ids: Sequence[str]) -> dict[str, int]:
+        held = (self._by_id.get(request_id) for request_id in request_ids)
+        return {s.record.request_id: s.epoch for s in held if s is not None and s.owner == owner}
+
+    async def claim_orphans(
+        self, owner: str, now: datetime, limit: int, *, overdue_before: datetime | None = None
+    ) -> list[Claim]:
         claims: list[Claim] = []
         async with self._lock:
             running = sorted(
@@ -200,7 +216,8 @@ class MemoryRequestStore:
                 if len(claims) >= limit:
                     break
                 alive_until = self._instances.get(stored.owner) if stored.owner else None
-                if alive_until is not None and alive_until > now:
+                overdue = overdue_before is not None and stored.record.deadline < overdue_before
+                if alive_until is not None and alive_until > now and not overdue:
                     continue
                 stored.owner = owner
                 stored.epoch += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -93,5 +93,5 @@ def retry_after_s(headers: Mapping[str, str], now: datetime) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if moment.tzinfo is None:  # "-0000" in an HTTP-date means UTC
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - now).total_seconds())

@@ -29,8 +29,6 @@ from typing import TypeVar
 
 from opentelemetry import trace
 
-from osago_common import tracing
-from osago_common.breaker import BreakerState, CircuitBreaker, Permit
 from insurer_gateway.bulkhead import Bulkhead
 from insurer_gateway.exchange import (
     BadResponse,
@@ -46,6 +44,8 @@ from insurer_gateway.outcomes import Failed, Reason, failed
 from insurer_gateway.ratelimit import LocalRateLimiter, RateLimiter
 from insurer_gateway.retry import RetryBudget, next_delay
 from insurer_gateway.settings import GatewaySettings
+from osago_common import tracing
+from osago_common.breaker import BreakerState, CircuitBreaker, Permit
 from osago_common.clock import Clock
 
 T = TypeVar("T")
@@ -83,7 +83,7 @@ class InsurerGuard:
             min_per_s=settings.retry_budget_min_per_s,
             window_s=settings.retry_budget_window_s,
         )
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter; nothing secret is drawn
         self.retries_total = 0  # retries sent to the insurer
         self.rate_limited_total = 0  # attempts our quota refused
 

@@ -19,7 +19,8 @@ import statistics
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+
+from osago.v1 import application_pb2
 
 from insurer_gateway.dialects import (
     Created,
@@ -107,7 +108,7 @@ class OfferFlow:
         self.guard = guard or InsurerGuard(settings, clock)
         self.ready_times = ReadyTimes(settings.ready_window)
 
-    def prepare(self, request_id: str, application: Any) -> HttpCall:
+    def prepare(self, request_id: str, application: application_pb2.Application) -> HttpCall:
         """The call creating the insurer application; raises InvalidApplication.
 
         The idempotency key and reference are derived from the request id, so calling again

@@ -4,14 +4,13 @@ in `stop`."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 
 import redis.asyncio
+from osago.v1 import gateway_service_pb2_grpc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from osago.v1 import gateway_service_pb2_grpc
 
 from insurer_gateway.dialects import DIALECTS
 from insurer_gateway.guard import InsurerGuard

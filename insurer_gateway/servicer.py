@@ -8,22 +8,22 @@ import contextlib
 import logging
 import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import trace
-from osago.v1 import gateway_service_pb2, quote_pb2
+from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
-from osago_common.breaker import BreakerState
 from insurer_gateway.dialects import InvalidApplication, Offer
 from insurer_gateway.exchange import HttpCall
 from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
 from insurer_gateway.outcomes import Reason
 from insurer_gateway.settings import GatewaySettings
 from osago_common import tracing
+from osago_common.breaker import BreakerState
 from osago_common.clock import Clock
 from osago_common.grpc_errors import abort_invalid
 
@@ -32,10 +32,18 @@ MAX_REQUEST_ID_CHARS = 128
 
 log = logging.getLogger(__name__)
 
+OfferRequest = gateway_service_pb2.RequestOfferRequest
+OfferResponse = gateway_service_pb2.RequestOfferResponse
+StatusRequest = gateway_service_pb2.GetGatewayStatusRequest
+StatusResponse = gateway_service_pb2.GetGatewayStatusResponse
+# Each RPC's context, as the generated servicer base (mypy-protobuf) declares it.
+OfferContext: TypeAlias = grpc.aio.ServicerContext[OfferRequest, AsyncIterator[OfferResponse]]
+StatusContext: TypeAlias = grpc.aio.ServicerContext[StatusRequest, Awaitable[StatusResponse]]
+
 # Why no offer, as the contract says it. Written out rather than built from the names, so that
 # renaming either side fails here and not at run time; the contract's UNSPECIFIED, INTERNAL and
 # CANCELLED are never the insurer's doing and have no Reason.
-FAILURE_REASONS: dict[Reason, int] = {
+FAILURE_REASONS: dict[Reason, quote_pb2.FailureReason.ValueType] = {
     Reason.TIMEOUT: quote_pb2.FAILURE_REASON_TIMEOUT,
     Reason.DEADLINE: quote_pb2.FAILURE_REASON_DEADLINE,
     Reason.UNAVAILABLE: quote_pb2.FAILURE_REASON_UNAVAILABLE,
@@ -63,7 +71,7 @@ class GatewayStats:
     failures_total: int = 0
 
 
-class GatewayServicer:
+class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
     """osago.v1.InsurerGatewayService."""
 
     def __init__(self, settings: GatewaySettings, flow: OfferFlow, clock: Clock, started_at: datetime) -> None:
@@ -86,7 +94,7 @@ class GatewayServicer:
             task.cancel()
         return len(calls)
 
-    async def RequestOffer(self, request: Any, context: Any) -> AsyncIterator[Any]:
+    async def RequestOffer(self, request: OfferRequest, context: OfferContext) -> AsyncIterator[OfferResponse]:
         """Streams accepted → pending… → offer | failed. A cancelled call stops at once: the
         cancellation reaches the sleep or HTTP call in progress, which closes its connection.
 
@@ -134,7 +142,7 @@ class GatewayServicer:
             if outcome != "drained":
                 outcome = "invalid_argument"
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the RPC's last boundary: logged (type and stack), then UNKNOWN
             outcome = "internal_error"
             span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
             trace_id = tracing.trace_id(span) or uuid.uuid4().hex
@@ -158,9 +166,9 @@ class GatewayServicer:
             else:
                 stats.failures_total += 1
 
-    async def GetGatewayStatus(self, request: Any, context: Any) -> Any:
+    async def GetGatewayStatus(self, request: StatusRequest, context: StatusContext) -> StatusResponse:
         s, stats, guard = self._settings, self.stats, self._flow.guard
-        response = gateway_service_pb2.GetGatewayStatusResponse(
+        response = StatusResponse(
             insurer=quote_pb2.InsurerRef(insurer_id=s.insurer_id, insurer_name=s.insurer_name),
             dialect=s.dialect,
             base_url=s.base_url,
@@ -176,7 +184,7 @@ class GatewayServicer:
         response.started_at.FromDatetime(self._started_at)
         return response
 
-    async def _prepare(self, request: Any, context: Any) -> HttpCall:
+    async def _prepare(self, request: OfferRequest, context: OfferContext) -> HttpCall:
         """The insurer's create call, or INVALID_ARGUMENT with field violations."""
         violations: list[tuple[str, str]] = []
         request_id: str = request.request_id
@@ -193,27 +201,28 @@ class GatewayServicer:
                 violations.append((f"application.{exc.field}", exc.message))
         await abort_invalid(context, violations)
 
-    def _deadline(self, context: Any) -> float:
+    def _deadline(self, context: OfferContext) -> float:
         """The call's deadline on the clock's scale, a little early so the last message arrives."""
         s = self._settings
         remaining = context.time_remaining()
         budget = s.max_call_s if remaining is None else min(float(remaining), s.max_call_s)
         return self._clock.monotonic() + budget - s.deadline_margin_s
 
-    def _to_proto(self, update: Update) -> Any:
-        Response = gateway_service_pb2.RequestOfferResponse
+    def _to_proto(self, update: Update) -> OfferResponse:
         if isinstance(update, Accepted):
-            return Response(accepted=gateway_service_pb2.OfferAccepted(insurer_application_id=update.application_id))
+            return OfferResponse(
+                accepted=gateway_service_pb2.OfferAccepted(insurer_application_id=update.application_id)
+            )
         if isinstance(update, Pending):
-            return Response(pending=gateway_service_pb2.OfferPending(polls=update.polls))
+            return OfferResponse(pending=gateway_service_pb2.OfferPending(polls=update.polls))
         if isinstance(update, Failed):
             failure = gateway_service_pb2.OfferFailed(reason=FAILURE_REASONS[update.reason], message=update.message)
             if update.retry_after_s:
                 failure.retry_after.FromMilliseconds(int(update.retry_after_s * 1000))
-            return Response(failed=failure)
-        return Response(offer=self._quote(update))
+            return OfferResponse(failed=failure)
+        return OfferResponse(offer=self._quote(update))
 
-    def _quote(self, offer: Offer) -> Any:
+    def _quote(self, offer: Offer) -> quote_pb2.Quote:
         b = offer.breakdown
         quote = quote_pb2.Quote(
             insurer_id=self._settings.insurer_id,

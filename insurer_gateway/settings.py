@@ -44,12 +44,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from osago_common.breaker import BreakerConfig
 from insurer_gateway.dialects import DIALECTS
 from insurer_gateway.ratelimit import RateLimitConfig
 from insurer_gateway.retry import RetryPolicy
-from osago_common.env import SettingsError, env_float, env_int, env_str
 from osago_common import insurers
+from osago_common.breaker import BreakerConfig
+from osago_common.env import SettingsError, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)

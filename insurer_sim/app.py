@@ -27,8 +27,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from osago_common.clock import SYSTEM_CLOCK, Clock
-
 from insurer_sim import control
 from insurer_sim.config import SimConfig
 from insurer_sim.dialects import DIALECTS, Dialect, Reply
@@ -36,6 +34,7 @@ from insurer_sim.fault_http import apply_faults
 from insurer_sim.insurer import Offer, SimInsurer, Simulation
 from insurer_sim.listeners import LISTENERS, InsurerListeners
 from insurer_sim.state import ONLY_INSURER, SIMULATION, insurer_in_path
+from osago_common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 

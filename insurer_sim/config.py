@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from osago_common.env import SettingsError, env_flag, env_float, env_int, env_str
 from insurer_sim.profiles import PROFILES, InsurerProfile, first, profile
+from osago_common.env import SettingsError, env_flag, env_float, env_int, env_str
 
 # Insurers whose "ready in" hints are a fixed polling cadence rather than an honest estimate.
 VAGUE_HINTS: frozenset[str] = frozenset({"reso", "vsk", "soglasie", "tstrah", "zetta", "ugoria"})

@@ -13,9 +13,8 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
-from osago_common.clock import Clock
-
 from insurer_sim.faults import VARIANTS, Fault
+from osago_common.clock import Clock
 
 # The window of a `ratelimit` quota (`limit_per_s` requests per this many seconds).
 QUOTA_WINDOW_S = 1.0

@@ -14,13 +14,12 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from osago_common.clock import Clock
-from osago_common.tariff import Breakdown, TariffError, TariffInput, base_rate_for, compute_premium
-
 from insurer_sim.config import SimConfig
 from insurer_sim.fault_state import FaultState
 from insurer_sim.ledger import IssuedDecline, IssuedOffer, Ledger
 from insurer_sim.profiles import InsurerProfile
+from osago_common.clock import Clock
+from osago_common.tariff import Breakdown, TariffError, TariffInput, base_rate_for, compute_premium
 
 # How long an issued offer can be bought (not a simulated delay: not scaled).
 OFFER_VALIDITY = timedelta(hours=24)
@@ -170,10 +169,7 @@ class SimInsurer:
 
     def hint_s(self, application: Application) -> float:
         """When to ask again: the time really left, or a fixed cadence for vague insurers."""
-        if self._honest_hints:
-            left = application.ready_at - self._clock.monotonic()
-        else:
-            left = VAGUE_HINT_S * self._time_scale
+        left = application.ready_at - self._clock.monotonic() if self._honest_hints else VAGUE_HINT_S * self._time_scale
         return max(MIN_HINT_S, left)
 
     def poll(self, application_id: str) -> Pending | Ready | None:

@@ -6,12 +6,11 @@ from types import TracebackType
 
 from aiohttp import web
 
-from osago_common.clock import SYSTEM_CLOCK, Clock
-
 from insurer_sim.app import make_app
 from insurer_sim.config import SimConfig
 from insurer_sim.listeners import BACKLOG, LISTENERS, SHUTDOWN_GRACE_S
 from insurer_sim.state import origin
+from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.serving import until_signalled
 
 

@@ -82,7 +82,7 @@ async def grpc_client(target: str, streams: int, per_stream: int, size: int, cha
         for _ in range(max(1, channels))
     ]
     await asyncio.gather(*(asyncio.wait_for(c.channel_ready(), 30) for c in pool))
-    calls = [c.unary_stream(STREAM_METHOD) for c in pool]
+    calls: list[grpc.aio.UnaryStreamMultiCallable[bytes, bytes]] = [c.unary_stream(STREAM_METHOD) for c in pool]
     request = _REQUEST.pack(per_stream, size)
 
     async def read(n: int) -> int:

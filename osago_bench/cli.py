@@ -12,6 +12,8 @@ from typing import TextIO
 from google.protobuf import json_format
 from osago.v1 import application_pb2
 
+from osago_bench.failover import FailoverConfig, run_failover
+from osago_bench.failover import table as failover_table
 from osago_bench.faults import SCENARIOS, MatrixConfig, ModeReport, run_matrix
 from osago_bench.load import BenchError, LoadConfig, run_load
 from osago_bench.load_report import passed
@@ -115,3 +117,21 @@ async def run_load_command(args: argparse.Namespace, out: TextIO = sys.stdout) -
     else:
         print(load_table(report), file=out)
     return 0 if passed(report) else 1
+
+
+async def run_failover_command(
+    config: FailoverConfig, application: Path, *, as_json: bool, out: TextIO = sys.stdout
+) -> int:
+    """`osago bench failover`: exits 0 when nothing was lost, repeated, made twice or late."""
+    if config.aggregators < 3:
+        print("osago bench failover: at least 3 aggregators (one is killed, one stopped)", file=sys.stderr)
+        return 2
+    if not application.is_file():
+        print(f"osago bench failover: no application file at {application}; pass --file", file=sys.stderr)
+        return 2
+    report = await run_failover(load_application(application), config)
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False), file=out, flush=True)
+    else:
+        print(failover_table(report), file=out)
+    return 0 if report.ok else 1

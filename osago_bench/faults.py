@@ -25,7 +25,6 @@ from osago_mesh.client import Mesh, connect
 from osago_mesh.local import start_mesh
 from osago_mesh.processes import MeshOptions, process_mesh
 
-
 CLOSED = gateway_service_pb2.BreakerState.BREAKER_STATE_CLOSED
 OPEN = gateway_service_pb2.BreakerState.BREAKER_STATE_OPEN
 
@@ -182,9 +181,11 @@ async def _mesh(config: MatrixConfig) -> AsyncIterator[Mesh]:
         insurers=config.insurers, time_scale=config.time_scale, aggregator_port=0, sim_port=0, page_port=0
     )
     env = {f"OSAGO_GATEWAY_{name.upper()}": str(value) for name, value in gateway.items()}
-    async with process_mesh(options, web=False, env=env) as running:
-        async with connect(running.sim, running.gateways, running.aggregator) as remote:
-            yield remote
+    async with (
+        process_mesh(options, web=False, env=env) as running,
+        connect(running.sim, running.gateways, running.aggregator) as remote,
+    ):
+        yield remote
 
 
 async def run_scenario(

@@ -26,6 +26,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +38,7 @@ from osago.v1 import application_pb2
 
 from osago_bench.load_report import Measured, ProcessCost, build_report
 from osago_bench.loadgen import LoadPlan
-from osago_bench.procstat import ProcSample, machine, machine_busy_seconds, sample
+from osago_bench.procstat import ProcSample, machine, machine_busy_seconds, sample, sample_group, server_processes
 from osago_bench.profiles import summarise
 from osago_bench.workers import Worker
 from osago_mesh.processes import MeshOptions, RunningMesh, process_mesh
@@ -53,14 +54,6 @@ CUSTOMERS_PER_PROCESS = 1000
 CUSTOMERS_PER_CHANNEL = 500
 # The bare fan-out baseline runs at most this many sessions (CPU per session needs no more).
 FANOUT_SESSIONS = 500
-# Optional settings of the mesh that only a multi-instance mesh knows, with their defaults.
-_MESH_EXTRAS: dict[str, Any] = {
-    "aggregators": 1,
-    "gateway_replicas": 1,
-    "backend": "embedded",
-    "postgres_url": None,
-    "redis_url": None,
-}
 
 
 class BenchError(Exception):
@@ -124,41 +117,42 @@ class LoadConfig:
 class _Mesh:
     targets: list[str]
     sim: str
-    # name -> pid of every process measured
-    pids: dict[str, int]
+    # name -> the pids of every process measured under that name
+    pids: dict[str, list[int]]
 
 
-def mesh_options(config: LoadConfig) -> tuple[MeshOptions, dict[str, Any]]:
-    """The mesh's options; the multi-instance ones only where this mesh knows them (a mesh that
-    does not fails with their names, unless they keep their defaults)."""
-    known = {f.name for f in dataclasses.fields(MeshOptions)}
-    wanted = {name: getattr(config, name) for name in _MESH_EXTRAS}
-    missing = [n for n, v in wanted.items() if n not in known and v != _MESH_EXTRAS[n]]
-    if missing:
-        raise BenchError(f"this mesh cannot yet run with {', '.join(missing)}: only one embedded aggregator")
-    extras = {n: v for n, v in wanted.items() if n in known}
-    options = MeshOptions(
-        insurers=config.insurers,
-        time_scale=config.time_scale,
-        aggregator_port=0,
-        sim_port=0,
-        page_port=0,
-        session_limit_s=config.session_limit_s,
-        seed=config.seed,
-        edge="web_bridge",
-        **extras,
-    )
-    return options, extras
+def mesh_options(config: LoadConfig) -> MeshOptions:
+    """The options of the mesh the benchmark starts; BenchError for a combination it cannot run."""
+    try:
+        return MeshOptions(
+            insurers=config.insurers,
+            time_scale=config.time_scale,
+            aggregator_port=0,
+            sim_port=0,
+            page_port=0,
+            session_limit_s=config.session_limit_s,
+            seed=config.seed,
+            edge="web_bridge",
+            aggregators=config.aggregators,
+            gateway_replicas=config.gateway_replicas,
+            backend=config.backend,
+            postgres_url=config.postgres_url,
+            redis_url=config.redis_url,
+        )
+    except ValueError as error:
+        raise BenchError(str(error)) from None
 
 
-def process_names(running: RunningMesh) -> dict[str, int]:
-    """Every process of a mesh started here, by name."""
-    children = getattr(running, "children", None)
-    if children:
-        return {name: process.pid for name, process in children.items()}
-    # A single-instance mesh lists the simulator, the gateways in order, then the aggregator.
-    names = ["sim", *(f"gateway {i}" for i in running.gateways), "aggregator"]
-    return {name: process.pid for name, process in zip(names, running.processes)}
+def mesh_processes(running: RunningMesh) -> dict[str, list[int]]:
+    """Every process of a mesh started here, by name ("sim", "gateway alfa 1", "aggregator 1",
+    and with the shared backend "backend postgres" and "backend redis": each server's processes,
+    found by the port it listens on)."""
+    named = {name: [child.process.pid] for name, child in running.children.items()}
+    for name, url in (("backend postgres", running.postgres_url), ("backend redis", running.redis_url)):
+        port = urllib.parse.urlsplit(url).port if url else None
+        if port is not None:
+            named[name] = server_processes(port)
+    return {name: pids for name, pids in named.items() if pids}
 
 
 @contextlib.contextmanager
@@ -180,16 +174,16 @@ def _stderr_to(path: Path | None) -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def _mesh(config: LoadConfig) -> AsyncIterator[_Mesh]:
     if config.target is not None and config.sim_url is not None:
-        yield _Mesh([t.strip() for t in config.target.split(",") if t.strip()], config.sim_url, dict(config.pids))
+        pids = {name: [pid] for name, pid in config.pids.items()}
+        yield _Mesh([t.strip() for t in config.target.split(",") if t.strip()], config.sim_url, pids)
         return
-    options, _ = mesh_options(config)
+    options = mesh_options(config)
     env = {**UNLIMITED_GATEWAYS, **config.mesh_env}
     stack = contextlib.AsyncExitStack()
     async with stack:
         with _stderr_to(config.mesh_log):
             running = await stack.enter_async_context(process_mesh(options, web=False, env=env))
-        targets = list(getattr(running, "aggregators", None) or [running.aggregator])
-        yield _Mesh(targets, running.sim, process_names(running))
+        yield _Mesh(running.aggregators or [running.aggregator], running.sim, mesh_processes(running))
 
 
 def _plans(config: LoadConfig, targets: list[str], application: bytes) -> list[LoadPlan]:
@@ -217,8 +211,8 @@ def _plans(config: LoadConfig, targets: list[str], application: bytes) -> list[L
     return plans
 
 
-def _samples(pids: Mapping[str, int]) -> dict[str, ProcSample | None]:
-    return {name: sample(pid) for name, pid in pids.items()}
+def _samples(pids: Mapping[str, list[int]]) -> dict[str, ProcSample | None]:
+    return {name: sample_group(group) for name, group in pids.items()}
 
 
 def _costs(before: Mapping[str, ProcSample | None], after: Mapping[str, ProcSample | None]) -> list[ProcessCost]:
@@ -245,7 +239,7 @@ async def _sim_requests(http: aiohttp.ClientSession, sim: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _profiling(config: LoadConfig, pids: Mapping[str, int]) -> AsyncIterator[dict[str, Path]]:
+async def _profiling(config: LoadConfig, pids: Mapping[str, list[int]]) -> AsyncIterator[dict[str, Path]]:
     """py-spy recording the aggregator(s), the simulator and one gateway meanwhile (raw
     collapsed stacks), when asked for."""
     if config.profile_dir is None:
@@ -267,7 +261,7 @@ async def _profiling(config: LoadConfig, pids: Mapping[str, int]) -> AsyncIterat
                 "record",
                 *options,
                 "-p",
-                str(pids[name]),
+                str(pids[name][0]),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
@@ -369,17 +363,18 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                         await Worker.spawn(f"loadgen {n + 1}", "osago_bench.loadgen", [str(path)], workdir)
                     )
                 await asyncio.gather(*(g.ready() for g in generators))
-                measured = {**mesh.pids, **{g.name: g.pid for g in generators}}
+                measured = {**mesh.pids, **{g.name: [g.pid] for g in generators}}
                 async with _profiling(config, mesh.pids) as profiles:
                     requests_before = await _sim_requests(http, mesh.sim)
                     busy_before = machine_busy_seconds()
                     before = _samples(measured)
-                    start_wall = time.time() + 0.2
+                    sampled_at = time.time()
+                    start_wall = sampled_at + 0.2
                     await asyncio.gather(*(g.go(repr(start_wall)) for g in generators))
                     results = await asyncio.gather(*(g.result() for g in generators))
                     after = _samples(measured)
                     busy_after = machine_busy_seconds()
-                    window_s = time.time() - start_wall
+                    window_s = time.time() - sampled_at
                     requests_after = await _sim_requests(http, mesh.sim)
             finally:
                 await asyncio.gather(*(g.stop() for g in generators), return_exceptions=True)

@@ -197,14 +197,14 @@ def _seconds(timestamp: Any) -> float:
     return float(timestamp.seconds) + float(timestamp.nanos) / 1e9
 
 
-def _reason(reason: int) -> str:
+def _reason(reason: quote_pb2.FailureReason.ValueType) -> str:
     try:
         return str(quote_pb2.FailureReason.Name(reason)).removeprefix("FAILURE_REASON_").lower()
     except ValueError:
         return str(reason)
 
 
-def _status(status: int) -> str:
+def _status(status: events_pb2.SessionStatus.ValueType) -> str:
     try:
         return str(events_pb2.SessionStatus.Name(status)).removeprefix("SESSION_STATUS_").lower()
     except ValueError:

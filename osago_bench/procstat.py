@@ -18,13 +18,21 @@ class ProcSample:
     peak_rss_kib: int
 
 
-def cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
-    """User + system CPU seconds the process has used so far (all its threads; not its children)."""
+def _stat_fields(pid: int, proc: Path) -> list[str]:
+    """/proc/PID/stat from field 3 on (the command name, field 2, is in parentheses and may
+    hold spaces: counted from after it)."""
     stat = (proc / str(pid) / "stat").read_text()
-    # The command name (field 2) is in parentheses and may hold spaces: count from after it.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / _TICKS
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int, proc: Path = Path("/proc"), *, reaped_children: bool = False) -> float:
+    """User + system CPU seconds the process has used so far (all its threads), and with
+    `reaped_children` those of its children that exited and were waited for."""
+    fields = _stat_fields(pid, proc)
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / _TICKS
 
 
 def peak_rss_kib(pid: int, proc: Path = Path("/proc")) -> int:
@@ -40,6 +48,67 @@ def sample(pid: int, proc: Path = Path("/proc")) -> ProcSample | None:
         return ProcSample(cpu_seconds(pid, proc), peak_rss_kib(pid, proc))
     except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
         return None
+
+
+def sample_group(pids: list[int], proc: Path = Path("/proc")) -> ProcSample | None:
+    """One process, or a server's processes (the first its parent, e.g. PostgreSQL's postmaster,
+    whose exited children's CPU counts with it; its live children are found anew each time):
+    their CPU together and the largest peak memory. None once the first is gone."""
+    if len(pids) == 1:
+        return sample(pids[0], proc)
+    try:
+        root = pids[0]
+        members = [root, *children(root, proc)]
+        cpu = cpu_seconds(root, proc, reaped_children=True)
+        peak = peak_rss_kib(root, proc)
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return None
+    for pid in members[1:]:
+        part = sample(pid, proc)
+        if part is not None:  # a child that exited meanwhile is counted by its parent
+            cpu += part.cpu_s
+            peak = max(peak, part.peak_rss_kib)
+    return ProcSample(cpu, peak)
+
+
+def children(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    found = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat_fields(int(entry.name), proc)[1]) == pid:  # field 4: ppid
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return sorted(found)
+
+
+def server_processes(port: int, proc: Path = Path("/proc")) -> list[int]:
+    """The process listening on TCP `port` on this machine, then its children (a server such as
+    PostgreSQL serves each connection from a child); [] when none is found."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        path = proc / "net" / table
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])  # state 0A: listening
+    sockets = {f"socket:[{inode}]" for inode in inodes}
+    owners: set[int] = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(str(fd.readlink()) in sockets for fd in (entry / "fd").iterdir()):
+                owners.add(int(entry.name))
+        except OSError:
+            continue
+    # The listener whose parent is not a listener too: the server's main process.
+    main = [pid for pid in owners if int(_stat_fields(pid, proc)[1]) not in owners]
+    return [main[0], *children(main[0], proc)] if main else []
 
 
 def machine_busy_seconds(proc: Path = Path("/proc")) -> float:

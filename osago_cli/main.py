@@ -54,6 +54,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--session-limit", type=float, default=None, help="seconds (default 60)")
     up.add_argument("--seed", type=int, default=None, help="simulator random seed")
+    up.add_argument(
+        "--backend",
+        choices=("embedded", "shared"),
+        default="embedded",
+        help="sessions in each aggregator's memory, or shared in Postgres + Redis (default %(default)s)",
+    )
+    up.add_argument("--aggregators", type=int, default=1, help="aggregator instances (more than one: --backend shared)")
+    up.add_argument("--gateway-replicas", type=int, default=1, help="gateway processes per insurer")
+    up.add_argument(
+        "--postgres-url",
+        default=os.environ.get("OSAGO_POSTGRES_URL") or None,
+        help="the shared backend's Postgres (OSAGO_POSTGRES_URL; default: a private server, installed binaries)",
+    )
+    up.add_argument(
+        "--redis-url",
+        default=os.environ.get("OSAGO_REDIS_URL") or None,
+        help="the shared backend's Redis (OSAGO_REDIS_URL; default: a private server from the installed binaries)",
+    )
 
     commands.add_parser("aggregator", help="run the aggregator (OSAGO_AGGREGATOR_*, OSAGO_GATEWAYS)")
     commands.add_parser(
@@ -90,6 +108,26 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--in-process", action="store_true", help="run every service in one event loop")
     faults.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
 
+    failover = benches.add_parser(
+        "failover",
+        help="sessions over several aggregators and gateway replicas on Postgres + Redis while instances die and stop",
+    )
+    failover.add_argument("--json", action="store_true", help="the report as one JSON object")
+    failover.add_argument("--sessions", type=int, default=60, help="concurrent sessions (default %(default)s)")
+    failover.add_argument(
+        "--aggregators", type=int, default=3, help="aggregator instances, at least 3 (default %(default)s)"
+    )
+    failover.add_argument("--gateway-replicas", type=int, default=2, help="replicas per gateway (default %(default)s)")
+    failover.add_argument(
+        "--time-scale", type=float, default=0.25, help="simulated delays × this (default %(default)s)"
+    )
+    failover.add_argument(
+        "--limit", type=float, default=20.0, help="each session's time limit, seconds (default %(default)s)"
+    )
+    failover.add_argument("--postgres-url", default=None, help="Postgres to use (default: a private server)")
+    failover.add_argument("--redis-url", default=None, help="Redis to use (default: a private server)")
+    failover.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
+
     _add_bench_load(benches)
 
     health = commands.add_parser("health", help="check a gRPC service's grpc.health.v1 status (exit 0 when SERVING)")
@@ -99,9 +137,18 @@ def _parser() -> argparse.ArgumentParser:
 
     quote = commands.add_parser("quote", help="ask for quotes and watch them arrive")
     quote.add_argument("--file", required=True, help="application JSON (protobuf JSON mapping)")
-    quote.add_argument("--target", default=os.environ.get("OSAGO_TARGET", DEFAULT_TARGET), help="aggregator host:port")
+    quote.add_argument(
+        "--target",
+        default=os.environ.get("OSAGO_TARGET", DEFAULT_TARGET),
+        help="aggregator host:port, or several instances host:port,host:port",
+    )
     quote.add_argument("--json", action="store_true", help="print one JSON object per event")
     quote.add_argument("--time-limit", type=float, default=None, help="ask for a shorter session (seconds)")
+    quote.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ask every insurer anew, even if the same application was quoted minutes ago",
+    )
     return parser
 
 
@@ -176,21 +223,28 @@ def _run(args: argparse.Namespace) -> int:
         from osago_cli.up import run_mesh
         from osago_mesh.processes import MeshOptions
 
-        return asyncio.run(
-            run_mesh(
-                MeshOptions(
-                    insurers=args.insurers,
-                    time_scale=args.time_scale,
-                    host=args.host,
-                    aggregator_port=args.aggregator_port,
-                    sim_port=args.sim_port,
-                    page_port=args.page_port,
-                    session_limit_s=args.session_limit,
-                    seed=args.seed,
-                    edge=args.edge,
-                )
+        shared = args.backend == "shared"
+        try:
+            options = MeshOptions(
+                insurers=args.insurers,
+                time_scale=args.time_scale,
+                host=args.host,
+                aggregator_port=args.aggregator_port,
+                sim_port=args.sim_port,
+                page_port=args.page_port,
+                session_limit_s=args.session_limit,
+                seed=args.seed,
+                edge=args.edge,
+                backend=args.backend,
+                aggregators=args.aggregators,
+                gateway_replicas=args.gateway_replicas,
+                postgres_url=args.postgres_url if shared else None,
+                redis_url=args.redis_url if shared else None,
             )
-        )
+        except ValueError as error:
+            print(f"osago up: {error}", file=sys.stderr)
+            return 2
+        return asyncio.run(run_mesh(options))
     if args.command == "aggregator":
         from aggregator.service import serve_forever as serve_aggregator
         from aggregator.settings import AggregatorSettings
@@ -209,14 +263,12 @@ def _run(args: argparse.Namespace) -> int:
         from insurer_gateway.service import serve_forever as serve_gateway
         from insurer_gateway.settings import GatewaySettings
 
-        gateway_env = dict(env)
-        for name, value in (
-            ("OSAGO_GATEWAY_INSURER", args.insurer),
-            ("OSAGO_GATEWAY_BASE_URL", args.base_url),
-            ("OSAGO_GATEWAY_BIND", args.bind),
-        ):
-            if value:
-                gateway_env[name] = value
+        given = {
+            "OSAGO_GATEWAY_INSURER": args.insurer,
+            "OSAGO_GATEWAY_BASE_URL": args.base_url,
+            "OSAGO_GATEWAY_BIND": args.bind,
+        }
+        gateway_env = dict(env) | {name: value for name, value in given.items() if value}
         configure_tracing("osago-gateway", gateway_env)
         asyncio.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
         return 0
@@ -251,10 +303,24 @@ def _run(args: argparse.Namespace) -> int:
         from osago_bench.cli import DEFAULT_APPLICATION, run_faults
         from osago_bench.faults import MatrixConfig
 
+        application = Path(args.file) if args.file else DEFAULT_APPLICATION
+        if args.bench == "failover":
+            from osago_bench.cli import run_failover_command
+            from osago_bench.failover import FailoverConfig
+
+            failover_config = FailoverConfig(
+                sessions=args.sessions,
+                aggregators=args.aggregators,
+                gateway_replicas=args.gateway_replicas,
+                time_scale=args.time_scale,
+                limit_s=args.limit,
+                postgres_url=args.postgres_url,
+                redis_url=args.redis_url,
+            )
+            return asyncio.run(run_failover_command(failover_config, application, as_json=args.json))
         config = MatrixConfig(
             sessions_per_wave=args.sessions, waves=args.waves, limit_s=args.limit, processes=not args.in_process
         )
-        application = Path(args.file) if args.file else DEFAULT_APPLICATION
         return asyncio.run(run_faults(as_json=args.json, modes=args.modes, config=config, application=application))
     if args.command == "health":
         from osago_cli.health import run_health
@@ -263,7 +329,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "quote":
         from osago_cli.quote import run_quote
 
-        return asyncio.run(run_quote(args.file, args.target, args.json, time_limit_s=args.time_limit))
+        return asyncio.run(run_quote(args.file, args.target, args.json, time_limit_s=args.time_limit, fresh=args.fresh))
     raise AssertionError(args.command)
 
 

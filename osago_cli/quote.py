@@ -15,7 +15,8 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol, TextIO
 
 from google.protobuf import json_format
@@ -107,7 +108,7 @@ class QuoteView:
             for ref in started.insurers:
                 self.row(ref.insurer_id, ref.insurer_name)
             if started.HasField("deadline"):
-                self.deadline = started.deadline.ToDatetime(tzinfo=timezone.utc)
+                self.deadline = started.deadline.ToDatetime(tzinfo=UTC)
         elif kind == "quote_received":
             quote = event.quote_received.quote
             row = self.row(quote.insurer_id, quote.insurer_name)
@@ -153,8 +154,7 @@ def render(view: QuoteView, now: datetime) -> list[str]:
     for r in working:
         status = "accepted, computing…" if r.state == ACCEPTED else "pending"
         lines.append(f"     {r.name:<{width}}  {status}")
-    for r in failed:
-        lines.append(f"     {r.name:<{width}}  failed: {r.reason}")
+    lines.extend(f"     {r.name:<{width}}  failed: {r.reason}" for r in failed)
     lines.append(f"{len(offers)} offers · {len(working)} waiting · {len(failed)} without an offer")
     return lines
 
@@ -204,8 +204,7 @@ def load_application(path: str) -> application_pb2.Application:
     """Reads an application in the protobuf JSON mapping. Error messages name fields, never values
     (the file holds names and licence numbers)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
         raise ApplicationFileError(f"cannot read {path}: {reason}") from None
@@ -311,7 +310,7 @@ class LiveSink:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _open_sink(out: TextIO, as_json: bool) -> Sink:
@@ -328,6 +327,7 @@ async def run_quote(
     time_limit_s: float | None = None,
     *,
     err: TextIO | None = None,
+    fresh: bool = False,
 ) -> int:
     """Runs `osago quote`; returns the exit code: 0 when the session finished, 1 on an error from
     the aggregator (its field violations listed on `err`), 2 when the file cannot be used."""
@@ -345,7 +345,7 @@ async def run_quote(
     sink = _open_sink(out, as_json)
     try:
         async with QuoteClient(target, timeout_s=timeout_s) as client:
-            async for event in client.get_quotes(application, time_limit_s=time_limit_s):
+            async for event in client.get_quotes(application, time_limit_s=time_limit_s, fresh=fresh):
                 sink.event(event)
                 finished = finished or event.HasField("session_finished")
     except QuoteError as e:

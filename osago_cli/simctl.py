@@ -73,10 +73,12 @@ def _fault_url(sim_url: str, insurer_id: str) -> str:
 async def _call(method: str, url: str, body: Json | None = None) -> Json:
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            async with http.request(method, url, json=body) as response:
-                text = await response.text()
-                status = response.status
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.request(method, url, json=body) as response,
+        ):
+            text = await response.text()
+            status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         reason = str(exc) or type(exc).__name__
         raise SimControlError(f"cannot reach the simulator at {url}: {reason}") from None

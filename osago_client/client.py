@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Self, TypeAlias, TypeVar
 
 import grpc
 from osago.v1 import (
@@ -20,11 +20,11 @@ from osago.v1 import (
 )
 
 from osago_client.channel import open_channel
+from osago_client.errors import QuoteError, from_rpc_error
+from osago_client.resume import EventCursor, backoff_delay
 from osago_common.breaker import BreakerConfig, CircuitBreaker, Permit
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_options import replicas_target
-from osago_client.errors import QuoteError, from_rpc_error
-from osago_client.resume import EventCursor, backoff_delay
 
 # Codes a broken stream ends with when the connection, not the request, failed: a dropped
 # connection or a server going away (UNAVAILABLE), a proxy's reset (INTERNAL), a lost race
@@ -40,8 +40,17 @@ AGGREGATOR_FAILURES = frozenset(
 # opens it for 5 s; then 2 probe calls decide.
 DEFAULT_BREAKER = BreakerConfig(window_size=20, minimum_calls=10, failure_rate_threshold=0.5, open_duration_s=5.0)
 
+# A stream of a session's events: GetQuotes opens it, StreamQuoteEvents resumes it.
+_EventStream: TypeAlias = (
+    grpc.aio.UnaryStreamCall[aggregator_service_pb2.GetQuotesRequest, aggregator_service_pb2.GetQuotesResponse]
+    | grpc.aio.UnaryStreamCall[
+        aggregator_service_pb2.StreamQuoteEventsRequest, aggregator_service_pb2.StreamQuoteEventsResponse
+    ]
+)
 # Opens the first stream of a GetQuotes session, given the seconds left.
-_Opener = Callable[[float], Any]
+_Opener = Callable[[float], _EventStream]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 
 
 class QuoteClient:
@@ -86,7 +95,7 @@ class QuoteClient:
         self._backoff_max_s = resume_backoff_max_s
         self._credentials = credentials
         self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None
+        self._stub: aggregator_service_pb2_grpc.AggregatorServiceStub | None = None
         self.breaker = CircuitBreaker(breaker, clock)
 
     async def __aenter__(self) -> Self:
@@ -108,7 +117,7 @@ class QuoteClient:
         if channel is not None:
             await channel.close()
 
-    def _service(self) -> Any:
+    def _service(self) -> aggregator_service_pb2_grpc.AggregatorServiceStub:
         if self._stub is None:
             raise RuntimeError("QuoteClient is not open: use `async with QuoteClient(...)`")
         return self._stub
@@ -148,7 +157,7 @@ class QuoteClient:
             raise QuoteError("UNAVAILABLE", f"the quote service is failing right now{when}")
         return permit
 
-    async def _unary(self, method: Any, request: Any) -> Any:
+    async def _unary(self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
         permit = self._permit()
         try:
             response = await method(request, timeout=self._timeout_s)
@@ -188,7 +197,7 @@ class QuoteClient:
         _set_time_limit(request, time_limit_s)
         service = self._service()
 
-        def open_session(timeout: float) -> Any:
+        def open_session(timeout: float) -> _EventStream:
             return service.GetQuotes(request, timeout=timeout)
 
         async for event in self._follow(EventCursor(), open_session):
@@ -205,7 +214,16 @@ class QuoteClient:
             if remaining <= 0:
                 message = f"the session did not finish within {self._timeout_s:g} s"
                 raise QuoteError("DEADLINE_EXCEEDED", message)
-            permit: Permit | None = self._permit()
+            permit: Permit | None = self.breaker.try_acquire()
+            if permit is None:
+                # The breaker is open. A new session fails at once; one already under way waits for
+                # the breaker to let calls through again (its session goes on meanwhile), within
+                # the deadline.
+                wait = self.breaker.retry_after_s() or self._backoff_s
+                if not cursor.request_id or loop.time() + wait >= deadline:
+                    self._permit()  # raises the breaker's QuoteError
+                await asyncio.sleep(wait)
+                continue
             call = self._open(cursor, open_session, remaining)
             progressed = False
             try:
@@ -237,7 +255,7 @@ class QuoteClient:
             delay = backoff_delay(failures - 1, self._backoff_s, self._backoff_max_s)
             await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
 
-    def _open(self, cursor: EventCursor, open_session: _Opener | None, timeout: float) -> Any:
+    def _open(self, cursor: EventCursor, open_session: _Opener | None, timeout: float) -> _EventStream:
         if cursor.request_id or open_session is None:
             request = aggregator_service_pb2.StreamQuoteEventsRequest(
                 request_id=cursor.request_id, after_seq=cursor.last_seq
@@ -275,6 +293,9 @@ def _new_key() -> str:
     return str(uuid.uuid4())
 
 
-def _set_time_limit(request: Any, time_limit_s: float | None) -> None:
+def _set_time_limit(
+    request: aggregator_service_pb2.GetQuotesRequest | aggregator_service_pb2.CreateQuoteRequestRequest,
+    time_limit_s: float | None,
+) -> None:
     if time_limit_s is not None:
         request.time_limit.FromTimedelta(timedelta(seconds=time_limit_s))

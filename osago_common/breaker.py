@@ -1,4 +1,5 @@
-"""A circuit breaker (one per insurer in the gateways, one per gateway in the aggregator), with resilience4j's semantics and an injected clock.
+"""A circuit breaker (one per insurer in the gateways, one per gateway in the aggregator), with
+resilience4j's semantics and an injected clock.
 
 CLOSED: calls go through and their outcomes fill a sliding window (the last `window_size` calls,
 or the calls of the last `window_size` seconds in one-second buckets). Once the window holds at

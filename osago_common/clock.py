@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -30,7 +30,7 @@ class SystemClock:
         return time.monotonic()
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
@@ -49,7 +49,7 @@ class FakeClock:
 
     def __init__(self, start: datetime | None = None) -> None:
         self._mono = 0.0
-        self._start = start or datetime(2026, 1, 15, 9, 0, tzinfo=timezone.utc)
+        self._start = start or datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._ids = itertools.count()
 

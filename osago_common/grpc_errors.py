@@ -6,12 +6,16 @@ google.rpc.RetryInfo that says when to try again."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+# Any RPC's request and response types: abort_invalid serves every method.
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 def invalid_argument(violations: Iterable[tuple[str, str]]) -> grpc.Status:
@@ -22,10 +26,13 @@ def invalid_argument(violations: Iterable[tuple[str, str]]) -> grpc.Status:
     count = len(bad_request.field_violations)
     status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {count} field violation(s)")
     status.details.add().Pack(bad_request)
-    return rpc_status.to_status(status)
+    converted: grpc.Status = rpc_status.to_status(status)  # grpcio-status is untyped
+    return converted
 
 
-async def abort_invalid(context: grpc.aio.ServicerContext[Any, Any], violations: Iterable[tuple[str, str]]) -> NoReturn:
+async def abort_invalid(
+    context: grpc.aio.ServicerContext[Req, Resp], violations: Iterable[tuple[str, str]]
+) -> NoReturn:
     """Ends the call with `invalid_argument(violations)`."""
     await context.abort_with_status(invalid_argument(violations))
     raise AssertionError("abort returned")  # pragma: no cover - abort always raises
@@ -48,7 +55,8 @@ def resource_exhausted(message: str, retry_after_s: float) -> grpc.Status:
     delay.FromMilliseconds(max(0, round(retry_after_s * 1000)))
     status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message)
     status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    return rpc_status.to_status(status)
+    converted: grpc.Status = rpc_status.to_status(status)  # grpcio-status is untyped
+    return converted
 
 
 def retry_delay_s(status: status_pb2.Status) -> float | None:

@@ -71,7 +71,7 @@ def build_provider(service_name: str, env: Mapping[str, str]) -> TracerProvider:
 def configure_tracing(service_name: str, env: Mapping[str, str]) -> None:
     """Installs this process's global TracerProvider; a second call does nothing. Raises
     SettingsError when OSAGO_TRACE_CONSOLE is malformed."""
-    global _configured
+    global _configured  # noqa: PLW0603 - one provider per process, as OpenTelemetry's own is global
     if _configured:
         return
     provider = build_provider(service_name, env)
@@ -82,7 +82,7 @@ def configure_tracing(service_name: str, env: Mapping[str, str]) -> None:
 
 def set_tracer_provider_for_tests(provider: trace.TracerProvider | None) -> None:
     """Spans go to `provider` from now on (None: back to the global provider)."""
-    global _test_provider
+    global _test_provider  # noqa: PLW0603 - replaces the process-wide provider, for tests
     _test_provider = provider
     _tracers.clear()
 

@@ -277,9 +277,8 @@ def _driver(check: _Checker, path: str, driver: application_pb2.Driver, start: d
             f"{path}.licence_issue_date",
             f"must not be before the driver's {MIN_DRIVER_AGE}th birthday",
         )
-    elif start is not None and age is not None:
-        if not _fits_kvs(age, full_years(issued, start), start):
-            check.add(f"{path}.licence_issue_date", "driving experience does not fit the driver's age")
+    elif start is not None and age is not None and not _fits_kvs(age, full_years(issued, start), start):
+        check.add(f"{path}.licence_issue_date", "driving experience does not fit the driver's age")
 
 
 def _fits_kvs(age: int, experience: int, start: date) -> bool:

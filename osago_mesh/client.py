@@ -23,7 +23,7 @@ class Mesh:
     target: str
     http: aiohttp.ClientSession
     channel: grpc.aio.Channel
-    stub: Any  # osago.v1 AggregatorServiceStub (grpc ships no types)
+    stub: aggregator_service_pb2_grpc.AggregatorServiceStub
 
     async def _get(self, path: str, **params: str) -> Any:
         async with self.http.get(f"{self.sim_url}{path}", params=params) as response:

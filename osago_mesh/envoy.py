@@ -35,7 +35,7 @@ STOP_TIMEOUT_S = 10.0
 
 # `key: value  # @slot` — the key never contains ": ", the value is everything up to the comment.
 _SLOT = re.compile(
-    r"^(?P<head>[^#\n]*?:[ \t]+)(?P<value>[^\n]*?)(?P<tail>[ \t]+#[ \t]*@(?P<name>[a-z_]+)[ \t]*)$", re.M
+    r"^(?P<head>[^#\n]*?:[ \t]+)(?P<value>[^\n]*?)(?P<tail>[ \t]+#[ \t]*@(?P<name>[a-z_]+)[ \t]*)$", re.MULTILINE
 )
 
 
@@ -47,8 +47,7 @@ def render_envoy_config(
     *,
     listen_host: str,
     listen_port: int,
-    aggregator_host: str,
-    aggregator_port: int,
+    aggregators: Sequence[tuple[str, int]],
     web_bridge_host: str,
     web_bridge_port: int,
     admin_port: int,
@@ -59,6 +58,7 @@ def render_envoy_config(
     ratelimit_fill_interval_s: float = 1.0,
 ) -> str:
     """envoy/envoy.yaml with these values; port 0 lets the kernel choose (see EnvoyProcess).
+    `aggregators` are the aggregator instances' (host, port): Envoy balances over them all.
 
     `allowed_origins` are exact CORS origins (`http://127.0.0.1:8080`); `allowed_origin_regexes`
     are RE2 patterns matched against the whole origin. The admin interface stays on 127.0.0.1.
@@ -67,7 +67,6 @@ def render_envoy_config(
     """
     for name, port in (
         ("listen_port", listen_port),
-        ("aggregator_port", aggregator_port),
         ("web_bridge_port", web_bridge_port),
         ("admin_port", admin_port),
     ):
@@ -75,11 +74,17 @@ def render_envoy_config(
             raise ValueError(f"{name} must be 0..65535, not {port}")
     for name, host in (
         ("listen_host", listen_host),
-        ("aggregator_host", aggregator_host),
         ("web_bridge_host", web_bridge_host),
     ):
         if not host or any(c.isspace() for c in host):
             raise ValueError(f"{name} must be a host name or address, not {host!r}")
+    if not aggregators:
+        raise ValueError("at least one aggregator address is needed")
+    for host, port in aggregators:
+        if not host or any(c.isspace() for c in host):
+            raise ValueError(f"aggregator host must be a host name or address, not {host!r}")
+        if not 0 < port <= 65535:
+            raise ValueError(f"aggregator port must be 1..65535, not {port}")
     if isinstance(allowed_origins, str) or isinstance(allowed_origin_regexes, str):
         raise TypeError("allowed origins are a sequence of strings, not one string")
     matchers: list[dict[str, Any]] = [{"exact": origin} for origin in allowed_origins]
@@ -93,8 +98,10 @@ def render_envoy_config(
     values: dict[str, Any] = {
         "listen_host": listen_host,
         "listen_port": listen_port,
-        "aggregator_host": aggregator_host,
-        "aggregator_port": aggregator_port,
+        "aggregator_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+            for host, port in aggregators
+        ],
         "web_bridge_host": web_bridge_host,
         "web_bridge_port": web_bridge_port,
         "admin_port": admin_port,

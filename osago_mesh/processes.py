@@ -13,8 +13,8 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,11 +22,15 @@ import aiohttp
 
 from osago_common import insurers
 from osago_mesh.child import Child
-from osago_mesh.envoy import EnvoyProcess, envoy_available, envoy_path, render_envoy_config, start_envoy
 from osago_mesh.defaults import AGGREGATOR_PORT, EDGES, PAGE_PORT, SIM_PORT
+from osago_mesh.envoy import EnvoyProcess, envoy_available, envoy_path, render_envoy_config, start_envoy
 from osago_mesh.readiness import wait_grpc_serving, wait_http_ok
+from osago_mesh.servers import postgres_server, redis_server
 
 Edge = Literal["envoy", "web_bridge"]
+
+
+BACKENDS = ("embedded", "shared")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,28 @@ class MeshOptions:
     seed: int | None = None
     # Who serves the page and grpc-web: "envoy", "web_bridge", or "auto" (Envoy when installed).
     edge: str = "auto"
+    # Aggregator instances (the first on `aggregator_port`, the others on free ports): Envoy,
+    # web_bridge and clients spread over them. More than one needs the shared backend.
+    aggregators: int = 1
+    # Gateway processes per insurer: the aggregators spread each insurer's calls over them.
+    gateway_replicas: int = 1
+    # "embedded": each aggregator keeps its sessions in memory; "shared": Postgres + Redis, where
+    # any instance serves any session and takes over those of an instance that died.
+    backend: str = "embedded"
+    # The shared backend's servers; without them private ones are started from the installed
+    # binaries (and removed on exit).
+    postgres_url: str | None = None
+    redis_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.aggregators < 1 or self.gateway_replicas < 1:
+            raise ValueError("at least one aggregator and one replica per gateway are needed")
+        if self.aggregators > 1 and self.backend != "shared":
+            raise ValueError("several aggregators share their sessions through the shared backend: use backend shared")
+        if (self.postgres_url or self.redis_url) and self.backend != "shared":
+            raise ValueError("Postgres and Redis URLs are for the shared backend")
 
 
 def choose_edge(requested: str) -> Edge:
@@ -63,35 +89,52 @@ class RunningMesh:
     """Addresses of a mesh started by `process_mesh`, and its processes."""
 
     sim: str
+    # insurer id -> its first gateway replica's host:port
     gateways: dict[str, str]
+    # The first aggregator's host:port (the usual one), and every instance's.
     aggregator: str
     page: str | None
     processes: list[asyncio.subprocess.Process]
     # Who serves the page: "envoy" or "web_bridge" (None without a page).
     edge: Edge | None = None
+    aggregators: list[str] = field(default_factory=list)
+    # insurer id -> every replica's host:port
+    replicas: dict[str, list[str]] = field(default_factory=dict)
+    # Every service process by name ("sim", "aggregator 1", "gateway alfa 2", "web_bridge").
+    children: dict[str, Child] = field(default_factory=dict)
+    # The shared backend's servers (None with the embedded one).
+    postgres_url: str | None = None
+    redis_url: str | None = None
+
+    @property
+    def target(self) -> str:
+        """Every aggregator instance, as clients take them (`host:port,host:port`)."""
+        return ",".join(self.aggregators or [self.aggregator])
 
     def ready_line(self) -> str:
         page = f" page={self.page} edge={self.edge}" if self.page else ""
-        return f"ready aggregator={self.aggregator} sim={self.sim}{page} gateways={len(self.gateways)}"
+        more = f" aggregators={self.target}" if len(self.aggregators) > 1 else ""
+        return f"ready aggregator={self.aggregator} sim={self.sim}{page} gateways={len(self.gateways)}{more}"
 
 
 async def _insurer_urls(sim: str) -> dict[str, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{sim}/_sim/insurers", timeout=aiohttp.ClientTimeout(total=5)) as response:
-            response.raise_for_status()
-            return {i["insurer_id"]: i["base_url"] for i in await response.json()}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{sim}/_sim/insurers", timeout=aiohttp.ClientTimeout(total=5)) as response,
+    ):
+        response.raise_for_status()
+        return {i["insurer_id"]: i["base_url"] for i in await response.json()}
 
 
 async def _start_envoy(options: MeshOptions, aggregator: str, bridge: str, workdir: Path) -> EnvoyProcess:
     """Envoy in front of the aggregator (grpc-web) and web_bridge (page, REST, WebSocket): one
     origin for the browser."""
-    aggregator_host, aggregator_port = aggregator.rsplit(":", 1)
+    aggregators = [(host, int(port)) for host, _, port in (a.rpartition(":") for a in aggregator.split(","))]
     bridge_host, bridge_port = bridge.removeprefix("http://").rsplit(":", 1)
     config = render_envoy_config(
         listen_host=options.host,
         listen_port=options.page_port,
-        aggregator_host=aggregator_host,
-        aggregator_port=int(aggregator_port),
+        aggregators=aggregators,
         web_bridge_host=bridge_host,
         web_bridge_port=int(bridge_port),
         admin_port=0,
@@ -109,17 +152,22 @@ async def process_mesh(
     edge = choose_edge(options.edge) if web else None
     profiles = insurers.first(options.insurers)
     base_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    children: list[Child] = []
+    children: dict[str, Child] = {}
 
     async def start(name: str, args: list[str], own: dict[str, str]) -> Child:
         child = await Child.spawn(name, args, {**base_env, **own})
-        children.append(child)
+        children[name] = child
         await child.listening()
         return child
 
     async with contextlib.AsyncExitStack() as stack:
-        # Registered first, so it runs last: Envoy (which fronts the others) stops before them.
-        stack.push_async_callback(lambda: _stop_all(children))
+        postgres_url, redis_url = options.postgres_url, options.redis_url
+        if options.backend == "shared":
+            postgres_url = postgres_url or await _private(stack, postgres_server)
+            redis_url = redis_url or await _private(stack, redis_server)
+        # Registered after the servers, so it runs before them: services stop first.
+        stack.push_async_callback(lambda: _stop_all(list(children.values())))
+        shared = {"OSAGO_POSTGRES_URL": postgres_url or "", "OSAGO_REDIS_URL": redis_url or ""}
         sim_env = {
             "OSAGO_SIM_INSURERS": str(options.insurers),
             "OSAGO_SIM_TIME_SCALE": str(options.time_scale),
@@ -133,30 +181,42 @@ async def process_mesh(
         sim = await start("sim", ["sim"], sim_env)
         await wait_http_ok(f"{sim.address}/_sim/health")
         base_urls = await _insurer_urls(sim.address)
+        replicas = {
+            p.insurer_id: [f"gateway {p.insurer_id} {n}" for n in range(1, options.gateway_replicas + 1)]
+            for p in profiles
+        }
         gateways = await asyncio.gather(
             *(
                 start(
-                    f"gateway {p.insurer_id}",
+                    name,
                     ["gateway"],
                     {
                         "OSAGO_GATEWAY_INSURER": p.insurer_id,
                         "OSAGO_GATEWAY_BASE_URL": base_urls[p.insurer_id],
                         "OSAGO_GATEWAY_BIND": f"{options.host}:0",
+                        # The insurer's quota is one for all its replicas, in Redis when shared.
+                        "OSAGO_REDIS_URL": redis_url or "",
                     },
                 )
                 for p in profiles
+                for name in replicas[p.insurer_id]
             )
         )
         await asyncio.gather(*(wait_grpc_serving(g.address) for g in gateways))
+        addresses = {i: [children[name].address for name in names] for i, names in replicas.items()}
         aggregator_env = {
-            "OSAGO_AGGREGATOR_BIND": f"{options.host}:{options.aggregator_port}",
-            "OSAGO_GATEWAYS": ",".join(f"{p.insurer_id}={g.address}" for p, g in zip(profiles, gateways)),
+            **shared,
+            "OSAGO_GATEWAYS": ",".join(f"{p.insurer_id}={'|'.join(addresses[p.insurer_id])}" for p in profiles),
         }
         if options.session_limit_s is not None:
             aggregator_env["OSAGO_SESSION_LIMIT_S"] = str(options.session_limit_s)
-        aggregator = await start("aggregator", ["aggregator"], aggregator_env)
-        await wait_grpc_serving(aggregator.address)
-        processes = [c.process for c in children]
+        aggregators: list[Child] = []
+        for n in range(1, options.aggregators + 1):
+            port = options.aggregator_port if n == 1 else 0
+            bind = {"OSAGO_AGGREGATOR_BIND": f"{options.host}:{port}", "OSAGO_INSTANCE_NAME": f"aggregator-{n}"}
+            aggregators.append(await start(f"aggregator {n}", ["aggregator"], {**aggregator_env, **bind}))
+        await asyncio.gather(*(wait_grpc_serving(a.address) for a in aggregators))
+        targets = [a.address for a in aggregators]
         page = None
         if edge is not None:
             # Behind Envoy web_bridge takes any port; as the edge itself, the page's port.
@@ -165,30 +225,45 @@ async def process_mesh(
                 "web_bridge",
                 ["bridge"],
                 {
-                    "OSAGO_BRIDGE_AGGREGATOR": aggregator.address,
+                    "OSAGO_BRIDGE_AGGREGATOR": ",".join(targets),
                     "OSAGO_BRIDGE_HOST": options.host,
                     "OSAGO_BRIDGE_PORT": str(bridge_port),
                 },
             )
             await wait_http_ok(f"{bridge.address}/healthz")
-            processes = [c.process for c in children]
             page = f"{bridge.address}/"
-            if edge == "envoy":
-                workdir = Path(tempfile.mkdtemp(prefix="osago-up-"))
-                stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-                envoy = await stack.enter_async_context(
-                    await _start_envoy(options, aggregator.address, bridge.address, workdir)
-                )
-                page = f"http://{options.host}:{envoy.port}/"
-                processes.append(envoy.process)
+        processes = [c.process for c in children.values()]
+        if edge == "envoy":
+            workdir = Path(tempfile.mkdtemp(prefix="osago-up-"))
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            envoy = await stack.enter_async_context(
+                await _start_envoy(options, ",".join(targets), children["web_bridge"].address, workdir)
+            )
+            page = f"http://{options.host}:{envoy.port}/"
+            processes.append(envoy.process)
         yield RunningMesh(
             sim=sim.address,
-            gateways={p.insurer_id: g.address for p, g in zip(profiles, gateways)},
-            aggregator=aggregator.address,
+            gateways={i: a[0] for i, a in addresses.items()},
+            aggregator=targets[0],
             page=page,
             processes=processes,
             edge=edge,
+            aggregators=targets,
+            replicas=addresses,
+            children=children,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
         )
+
+
+async def _private(
+    stack: contextlib.AsyncExitStack, server: Callable[[], contextlib.AbstractContextManager[str]]
+) -> str:
+    """Starts a private server (a blocking start, run in a thread), stopped when `stack` closes."""
+    manager = server()
+    url = await asyncio.to_thread(manager.__enter__)
+    stack.push_async_callback(asyncio.to_thread, manager.__exit__, None, None, None)
+    return url
 
 
 async def _stop_all(children: list[Child]) -> None:

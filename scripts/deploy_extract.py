@@ -49,7 +49,8 @@ def main(command: str, source: Path, out: Path) -> None:
     elif command == "dashboard":
         dashboard = json.loads(source.read_text(encoding="utf-8"))
         rules = []
-        for number, (where, expr) in enumerate(panel_queries(dashboard["panels"])):
+        for number, (where, query) in enumerate(panel_queries(dashboard["panels"])):
+            expr = query
             for name, value in GRAFANA_VARIABLES.items():
                 expr = expr.replace(name, value)
             if "$" in expr:

@@ -15,10 +15,9 @@ from aiohttp import web
 from google.protobuf import json_format
 from osago.v1 import application_pb2
 
-from osago_mesh.local import LocalMesh, start_mesh
 from osago_common.clock import FakeClock
-from tests.pg_server import postgres_server
-from tests.redis_server import redis_server
+from osago_mesh.local import LocalMesh, start_mesh
+from osago_mesh.servers import postgres_server, redis_server
 
 Mesh = LocalMesh
 

@@ -5,10 +5,10 @@ code under test."""
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 from google.protobuf import duration_pb2
 from osago.v1 import aggregator_service_pb2 as pb
+from osago.v1 import application_pb2
 
 GET_QUOTES = "/osago.v1.AggregatorService/GetQuotes"
 TRAILERS = 0x80
@@ -50,6 +50,6 @@ def b64decode_unpadded(value: str) -> bytes:
     return base64.b64decode(value + "=" * (-len(value) % 4))
 
 
-def request_body(application: Any, time_limit_s: int = 5) -> bytes:
+def request_body(application: application_pb2.Application, time_limit_s: int = 5) -> bytes:
     request = pb.GetQuotesRequest(application=application, time_limit=duration_pb2.Duration(seconds=time_limit_s))
     return frame(request.SerializeToString())

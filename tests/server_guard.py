@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Generator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import grpc.aio
@@ -40,7 +40,7 @@ class _Guard:
         self.violations.append(what)
         raise ServerInUnitTest(f"{self.test} is not marked functional but did {what}")
 
-    def refuse_grpc_server(self, *_: Any, **__: Any) -> Any:
+    def refuse_grpc_server(self, *_: Any, **__: Any) -> NoReturn:
         what = "grpc server()"
         self.violations.append(what)
         raise ServerInUnitTest(f"{self.test} is not marked functional but created a {what}")

@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 import pytest
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
-from aggregator.core import Aggregator, NotFound
 from aggregator.bus import MemoryEventBus
 from aggregator.cache import MemoryResultCache
+from aggregator.core import Aggregator, NotFound
 from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from aggregator.store import MemoryRequestStore
@@ -191,7 +190,7 @@ async def test_a_session_whose_caller_stays_to_the_end_is_not_released(clock: Fa
 # --- the same over real gRPC: the servicer releases the session when its caller leaves ---------
 
 
-class HeldGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):  # type: ignore[misc]
+class HeldGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
     """A gateway that accepts, then offers only once the test lets it; notes a cancelled call."""
 
     def __init__(self) -> None:
@@ -215,7 +214,9 @@ class HeldGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):  # ty
 
 
 @contextlib.asynccontextmanager
-async def served(clock: FakeClock) -> AsyncIterator[tuple[Any, HeldGateway]]:
+async def served(
+    clock: FakeClock,
+) -> AsyncIterator[tuple[aggregator_service_pb2_grpc.AggregatorServiceStub, HeldGateway]]:
     """The aggregator service on the fake clock, in front of one held gateway; yields its stub."""
     gateway = HeldGateway()
     server = grpc.aio.server()
@@ -236,7 +237,7 @@ async def served(clock: FakeClock) -> AsyncIterator[tuple[Any, HeldGateway]]:
         await server.stop(0)
 
 
-async def leave_after_accepted(stub: Any, clock: FakeClock) -> str:
+async def leave_after_accepted(stub: aggregator_service_pb2_grpc.AggregatorServiceStub, clock: FakeClock) -> str:
     """Starts GetQuotes, reads until the insurer accepted, cancels the call, and waits until the
     aggregator noticed (its orphan timer is then waiting on the clock). Returns the request id."""
     call = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30)
@@ -254,7 +255,7 @@ async def leave_after_accepted(stub: Any, clock: FakeClock) -> str:
     raise AssertionError("the aggregator never noticed the caller leaving")
 
 
-async def snapshot_status(stub: Any, request_id: str) -> int:
+async def snapshot_status(stub: aggregator_service_pb2_grpc.AggregatorServiceStub, request_id: str) -> int:
     reply = await stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=request_id), timeout=5)
     return int(reply.quote_request.status)
 

@@ -83,7 +83,7 @@ async def test_gateway_that_is_down_is_unavailable_at_once() -> None:
         await gateways.close()
 
 
-class RefusingGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):  # type: ignore[misc]
+class RefusingGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
     """A gateway whose insurer breaker is open for 30 s; counts the calls it gets."""
 
     def __init__(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from osago_bench.accounting import (
 from osago_bench.cli import load_config
 from osago_bench.load import BenchError, LoadConfig, mesh_options, run_load
 from osago_bench.load_report import Measured, ProcessCost, build_report, passed, table
-from osago_bench.procstat import cpu_seconds, peak_rss_kib
+from osago_bench.procstat import cpu_seconds, peak_rss_kib, sample_group, server_processes
 from osago_bench.profiles import frame_name, summarise
 from osago_cli.main import _parser
 from tests.conftest import load_example
@@ -132,13 +133,40 @@ def test_percentiles_are_nearest_rank() -> None:
 
 
 def test_cpu_seconds_add_user_and_system_time_even_with_spaces_in_the_command(tmp_path: Path) -> None:
-    ticks = __import__("os").sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
     (tmp_path / "42").mkdir()
     fields = ["S", "1", "42", "42", "0", "-1", "4194560", "10", "0", "0", "0", str(3 * ticks), str(ticks)]
     (tmp_path / "42" / "stat").write_text(f"42 (osago (gate way)) {' '.join(fields)} 0 0 20 0 9\n")
     (tmp_path / "42" / "status").write_text("Name:\tpython\nVmPeak:\t 9000 kB\nVmHWM:\t   81234 kB\n")
     assert cpu_seconds(42, tmp_path) == 4.0  # 3 s user + 1 s system
     assert peak_rss_kib(42, tmp_path) == 81234
+
+
+def fake_process(proc: Path, pid: int, ppid: int, utime: int, stime: int, cutime: int = 0, cstime: int = 0) -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    (proc / str(pid) / "fd").mkdir(parents=True)
+    fields = ["S", str(ppid), "1", "1", "0", "-1", "0", "0", "0", "0", "0"]
+    fields += [str(utime * ticks), str(stime * ticks), str(cutime * ticks), str(cstime * ticks)]
+    (proc / str(pid) / "stat").write_text(f"{pid} (postgres) {' '.join(fields)} 20 0 1\n")
+    (proc / str(pid) / "status").write_text(f"VmHWM:\t{pid * 10} kB\n")
+
+
+def test_a_server_is_found_by_its_port_and_measured_with_its_children(tmp_path: Path) -> None:
+    fake_process(tmp_path, 100, 1, utime=5, stime=1, cutime=3, cstime=1)  # the postmaster
+    fake_process(tmp_path, 101, 100, utime=2, stime=0)  # a connection's backend
+    fake_process(tmp_path, 102, 100, utime=1, stime=1)
+    fake_process(tmp_path, 200, 1, utime=9, stime=9)  # something else
+    (tmp_path / "100" / "fd" / "3").symlink_to("socket:[777]")
+    (tmp_path / "200" / "fd" / "3").symlink_to("socket:[888]")
+    (tmp_path / "net").mkdir()
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    listening = "   0: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000   104        0 777\n"
+    (tmp_path / "net" / "tcp").write_text(header + listening)  # port 0x1538 = 5432
+    assert server_processes(5432, tmp_path) == [100, 101, 102]
+    assert server_processes(6379, tmp_path) == []
+    group = sample_group([100, 101, 102], tmp_path)
+    # The postmaster's own 6 s and its exited children's 4 s, then its live children's 2 + 2 s.
+    assert group is not None and (group.cpu_s, group.peak_rss_kib) == (14.0, 1020)
 
 
 def test_a_profile_summary_leaves_idle_samples_out_and_charges_each_busy_one_to_a_component(
@@ -288,15 +316,12 @@ def test_a_running_mesh_needs_both_its_aggregator_and_its_simulator() -> None:
         LoadConfig(target="127.0.0.1:50050").check()
 
 
-def test_the_mesh_options_carry_what_the_mesh_knows_and_refuse_what_it_cannot_run() -> None:
-    options, _ = mesh_options(LoadConfig(insurers=4, time_scale=0.5))
+def test_the_mesh_options_carry_the_benchmarks_and_a_combination_the_mesh_refuses_is_named() -> None:
+    options = mesh_options(LoadConfig(insurers=4, time_scale=0.5, aggregators=2, gateway_replicas=2, backend="shared"))
     assert (options.insurers, options.time_scale, options.aggregator_port, options.session_limit_s) == (4, 0.5, 0, 60.0)
-    fields = set(options.__dataclass_fields__)
-    if "aggregators" not in fields:  # a single-instance mesh: asking for more is refused by name
-        with pytest.raises(BenchError, match="aggregators"):
-            mesh_options(LoadConfig(aggregators=2))
-    else:
-        assert mesh_options(LoadConfig(aggregators=2))[0].aggregators == 2  # type: ignore[attr-defined]
+    assert (options.aggregators, options.gateway_replicas, options.backend) == (2, 2, "shared")
+    with pytest.raises(BenchError, match="shared"):
+        mesh_options(LoadConfig(aggregators=2))  # several aggregators share sessions through the shared backend
 
 
 # --- one tiny run over the whole mesh ------------------------------------------------------------------
@@ -350,7 +375,7 @@ async def test_a_tiny_run_over_the_whole_mesh_works_and_its_report_adds_up() -> 
 
     # CPU: every process measured, the services' share per session from them.
     names = {p["name"] for p in cpu["processes"]}
-    assert {"sim", "aggregator", "loadgen 1"} <= names and sum(n.startswith("gateway") for n in names) == 10
+    assert {"sim", "aggregator 1", "loadgen 1"} <= names and sum(n.startswith("gateway") for n in names) == 10
     by_name = {p["name"]: p["cpu_s"] for p in cpu["processes"]}
     services = sum(v for n, v in by_name.items() if n.startswith(("aggregator", "gateway")))
     assert cpu["services_ms_per_session"] == pytest.approx(services * 1000 / s["started"], abs=0.01)

@@ -5,9 +5,9 @@ tests marked `EDGES` run a second time with web_bridge alone as the edge (its ow
 endpoint, as after a plain `pip install .`), so the page is proven unchanged behind either.
 
 The page speaks Russian by default and English on request; the main flows run in both, with the
-browser's language set accordingly and, for English, the page switched to it as a user would. Texts, money, dates and plural forms
-are checked against expectations written out in tests/browser_kit.py; axe-core checks the form,
-the streaming and the finished page.
+browser's language set accordingly and, for English, the page switched to it as a user would.
+Texts, money, dates and plural forms are checked against expectations written out in
+tests/browser_kit.py; axe-core checks the form, the streaming and the finished page.
 
 Sessions are short (simulator time × 0.1, a 6 s session limit) so offers visibly arrive at
 different moments, the slowest insurers miss the limit, and each test takes seconds.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import signal
 import sys
@@ -280,7 +281,7 @@ async def wait_for_summary(page: Page) -> str:
     return await summary.inner_text()
 
 
-def reason_name(reason: int) -> str:
+def reason_name(reason: quote_pb2.FailureReason.ValueType) -> str:
     return quote_pb2.FailureReason.Name(reason).removeprefix("FAILURE_REASON_")
 
 
@@ -374,7 +375,7 @@ async def test_offers_stream_in_one_at_a_time_with_statuses_countdown_and_summar
     assert announced and spaces(announced[-1]["text"]) == f"{final_words}. {expected.title}.", announced
     counts = announced[:-1]
     assert len(counts) < len(rows), announced
-    assert all(b["t"] - a["t"] >= 3_900 for a, b in zip(counts, counts[1:], strict=False)), announced
+    assert all(b["t"] - a["t"] >= 3_900 for a, b in itertools.pairwise(counts)), announced
 
     # The breakdown opens on demand with the Bank of Russia coefficients.
     first = page.locator("[data-testid=offer]").first
@@ -488,7 +489,9 @@ async def test_every_field_violation_of_the_server_has_its_own_russian_message(s
         "application.vehicle.make": "Заполните это поле.",
         "application.vehicle.registration_document.series": "2 цифры, затем 2 цифры или 2 буквы.",
         "application.vehicle.registration_document.number": "Номер — 6 цифр.",
-        "application.vehicle.registration_document.issue_date": "Документ не может быть выдан раньше года выпуска автомобиля.",
+        "application.vehicle.registration_document.issue_date": (
+            "Документ не может быть выдан раньше года выпуска автомобиля."
+        ),
         "application.owner.name.first_name": "Только буквы (кириллица или латиница), пробелы, дефисы и апострофы.",
         "application.owner.birth_date": "Дата не может быть в будущем.",
         "application.drivers[1].licence_number": "Этот номер уже указан у водителя 1.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio
@@ -15,7 +15,7 @@ from osago_common.clock import FakeClock
 
 pytestmark = pytest.mark.functional
 
-LATER = datetime.now(timezone.utc) + timedelta(minutes=10)
+LATER = datetime.now(UTC) + timedelta(minutes=10)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -88,11 +88,11 @@ async def test_redis_watch_marks_expire_and_streams_expire_at_their_time(redis_d
     async with RedisEventBus.open(redis_db) as bus:
         await bus.watch("r1", 60.0)
         assert await bus.watched("r1")
-        await bus.publish([event(1)], datetime.now(timezone.utc) + timedelta(seconds=60))
+        await bus.publish([event(1)], datetime.now(UTC) + timedelta(seconds=60))
         client = redis.asyncio.Redis.from_url(redis_db)
         ttl_ms = await client.pttl(STREAM_PREFIX + "r1")
         assert 50_000 < ttl_ms <= 60_000
-        await bus.publish([event(2)], datetime.now(timezone.utc) - timedelta(seconds=1))  # already past
+        await bus.publish([event(2)], datetime.now(UTC) - timedelta(seconds=1))  # already past
         assert await bus.read("r1", 0, 0) is None
         await client.aclose()
 

@@ -61,6 +61,7 @@ def helm_template(helm: Path, home: Path, *args: str, chart: Path = CHART) -> su
         capture_output=True,
         text=True,
         env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        check=False,
     )
 
 
@@ -202,7 +203,7 @@ def leaves(node: Any, path: str = "") -> list[str]:
 
 def test_every_value_is_documented() -> None:
     text = (CHART / "values.yaml").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^\s*## @param (\S+)", text, re.M))
+    documented = set(re.findall(r"^\s*## @param (\S+)", text, re.MULTILINE))
     values = yaml.safe_load(text)
     undocumented = [
         leaf for leaf in leaves(values) if not any(leaf == p or leaf.startswith(f"{p}.") for p in documented)

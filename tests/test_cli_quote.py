@@ -6,9 +6,8 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -23,6 +22,7 @@ from osago.v1 import (
     quote_pb2,
 )
 
+from aggregator.servicer import GetQuotesContext
 from osago_cli.quote import (
     ApplicationFileError,
     QuoteView,
@@ -35,7 +35,7 @@ from osago_cli.quote import (
     summary,
 )
 
-NOW = datetime(2026, 1, 15, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 DEADLINE = NOW + timedelta(seconds=60)
 INSURERS = (
     ("alfa", "AlfaStrakhovanie"),
@@ -67,11 +67,11 @@ def offer(insurer_id: str, kopecks: int) -> events_pb2.QuoteEvent:
     return events_pb2.QuoteEvent(quote_received=events_pb2.QuoteReceived(quote=quote))
 
 
-def progress(insurer_id: str, state: int) -> events_pb2.QuoteEvent:
+def progress(insurer_id: str, state: events_pb2.InsurerProgressState.ValueType) -> events_pb2.QuoteEvent:
     return events_pb2.QuoteEvent(insurer_progress=events_pb2.InsurerProgress(insurer_id=insurer_id, state=state))
 
 
-def failed(insurer_id: str, reason: int, message: str = "") -> events_pb2.QuoteEvent:
+def failed(insurer_id: str, reason: quote_pb2.FailureReason.ValueType, message: str = "") -> events_pb2.QuoteEvent:
     return events_pb2.QuoteEvent(
         insurer_failed=events_pb2.InsurerFailed(insurer_id=insurer_id, reason=reason, message=message)
     )
@@ -261,15 +261,17 @@ def test_unusable_application_file_is_explained_without_its_values(tmp_path: Pat
 # run_quote against a scripted aggregator.
 
 
-class PlayedAggregator(aggregator_service_pb2_grpc.AggregatorServiceServicer):  # type: ignore[misc]
+class PlayedAggregator(aggregator_service_pb2_grpc.AggregatorServiceServicer):
     """GetQuotes plays `log`, or rejects every call with `reject`."""
 
     def __init__(self) -> None:
         self.log = session()
         self.reject: grpc.Status | None = None
-        self.requests: list[Any] = []
+        self.requests: list[aggregator_service_pb2.GetQuotesRequest] = []
 
-    async def GetQuotes(self, request: Any, context: Any) -> AsyncIterator[Any]:
+    async def GetQuotes(
+        self, request: aggregator_service_pb2.GetQuotesRequest, context: GetQuotesContext
+    ) -> AsyncIterator[aggregator_service_pb2.GetQuotesResponse]:
         self.requests.append(request)
         if self.reject is not None:
             await context.abort_with_status(self.reject)

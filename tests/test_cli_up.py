@@ -94,10 +94,9 @@ async def test_up_quote_json_and_clean_stop(
     assert addresses["sim"].startswith("http://127.0.0.1:")
     services = children_of(process.pid)
     assert len(services) == 14  # simulator, ten gateways, aggregator, web_bridge, Envoy
-    async with aiohttp.ClientSession() as http:
-        async with http.get(addresses["page"]) as response:
-            assert response.status == 200
-            assert "text/html" in response.headers["content-type"]
+    async with aiohttp.ClientSession() as http, http.get(addresses["page"]) as response:
+        assert response.status == 200
+        assert "text/html" in response.headers["content-type"]
 
     code, out, err = await run_osago(
         "quote", "--file", str(EXAMPLES / "moscow-young-driver.json"), "--json", "--target", addresses["aggregator"]
@@ -214,9 +213,8 @@ async def test_without_envoy_web_bridge_serves_the_page_and_sim_fault_finds_the_
         code, out, err = await run_osago(*fault, env=env)
         assert code == 0, err
         assert json.loads(out)["fault"]["mode"] == "down"
-        async with aiohttp.ClientSession() as http:
-            async with http.get(addresses["sim"] + "/_sim/faults") as response:
-                states = {s["insurer_id"]: s["fault"] for s in (await response.json())["insurers"]}
+        async with aiohttp.ClientSession() as http, http.get(addresses["sim"] + "/_sim/faults") as response:
+            states = {s["insurer_id"]: s["fault"] for s in (await response.json())["insurers"]}
         assert states["alfa"] is not None and states["alfa"]["mode"] == "down"
         assert states["ingos"] is None
         code, out, err = await run_osago(*heal, env=env)

@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -26,6 +26,7 @@ from osago.v1 import (
     quote_pb2,
 )
 
+from aggregator.servicer import CreateContext, GetContext, GetQuotesContext, StreamContext
 from osago_client import QuoteClient, QuoteError
 from osago_client.channel import CHANNEL_OPTIONS
 from osago_client.resume import EventCursor, backoff_delay
@@ -91,7 +92,7 @@ def session_log(request_id: str = REQUEST_ID) -> list[events_pb2.QuoteEvent]:
             )
         ),
     ]
-    deadline = datetime.now(timezone.utc) + timedelta(seconds=60)
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
     events[0].session_started.deadline.FromDatetime(deadline)
     for seq, event in enumerate(events, 1):
         event.request_id, event.seq = request_id, seq
@@ -115,7 +116,8 @@ def bad_request_status(message: str, violations: list[tuple[str, str]]) -> grpc.
         )
     )
     status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail])
-    return rpc_status.to_status(status)
+    converted: grpc.Status = rpc_status.to_status(status)  # grpcio-status is untyped
+    return converted
 
 
 @dataclass
@@ -128,9 +130,7 @@ class Break:
 
 
 @dataclass
-class ScriptedAggregator(
-    aggregator_service_pb2_grpc.AggregatorServiceServicer  # type: ignore[misc]
-):
+class ScriptedAggregator(aggregator_service_pb2_grpc.AggregatorServiceServicer):
     """Plays `log`. Each stream takes the next entry of `breaks` (none left: plays to the end)."""
 
     log: list[events_pb2.QuoteEvent] = field(default_factory=session_log)
@@ -143,21 +143,27 @@ class ScriptedAggregator(
     reject: grpc.Status | None = None
     # After the last event, wait for this before ending the stream (None: end at once).
     hold: asyncio.Event | None = None
-    calls: list[tuple[str, Any]] = field(default_factory=list)
+    calls: list[tuple[str, Any]] = field(default_factory=list)  # (method, its request)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def GetQuotes(self, request: Any, context: Any) -> AsyncIterator[Any]:
+    async def GetQuotes(
+        self, request: aggregator_service_pb2.GetQuotesRequest, context: GetQuotesContext
+    ) -> AsyncIterator[aggregator_service_pb2.GetQuotesResponse]:
         self.calls.append(("GetQuotes", request))
         async for event in self._play(context, 0):
             yield aggregator_service_pb2.GetQuotesResponse(event=event)
 
-    async def StreamQuoteEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
+    async def StreamQuoteEvents(
+        self, request: aggregator_service_pb2.StreamQuoteEventsRequest, context: StreamContext
+    ) -> AsyncIterator[aggregator_service_pb2.StreamQuoteEventsResponse]:
         self.calls.append(("StreamQuoteEvents", request))
         after = max(0, request.after_seq - self.overlap)
         async for event in self._play(context, after):
             yield aggregator_service_pb2.StreamQuoteEventsResponse(event=event)
 
-    async def CreateQuoteRequest(self, request: Any, context: Any) -> Any:
+    async def CreateQuoteRequest(
+        self, request: aggregator_service_pb2.CreateQuoteRequestRequest, context: CreateContext
+    ) -> aggregator_service_pb2.CreateQuoteRequestResponse:
         self.calls.append(("CreateQuoteRequest", request))
         if self.reject is not None:
             await context.abort_with_status(self.reject)
@@ -170,7 +176,9 @@ class ScriptedAggregator(
             )
         )
 
-    async def GetQuoteRequest(self, request: Any, context: Any) -> Any:
+    async def GetQuoteRequest(
+        self, request: aggregator_service_pb2.GetQuoteRequestRequest, context: GetContext
+    ) -> aggregator_service_pb2.GetQuoteRequestResponse:
         self.calls.append(("GetQuoteRequest", request))
         if request.request_id != REQUEST_ID:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
@@ -178,7 +186,9 @@ class ScriptedAggregator(
             quote_request=aggregator_service_pb2.QuoteRequest(request_id=REQUEST_ID, last_seq=len(self.log))
         )
 
-    async def _play(self, context: Any, after_seq: int) -> AsyncIterator[events_pb2.QuoteEvent]:
+    async def _play(
+        self, context: GetQuotesContext | StreamContext, after_seq: int
+    ) -> AsyncIterator[events_pb2.QuoteEvent]:
         if self.reject is not None:
             await context.abort_with_status(self.reject)
         brk = self.breaks.pop(0) if self.breaks else None
@@ -216,7 +226,7 @@ async def target(aggregator: ScriptedAggregator) -> AsyncIterator[str]:
     await server.stop(0)
 
 
-def fast_client(target: str, **kwargs: Any) -> QuoteClient:
+def fast_client(target: str | Sequence[str], **kwargs: Any) -> QuoteClient:
     options: dict[str, Any] = {
         "timeout_s": 10.0,
         "max_resumes": 3,
@@ -310,7 +320,8 @@ async def test_resumes_without_progress_stop_after_max_resumes_with_quote_error(
     aggregator.breaks = [Break(after=2)] + [Break(after=0) for _ in range(10)]
     seen: list[int] = []
     async with fast_client(target, max_resumes=2) as client:
-        with pytest.raises(QuoteError) as caught:
+        # The events seen before the error are part of what is checked.
+        with pytest.raises(QuoteError) as caught:  # noqa: PT012
             async for event in client.get_quotes(application()):
                 seen.append(event.seq)
 
@@ -328,7 +339,7 @@ async def test_non_transient_error_mid_stream_is_raised_without_resuming(
 ) -> None:
     aggregator.breaks = [Break(after=2, code=grpc.StatusCode.FAILED_PRECONDITION)]
     async with fast_client(target) as client:
-        with pytest.raises(QuoteError, match="^FAILED_PRECONDITION: connection dropped$") as caught:
+        with pytest.raises(QuoteError, match=r"^FAILED_PRECONDITION: connection dropped$") as caught:
             await collect(client.get_quotes(application()))
 
     assert caught.value.code == "FAILED_PRECONDITION"
@@ -365,9 +376,9 @@ async def test_invalid_argument_with_bad_request_becomes_quote_error_with_field_
     violations = [("vehicle.vin", "must be 17 characters"), ("drivers[0].birth_date", "required")]
     aggregator.reject = bad_request_status("the application is invalid", violations)
     async with fast_client(target) as client:
-        with pytest.raises(QuoteError, match="^INVALID_ARGUMENT: the application is invalid$") as on_create:
+        with pytest.raises(QuoteError, match=r"^INVALID_ARGUMENT: the application is invalid$") as on_create:
             await client.create(application())
-        with pytest.raises(QuoteError, match="^INVALID_ARGUMENT: the application is invalid$") as on_stream:
+        with pytest.raises(QuoteError, match=r"^INVALID_ARGUMENT: the application is invalid$") as on_stream:
             await collect(client.get_quotes(application()))
 
     for caught in (on_create, on_stream):
@@ -521,26 +532,24 @@ async def test_the_breaker_stops_calling_an_aggregator_that_keeps_failing() -> N
     )
     clock = FakeClock()
     config = BreakerConfig(window_size=4, minimum_calls=4, failure_rate_threshold=0.5, open_duration_s=5.0)
-    async with instances(failing) as servers:
-        async with fast_client(servers[0][0], breaker=config, clock=clock) as client:
-            for _ in range(4):
-                with pytest.raises(QuoteError, match="UNAVAILABLE"):
-                    await client.create(application())
-            reached = len(failing.calls)
-            with pytest.raises(QuoteError, match="the quote service is failing right now; calls resume in 5.0 s"):
+    async with instances(failing) as servers, fast_client(servers[0][0], breaker=config, clock=clock) as client:
+        for _ in range(4):
+            with pytest.raises(QuoteError, match="UNAVAILABLE"):
                 await client.create(application())
-            assert len(failing.calls) == reached  # refused without a call
-            await clock.advance(5.0)
-            failing.reject = None  # the aggregator is back: a probe gets through
-            assert (await client.create(application())).request_id == REQUEST_ID
+        reached = len(failing.calls)
+        with pytest.raises(QuoteError, match=r"the quote service is failing right now; calls resume in 5\.0 s"):
+            await client.create(application())
+        assert len(failing.calls) == reached  # refused without a call
+        await clock.advance(5.0)
+        failing.reject = None  # the aggregator is back: a probe gets through
+        assert (await client.create(application())).request_id == REQUEST_ID
 
 
 async def test_answers_that_are_not_failures_of_the_service_keep_the_breaker_closed() -> None:
     config = BreakerConfig(window_size=4, minimum_calls=4, failure_rate_threshold=0.5, open_duration_s=5.0)
     scripted = ScriptedAggregator()
-    async with instances(scripted) as servers:
-        async with fast_client(servers[0][0], breaker=config) as client:
-            for _ in range(6):
-                with pytest.raises(QuoteError, match="NOT_FOUND"):
-                    await client.get("someone-else")
-            assert (await client.get(REQUEST_ID)).request_id == REQUEST_ID
+    async with instances(scripted) as servers, fast_client(servers[0][0], breaker=config) as client:
+        for _ in range(6):
+            with pytest.raises(QuoteError, match="NOT_FOUND"):
+                await client.get("someone-else")
+        assert (await client.get(REQUEST_ID)).request_id == REQUEST_ID

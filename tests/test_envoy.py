@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 import grpc
-from aiohttp import web
 import pytest
+from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2 as pb
@@ -49,8 +49,7 @@ def local_config(aggregator_port: int, **overrides: Any) -> str:
     settings: dict[str, Any] = {
         "listen_host": "127.0.0.1",
         "listen_port": 0,
-        "aggregator_host": "127.0.0.1",
-        "aggregator_port": aggregator_port,
+        "aggregators": [("127.0.0.1", aggregator_port)],
         "web_bridge_host": "127.0.0.1",
         "web_bridge_port": 9,  # nothing listens there: these tests never reach web_bridge
         "admin_port": 0,
@@ -81,7 +80,7 @@ def test_rendered_local_config_validates_and_keeps_admin_private(tmp_path: Path)
     path.write_text(text, encoding="utf-8")
     result = validate(path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "port_value: 50051  # @aggregator_port" in text
+    assert '"address": "127.0.0.1", "port_value": 50051}}}}]  # @aggregator_endpoints' in text
     assert '"exact": "http://127.0.0.1:8080"' in text
     assert text.count("address: 127.0.0.1  # admin") == 1
 
@@ -315,8 +314,8 @@ async def test_envoy_dies_with_the_process_that_started_it(tmp_path: Path) -> No
 import asyncio, pathlib
 from osago_mesh.envoy import render_envoy_config, start_envoy
 async def main():
-    config = render_envoy_config(listen_host="127.0.0.1", listen_port=0, aggregator_host="127.0.0.1",
-        aggregator_port=9, web_bridge_host="127.0.0.1", web_bridge_port=9, admin_port=0,
+    config = render_envoy_config(listen_host="127.0.0.1", listen_port=0, aggregators=[("127.0.0.1", 9)],
+        web_bridge_host="127.0.0.1", web_bridge_port=9, admin_port=0,
         allowed_origins=["{ORIGIN}"])
     envoy = await start_envoy(config, pathlib.Path({str(tmp_path)!r}))
     print(envoy.process.pid, flush=True)

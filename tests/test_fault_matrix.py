@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from osago_bench.faults import SCENARIOS, MatrixConfig, run_scenario
+from osago_bench.faults import SCENARIOS, MatrixConfig, Scenario, run_scenario
 from tests.conftest import load_example
 
 pytestmark = pytest.mark.functional
@@ -19,10 +19,7 @@ CONFIG = MatrixConfig(
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-async def test_fault_mode_keeps_sessions_complete_and_honest(scenario: object) -> None:
-    from osago_bench.faults import Scenario
-
-    assert isinstance(scenario, Scenario)
+async def test_fault_mode_keeps_sessions_complete_and_honest(scenario: Scenario) -> None:
     report = await run_scenario(scenario, load_example(), CONFIG)
     assert report.finished_within_limit == report.sessions, report
     assert report.healthy_offers_delivered == report.healthy_offers_issued, report

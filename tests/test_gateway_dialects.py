@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,7 @@ from insurer_gateway.dialects import (
     CalcDialect,
     Created,
     Declined,
+    Dialect,
     InvalidApplication,
     NotFound,
     NotReady,
@@ -32,7 +34,7 @@ REST = RestDialect()
 CALC = CalcDialect()
 
 
-def make_application(**changes: Any) -> Any:
+def make_application(**changes: Any) -> application_pb2.Application:
     """A Moscow Lada with one class-3 driver."""
     app = application_pb2.Application(
         vehicle=application_pb2.Vehicle(
@@ -72,7 +74,7 @@ def reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Http
     return HttpResponse(status, headers or {}, raw)
 
 
-REST_OFFER = {
+REST_OFFER: dict[str, Any] = {
     "offerId": "ALFA-1",
     "premium": {"amount": "12345.67", "currency": "RUB"},
     "coefficients": {
@@ -90,7 +92,7 @@ REST_OFFER = {
     "paymentUrl": "http://sim/insurers/alfa/pay/ALFA-1",
 }
 
-CALC_RESULT = {
+CALC_RESULT: dict[str, Any] = {
     "quote_no": "Q-77",
     "premium_kop": 1234567,
     "k": {
@@ -113,11 +115,11 @@ BREAKDOWN = Breakdown(
     kt=Decimal("1.8"),
     kbm=Decimal("1.17"),
     kvs=Decimal("1.04"),
-    ko=Decimal("1"),
+    ko=Decimal(1),
     km=Decimal("1.1"),
-    ks=Decimal("1"),
-    kn=Decimal("1"),
-    kp=Decimal("1"),
+    ks=Decimal(1),
+    kn=Decimal(1),
+    kp=Decimal(1),
 )
 
 
@@ -220,7 +222,7 @@ def test_calc_create_request_writes_snake_case_with_russian_dates_and_fio() -> N
         (application_pb2.KBM_CLASS_13, "13"),
     ],
 )
-def test_bonus_malus_classes_are_written_as_codes(kbm_class: int, code: str) -> None:
+def test_bonus_malus_classes_are_written_as_codes(kbm_class: application_pb2.KbmClass.ValueType, code: str) -> None:
     app = make_application()
     app.drivers[0].kbm_class = kbm_class
     app.owner.kbm_class = kbm_class
@@ -271,7 +273,7 @@ def test_unlimited_drivers_without_owner_class_or_usage_months_get_the_defaults(
 )
 @pytest.mark.parametrize("dialect", [REST, CALC], ids=["rest", "calc"])
 def test_applications_the_dialect_cannot_write_name_the_field(
-    dialect: Any, change: Any, field: str, message: str
+    dialect: Dialect, change: Callable[[application_pb2.Application], None], field: str, message: str
 ) -> None:
     app = make_application()
     change(app)
@@ -323,7 +325,7 @@ def test_rest_poll_reads_processing_quoted_declined_and_404() -> None:
         premium_kopecks=1234567,
         currency="RUB",
         breakdown=BREAKDOWN,
-        valid_until=datetime(2026, 1, 20, 9, tzinfo=timezone.utc),
+        valid_until=datetime(2026, 1, 20, 9, tzinfo=UTC),
         purchase_url="http://sim/insurers/alfa/pay/ALFA-1",
     )
     assert REST.parse_poll(reply(200, {"status": "DECLINED", "declineReason": "taxis are not insured"})) == Declined(
@@ -384,7 +386,7 @@ def _rest_offer(**changes: Any) -> dict[str, Any]:
         (
             reply(200, _rest_offer(coefficients=dict(REST_OFFER["coefficients"], KT="NaN"))),
             "'KT' is not a positive number",
-        ),  # type: ignore[arg-type]
+        ),
         (reply(200, b'{"status": "QUOTED", "offer": {"premium": {"amount": NaN}}}'), "body is not JSON"),
         (reply(201, {"status": "PROCESSING", "estimatedReadyInMs": 10}), "unexpected HTTP status 201"),
         (reply(302, {"status": "PROCESSING"}), "unexpected HTTP status 302"),
@@ -458,7 +460,7 @@ def test_calc_poll_reads_pending_done_refused_and_404() -> None:
         premium_kopecks=1234567,
         currency="RUB",
         breakdown=BREAKDOWN,
-        valid_until=datetime(2026, 1, 20, 9, tzinfo=timezone.utc),
+        valid_until=datetime(2026, 1, 20, 9, tzinfo=UTC),
         purchase_url="http://sim/insurers/ingos/pay/Q-77",
     )
     refused = {"state": "refused", "refusal": {"code": "UW", "text": "declined by underwriting"}}
@@ -468,7 +470,7 @@ def test_calc_poll_reads_pending_done_refused_and_404() -> None:
 
 
 def test_calc_coefficients_may_be_json_numbers() -> None:
-    k = dict(CALC_RESULT["k"])  # type: ignore[call-overload]
+    k = dict(CALC_RESULT["k"])
     raw = json.dumps({"state": "done", "result": dict(CALC_RESULT, k=dict(k, kt=0))}).replace('"kt": 0', '"kt": 1.8')
     parsed = CALC.parse_poll(HttpResponse(200, {}, raw.encode()))
     assert isinstance(parsed, Offer) and parsed.breakdown.kt == Decimal("1.8")
@@ -490,8 +492,8 @@ def _calc_result(**changes: Any) -> dict[str, Any]:
         (reply(200, _calc_result(premium_kop="1234567")), "'premium_kop' is not an integer"),
         (reply(200, _calc_result(premium_kop=12345.67)), "'premium_kop' is not an integer"),
         (reply(200, _calc_result(premium_kop=0)), "'premium_kop' is not positive"),
-        (reply(200, _calc_result(k=dict(CALC_RESULT["k"], tb_kop=True))), "'tb_kop' is not an integer"),  # type: ignore[call-overload]
-        (reply(200, _calc_result(k=dict(CALC_RESULT["k"], kbm="-1"))), "'kbm' is not a positive number"),  # type: ignore[call-overload]
+        (reply(200, _calc_result(k=dict(CALC_RESULT["k"], tb_kop=True))), "'tb_kop' is not an integer"),
+        (reply(200, _calc_result(k=dict(CALC_RESULT["k"], kbm="-1"))), "'kbm' is not a positive number"),
         (reply(200, _calc_result(expires="20.01.2026")), "'expires' is not an ISO 8601 date-time"),
         (reply(200, _calc_result(quote_no=None)), "'quote_no' is not a non-empty string"),
         (reply(200, {"state": "refused"}), "'refusal' is not an object"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import itertools
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,6 @@ from datetime import timedelta
 import pytest
 import redis
 
-from osago_common.breaker import BreakerState
 from insurer_gateway.dialects import DIALECTS, Offer
 from insurer_gateway.exchange import HttpCall, HttpResponse, HttpTimeout, HttpUnavailable
 from insurer_gateway.guard import InsurerGuard
@@ -27,6 +27,7 @@ from insurer_gateway.offers import (
 )
 from insurer_gateway.ratelimit import FallbackRateLimiter, LocalRateLimiter, RateLimitConfig
 from insurer_gateway.settings import GatewaySettings
+from osago_common.breaker import BreakerState
 from osago_common.clock import FakeClock
 from osago_common.env import SettingsError
 from tests.test_gateway_offers import CREATE, QUOTED, created, processing, response
@@ -439,7 +440,7 @@ async def test_polls_never_exceed_the_quota() -> None:
     settings = dataclasses.replace(BASE, rate_limit_per_s=2.0, rate_limit_burst=1)
     gw = Gateway([created(10), *[processing(10)] * 20, QUOTED], settings)
     await gw.request(deadline=20.0)
-    gaps = [round(b - a, 6) for a, b in zip(gw.insurer.times, gw.insurer.times[1:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(gw.insurer.times)]
     assert len(gaps) == 21 and min(gaps) >= 0.5  # the insurer hinted 10 ms; the quota allows 2/s
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from insurer_gateway.offers import (
 )
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import FakeClock
+from osago_common.env import SettingsError
 
 SETTINGS = GatewaySettings(
     insurer_id="alfa", insurer_name="AlfaStrakhovanie", dialect="rest", base_url="http://insurer"
@@ -137,7 +139,7 @@ async def test_first_poll_comes_at_the_insurers_hint_and_the_offer_ends_the_stre
 
 
 async def test_an_offer_carries_the_moment_its_answer_arrived_not_when_the_poll_was_sent() -> None:
-    start = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
     clock = FakeClock(start=start)
     answers = [created(1500), QUOTED]
 
@@ -173,7 +175,7 @@ async def test_hints_are_clamped_to_the_poll_interval_bounds() -> None:
 
 async def test_without_hints_the_poll_interval_grows_up_to_the_maximum() -> None:
     _, insurer = await run([created(), processing(), processing(), processing(), processing(), processing(), QUOTED])
-    gaps = [round(b - a, 6) for a, b in zip(insurer.times, insurer.times[1:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(insurer.times)]
     assert gaps == [1.0, 1.5, 2.25, 3.375, 5.0, 5.0]
 
 
@@ -181,12 +183,12 @@ async def test_calc_retry_after_header_paces_the_polls() -> None:
     settings = GatewaySettings(insurer_id="ingos", insurer_name="Ingosstrakh", dialect="calc", base_url="http://x")
     queued = response(202, {"calc_id": "C-1", "state": "queued"}, {"retry-after": "2"})
     pending = response(202, {"state": "in_progress"}, {"retry-after": "3"})
-    result = dict(
-        quote_no="Q-1",
-        premium_kop=700000,
-        expires="2026-01-20T09:00:00Z",
-        buy_url="http://x/pay",
-        k={
+    result = {
+        "quote_no": "Q-1",
+        "premium_kop": 700000,
+        "expires": "2026-01-20T09:00:00Z",
+        "buy_url": "http://x/pay",
+        "k": {
             "tb_kop": 500000,
             "kt": "1.4",
             "kbm": "1",
@@ -197,7 +199,7 @@ async def test_calc_retry_after_header_paces_the_polls() -> None:
             "kn": "1",
             "kp": "1",
         },
-    )
+    }
     done = response(200, {"state": "done", "result": result})
     updates, insurer = await run([queued, pending, done], settings=settings, dialect="calc")
     assert insurer.times == [0.0, 2.0, 5.0]
@@ -259,7 +261,7 @@ async def test_a_timed_out_poll_is_retried_each_attempt_with_the_full_http_timeo
     updates, insurer = await run([created(1000), HANG], deadline=60.0)
     assert len(insurer.calls) == 1 + 3  # the create, then three attempts of the poll
     assert [timeout for _, _, timeout in insurer.calls[1:]] == [5.0, 5.0, 5.0]
-    gaps = [round(b - a, 6) for a, b in zip(insurer.times[1:], insurer.times[2:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(insurer.times[1:])]
     assert 5.0 <= gaps[0] <= 5.1 and 5.0 <= gaps[1] <= 5.2  # the timeout, then jitter below the ceiling
     last = updates[-1][1]
     assert isinstance(last, Failed) and last.reason is Reason.TIMEOUT
@@ -342,7 +344,7 @@ async def test_cancelling_the_consumer_stops_polling_at_once() -> None:
 # --- preparing the create call --------------------------------------------------------------
 
 
-def application(start: str = "") -> Any:
+def application(start: str = "") -> application_pb2.Application:
     name = application_pb2.PersonName(last_name="Ivanov", first_name="Ivan")
     return application_pb2.Application(
         vehicle=application_pb2.Vehicle(
@@ -381,7 +383,7 @@ def body(call: HttpCall) -> dict[str, Any]:
 
 
 def test_the_request_id_is_the_reference_and_with_the_insurer_the_idempotency_key() -> None:
-    call = flow_at(datetime(2026, 1, 15, 9, tzinfo=timezone.utc)).prepare("req-42", application())
+    call = flow_at(datetime(2026, 1, 15, 9, tzinfo=UTC)).prepare("req-42", application())
     assert call.headers["Idempotency-Key"] == "req-42:alfa"
     assert body(call)["externalRef"] == "req-42"
 
@@ -389,12 +391,12 @@ def test_the_request_id_is_the_reference_and_with_the_insurer_the_idempotency_ke
 @pytest.mark.parametrize(
     ("moment", "expected"),
     [
-        (datetime(2026, 1, 15, 9, tzinfo=timezone.utc), "2026-01-16"),
+        (datetime(2026, 1, 15, 9, tzinfo=UTC), "2026-01-16"),
         # 23:59 UTC is 02:59 on the 16th in Moscow: tomorrow there is the 17th.
-        (datetime(2026, 1, 15, 23, 59, tzinfo=timezone.utc), "2026-01-17"),
+        (datetime(2026, 1, 15, 23, 59, tzinfo=UTC), "2026-01-17"),
         (datetime(2026, 1, 16, 1, 0, tzinfo=timezone(timedelta(hours=3))), "2026-01-17"),
-        (datetime(2026, 1, 15, 20, 59, tzinfo=timezone.utc), "2026-01-16"),
-        (datetime(2026, 12, 31, 12, tzinfo=timezone.utc), "2027-01-01"),
+        (datetime(2026, 1, 15, 20, 59, tzinfo=UTC), "2026-01-16"),
+        (datetime(2026, 12, 31, 12, tzinfo=UTC), "2027-01-01"),
     ],
 )
 def test_an_empty_start_date_means_tomorrow_in_moscow(moment: datetime, expected: str) -> None:
@@ -402,19 +404,17 @@ def test_an_empty_start_date_means_tomorrow_in_moscow(moment: datetime, expected
 
 
 def test_a_given_start_date_is_kept() -> None:
-    call = flow_at(datetime(2026, 1, 15, tzinfo=timezone.utc), "calc").prepare("r", application("2026-02-03"))
+    call = flow_at(datetime(2026, 1, 15, tzinfo=UTC), "calc").prepare("r", application("2026-02-03"))
     assert body(call)["date_from"] == "03.02.2026"
 
 
 def test_a_malformed_start_date_names_the_field() -> None:
-    with pytest.raises(InvalidApplication, match="^policy_start_date: not a YYYY-MM-DD date$") as caught:
-        flow_at(datetime(2026, 1, 15, tzinfo=timezone.utc)).prepare("r", application("03.02.2026"))
+    with pytest.raises(InvalidApplication, match=r"^policy_start_date: not a YYYY-MM-DD date$") as caught:
+        flow_at(datetime(2026, 1, 15, tzinfo=UTC)).prepare("r", application("03.02.2026"))
     assert caught.value.field == "policy_start_date"
 
 
 def test_settings_reject_nonsense() -> None:
-    from osago_common.env import SettingsError
-
     with pytest.raises(SettingsError, match="unknown dialect 'soap' for alfa; known: rest, calc"):
         GatewaySettings(insurer_id="alfa", insurer_name="A", dialect="soap", base_url="http://x")
     with pytest.raises(SettingsError, match=r"base URL must be http\(s\), got 'ftp://x'"):
@@ -487,8 +487,6 @@ def test_settings_from_env_serve_an_insurer_the_catalogue_does_not_list() -> Non
     ],
 )
 def test_settings_from_env_fail_naming_the_missing_variable(env: dict[str, str], named: str) -> None:
-    from osago_common.env import SettingsError
-
     with pytest.raises(SettingsError, match=named):
         GatewaySettings.from_env(env)
 

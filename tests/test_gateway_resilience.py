@@ -24,8 +24,8 @@ from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 from insurer_gateway.service import RATE_LIMIT_KEY_PREFIX, GatewayService
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import SYSTEM_CLOCK, Clock, FakeClock
+from osago_mesh.servers import redis_server
 from tests.conftest import serve_app
-from tests.redis_server import redis_server
 from tests.test_gateway_offers import OFFER
 from tests.test_gateway_service import make_application
 
@@ -94,13 +94,13 @@ def dead_url() -> str:
 @dataclass
 class Gateway:
     service: GatewayService
-    stub: Any
+    stub: gateway_service_pb2_grpc.InsurerGatewayServiceStub
 
-    async def offer(self, request_id: str, timeout: float = 10.0) -> list[Any]:
+    async def offer(self, request_id: str, timeout: float = 10.0) -> list[gateway_service_pb2.RequestOfferResponse]:
         req = gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=make_application())
         return [u async for u in self.stub.RequestOffer(req, timeout=timeout)]
 
-    async def status(self) -> Any:
+    async def status(self) -> gateway_service_pb2.GetGatewayStatusResponse:
         return await self.stub.GetGatewayStatus(gateway_service_pb2.GetGatewayStatusRequest())
 
 
@@ -120,7 +120,7 @@ async def gateway(
         await service.stop(0)
 
 
-def outcome(updates: list[Any]) -> str | int:
+def outcome(updates: list[gateway_service_pb2.RequestOfferResponse]) -> str | int:
     """ "offer", or the failure reason of the last update."""
     last = updates[-1]
     return "offer" if last.WhichOneof("update") == "offer" else int(last.failed.reason)
@@ -135,7 +135,9 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition never held")
 
 
-async def drive(clock: FakeClock, call: asyncio.Task[list[Any]]) -> list[Any]:
+async def drive(
+    clock: FakeClock, call: asyncio.Task[list[gateway_service_pb2.RequestOfferResponse]]
+) -> list[gateway_service_pb2.RequestOfferResponse]:
     """Lets a call through a gateway on the fake clock finish: whenever the gateway waits on the
     clock (to poll), moves the clock 10 ms; meanwhile the HTTP exchanges run in real time."""
     while not call.done():

@@ -7,16 +7,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import aiohttp
-from aiohttp import web
 import grpc
 import pytest
+from aiohttp import web
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
-from google.rpc import error_details_pb2
 from osago.v1 import application_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from insurer_gateway.dialects import DIALECTS
@@ -34,7 +34,9 @@ pytestmark = pytest.mark.functional
 SERVICE = "osago.v1.InsurerGatewayService"
 
 
-def make_application(purpose: int = application_pb2.VEHICLE_PURPOSE_PERSONAL) -> Any:
+def make_application(
+    purpose: application_pb2.VehiclePurpose.ValueType = application_pb2.VEHICLE_PURPOSE_PERSONAL,
+) -> application_pb2.Application:
     """A Moscow Lada with one class-3 driver."""
     name = application_pb2.PersonName(last_name="Petrov", first_name="Pyotr", middle_name="Petrovich")
     return application_pb2.Application(
@@ -71,7 +73,7 @@ def make_application(purpose: int = application_pb2.VEHICLE_PURPOSE_PERSONAL) ->
 class Running:
     sim_url: str
     gateways: dict[str, GatewayService]
-    stubs: dict[str, Any]
+    stubs: dict[str, gateway_service_pb2_grpc.InsurerGatewayServiceStub]
     channels: dict[str, grpc.aio.Channel]
     http: aiohttp.ClientSession
 
@@ -80,7 +82,7 @@ class Running:
             assert response.status == 200
             return await response.json()
 
-    async def status(self, insurer_id: str) -> Any:
+    async def status(self, insurer_id: str) -> gateway_service_pb2.GetGatewayStatusResponse:
         return await self.stubs[insurer_id].GetGatewayStatus(gateway_service_pb2.GetGatewayStatusRequest())
 
     async def wait_idle(self, insurer_id: str) -> None:
@@ -121,12 +123,18 @@ async def running(
         yield Running(sim_url, gateways, stubs, channels, http)
 
 
-def request(request_id: str, application: Any = None) -> Any:
+def request(
+    request_id: str, application: application_pb2.Application | None = None
+) -> gateway_service_pb2.RequestOfferRequest:
     """Fixed request ids: the simulator draws each application's fate from the seed and the id."""
     return gateway_service_pb2.RequestOfferRequest(request_id=request_id, application=application or make_application())
 
 
-async def collect(stub: Any, req: Any, timeout: float | None = 10.0) -> list[Any]:
+async def collect(
+    stub: gateway_service_pb2_grpc.InsurerGatewayServiceStub,
+    req: gateway_service_pb2.RequestOfferRequest,
+    timeout: float | None = 10.0,
+) -> list[gateway_service_pb2.RequestOfferResponse]:
     return [update async for update in stub.RequestOffer(req, timeout=timeout)]
 
 
@@ -149,7 +157,7 @@ async def test_the_offer_is_streamed_and_matches_the_insurers_ledger(insurer_id:
         assert offer.valid_until.seconds > 0 and offer.purchase_url.startswith(mesh.sim_url)
         # The gateway stamps when it got the offer: after the insurer had it ready and issued it.
         issued = datetime.fromisoformat(ledger[0]["issued_at"])
-        assert datetime.fromisoformat(ledger[0]["ready_at"]) <= issued <= offer.obtained_at.ToDatetime(timezone.utc)
+        assert datetime.fromisoformat(ledger[0]["ready_at"]) <= issued <= offer.obtained_at.ToDatetime(UTC)
 
 
 async def test_a_decline_ends_the_stream_with_the_insurers_reason() -> None:
@@ -189,7 +197,7 @@ async def test_cancelling_the_call_stops_polling_the_insurer(clock: FakeClock) -
         call = mesh.stubs["alfa"].RequestOffer(req, timeout=30)
         updates = call.__aiter__()
         assert (await anext(updates)).WhichOneof("update") == "accepted"
-        pending = asyncio.create_task(anext(updates))
+        pending = asyncio.ensure_future(anext(updates))  # anext gives an awaitable, not a coroutine
         while not pending.done():  # the clock moves on only while the gateway waits to poll
             if clock.sleepers:
                 await clock.advance(0.02)
@@ -258,7 +266,9 @@ async def test_an_insurer_that_is_down_is_reported_unavailable() -> None:
         ),
     ],
 )
-async def test_invalid_requests_are_refused_with_field_violations(req: Any, fields: list[str]) -> None:
+async def test_invalid_requests_are_refused_with_field_violations(
+    req: gateway_service_pb2.RequestOfferRequest, fields: list[str]
+) -> None:
     async with running("alfa") as mesh:
         call = mesh.stubs["alfa"].RequestOffer(req, timeout=5)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -293,7 +303,7 @@ PERSONAL_DATA = ("Petrov", "Pyotr", "7731456802", "XTAGFL110NY612345")
 async def test_an_unexpected_error_is_unknown_internal_error_logged_without_personal_data(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(response: HttpResponse) -> Any:
+    def broken(response: HttpResponse) -> NoReturn:
         raise RuntimeError("cannot handle " + " ".join(PERSONAL_DATA))
 
     monkeypatch.setattr(DIALECTS["rest"], "parse_create", broken)
@@ -346,7 +356,7 @@ async def test_status_says_when_the_gateway_started(clock: FakeClock) -> None:
             status = await stub.GetGatewayStatus(gateway_service_pb2.GetGatewayStatusRequest())
     finally:
         await gateway.stop(0)
-    assert status.started_at.ToDatetime(tzinfo=timezone.utc) == datetime(2026, 1, 15, 9, 1, 30, tzinfo=timezone.utc)
+    assert status.started_at.ToDatetime(tzinfo=UTC) == datetime(2026, 1, 15, 9, 1, 30, tzinfo=UTC)
 
 
 async def test_stopping_twice_is_safe_and_ends_serving() -> None:

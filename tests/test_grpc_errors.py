@@ -12,7 +12,9 @@ VIOLATIONS = [("application.vehicle.vin", "must be 17 characters"), ("request_id
 def sent_status() -> status_pb2.Status:
     """The google.rpc.Status as it travels, in the call's trailing metadata."""
     trailers = dict(invalid_argument(VIOLATIONS).trailing_metadata)
-    return status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    details = trailers["grpc-status-details-bin"]
+    assert isinstance(details, bytes)  # a -bin key: binary metadata
+    return status_pb2.Status.FromString(details)
 
 
 def test_invalid_argument_carries_every_violation_in_a_bad_request() -> None:

@@ -10,7 +10,6 @@ import base64
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
@@ -19,8 +18,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 from osago.v1 import aggregator_service_pb2 as pb
-from osago.v1 import events_pb2
+from osago.v1 import application_pb2, events_pb2
 
+from aggregator.servicer import StreamContext
 from tests.conftest import Mesh, load_example, start_mesh
 from tests.grpc_web import (
     BINARY,
@@ -60,7 +60,7 @@ async def bridge_mesh(time_scale: float = 0.05) -> AsyncIterator[Edge]:
             await service.stop()
 
 
-def bad_vin_application() -> Any:
+def bad_vin_application() -> application_pb2.Application:
     application = load_example()
     application.vehicle.vin = "XTA21099OY2765439"  # the letter O is not allowed
     return application
@@ -220,7 +220,9 @@ async def quiet_aggregator(cancelled: asyncio.Event) -> AsyncIterator[str]:
     """A stand-in aggregator on a real port whose StreamQuoteEvents sends one event and then
     nothing, until its caller cancels (which sets `cancelled`)."""
 
-    async def follow(request: pb.StreamQuoteEventsRequest, context: Any) -> AsyncIterator[pb.StreamQuoteEventsResponse]:
+    async def follow(
+        request: pb.StreamQuoteEventsRequest, context: StreamContext
+    ) -> AsyncIterator[pb.StreamQuoteEventsResponse]:
         yield pb.StreamQuoteEventsResponse(event=events_pb2.QuoteEvent(request_id=request.request_id, seq=1))
         try:
             await asyncio.Event().wait()
@@ -283,20 +285,26 @@ async def test_a_quiet_stream_is_cancelled_when_its_client_goes_away() -> None:
 async def test_what_is_not_a_grpc_web_call_gets_a_json_error(
     path: str, content_type: str, data: bytes, status: int, error: str
 ) -> None:
-    async with bridge_mesh() as edge, aiohttp.ClientSession() as http:
-        async with http.post(edge.url + path, data=data, headers={"content-type": content_type}) as response:
-            assert response.status == status
-            answer = await response.json()
+    async with (
+        bridge_mesh() as edge,
+        aiohttp.ClientSession() as http,
+        http.post(edge.url + path, data=data, headers={"content-type": content_type}) as response,
+    ):
+        assert response.status == status
+        answer = await response.json()
     assert answer["error"] == error and answer["message"]
 
 
 @pytest.mark.functional
 async def test_an_unknown_method_is_trailers_only_unimplemented() -> None:
-    async with bridge_mesh() as edge, aiohttp.ClientSession() as http:
-        async with http.post(f"{edge.url}{SERVICE}/NoSuchMethod", data=frame(b""), headers=HEADERS) as response:
-            assert response.status == 200
-            assert response.headers["grpc-status"] == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
-            assert await response.read() == b""
+    async with (
+        bridge_mesh() as edge,
+        aiohttp.ClientSession() as http,
+        http.post(f"{edge.url}{SERVICE}/NoSuchMethod", data=frame(b""), headers=HEADERS) as response,
+    ):
+        assert response.status == 200
+        assert response.headers["grpc-status"] == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
+        assert await response.read() == b""
 
 
 # The wire helpers, against bytes made by hand.

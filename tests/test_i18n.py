@@ -58,7 +58,9 @@ def test_plural_messages_give_exactly_the_forms_of_their_language(lang: str) -> 
 class _PageTexts(HTMLParser):
     """Text and human-read attributes of an HTML page written outside the catalogue."""
 
-    VOID = {"meta", "link", "input", "br", "img", "hr", "source", "area", "base", "col", "embed", "track", "wbr"}
+    VOID = frozenset(
+        {"meta", "link", "input", "br", "img", "hr", "source", "area", "base", "col", "embed", "track", "wbr"}
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -207,7 +209,7 @@ def hard_coded_texts(source: str, keys: set[str], *, renders_messages: bool = Fa
 
 
 def scripts() -> list[Path]:
-    return sorted(path for path in WEB_SRC.rglob("*.ts") if not path.relative_to(WEB_SRC).parts[0] in ("gen", "i18n"))
+    return sorted(path for path in WEB_SRC.rglob("*.ts") if path.relative_to(WEB_SRC).parts[0] not in ("gen", "i18n"))
 
 
 def test_the_page_scripts_write_no_text_of_their_own() -> None:

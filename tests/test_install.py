@@ -97,11 +97,11 @@ def test_the_page_and_the_envoy_config_are_installed_as_package_data(installed: 
         python,
         "-c",
         "from osago_mesh.envoy import render_envoy_config as r; print(r(listen_host='127.0.0.1', listen_port=1,"
-        " aggregator_host='a', aggregator_port=2, web_bridge_host='b', web_bridge_port=3, admin_port=4,"
+        " aggregators=[('a', 2)], web_bridge_host='b', web_bridge_port=3, admin_port=4,"
         " allowed_origins=['http://127.0.0.1:1']))",
         cwd=tmp_path,
     )
-    assert "port_value: 2  # @aggregator_port" in rendered
+    assert '"address": "a", "port_value": 2}}}}]  # @aggregator_endpoints' in rendered
 
 
 async def test_osago_up_from_the_installed_package_serves_the_page_and_grpc_web(

@@ -595,7 +595,7 @@ async def test_server_stops_and_frees_its_port(http: aiohttp.ClientSession) -> N
     assert server.url == url and url.startswith("http://127.0.0.1:")
     await server.stop()
     with pytest.raises(RuntimeError, match="the simulator is not started"):
-        server.url
+        _ = server.url
     with pytest.raises(aiohttp.ClientConnectionError):
         async with http.get(url + "/_sim/health"):
             pass

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from osago.v1 import aggregator_service_pb2 as pb
-from osago.v1 import events_pb2, quote_pb2
+from osago.v1 import events_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from tests.conftest import Mesh, load_example, start_mesh
 
@@ -24,7 +24,10 @@ Status = events_pb2.SessionStatus
 Reason = quote_pb2.FailureReason
 
 
-async def collect(call: grpc.aio.UnaryStreamCall) -> list[events_pb2.QuoteEvent]:  # type: ignore[type-arg]
+async def collect(
+    call: grpc.aio.UnaryStreamCall[pb.GetQuotesRequest, pb.GetQuotesResponse]
+    | grpc.aio.UnaryStreamCall[pb.StreamQuoteEventsRequest, pb.StreamQuoteEventsResponse],
+) -> list[events_pb2.QuoteEvent]:
     return [response.event async for response in call]
 
 
@@ -118,7 +121,7 @@ async def test_create_then_stream_follows_a_running_session_and_is_idempotent(me
 
 
 def _violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     found: dict[str, str] = {}
     for detail in status.details:
@@ -136,7 +139,7 @@ async def test_bad_vin_is_invalid_argument_naming_the_field_and_server_goes_on(m
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     violations = _violations(error.value)
     assert list(violations) == ["application.vehicle.vin"]
-    assert "XTA21099OY2765439" not in error.value.details() + violations["application.vehicle.vin"]
+    assert "XTA21099OY2765439" not in (error.value.details() or "") + violations["application.vehicle.vin"]
     stats = await mesh.stats()
     assert sum(i["creates"] for i in stats["insurers"].values()) == 0  # nothing was sent to insurers
 
@@ -172,8 +175,6 @@ async def test_cancelling_the_client_stops_the_gateways_polling() -> None:
             total = 0
             for port in mesh.gateway_ports.values():
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc
-
                     status = await gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel).GetGatewayStatus(
                         gateway_service_pb2.GetGatewayStatusRequest()
                     )

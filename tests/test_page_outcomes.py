@@ -26,6 +26,8 @@ from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc, events_pb2, quote_pb2
 from playwright.async_api import Browser, Page
 
+from aggregator.servicer import CreateContext, StreamContext
+from osago_mesh.envoy import render_envoy_config, start_envoy
 from tests.browser_kit import (
     BADGES,
     LOCALES,
@@ -44,7 +46,6 @@ from tests.browser_kit import (
 )
 from tests.conftest import serve_app
 from web_bridge.app import make_app
-from osago_mesh.envoy import render_envoy_config, start_envoy
 from web_bridge.settings import BridgeSettings
 
 pytestmark = pytest.mark.functional
@@ -169,7 +170,7 @@ class ScriptedAggregator(aggregator_service_pb2_grpc.AggregatorServiceServicer):
     creates: int = 0
 
     async def CreateQuoteRequest(
-        self, request: pb.CreateQuoteRequestRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: pb.CreateQuoteRequestRequest, context: CreateContext
     ) -> pb.CreateQuoteRequestResponse:
         self.creates += 1
         if self.reject is not None:
@@ -178,7 +179,7 @@ class ScriptedAggregator(aggregator_service_pb2_grpc.AggregatorServiceServicer):
         return pb.CreateQuoteRequestResponse(quote_request=pb.QuoteRequest(request_id=self.request_id, status=running))
 
     async def StreamQuoteEvents(
-        self, request: pb.StreamQuoteEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: pb.StreamQuoteEventsRequest, context: StreamContext
     ) -> AsyncIterator[pb.StreamQuoteEventsResponse]:
         if request.request_id != self.request_id:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
@@ -209,8 +210,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             config = render_envoy_config(
                 listen_host="127.0.0.1",
                 listen_port=0,
-                aggregator_host="127.0.0.1",
-                aggregator_port=port,
+                aggregators=[("127.0.0.1", port)],
                 web_bridge_host="127.0.0.1",
                 web_bridge_port=int(bridge_url.rsplit(":", 1)[1]),
                 admin_port=0,
@@ -248,7 +248,8 @@ async def rows(page: Page) -> dict[str, dict[str, str]]:
     found: list[dict[str, str]] = await page.eval_on_selector_all(
         "[data-testid=insurer-status]",
         "rows => rows.map(r => ({id: r.dataset.insurerId, state: r.dataset.state, reason: r.dataset.reason || '',"
-        " badge: r.querySelector('.insurer-state').textContent, detail: r.querySelector('.insurer-detail').textContent}))",
+        " badge: r.querySelector('.insurer-state').textContent,"
+        " detail: r.querySelector('.insurer-detail').textContent}))",
     )
     return {row["id"]: row for row in found}
 
@@ -479,7 +480,8 @@ def busy(retry_s: int | None) -> grpc.Status:
         detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_s)))
         details.append(detail)
     status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="busy, try again later", details=details)
-    return rpc_status.to_status(status)
+    converted: grpc.Status = rpc_status.to_status(status)  # grpcio-status is untyped
+    return converted
 
 
 BUSY = {

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from osago.v1 import application_pb2, gateway_service_pb2, quote_pb2
 
-from aggregator.core import Aggregator, InvalidRequest
 from aggregator.bus import MemoryEventBus
 from aggregator.cache import MemoryResultCache
+from aggregator.core import Aggregator, InvalidRequest
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from aggregator.store import MemoryRequestStore
 from insurer_gateway.dialects import DIALECTS
@@ -25,7 +25,7 @@ from tests.conftest import load_example
 
 # 22:30 UTC on 15 January is 01:30 on 16 January in Moscow (UTC+3): today there is the 16th,
 # so an empty start date means the 17th, and the 15th is already in the past.
-LATE_UTC_EVENING = datetime(2026, 1, 15, 22, 30, tzinfo=timezone.utc)
+LATE_UTC_EVENING = datetime(2026, 1, 15, 22, 30, tzinfo=UTC)
 MOSCOW_TODAY = date(2026, 1, 16)
 MOSCOW_TOMORROW = "2026-01-17"
 
@@ -34,7 +34,7 @@ def test_moscow_today_and_the_default_start_follow_moscow_past_21_utc() -> None:
     clock = FakeClock(start=LATE_UTC_EVENING)
     assert moscow_today(clock) == MOSCOW_TODAY
     assert default_policy_start(moscow_today(clock)).isoformat() == MOSCOW_TOMORROW
-    assert moscow_today(FakeClock(start=datetime(2026, 1, 15, 20, 59, tzinfo=timezone.utc))) == date(2026, 1, 15)
+    assert moscow_today(FakeClock(start=datetime(2026, 1, 15, 20, 59, tzinfo=UTC))) == date(2026, 1, 15)
 
 
 class RecordingGateways:

@@ -18,7 +18,7 @@ from insurer_gateway.ratelimit import (
     RedisRateLimiter,
 )
 from osago_common.clock import SYSTEM_CLOCK, FakeClock, SystemClock
-from tests.redis_server import redis_server
+from osago_mesh.servers import redis_server
 
 MakeLimiter = Callable[[RateLimitConfig, FakeClock], RateLimiter]
 

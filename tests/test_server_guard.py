@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -40,13 +41,13 @@ async def test_an_asyncio_server_is_refused() -> None:
 def test_a_grpc_server_is_refused() -> None:
     with refused("grpc server"):
         grpc.aio.server()
-    with refused("grpc server"):
-        grpc.server(None)
+    with refused("grpc server"), ThreadPoolExecutor(max_workers=1) as pool:
+        grpc.server(pool)
 
 
 async def test_a_child_process_is_refused() -> None:
-    with refused(r"subprocess\.Popen"):
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
+    with refused(r"subprocess\.Popen"):  # a blocking run, on purpose: the guard must refuse it too
+        subprocess.run([sys.executable, "-c", "pass"], check=True)  # noqa: ASYNC221
     with refused(r"subprocess\.Popen"):
         await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 import pytest
@@ -11,9 +11,9 @@ from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
 
 from aggregator.bus import MemoryEventBus
 from aggregator.live import LiveStream
+from aggregator.session import QuoteSession, SessionPlan, session_started
 from aggregator.store import LeaseLost, MemoryRequestStore, RequestRecord
 from aggregator.writer import SessionWriter
-from aggregator.session import QuoteSession, SessionPlan, session_started
 from osago_common.clock import FakeClock
 
 Reason = quote_pb2.FailureReason
@@ -23,7 +23,7 @@ Update = gateway_service_pb2.RequestOfferResponse
 # A script per insurer: (seconds to wait, update to send, an exception to raise, or END to close
 # the stream); a script that does not END keeps the stream open forever.
 END = "end"
-Script = list[tuple[float, Update | Exception | str]]
+Script = Sequence[tuple[float, Update | Exception | str]]
 
 
 def accepted() -> Update:
@@ -38,8 +38,8 @@ def offer(premium: int) -> Update:
     return Update(offer=quote_pb2.Quote(offer_id=f"offer-{premium}", premium_kopecks=premium, currency="RUB"))
 
 
-def failed(reason: int, message: str = "no") -> Update:
-    return Update(failed=gateway_service_pb2.OfferFailed(reason=reason, message=message))  # type: ignore[arg-type]
+def failed(reason: quote_pb2.FailureReason.ValueType, message: str = "no") -> Update:
+    return Update(failed=gateway_service_pb2.OfferFailed(reason=reason, message=message))
 
 
 class ScriptedGateways:
@@ -378,3 +378,21 @@ async def test_a_session_whose_lease_was_taken_stops_without_finishing() -> None
     assert gateways.cancelled == {"b"}
     assert [e.seq for e in await log.read("r1")] == [1]  # nothing written after the takeover
     assert claim.lease.epoch == 2
+
+
+async def test_a_session_resumed_after_its_deadline_asks_nobody_and_finishes_at_once() -> None:
+    clock = FakeClock()
+    log = Log(clock)
+    insurers = (("a", "A"), ("b", "B"))
+    await log.open(insurers, 60.0)
+    await log.append(quote_event("a", 500_000, 0))
+    history = await log.read("r1")
+    gateways = ScriptedGateways(clock, {"a": [(0.0, offer(1))], "b": [(0.0, offer(2))]})
+    plan = SessionPlan("r1", application_pb2.Application(), insurers, clock.monotonic() - 5.0, 60.0)
+    status = await QuoteSession(plan, gateways, log, clock, gateway_margin_s=0.25, history=history).run()
+    assert status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+    assert gateways.timeouts == {}  # nobody asked
+    events = await log.read("r1")
+    assert kinds(events[2:]) == ["insurer_failed", "session_finished"]
+    assert events[2].insurer_failed.insurer_id == "b"
+    assert events[2].insurer_failed.reason == Reason.FAILURE_REASON_DEADLINE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -16,7 +16,7 @@ from aggregator.store import Lease, LeaseLost, MemoryRequestStore, RequestRecord
 pytestmark = pytest.mark.functional
 
 Status = events_pb2.SessionStatus
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 TTL = 3.0
 
 
@@ -234,3 +234,29 @@ async def test_migrations_run_twice_in_parallel_apply_each_version_once(postgres
     async with await psycopg.AsyncConnection.connect(postgres_db) as conn:
         cursor = await conn.execute("SELECT version FROM osago_schema_migrations ORDER BY version")
         assert [row[0] for row in await cursor.fetchall()] == versions
+
+
+async def test_a_heartbeat_after_the_lease_lapsed_says_so_and_owned_tells_what_is_still_held(
+    store: RequestStore,
+) -> None:
+    assert await store.heartbeat("a", T0, TTL)  # a new instance
+    lease = await create(store, "r1", owner="a")
+    await create(store, "r2", owner="a")
+    assert await store.heartbeat("a", T0 + timedelta(seconds=TTL - 0.5), TTL)  # renewed in time
+    late = T0 + timedelta(seconds=2 * TTL + 1)
+    await store.heartbeat("b", late, TTL)
+    [claim] = await store.claim_orphans("b", late, 1)  # b takes one of a's two sessions
+    assert not await store.heartbeat("a", late, TTL)  # a was paused past its lease
+    held = await store.owned("a", ["r1", "r2", "nope"])
+    taken = claim.record.request_id
+    assert held == {("r2" if taken == "r1" else "r1"): lease.epoch}
+    assert await store.owned("b", [taken]) == {taken: claim.lease.epoch}
+
+
+async def test_a_session_long_past_its_deadline_is_claimed_even_from_a_live_owner(store: RequestStore) -> None:
+    await store.heartbeat("a", T0, 3600.0)  # alive for an hour
+    await create(store, "r1", owner="a")  # deadline T0 + 60 s
+    await store.heartbeat("b", T0, 3600.0)
+    assert await store.claim_orphans("b", T0, 10, overdue_before=T0 + timedelta(seconds=60)) == []  # due, not overdue
+    [claim] = await store.claim_orphans("b", T0, 10, overdue_before=T0 + timedelta(seconds=61))
+    assert claim.lease == Lease("r1", "b", 2)

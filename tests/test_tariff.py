@@ -342,8 +342,8 @@ def test_empty_age_experience_cell_raises(age: int, experience: int, message: st
 
 
 def test_driver_in_an_empty_age_experience_cell_gets_no_premium() -> None:
+    impossible = DriverFactors(age=20, experience_years=7, kbm_class="3")
     with pytest.raises(TariffError, match=TOO_LONG):
-        impossible = DriverFactors(age=20, experience_years=7, kbm_class="3")
         compute_premium(500_000, named(NEUTRAL, impossible))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from osago.v1 import application_pb2
 
 from osago_common.validation import (
@@ -54,11 +55,12 @@ def test_examples_are_valid_on_any_day_from_2026_to_2030(name: str, today: date)
 Mutation = Callable[[application_pb2.Application], None]
 
 
-def _set(path: str, value: object) -> Mutation:
-    """A mutation setting a dotted attribute path, e.g. "vehicle.registration_document.series"."""
+def _set(path: str, value: object) -> Callable[[Message], None]:
+    """A mutation setting a dotted attribute path, e.g. "vehicle.registration_document.series",
+    of an application or of a part of it (a driver)."""
     *parents, leaf = path.split(".")
 
-    def mutate(app: application_pb2.Application) -> None:
+    def mutate(app: Message) -> None:
         target = app
         for name in parents:
             target = getattr(target, name)

@@ -23,6 +23,7 @@ from aiohttp import web
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc
 
+from aggregator.servicer import GetContext, StreamContext
 from osago_common.env import SettingsError
 from tests.conftest import EXAMPLES, Mesh, serve_app, start_mesh
 from web_bridge.app import make_app
@@ -448,16 +449,20 @@ async def test_an_unknown_path_is_404_json(mesh: Mesh, bridge: str) -> None:
 # --- upstream failures ---------------------------------------------------------------------------
 
 
-class FailingAggregator(aggregator_service_pb2_grpc.AggregatorServiceServicer):  # type: ignore[misc]
+class FailingAggregator(aggregator_service_pb2_grpc.AggregatorServiceServicer):
     """Answers GetQuoteRequest with the status named by the request id."""
 
-    async def GetQuoteRequest(self, request: pb.GetQuoteRequestRequest, context: Any) -> pb.GetQuoteRequestResponse:
+    async def GetQuoteRequest(
+        self, request: pb.GetQuoteRequestRequest, context: GetContext
+    ) -> pb.GetQuoteRequestResponse:
         if request.request_id == "slow":
             await asyncio.sleep(5)
         await context.abort(grpc.StatusCode[request.request_id.upper()], "secret internal detail")
         raise AssertionError("unreachable")
 
-    async def StreamQuoteEvents(self, request: pb.StreamQuoteEventsRequest, context: Any) -> Any:
+    async def StreamQuoteEvents(
+        self, request: pb.StreamQuoteEventsRequest, context: StreamContext
+    ) -> AsyncIterator[pb.StreamQuoteEventsResponse]:
         await context.abort(grpc.StatusCode[request.request_id.upper()], "secret internal detail")
         yield pb.StreamQuoteEventsResponse()
 

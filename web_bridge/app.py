@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2, aggregator_service_pb2_grpc
 
 from osago_client.channel import open_channel
+from osago_client.client import resolve_target
 from web_bridge import grpc_web, problems, quotes, stream
 from web_bridge.problems import body, respond
 from web_bridge.settings import BridgeSettings
@@ -52,8 +53,9 @@ def make_app(settings: BridgeSettings) -> web.Application:
 
 
 async def _aggregator_channel(app: web.Application) -> AsyncIterator[None]:
-    """Opens the one channel to the aggregator for the application's lifetime."""
-    channel = open_channel(app[SETTINGS].aggregator_target)
+    """Opens the one channel to the aggregator (several instances: calls spread over them) for
+    the application's lifetime."""
+    channel = open_channel(await resolve_target(app[SETTINGS].aggregator_target))
     app[AGGREGATOR] = Aggregator(
         channel=channel,
         stub=aggregator_service_pb2_grpc.AggregatorServiceStub(channel),
@@ -110,7 +112,7 @@ Serve = Callable[[web.Request], Awaitable[web.FileResponse]]
 def _file(path: Path) -> Serve:
     async def serve(request: web.Request) -> web.FileResponse:
         if not await asyncio.to_thread(path.is_file):
-            raise web.HTTPNotFound()
+            raise web.HTTPNotFound
         return web.FileResponse(path)
 
     return serve
@@ -126,7 +128,7 @@ def _directory(root: Path) -> Serve:
     async def serve(request: web.Request) -> web.FileResponse:
         found = await asyncio.to_thread(locate, request.match_info["path"])
         if found is None:
-            raise web.HTTPNotFound()
+            raise web.HTTPNotFound
         return web.FileResponse(found)
 
     return serve

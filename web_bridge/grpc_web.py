@@ -21,7 +21,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from aiohttp import hdrs, web
@@ -108,7 +107,7 @@ class Status:
         return cls(error.code().value[0], error.details() or "", tuple(error.trailing_metadata() or ()))
 
     @classmethod
-    async def of_call(cls, call: Any) -> Status:
+    async def of_call(cls, call: grpc.aio.Call) -> Status:
         code: grpc.StatusCode = await call.code()
         trailing = await call.trailing_metadata()
         return cls(code.value[0], await call.details() or "", tuple(trailing or ()))
@@ -138,15 +137,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except WireError as error:
         return respond(400, body("bad grpc-web request", str(error)))
     channel = request.app[AGGREGATOR].channel
-    # No serializers: the request and the replies pass through as bytes.
-    method = channel.unary_stream(request.path) if streaming else channel.unary_unary(request.path)
-    relay = _relay_stream if streaming else _relay_unary
     async with _cancelled_when_client_leaves(request):
-        upstream = method(message, timeout=timeout_s, metadata=metadata)
+        # No serializers: the request and the replies pass through as bytes.
+        if streaming:
+            stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(request.path)
+            stream_call = stream(message, timeout=timeout_s, metadata=metadata)
+            try:
+                return await _relay_stream(request, mode, stream_call)
+            finally:
+                stream_call.cancel()
+        unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(request.path)
+        unary_call = unary(message, timeout=timeout_s, metadata=metadata)
         try:
-            return await relay(request, mode, upstream)
+            return await _relay_unary(request, mode, unary_call)
         finally:
-            upstream.cancel()
+            unary_call.cancel()
 
 
 def _timeout_s(request: web.Request, streaming: bool) -> float:
@@ -165,7 +170,9 @@ def trailers_only(mode: Mode, status: Status) -> web.Response:
     return web.Response(status=200, headers=[(hdrs.CONTENT_TYPE, mode.content_type), *status.headers()])
 
 
-async def _relay_unary(request: web.Request, mode: Mode, call: Any) -> web.StreamResponse:
+async def _relay_unary(
+    request: web.Request, mode: Mode, call: grpc.aio.UnaryUnaryCall[bytes, bytes]
+) -> web.StreamResponse:
     try:
         reply: bytes = await call
     except grpc.aio.AioRpcError as error:
@@ -176,12 +183,14 @@ async def _relay_unary(request: web.Request, mode: Mode, call: Any) -> web.Strea
     return web.Response(status=200, body=data, headers=[(hdrs.CONTENT_TYPE, mode.content_type), *initial])
 
 
-async def _relay_stream(request: web.Request, mode: Mode, call: Any) -> web.StreamResponse:
+async def _relay_stream(
+    request: web.Request, mode: Mode, call: grpc.aio.UnaryStreamCall[bytes, bytes]
+) -> web.StreamResponse:
     try:
         first = await call.read()
     except grpc.aio.AioRpcError as error:
         return trailers_only(mode, Status.of_error(error))
-    if first is grpc.aio.EOF:
+    if not isinstance(first, bytes):  # grpc.aio.EOF (typed `object`): no reply at all
         return trailers_only(mode, await Status.of_call(call))
     initial = metadata_headers(tuple(await call.initial_metadata() or ()))
     response = web.StreamResponse(status=200, headers=[(hdrs.CONTENT_TYPE, mode.content_type), *initial])
@@ -196,10 +205,10 @@ async def _relay_stream(request: web.Request, mode: Mode, call: Any) -> web.Stre
     return response
 
 
-async def _forward(call: Any, response: web.StreamResponse, mode: Mode) -> Status:
+async def _forward(call: grpc.aio.UnaryStreamCall[bytes, bytes], response: web.StreamResponse, mode: Mode) -> Status:
     """Writes each further reply as a frame; the status the call ended with."""
     try:
-        while (message := await call.read()) is not grpc.aio.EOF:
+        while isinstance(message := await call.read(), bytes):  # replies, until grpc.aio.EOF
             await response.write(mode.encode(frame(message)))
     except grpc.aio.AioRpcError as error:
         return Status.of_error(error)
@@ -219,7 +228,8 @@ async def _cancelled_when_client_leaves(request: web.Request) -> AsyncIterator[N
     assert handler is not None
 
     async def watch() -> None:
-        while request.transport is not None and not request.transport.is_closing():
+        # aiohttp signals a client's leaving to no one but a reader of the body: poll the transport.
+        while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
             await asyncio.sleep(CLIENT_CHECK_S)
         handler.cancel()
 

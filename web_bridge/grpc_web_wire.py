@@ -115,8 +115,8 @@ def metadata_headers(metadata: Metadata) -> list[tuple[str, str]]:
     """gRPC metadata as HTTP header pairs: `-bin` values base64 (unpadded, as gRPC sends them);
     reserved and malformed keys dropped."""
     headers: list[tuple[str, str]] = []
-    for key, value in metadata:
-        key = key.lower()
+    for name, value in metadata:
+        key = name.lower()
         if key in ("grpc-status", "grpc-message") or not _METADATA_KEY.fullmatch(key):
             continue
         if isinstance(value, bytes):

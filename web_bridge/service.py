@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from osago_common.serving import until_signalled
 from web_bridge.app import make_app
 from web_bridge.settings import BridgeSettings
 from web_bridge.state import STREAMS, Streams
-from osago_common.serving import until_signalled
 
 # Pending connections the listening socket queues: many browsers connect at once under load.
 BACKLOG = 1024

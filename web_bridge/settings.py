@@ -2,7 +2,7 @@
 
 | variable | meaning | default |
 |---|---|---|
-| `OSAGO_BRIDGE_AGGREGATOR` | the aggregator's gRPC target, `host:port` | required |
+| `OSAGO_BRIDGE_AGGREGATOR` | the aggregator's gRPC target, `host:port`; several instances as `host:port,host:port` or one `dns:///name:port` | required |
 | `OSAGO_BRIDGE_HOST` | address the HTTP server binds | `127.0.0.1` |
 | `OSAGO_BRIDGE_PORT` | port the HTTP server binds (0: a free one) | `8081` |
 | `OSAGO_BRIDGE_STATIC_DIR` | the page's files | the installed package's `web_bridge/static` |

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
+import grpc
 from aiohttp import web
+from grpc_health.v1 import health_pb2_grpc
+from osago.v1 import aggregator_service_pb2_grpc
 
 from web_bridge.settings import BridgeSettings
 
 
 @dataclass(frozen=True)
 class Aggregator:
-    """The one grpc.aio channel to the aggregator and the stubs on it (grpc ships no types)."""
+    """The one grpc.aio channel to the aggregator and the stubs on it."""
 
-    channel: Any
-    stub: Any
-    health: Any
+    channel: grpc.aio.Channel
+    stub: aggregator_service_pb2_grpc.AggregatorServiceStub
+    health: health_pb2_grpc.HealthStub
 
 
 @dataclass

@@ -49,7 +49,9 @@ def _after_seq(request: web.Request) -> int | Violation:
     return 0
 
 
-async def _pump(call: grpc.aio.UnaryStreamCall, ws: web.WebSocketResponse) -> Ending | None:
+async def _pump(
+    call: grpc.aio.UnaryStreamCall[pb.StreamQuoteEventsRequest, pb.StreamQuoteEventsResponse], ws: web.WebSocketResponse
+) -> Ending | None:
     """Forwards events until the session finishes or the stream fails; None if the client left."""
     try:
         async for response in call:

@@ -69,24 +69,33 @@ WHERE request_id = %(id)s AND seq BETWEEN %(first)s AND %(last)s
 ORDER BY seq;
 
 -- name: heartbeat
+-- Renews the instance's lease; returns the lease it had (NULL for a new instance).
+WITH before AS (SELECT lease_until FROM osago_instances WHERE id = %(owner)s)
 INSERT INTO osago_instances (id, started_at, lease_until)
 VALUES (%(owner)s, %(now)s, %(lease_until)s)
-ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until;
+ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until
+RETURNING (SELECT lease_until FROM before);
+
+-- name: owned
+SELECT id, lease_epoch FROM osago_requests
+WHERE id = ANY(%(ids)s) AND owner = %(owner)s AND status = 'running';
 
 -- name: claim_orphans
--- Running requests whose owner is gone (no live instance lease) or that were released, oldest
--- deadline first; rows another instance is claiming right now are skipped, not waited for.
+-- Running requests whose owner is gone (no live instance lease), that were released, or that are
+-- long past their deadline (their owner failed to finish them), oldest deadline first; rows
+-- another instance is claiming right now are skipped, not waited for.
 WITH orphans AS (
     SELECT r.id FROM osago_requests r
     WHERE r.status = 'running'
-      AND (r.owner IS NULL OR NOT EXISTS (
+      AND (r.owner IS NULL OR r.expires_at < %(overdue_before)s OR NOT EXISTS (
           SELECT 1 FROM osago_instances i WHERE i.id = r.owner AND i.lease_until > %(now)s))
     ORDER BY r.expires_at
     LIMIT %(limit)s
     FOR NO KEY UPDATE OF r SKIP LOCKED
 )
 UPDATE osago_requests r
-SET owner = %(owner)s, lease_epoch = r.lease_epoch + 1
+SET owner = %(owner)s, lease_epoch = r.lease_epoch + 1,
+    claimed_from = coalesce(r.owner, r.released_by), claimed_at = %(now)s, released_by = NULL
 FROM orphans
 WHERE r.id = orphans.id
 RETURNING r.id, r.customer_id, r.idempotency_key, r.fingerprint, r.insurers, r.status,
@@ -99,7 +108,7 @@ ORDER BY request_id, seq;
 
 -- name: release
 UPDATE osago_requests
-SET owner = NULL, lease_epoch = lease_epoch + 1
+SET owner = NULL, released_by = owner, lease_epoch = lease_epoch + 1
 WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running';
 
 -- name: forget

@@ -22,11 +22,11 @@ from insurer_gateway.dialects.rest import RestDialect
 DIALECTS: dict[str, Dialect] = {"rest": RestDialect(), "calc": CalcDialect()}
 
 __all__ = [
+    "DIALECTS",
     "Breakdown",
     "CalcDialect",
     "CreateOutcome",
     "Created",
-    "DIALECTS",
     "Declined",
     "Dialect",
     "InvalidApplication",

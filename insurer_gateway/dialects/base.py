@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
+
+from osago.v1 import application_pb2
 
 from insurer_gateway.exchange import HttpCall, HttpResponse
 
@@ -89,11 +91,13 @@ PollOutcome = NotReady | Offer | Declined | NotFound
 
 
 class Dialect(Protocol):
-    """One insurer API dialect. `application` is an osago.v1.Application message."""
+    """One insurer API dialect."""
 
     name: str
 
-    def create_request(self, ref: str, idempotency_key: str, application: Any, start_date: date) -> HttpCall:
+    def create_request(
+        self, ref: str, idempotency_key: str, application: application_pb2.Application, start_date: date
+    ) -> HttpCall:
         """The call creating the application, carrying `idempotency_key` the way the insurer
         reads it and so marked `idempotent`; raises InvalidApplication."""
 

@@ -8,6 +8,8 @@ from datetime import date
 from typing import Any
 from urllib.parse import quote
 
+from osago.v1 import application_pb2
+
 from insurer_gateway.dialects import mapping as m
 from insurer_gateway.dialects import parsing as p
 from insurer_gateway.dialects.base import (
@@ -34,7 +36,9 @@ def _ru(value: str, field: str) -> str:
 class CalcDialect:
     name = "calc"
 
-    def create_request(self, ref: str, idempotency_key: str, application: Any, start_date: date) -> HttpCall:
+    def create_request(
+        self, ref: str, idempotency_key: str, application: application_pb2.Application, start_date: date
+    ) -> HttpCall:
         vehicle, owner = application.vehicle, application.owner
         persons = [
             {

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+
+from osago.v1 import application_pb2
 
 from insurer_gateway.dialects.base import InvalidApplication
-from osago.v1 import application_pb2
 
 # The class a missing owner class stands for: a new driver's.
 DEFAULT_KBM = "3"
 CATEGORIES = ("B", "BE")
 
 
-def kbm_code(value: int, field: str, *, default: str | None = None) -> str:
+def kbm_code(value: application_pb2.KbmClass.ValueType, field: str, *, default: str | None = None) -> str:
     """KBM_CLASS_M → "M", KBM_CLASS_0 → "0" … KBM_CLASS_13 → "13"."""
     if value == application_pb2.KBM_CLASS_UNSPECIFIED:
         if default is None:
@@ -26,7 +26,7 @@ def kbm_code(value: int, field: str, *, default: str | None = None) -> str:
     return name.removeprefix("KBM_CLASS_")
 
 
-def category_code(value: int) -> str:
+def category_code(value: application_pb2.VehicleCategory.ValueType) -> str:
     try:
         code: str = application_pb2.VehicleCategory.Name(value).removeprefix("VEHICLE_CATEGORY_")
     except ValueError:
@@ -36,7 +36,7 @@ def category_code(value: int) -> str:
     return code
 
 
-def is_taxi(purpose: int) -> bool:
+def is_taxi(purpose: application_pb2.VehiclePurpose.ValueType) -> bool:
     if purpose == application_pb2.VEHICLE_PURPOSE_TAXI:
         return True
     if purpose in (application_pb2.VEHICLE_PURPOSE_UNSPECIFIED, application_pb2.VEHICLE_PURPOSE_PERSONAL):
@@ -51,12 +51,12 @@ def iso_date(value: str, field: str) -> date:
         raise InvalidApplication(field, "not a YYYY-MM-DD date") from None
 
 
-def usage_months(application: Any) -> int:
+def usage_months(application: application_pb2.Application) -> int:
     months = int(application.usage_months)
     return 12 if months == 0 else months
 
 
-def full_name(name: Any) -> str:
+def full_name(name: application_pb2.PersonName) -> str:
     """ "Last First Middle", without the parts that are empty."""
     parts = (name.last_name, name.first_name, name.middle_name)
     return " ".join(str(p).strip() for p in parts if str(p).strip())

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from osago_common.tariff import DriverFactors, TariffInput, full_years
-
 from insurer_sim.insurer import SimInsurer
+from osago_common.tariff import DriverFactors, TariffInput, full_years
 
 JsonObject = dict[str, object]
 

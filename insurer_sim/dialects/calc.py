@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from osago_common.tariff import KBM_CLASSES
-
 from insurer_sim.dialects.base import (
     Dialect,
     Driver,
@@ -26,6 +24,7 @@ from insurer_sim.dialects.base import (
 )
 from insurer_sim.dialects.fields import FieldError, Fields, parse_body
 from insurer_sim.insurer import Offer, Pending, Proposal, SimInsurer
+from osago_common.tariff import KBM_CLASSES
 
 CATEGORIES = ("B", "BE")
 USES = ("PERSONAL", "TAXI")

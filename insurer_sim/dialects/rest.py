@@ -10,8 +10,6 @@ GET  {base}/api/v1/applications/{id}  -> 200 {applicationId, status: PROCESSING,
 
 from __future__ import annotations
 
-from osago_common.tariff import KBM_CLASSES, parse_date
-
 from insurer_sim.dialects.base import (
     Dialect,
     Driver,
@@ -23,6 +21,7 @@ from insurer_sim.dialects.base import (
 )
 from insurer_sim.dialects.fields import FieldError, Fields, parse_body
 from insurer_sim.insurer import Offer, Pending, Proposal, SimInsurer
+from osago_common.tariff import KBM_CLASSES, parse_date
 
 CATEGORIES = ("B", "BE")
 PURPOSES = ("personal", "taxi")

@@ -353,8 +353,7 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
   "admin_port" (int $v.envoy.adminPort)
   "listen_host" "0.0.0.0"
   "listen_port" (int $v.envoy.containerPort)
-  "aggregator_host" (include "osago.serviceFqdn" (dict "ctx" . "service" $aggregator))
-  "aggregator_port" (int $v.aggregator.grpcPort)
+  "aggregator_endpoints" (list (dict "endpoint" (dict "address" (dict "socket_address" (dict "address" (include "osago.serviceFqdn" (dict "ctx" . "service" $aggregator)) "port_value" (int $v.aggregator.grpcPort))))))
   "web_bridge_host" (include "osago.serviceFqdn" (dict "ctx" . "service" $bridge))
   "web_bridge_port" (int $v.webBridge.port)
   "allowed_origins" $origins
