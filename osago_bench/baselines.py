@@ -59,8 +59,8 @@ PENDING_CALLS = (
 )
 
 
-async def grpc_server(result: Path) -> None:
-    """Serves STREAM_METHOD (raw bytes both ways) until stdin closes."""
+async def stream_server() -> tuple[grpc.aio.Server, str]:
+    """A started bare server of STREAM_METHOD (raw bytes both ways), and its address."""
     server = grpc.aio.server(options=PENDING_CALLS)
     handler = grpc.method_handlers_generic_handler(
         "osago.bench.v1.BaselineService", {"Stream": grpc.unary_stream_rpc_method_handler(_stream)}
@@ -68,35 +68,61 @@ async def grpc_server(result: Path) -> None:
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+class StreamReader:
+    """The bare client: `channels` channels (a connection each) to a stream server."""
+
+    def __init__(self, target: str, channels: int) -> None:
+        self._pool = [
+            grpc.aio.insecure_channel(target, options=(("grpc.use_local_subchannel_pool", 1),))
+            for _ in range(max(1, channels))
+        ]
+        self._calls: list[grpc.aio.UnaryStreamMultiCallable[bytes, bytes]] = [
+            c.unary_stream(STREAM_METHOD) for c in self._pool
+        ]
+
+    async def connect(self) -> None:
+        await asyncio.gather(*(asyncio.wait_for(c.channel_ready(), 30) for c in self._pool))
+
+    async def read(self, streams: int, per_stream: int, size: int) -> int:
+        """Reads `streams` concurrent streams of `per_stream` messages of `size` bytes; returns
+        the messages received."""
+        request = _REQUEST.pack(per_stream, size)
+
+        async def one(n: int) -> int:
+            received = 0
+            async for _ in self._calls[n % len(self._calls)](request):
+                received += 1
+            return received
+
+        return sum(await asyncio.gather(*(one(n) for n in range(streams))))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._pool))
+
+
+async def grpc_server(result: Path) -> None:
+    """The server worker: serves until stdin closes."""
+    server, address = await stream_server()
     try:
-        print(f"ready 127.0.0.1:{port}", flush=True)
+        print(f"ready {address}", flush=True)
         await until_released()
     finally:
         await server.stop(0)
 
 
 async def grpc_client(target: str, streams: int, per_stream: int, size: int, channels: int, result: Path) -> None:
-    """Reads `streams` concurrent streams of `per_stream` messages of `size` bytes."""
-    pool = [
-        grpc.aio.insecure_channel(target, options=(("grpc.use_local_subchannel_pool", 1),))
-        for _ in range(max(1, channels))
-    ]
-    await asyncio.gather(*(asyncio.wait_for(c.channel_ready(), 30) for c in pool))
-    calls: list[grpc.aio.UnaryStreamMultiCallable[bytes, bytes]] = [c.unary_stream(STREAM_METHOD) for c in pool]
-    request = _REQUEST.pack(per_stream, size)
-
-    async def read(n: int) -> int:
-        received = 0
-        async for _ in calls[n % len(calls)](request):
-            received += 1
-        return received
-
+    """The client worker: connects, then reads the streams when told to go."""
+    reader = StreamReader(target, channels)
+    await reader.connect()
     await announce_ready()
     began = time.monotonic()
-    counts = await asyncio.gather(*(read(n) for n in range(streams)))
+    messages = await reader.read(streams, per_stream, size)
     elapsed = time.monotonic() - began
-    await asyncio.gather(*(c.close() for c in pool))
-    await report_result(result, {"messages": sum(counts), "streams": streams, "size": size, "seconds": elapsed})
+    await reader.close()
+    await report_result(result, {"messages": messages, "streams": streams, "size": size, "seconds": elapsed})
 
 
 # --- (b) bare fan-out -----------------------------------------------------------------------------
@@ -175,6 +201,30 @@ class FanOut:
                 return "offer"
             return type(outcome).__name__.lower()
 
+    async def run(self, sessions: int, concurrency: int, spread_s: float) -> dict[str, Any]:
+        """`sessions` sessions, at most `concurrency` at once, their starts spread over `spread_s`;
+        returns what they made: requests, outcomes by kind, seconds, and the request ids' prefix."""
+        gate = asyncio.Semaphore(concurrency)
+        run_id = f"bare-{int(time.time() * 1000):x}"
+        began = time.monotonic()
+
+        async def one(n: int) -> None:
+            await asyncio.sleep(spread_s * n / max(1, sessions))
+            async with gate:
+                await self.session(f"{run_id}-{n}")
+
+        await asyncio.gather(*(one(n) for n in range(sessions)))
+        return {
+            "sessions": sessions,
+            "requests": self.requests,
+            "outcomes": dict(self.outcomes),
+            "seconds": time.monotonic() - began,
+            "run_id": run_id,
+        }
+
+    async def close(self) -> None:
+        await asyncio.gather(*(i.http.close() for i in self.insurers))
+
     async def session(self, request_id: str) -> None:
         deadline = time.monotonic() + self.limit_s
         outcomes = await asyncio.gather(
@@ -183,6 +233,14 @@ class FanOut:
         for outcome in outcomes:
             key = outcome if isinstance(outcome, str) else "error"
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+async def open_fanout(sim: str, insurers: int, application: application_pb2.Application, limit_s: float) -> FanOut:
+    """A bare fan-out to the simulator's first `insurers` insurers (close it with `close`)."""
+    async with aiohttp.ClientSession() as control, control.get(f"{sim}/_sim/insurers") as response:
+        listed = (await response.json())[:insurers]
+    pool = [_Insurer(i["insurer_id"], i["dialect"], i["base_url"]) for i in listed]
+    return FanOut(pool, application, limit_s)
 
 
 async def fanout(
@@ -195,36 +253,14 @@ async def fanout(
     application: str,
     result: Path,
 ) -> None:
-    """`sessions` sessions, at most `concurrency` at once, their starts spread over `spread_s`."""
-    async with aiohttp.ClientSession() as control, control.get(f"{sim}/_sim/insurers") as response:
-        listed = (await response.json())[:insurers]
-    pool = [_Insurer(i["insurer_id"], i["dialect"], i["base_url"]) for i in listed]
-    bare = FanOut(pool, application_pb2.Application.FromString(bytes.fromhex(application)), limit_s)
-    gate = asyncio.Semaphore(concurrency)
-    run_id = f"bare-{int(time.time() * 1000):x}"
+    """The fan-out worker: `sessions` sessions when told to go."""
+    bare = await open_fanout(sim, insurers, application_pb2.Application.FromString(bytes.fromhex(application)), limit_s)
     try:
         await announce_ready()
-        began = time.monotonic()
-
-        async def one(n: int) -> None:
-            await asyncio.sleep(spread_s * n / max(1, sessions))
-            async with gate:
-                await bare.session(f"{run_id}-{n}")
-
-        await asyncio.gather(*(one(n) for n in range(sessions)))
-        elapsed = time.monotonic() - began
+        outcome = await bare.run(sessions, concurrency, spread_s)
     finally:
-        await asyncio.gather(*(i.http.close() for i in pool))
-    await report_result(
-        result,
-        {
-            "sessions": sessions,
-            "requests": bare.requests,
-            "outcomes": bare.outcomes,
-            "seconds": elapsed,
-            "run_id": run_id,
-        },
-    )
+        await bare.close()
+    await report_result(result, outcome)
 
 
 def main() -> None:

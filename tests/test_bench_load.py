@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ from osago_bench.accounting import (
     percentile,
     requests_per_application,
 )
-from osago_bench.cli import load_config
+from osago_bench.baselines import StreamReader, open_fanout, stream_server
+from osago_bench.cli import load_config, run_load_command
 from osago_bench.load import BenchError, LoadConfig, mesh_options, run_load
 from osago_bench.load_report import Measured, ProcessCost, build_report, passed, table
+from osago_bench.loadgen import Generator, LoadPlan
 from osago_bench.procstat import cpu_seconds, peak_rss_kib, sample_group, server_processes
 from osago_bench.profiles import frame_name, summarise
 from osago_cli.main import _parser
-from tests.conftest import load_example
+from tests.conftest import load_example, start_mesh
 
 T0 = 1_780_000_000.0  # some wall-clock second
 
@@ -311,6 +314,15 @@ def test_the_command_line_becomes_the_config() -> None:
         load_config(_parser().parse_args(["bench", "load", "--env", "PATH=/tmp"]))
 
 
+async def test_the_command_refuses_what_it_cannot_run_before_starting_anything(tmp_path: Path) -> None:
+    err_free = io.StringIO()
+    missing = _parser().parse_args(["bench", "load", "--file", str(tmp_path / "nothing.json")])
+    assert await run_load_command(missing, out=err_free) == 2
+    several = _parser().parse_args(["bench", "load", "--aggregators", "2"])  # embedded: one aggregator only
+    assert await run_load_command(several, out=err_free) == 2
+    assert err_free.getvalue() == ""  # no report
+
+
 def test_a_running_mesh_needs_both_its_aggregator_and_its_simulator() -> None:
     with pytest.raises(BenchError, match="--target and --sim"):
         LoadConfig(target="127.0.0.1:50050").check()
@@ -343,6 +355,27 @@ async def test_a_tiny_run_over_the_whole_mesh_works_and_its_report_adds_up() -> 
         mesh_env={"OSAGO_MAX_SESSIONS": "12", "OSAGO_SHED_RETRY_S": "0.2"},
     )
     report = await run_load(config, load_example())
+    check_tiny_report(report, fanout_sessions=20)
+
+
+@pytest.mark.functional
+@pytest.mark.timeout(300)
+async def test_the_command_prints_the_report_as_json() -> None:
+    args = _parser().parse_args(
+        [
+            *("bench", "load", "--sessions", "8", "--duration", "2", "--ramp", "0.5", "--time-scale", "0.02"),
+            *("--seed", "3", "--env", "OSAGO_MAX_SESSIONS=5", "--env", "OSAGO_SHED_RETRY_S=0.2", "--json"),
+        ]
+    )
+    out = io.StringIO()
+    code = await run_load_command(args, out=out)
+    report = json.loads(out.getvalue())
+    assert code == (0 if passed(report) else 1)
+    assert report["config"]["mesh_env"] == {"OSAGO_MAX_SESSIONS": "5", "OSAGO_SHED_RETRY_S": "0.2"}
+    assert report["sessions"]["customers"] == 8 and report["sessions"]["shed"] > 0
+
+
+def check_tiny_report(report: dict[str, Any], fanout_sessions: int) -> None:
     s, o, cpu = report["sessions"], report["offers"], report["cpu"]
 
     # Every attempt is accounted for once: finished, shed, or failed.
@@ -384,12 +417,78 @@ async def test_a_tiny_run_over_the_whole_mesh_works_and_its_report_adds_up() -> 
     # The baselines ran in the same run, and their ratios come from them.
     baselines = report["baselines"]
     assert baselines["grpc"]["messages"] >= cpu["events_delivered"] and baselines["grpc"]["server_cpu_s"] > 0
-    assert baselines["fanout"]["sessions"] == 20 and baselines["fanout"]["requests"] >= 20 * 10 * 2
+    assert baselines["fanout"]["sessions"] == fanout_sessions
+    assert baselines["fanout"]["requests"] >= fanout_sessions * 10 * 2
     assert baselines["aggregator_event_vs_grpc_message"] == pytest.approx(
         cpu["aggregator_us_per_event"] / baselines["grpc"]["server_us_per_message"], rel=0.01
     )
     assert {t["name"] for t in report["targets"]} >= {"offers lost", "added lag p99", "simulator CPU per HTTP request"}
-    out = io.StringIO()
-    out.write(table(report))
-    assert "baseline fan-out: 20 sessions" in out.getvalue()
+    assert f"baseline fan-out: {fanout_sessions} sessions" in table(report)
     json.dumps(report)
+
+
+# --- the load generator and the baselines, in this process ------------------------------------------
+
+
+@pytest.mark.functional
+async def test_the_load_generator_keeps_its_customers_busy_and_notes_what_each_got() -> None:
+    async with start_mesh(n=3, time_scale=0.01) as mesh:
+        plan = LoadPlan(
+            targets=[mesh.target],
+            first_customer=0,
+            customers=3,
+            total_customers=3,
+            ramp_s=0.1,
+            hold_s=0.5,
+            limit_s=20.0,
+            channels_per_target=2,
+            application=load_example().SerializeToString().hex(),
+        )
+        generator = Generator(plan)
+        await generator.connect()
+        await generator.run(time.time())
+        await generator.close()
+        result = generator.result()
+        sessions = result["sessions"]
+        assert {r["customer"] for r in sessions} == {0, 1, 2} and len(sessions) >= 3
+        assert all(r["finished"] and r["code"] == "" for r in sessions)
+        assert all(r["finished_after"] <= r["elapsed"] for r in sessions)
+        # What the customers saw is what the simulator issued for their request ids.
+        async with mesh.http.get(f"{mesh.sim_url}/_sim/ledger") as response:
+            offers = (await response.json())["offers"]
+        seen = [Seen(r["request_id"], q[0], q[1], q[2], q[3], q[4]) for r in sessions for q in r["quotes"]]
+        issued = [Issued(o["reference"], o["insurer_id"], o["offer_id"], 0.0, 0.0) for o in offers]
+        account = account_offers(seen, issued, {r["request_id"] for r in sessions})
+        assert account.expected > 0 and (account.lost, account.duplicated, account.invented) == (0, 0, 0)
+        assert all(q[3] is not None and q[4] is not None for r in sessions for q in r["quotes"])
+        assert result["sized_events"] > 0 and result["loop_lag_ms"]["p50"] is not None
+
+
+@pytest.mark.functional
+async def test_the_bare_grpc_baseline_streams_every_message_asked_for() -> None:
+    server, address = await stream_server()
+    reader = StreamReader(address, channels=2)
+    try:
+        await reader.connect()
+        assert await reader.read(streams=30, per_stream=7, size=150) == 210
+    finally:
+        await reader.close()
+        await server.stop(0)
+
+
+@pytest.mark.functional
+async def test_the_bare_fan_out_asks_every_insurer_and_counts_every_request_it_makes() -> None:
+    async with start_mesh(n=3, time_scale=0.01) as mesh:
+        bare = await open_fanout(mesh.sim_url, 3, load_example(), limit_s=20.0)
+        try:
+            outcome = await bare.run(sessions=4, concurrency=4, spread_s=0.0)
+        finally:
+            await bare.close()
+        assert sum(outcome["outcomes"].values()) == 4 * 3  # every insurer of every session answered
+        assert set(outcome["outcomes"]) <= {"offer", "declined", "deadline"}
+        # The simulator counted the same requests for these sessions: creates and polls.
+        async with mesh.http.get(f"{mesh.sim_url}/_sim/stats") as response:
+            applications = (await response.json())["applications"]
+        ours = [a for a in applications if a["reference"].startswith(outcome["run_id"])]
+        assert len(ours) == 12
+        assert outcome["requests"] == sum(a["creates"] + a["polls"] for a in ours)
