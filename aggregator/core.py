@@ -21,13 +21,13 @@ from typing import Any
 
 from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2, quote_pb2
 
-from aggregator.admission import Admission, LoopLag
 from aggregator.bus import BusUnavailable, EventBus
 from aggregator.cache import ResultCache
 from aggregator.live import is_final
 from aggregator.runner import SessionRunner
 from aggregator.session import OfferSource, session_started
 from aggregator.settings import AggregatorSettings
+from aggregator.shedding import LoadShedding, LoopLag
 from aggregator.store import RUNNING, RequestRecord, RequestStore, StoreUnavailable
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.dates import default_policy_start, moscow_today
@@ -101,7 +101,7 @@ class Aggregator:
         self._upkeep: asyncio.Task[None] | None = None
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
         self._sweeper: asyncio.Task[None] | None = None
-        self.admission = Admission(
+        self.shedding = LoadShedding(
             settings.max_sessions, settings.shed_loop_lag_s, settings.shed_retry_s, LoopLag(clock)
         )
 
@@ -111,10 +111,10 @@ class Aggregator:
 
     def start(self) -> None:
         """Starts keeping this instance's lease and taking over orphaned sessions, and measuring
-        the event loop's lag when admission watches it."""
+        the event loop's lag when load shedding watches it."""
         self._upkeep = asyncio.create_task(self.runner.maintain(), name="session-upkeep")
-        if self.admission.watches_lag:
-            self._spawn(self.admission.lag.run(), "loop-lag")
+        if self.shedding.watches_lag:
+            self._spawn(self.shedding.lag.run(), "loop-lag")
 
     async def _stop_upkeep(self) -> None:
         """No more takeovers here: a stopping instance must not claim what it hands over."""
@@ -141,7 +141,7 @@ class Aggregator:
         customer already used for the same application, returns that request (flag False) and
         starts nothing. Unless `fresh`, offers of an identical application still in the cache of
         results are given at once (marked from the cache) and those insurers are not asked.
-        Raises Busy, before storing anything, while this instance is saturated (admission)."""
+        Raises Busy, before storing anything, while this instance is saturated (load shedding)."""
         violations: list[FieldViolation] = []
         today = moscow_today(self._clock)
         if application is None:
@@ -161,7 +161,7 @@ class Aggregator:
             raise Unavailable("the quote service's storage is unavailable; please retry in a moment")
         # Before anything is stored: a refusal costs the saturated instance next to nothing. (A
         # retried idempotency key is refused too meanwhile; retried later, it finds its request.)
-        self.admission.admit(len(self.runner.running))
+        self.shedding.admit(len(self.runner.running))
         application = normalised(application, today)
         limit = min(self._settings.session_limit_s, time_limit_s or self._settings.session_limit_s)
         now = self._clock.now()

@@ -9,8 +9,8 @@ from typing import NoReturn, TypeVar
 
 import grpc
 
-from aggregator.admission import Busy
 from aggregator.core import InvalidRequest, NotFound, Unavailable
+from aggregator.shedding import Busy
 from osago_common.grpc_errors import abort_invalid, resource_exhausted
 from osago_common.tracing import current_trace_id
 

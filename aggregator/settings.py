@@ -62,7 +62,7 @@ class AggregatorSettings:
     drain_grace_s: float = 65.0
     # Concurrent RPCs beyond this get RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 20_000
-    # Admission (aggregator.admission): with this many sessions running here, new ones are
+    # Load shedding (aggregator.shedding): with this many sessions running here, new ones are
     # refused with RESOURCE_EXHAUSTED and a time to retry (0: no cap) ...
     max_sessions: int = 0
     # ... and likewise while the event loop runs this many seconds late, smoothed (0: not watched).

@@ -1,4 +1,4 @@
-"""Admission: a saturated instance refuses new sessions at the door, so that the ones it runs
+"""Load shedding: a saturated instance refuses new sessions at the door, so that the ones it runs
 still end by their deadline. Letting every new session in when the instance cannot keep up makes
 every session late; refusing some, with a time to come back, keeps the promise for the rest.
 
@@ -58,8 +58,8 @@ class LoopLag:
             self.observe(self._clock.monotonic() - asked - self._interval)
 
 
-class Admission:
-    """Decides whether a new session may start on this instance."""
+class LoadShedding:
+    """Decides whether this instance has room for a new session."""
 
     def __init__(self, max_sessions: int, shed_loop_lag_s: float, retry_after_s: float, lag: LoopLag) -> None:
         self.max_sessions = max_sessions

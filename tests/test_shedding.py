@@ -1,4 +1,4 @@
-"""Admission: a saturated aggregator refuses new sessions with a time to retry, and the sessions
+"""Load shedding: a saturated aggregator refuses new sessions with a time to retry, and the sessions
 it runs still end by their deadline. On a fake clock with scripted gateways, then over real gRPC."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from grpc_status import rpc_status
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb2_grpc, quote_pb2
 
-from aggregator.admission import Admission, Busy, LoopLag
 from aggregator.bus import MemoryEventBus
 from aggregator.cache import MemoryResultCache
 from aggregator.core import Aggregator
 from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
+from aggregator.shedding import Busy, LoadShedding, LoopLag
 from aggregator.store import MemoryRequestStore
 from osago_client.errors import from_rpc_error
 from osago_common.clock import FakeClock
@@ -77,20 +77,20 @@ async def start(core: Aggregator) -> str:
 
 
 def test_a_cap_refuses_the_session_beyond_it_with_the_configured_retry_delay() -> None:
-    admission = Admission(max_sessions=3, shed_loop_lag_s=0.0, retry_after_s=4.0, lag=LoopLag(FakeClock()))
-    admission.admit(2)
+    shedding = LoadShedding(max_sessions=3, shed_loop_lag_s=0.0, retry_after_s=4.0, lag=LoopLag(FakeClock()))
+    shedding.admit(2)
     with pytest.raises(Busy) as refused:
-        admission.admit(3)
+        shedding.admit(3)
     assert refused.value.retry_after_s == 4.0
-    assert admission.shed_total == 1
+    assert shedding.shed_total == 1
 
 
 def test_without_a_cap_and_without_watching_the_lag_everything_is_admitted() -> None:
     lag = LoopLag(FakeClock())
     lag.observe(30.0)
-    admission = Admission(max_sessions=0, shed_loop_lag_s=0.0, retry_after_s=1.0, lag=lag)
-    admission.admit(1_000_000)
-    assert admission.shed_total == 0
+    shedding = LoadShedding(max_sessions=0, shed_loop_lag_s=0.0, retry_after_s=1.0, lag=lag)
+    shedding.admit(1_000_000)
+    assert shedding.shed_total == 0
 
 
 def test_the_smoothed_lag_follows_a_lasting_lag_more_than_a_lone_pause() -> None:
@@ -103,13 +103,13 @@ def test_the_smoothed_lag_follows_a_lasting_lag_more_than_a_lone_pause() -> None
     # 1.0 × 0.2 × 0.8⁴ = 0.08192; 0.3 × (1 − 0.8⁵) = 0.201696.
     assert lone.smoothed == pytest.approx(0.08192)
     assert lasting.smoothed == pytest.approx(0.201696)
-    threshold = Admission(max_sessions=0, shed_loop_lag_s=0.15, retry_after_s=1.0, lag=lone)
+    threshold = LoadShedding(max_sessions=0, shed_loop_lag_s=0.15, retry_after_s=1.0, lag=lone)
     threshold.admit(0)
     with pytest.raises(Busy):
-        Admission(max_sessions=0, shed_loop_lag_s=0.15, retry_after_s=1.0, lag=lasting).admit(0)
+        LoadShedding(max_sessions=0, shed_loop_lag_s=0.15, retry_after_s=1.0, lag=lasting).admit(0)
 
 
-def test_settings_read_and_check_the_admission_variables() -> None:
+def test_settings_read_and_check_the_shedding_variables() -> None:
     env = {"OSAGO_GATEWAYS": "alfa=127.0.0.1:1"}
     default = AggregatorSettings.from_env(env)
     assert (default.max_sessions, default.shed_loop_lag_s, default.shed_retry_s) == (0, 0.25, 2.0)
@@ -140,7 +140,7 @@ async def test_at_capacity_new_sessions_are_refused_and_the_running_one_still_en
         assert finished.session_finished.status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
         started_at = events[0].time.ToDatetime()
         assert finished.time.ToDatetime() - started_at == timedelta(seconds=LIMIT_S)  # not a moment later
-        assert core.admission.shed_total == 3
+        assert core.shedding.shed_total == 3
         # The refused ones stored nothing: only the running one exists.
         assert (await core.snapshot(running)).request_id == running
         # Room again: the next session is admitted.
@@ -151,12 +151,12 @@ async def test_a_lagging_event_loop_sheds_new_sessions_and_admits_again_once_it_
     clock = LateClock(late_s=0.3)  # every timer 300 ms late: a saturated instance
     async with aggregator(clock, [(1.0, offer(700_000))], shed_loop_lag_s=0.2) as core:
         await clock.advance(3.0)  # the lag monitor has sampled a lasting 300 ms lag
-        assert core.admission.lag.smoothed > 0.2
+        assert core.shedding.lag.smoothed > 0.2
         with pytest.raises(Busy):
             await start(core)
         clock.late_s = 0.0  # the load went away
         await clock.advance(3.0)
-        assert core.admission.lag.smoothed < 0.2
+        assert core.shedding.lag.smoothed < 0.2
         assert await start(core) == "r1"
 
 
