@@ -8,7 +8,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from insurer_sim.faults import MODES
 from osago_common.env import SettingsError
+from osago_common.insurers import CATALOGUE
 from osago_common.logs import configure_logging
 from osago_common.tracing import configure_tracing
 from osago_mesh.defaults import AGGREGATOR_PORT, AGGREGATOR_TARGET, EDGES, PAGE_PORT, SIM_PORT, SIM_URL
@@ -16,7 +18,7 @@ from osago_mesh.defaults import AGGREGATOR_PORT, AGGREGATOR_TARGET, EDGES, PAGE_
 # Where `osago up` puts the aggregator and the simulator when those ports are free.
 DEFAULT_TARGET = AGGREGATOR_TARGET
 DEFAULT_SIM_URL = SIM_URL
-FAULT_MODES = "down, blackhole, slow, error, ratelimit, malformed, flapping, decline"
+FAULT_MODES = ", ".join(MODES)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run the whole mesh on this machine")
-    up.add_argument("--insurers", type=int, default=12, help="simulated insurers (default 12)")
+    up.add_argument(
+        "--insurers",
+        type=int,
+        default=len(CATALOGUE),
+        help="the first N insurers of the catalogue (default: all %(default)s)",
+    )
     up.add_argument("--time-scale", type=float, default=1.0, help="multiplies every simulated delay")
     up.add_argument("--host", default="127.0.0.1", help="interface every service binds")
     up.add_argument(
@@ -159,8 +166,10 @@ def _add_sim_control(sim: argparse.ArgumentParser) -> None:
     fault.add_argument("--rate", type=float, help="error: share of requests failing, 0..1 (1.0)")
     fault.add_argument("--status", type=int, help="error, flapping: the 5xx status (503)")
     fault.add_argument("--body", choices=("json", "text"), help="error: body of the 5xx (json)")
-    fault.add_argument("--delay", type=float, help="slow: seconds before answering (8)")
-    fault.add_argument("--scaled", action="store_true", default=None, help="slow, flapping: times × time scale")
+    fault.add_argument("--delay", type=float, help="slow, callback_late: seconds before answering or calling back (8)")
+    fault.add_argument(
+        "--scaled", action="store_true", default=None, help="slow, flapping, callback_late: times × time scale"
+    )
     fault.add_argument("--retry-after", type=int, help="ratelimit: Retry-After seconds (1)")
     fault.add_argument("--limit-per-s", type=int, help="ratelimit: 429 only beyond this many requests a second")
     fault.add_argument("--variant", choices=("json", "html", "schema", "random"), help="malformed (json)")

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -33,6 +34,8 @@ class LocalMesh(Mesh):
     gateways: dict[str, GatewayService]
     gateway_ports: dict[str, int]
     aggregator: AggregatorService
+    # The secret the insurers that call back sign with, and their gateways verify with.
+    callback_secret: str = field(default="", repr=False)
 
 
 @contextlib.asynccontextmanager
@@ -44,12 +47,22 @@ async def start_mesh(
     orphan_grace_s: float = 0.0,
     gateway_overrides: dict[str, Any] | None = None,
     aggregator_overrides: dict[str, Any] | None = None,
+    ids: Sequence[str] | None = None,
 ) -> AsyncIterator[LocalMesh]:
-    """Starts the first `n` insurers of the catalogue, their gateways and the aggregator."""
-    profiles = insurers.first(n)
+    """Starts the first `n` insurers of the catalogue (or those of `ids`, in that order), their
+    gateways and the aggregator."""
+    profiles = insurers.first(n) if ids is None else tuple(insurers.BY_ID[i] for i in ids)
+    callback_secret = secrets.token_urlsafe(24)
     async with contextlib.AsyncExitStack() as stack:
         # Each insurer on its own port too, so `down` is a truly refused connection.
-        sim = SimServer(SimConfig(insurers=sim_profiles.first(n), time_scale=time_scale, seed=seed, insurer_ports=True))
+        config = SimConfig(
+            insurers=tuple(sim_profiles.profile(p.insurer_id) for p in profiles),
+            time_scale=time_scale,
+            seed=seed,
+            insurer_ports=True,
+            callback_secret=callback_secret,
+        )
+        sim = SimServer(config)
         await sim.start()
         stack.push_async_callback(sim.stop)
         http = aiohttp.ClientSession()
@@ -65,7 +78,7 @@ async def start_mesh(
                     insurer_name=p.name,
                     dialect=p.dialect,
                     base_url=base_urls[p.insurer_id],
-                    **(gateway_overrides or {}),
+                    **{"callback_secret": callback_secret, **(gateway_overrides or {})},
                 )
             )
             ports[p.insurer_id] = await gateway.start()
@@ -95,4 +108,5 @@ async def start_mesh(
             gateways=gateways,
             gateway_ports=ports,
             aggregator=aggregator,
+            callback_secret=callback_secret,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -35,7 +36,7 @@ BACKENDS = ("embedded", "shared")
 
 @dataclass(frozen=True)
 class MeshOptions:
-    insurers: int = 12
+    insurers: int = len(insurers.CATALOGUE)
     time_scale: float = 1.0
     host: str = "127.0.0.1"
     # Port 0 picks a free one; `osago up` falls back to 0 when one of these is taken.
@@ -168,7 +169,10 @@ async def process_mesh(
         # Registered after the servers, so it runs before them: services stop first.
         stack.push_async_callback(lambda: _stop_all(list(children.values())))
         shared = {"OSAGO_POSTGRES_URL": postgres_url or "", "OSAGO_REDIS_URL": redis_url or ""}
+        # The secret the simulated insurers that call back sign with, new each run.
+        callback_secret = secrets.token_urlsafe(24)
         sim_env = {
+            "OSAGO_SIM_CALLBACK_SECRET": callback_secret,
             "OSAGO_SIM_INSURERS": str(options.insurers),
             "OSAGO_SIM_TIME_SCALE": str(options.time_scale),
             "OSAGO_SIM_HOST": options.host,
@@ -194,6 +198,10 @@ async def process_mesh(
                         "OSAGO_GATEWAY_INSURER": p.insurer_id,
                         "OSAGO_GATEWAY_BASE_URL": base_urls[p.insurer_id],
                         "OSAGO_GATEWAY_BIND": f"{options.host}:0",
+                        # Insurers that call back reach this replica's own callback endpoint (the
+                        # simulator runs on this machine: loopback when the mesh binds everything).
+                        "OSAGO_GATEWAY_CALLBACK_BIND": f"{_callback_host(options.host)}:0",
+                        "OSAGO_GATEWAY_CALLBACK_SECRET": callback_secret,
                         # The insurer's quota is one for all its replicas, in Redis when shared.
                         "OSAGO_REDIS_URL": redis_url or "",
                     },
@@ -254,6 +262,10 @@ async def process_mesh(
             postgres_url=postgres_url,
             redis_url=redis_url,
         )
+
+
+def _callback_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - replaced, not bound
 
 
 async def _private(

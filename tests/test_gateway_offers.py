@@ -390,7 +390,7 @@ def test_a_malformed_start_date_names_the_field() -> None:
 
 
 def test_settings_reject_nonsense() -> None:
-    with pytest.raises(SettingsError, match="unknown dialect 'soap' for alfa; known: rest, calc"):
+    with pytest.raises(SettingsError, match="unknown dialect 'soap' for alfa; known: rest, calc, push"):
         GatewaySettings(insurer_id="alfa", insurer_name="A", dialect="soap", base_url="http://x")
     with pytest.raises(SettingsError, match=r"base URL must be http\(s\), got 'ftp://x'"):
         GatewaySettings(insurer_id="alfa", insurer_name="A", dialect="rest", base_url="ftp://x")

@@ -195,7 +195,7 @@ async def test_cancelling_the_client_stops_the_gateways_polling() -> None:
 
 
 async def test_slow_insurers_get_deadline_and_session_ends_at_its_limit() -> None:
-    async with start_mesh(n=12, time_scale=0.05) as mesh:
+    async with start_mesh(n=14, time_scale=0.05) as mesh:
         request = pb.GetQuotesRequest(
             application=load_example(), time_limit=duration_pb2.Duration(seconds=1, nanos=500_000_000)
         )
