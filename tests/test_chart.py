@@ -137,6 +137,73 @@ def test_adding_an_insurer_adds_its_gateway_and_the_aggregator_asks_it(helm: Pat
     ]
 
 
+def secret_env_of(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Variables taken from Secrets: name -> (Secret, key)."""
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+PUSH_INSURER = {"id": "sovcom", "name": "Sovcombank Insurance", "dialect": "push", "baseUrl": ""}
+
+
+@pytest.mark.functional
+def test_an_insurer_that_calls_back_gets_its_endpoint_service_secret_and_route(helm: Path, tmp_path: Path) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    extra = tmp_path / "push.yaml"
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "insurers": [*values["insurers"], PUSH_INSURER],
+                "callbacks": {"existingSecret": "osago-callbacks", "ingress": {"enabled": True, "host": "cb.example"}},
+                "networkPolicy": {"callbacksFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]},
+            }
+        ),
+        encoding="utf-8",
+    )
+    docs = render(helm, tmp_path, "-f", str(extra))
+
+    gateway = find(docs, "Deployment", "osago-gw-sovcom")
+    env = env_of(gateway)
+    assert env["OSAGO_GATEWAY_DIALECT"] == "push"
+    assert env["OSAGO_GATEWAY_CALLBACK_BIND"] == "0.0.0.0:8090"
+    # Only the simulator calls back in the demo: the in-cluster Service is the base URL.
+    assert env["OSAGO_GATEWAY_CALLBACK_BASE_URL"] == "http://osago-gw-sovcom-callbacks.osago.svc.cluster.local:80"
+    assert secret_env_of(gateway)["OSAGO_GATEWAY_CALLBACK_SECRET"] == ("osago-callbacks", "sovcom")
+    [container] = gateway["spec"]["template"]["spec"]["containers"]
+    assert {"name": "callback", "containerPort": 8090, "protocol": "TCP"} in container["ports"]
+    # The other insurers' gateways have no callback endpoint.
+    assert "OSAGO_GATEWAY_CALLBACK_BIND" not in env_of(find(docs, "Deployment", "osago-gw-alfa"))
+
+    service = find(docs, "Service", "osago-gw-sovcom-callbacks")
+    assert service["spec"]["selector"].items() <= gateway["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"] == [
+        {"name": "callback", "port": 80, "targetPort": "callback", "protocol": "TCP", "appProtocol": "http"}
+    ]
+    [rule] = find(docs, "Ingress", "osago-callbacks")["spec"]["rules"]
+    assert rule["host"] == "cb.example"
+    assert [(p["path"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]] == [
+        ("/callbacks/sovcom", "osago-gw-sovcom-callbacks")
+    ]
+
+    # The simulator signs with the same secret, and may reach the callback port.
+    sim = find(docs, "Deployment", "osago-sim")
+    assert secret_env_of(sim)["OSAGO_SIM_CALLBACK_SECRET_SOVCOM"] == ("osago-callbacks", "sovcom")
+    sim_egress = find(docs, "NetworkPolicy", "osago-sim")["spec"]["egress"]
+    assert any(r["ports"] == [{"port": 8090, "protocol": "TCP"}] for r in sim_egress)
+    callback_rule = [
+        r
+        for r in find(docs, "NetworkPolicy", "osago-gw-sovcom")["spec"]["ingress"]
+        if r["ports"] == [{"port": "callback", "protocol": "TCP"}]
+    ]
+    [rule_from] = [r["from"] for r in callback_rule]
+    assert rule_from[0] == {"namespaceSelector": {"matchLabels": {"name": "ingress"}}}
+    assert rule_from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "sim"
+
+
 @pytest.mark.functional
 def test_envoy_routes_to_every_aggregator_pod_and_to_web_bridge(helm: Path, tmp_path: Path) -> None:
     docs = render(helm, tmp_path)
@@ -187,6 +254,17 @@ def test_a_slot_of_envoy_yaml_the_chart_does_not_fill_fails_the_render(helm: Pat
         (["--set", "aggregator.terminationGracePeriodSeconds=60"], "aggregator.terminationGracePeriodSeconds"),
         (["--set", "sim.enabled=false"], "insurers[0].baseUrl"),
         (["--set", "aggregator.replicas=3"], "additional properties 'replicas' not allowed"),
+        (["--set-json", f"insurers=[{json.dumps(PUSH_INSURER)}]"], "callbacks.existingSecret"),
+        (
+            [
+                "--set-json",
+                f"insurers=[{json.dumps({**PUSH_INSURER, 'baseUrl': 'https://x.example'})}]",
+                "--set",
+                "callbacks.existingSecret=s,networkPolicy.enabled=false",
+            ],
+            "callbacks.publicBaseUrl",
+        ),
+        (["--set-json", f"insurers=[{json.dumps({**PUSH_INSURER, 'dialect': 'soap'})}]"], "insurers/0/dialect"),
     ],
 )
 def test_values_that_would_break_the_mesh_are_refused(helm: Path, tmp_path: Path, args: list[str], named: str) -> None:

@@ -36,6 +36,30 @@ truncated to the 63 characters of a DNS label (validateValues refuses names that
 {{- printf "%s-gw-%s-headless" (include "osago.fullname" .ctx) .id | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The callback Service of a gateway whose insurer calls back (every replica behind it). */}}
+{{- define "osago.gatewayCallbacksName" -}}
+{{- printf "%s-gw-%s-callbacks" (include "osago.fullname" .ctx) .id | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The base URL an insurer that calls back is given (OSAGO_GATEWAY_CALLBACK_BASE_URL):
+callbacks.publicBaseUrl, else the in-cluster callback Service (only the demo simulator reaches
+it); (dict "ctx" $ "id" "sovcom").
+*/}}
+{{- define "osago.callbackBaseUrl" -}}
+{{- if .ctx.Values.callbacks.publicBaseUrl -}}
+{{- .ctx.Values.callbacks.publicBaseUrl -}}
+{{- else -}}
+{{- $service := include "osago.gatewayCallbacksName" . -}}
+{{- printf "http://%s:%v" (include "osago.serviceFqdn" (dict "ctx" .ctx "service" $service)) .ctx.Values.callbacks.service.port -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The simulator's variable holding one insurer's callback secret: OSAGO_SIM_CALLBACK_SECRET_<ID>. */}}
+{{- define "osago.simCallbackSecretVariable" -}}
+{{- printf "OSAGO_SIM_CALLBACK_SECRET_%s" (regexReplaceAll "[^A-Z0-9]" (upper .) "_") -}}
+{{- end -}}
+
 {{/* The fully qualified DNS name of a Service of this release; (dict "ctx" $ "service" NAME). */}}
 {{- define "osago.serviceFqdn" -}}
 {{- printf "%s.%s.svc.%s" .service .ctx.Release.Namespace .ctx.Values.clusterDomain -}}
@@ -413,8 +437,20 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
 {{- $messages = append $messages (printf "insurers[%d].id: %q is listed twice" $i $insurer.id) -}}
 {{- end -}}
 {{- $_ := set $seen $insurer.id true -}}
-{{- if not (has $cfg.dialect (list "rest" "calc")) -}}
-{{- $messages = append $messages (printf "insurers[%d].dialect: %q is not a dialect the gateway speaks (rest, calc)" $i $cfg.dialect) -}}
+{{- if not (has $cfg.dialect (list "rest" "calc" "push")) -}}
+{{- $messages = append $messages (printf "insurers[%d].dialect: %q is not a dialect the gateway speaks (rest, calc, push)" $i $cfg.dialect) -}}
+{{- end -}}
+{{- if eq $cfg.dialect "push" -}}
+{{- if not $v.callbacks.existingSecret -}}
+{{- $messages = append $messages (printf "callbacks.existingSecret: %q calls back (dialect push); name the Secret holding its callback secret under the key %q" $insurer.id $insurer.id) -}}
+{{- end -}}
+{{- if and $insurer.baseUrl (not $v.callbacks.publicBaseUrl) -}}
+{{- $messages = append $messages (printf "callbacks.publicBaseUrl: %q calls back (dialect push) from outside the cluster; set the public URL it reaches the gateways at" $insurer.id) -}}
+{{- end -}}
+{{- $callbacks := printf "%s-gw-%s-callbacks" (include "osago.fullname" $) $insurer.id -}}
+{{- if gt (len $callbacks) 63 -}}
+{{- $messages = append $messages (printf "insurers[%d].id: %q makes the Service name %s longer than 63 characters; use a shorter id or fullnameOverride" $i $insurer.id $callbacks) -}}
+{{- end -}}
 {{- end -}}
 {{- $long := printf "%s-gw-%s-headless" (include "osago.fullname" $) $insurer.id -}}
 {{- if gt (len $long) 63 -}}
