@@ -32,6 +32,7 @@ from insurer_sim.profiles import profile
 from insurer_sim.server import SimServer
 from osago_common.clock import SYSTEM_CLOCK, FakeClock
 from osago_mesh.local import LocalMesh, start_mesh
+from osago_mesh.servers import redis_server
 from tests.conftest import load_example
 from tests.test_gateway_callbacks import SECRET, completed
 from tests.test_gateway_service import make_application
@@ -207,6 +208,27 @@ async def test_a_replica_that_subscribes_late_finds_what_came_meanwhile(redis_db
             await other.deliver("Q-1", b"the body")
             await late.start()
             assert await asyncio.wait_for(arrival, PATIENCE_S) == b"the body"
+
+
+async def test_when_redis_goes_away_the_subscription_is_lost_and_streams_held_here_still_get_theirs() -> None:
+    with redis_server() as url:
+        async with shared_inbox(url) as inbox:
+            # Redis goes away (its server is stopped under the inbox).
+            host_port = url.removeprefix("redis://").split("/")[0]
+            async with redis.asyncio.Redis.from_url(url) as admin:
+                with contextlib.suppress(redis.RedisError):
+                    await admin.shutdown(nosave=True)
+
+            async def lost() -> bool:
+                return not inbox.listening.is_set()
+
+            await until(lost, f"the inbox noticed Redis at {host_port} went away")
+            with inbox.waiting("Q-1") as arrival:
+                assert await inbox.deliver("Q-1", b"the body") is True
+                assert arrival.result() == b"the body"
+            with pytest.raises(InboxUnavailable):
+                await inbox.deliver("Q-2", b"the body")
+            assert await inbox.stored("Q-1") is None
 
 
 # --- the whole mesh -------------------------------------------------------------------------
