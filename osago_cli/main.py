@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from insurer_sim.faults import MODES
 from osago_common.env import SettingsError
 from osago_common.insurers import CATALOGUE
 from osago_common.logs import configure_logging
@@ -18,7 +17,10 @@ from osago_mesh.defaults import AGGREGATOR_PORT, AGGREGATOR_TARGET, EDGES, PAGE_
 # Where `osago up` puts the aggregator and the simulator when those ports are free.
 DEFAULT_TARGET = AGGREGATOR_TARGET
 DEFAULT_SIM_URL = SIM_URL
-FAULT_MODES = ", ".join(MODES)
+FAULT_MODES = (
+    "down, blackhole, slow, error, ratelimit, malformed, flapping, decline; for insurers that call back: "
+    "callback_never, callback_twice, callback_late, callback_bad_signature, callback_target_down"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
