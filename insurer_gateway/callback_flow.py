@@ -10,12 +10,14 @@ known), backing off by `poll_backoff`, and one last poll just before the deadlin
 insurer has is never lost to a lost callback. Before each poll the inbox is asked for a stored
 callback (one whose wake-up was missed costs no request). A failed poll ends nothing: the callback
 may still come; only the deadline ends the wait. An open breaker skips the poll, for the same
-reason. Times-to-offer are learned from callbacks only, which say exactly when the offer came.
+reason; a callback arriving during a poll ends the wait at once. Times-to-offer are learned from
+callbacks only, which say exactly when the offer came.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 from collections.abc import AsyncGenerator
@@ -101,10 +103,12 @@ class CallbackFlow(OfferFlow):
                     return
                 if self.guard.circuit_open("poll") is not None:
                     continue  # the callback may still come
-                call = self._dialect.poll_request(application_id)
-                answer = await self.guard.send(self._http, call, deadline, "poll", self._read_poll)
                 polls += 1
                 self.safety_polls_total += 1
+                answer = await self._safety_poll(application_id, arrival, deadline)
+                if answer is None:  # the callback came while the poll was under way
+                    yield self._delivered(arrival.result(), accepted_at)
+                    return
                 if isinstance(answer, Failed):
                     last_failure = answer
                     continue
@@ -113,6 +117,24 @@ class CallbackFlow(OfferFlow):
                 if end is not None:
                     yield end
                     return
+
+    async def _safety_poll(
+        self, application_id: str, arrival: asyncio.Future[bytes], deadline: float
+    ) -> tuple[PollOutcome, float | None] | Failed | None:
+        """The status poll's answer, or None when the callback arrived first (the poll is then
+        abandoned: a slow or hanging insurer does not hold back an outcome we already have)."""
+        call = self._dialect.poll_request(application_id)
+        poll = asyncio.ensure_future(self.guard.send(self._http, call, deadline, "poll", self._read_poll))
+        try:
+            await asyncio.wait((arrival, poll), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not poll.done():
+                poll.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poll
+        if arrival.done() and not arrival.cancelled():
+            return None
+        return poll.result()
 
     async def _until(self, arrival: asyncio.Future[bytes], seconds: float) -> bytes | None:
         """The callback's body once it arrives, or None after `seconds` of the clock."""

@@ -31,7 +31,7 @@ from insurer_gateway.dialects import (
     Pushed,
     Rejected,
 )
-from insurer_gateway.exchange import BadResponse, HttpCall, HttpResponse
+from insurer_gateway.exchange import BadResponse, HttpCall, HttpResponse, HttpTimeout
 from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.inbox import LocalInbox
 from insurer_gateway.offers import Accepted, Failed, Pending, Reason, Update
@@ -312,9 +312,14 @@ class Insurer:
     clock: FakeClock
     steps: list[HttpResponse]
     calls: list[tuple[float, HttpCall]] = field(default_factory=list)
+    # Status polls never answer: each takes its whole timeout.
+    hang_polls: bool = False
 
     async def __call__(self, call: HttpCall, timeout: float) -> HttpResponse:
         self.calls.append((self.clock.monotonic(), call))
+        if self.hang_polls and call.method == "GET":
+            await self.clock.sleep(timeout)
+            raise HttpTimeout("timed out")
         return self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
 
     @property
@@ -466,6 +471,14 @@ async def test_a_failed_safety_poll_ends_nothing_and_the_callback_still_ends_the
     updates = await run([CREATED, reply(503, {"error": "maintenance"})], callbacks=[(12.0, completed())])
     assert run.insurer.polls == [10.0]
     assert updates[-1] == (12.0, OFFER)
+
+
+async def test_a_callback_arriving_during_a_hanging_safety_poll_ends_the_wait_at_once() -> None:
+    run = make_run()
+    run.insurer.hang_polls = True
+    updates = await run([CREATED], callbacks=[(11.0, completed())])
+    assert run.insurer.polls == [10.0]
+    assert updates[-1] == (11.0, OFFER)  # not at 15 s, when the poll would have timed out
 
 
 async def test_at_the_deadline_the_last_failed_safety_poll_says_why() -> None:
