@@ -316,9 +316,12 @@ async def test_the_callback_insurers_offer_arrives_the_moment_it_is_issued_with_
         assert counts(mesh, "sovcom") == {"accepted": 3}
 
 
-async def test_with_the_callback_never_sent_the_safety_net_poll_gets_the_offer_before_the_deadline() -> None:
+@pytest.mark.parametrize(("mode", "results"), [("callback_never", {"withheld"}), ("callback_target_down", {"failed"})])
+async def test_with_no_callback_coming_the_safety_net_poll_gets_the_offer_before_the_deadline(
+    mode: str, results: set[str]
+) -> None:
     async with start_mesh(ids=["sovcom"], time_scale=0.01) as mesh:
-        await mesh.set_fault("sovcom", "callback_never")
+        await mesh.set_fault("sovcom", mode)
         events = await session(mesh, limit_s=2.0)
         request_id = events[0].request_id
         assert delivered(events) == await issued(mesh, request_id)
@@ -326,7 +329,7 @@ async def test_with_the_callback_never_sent_the_safety_net_poll_gets_the_offer_b
         # Nothing learned yet, so the first safety-net poll would come after the session: the
         # last one, just before the deadline, found it.
         assert (await applications(mesh, request_id))["sovcom"]["polls"] == 1
-        assert [a["result"] for a in await attempts(mesh, request_id)] == ["withheld"]
+        assert {a["result"] for a in await attempts(mesh, request_id)} == results
         finished = events[-1]
         assert finished.session_finished.status == events_pb2.SESSION_STATUS_COMPLETED
         started = events[0].time.ToDatetime().timestamp()
