@@ -35,6 +35,7 @@ from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc, quote_pb2
 from playwright.async_api import Browser, Page
 
+from osago_common.insurers import CATALOGUE
 from tests.browser_kit import (
     BADGES,
     LOCALES,
@@ -54,7 +55,8 @@ from tests.browser_kit import (
 
 pytestmark = pytest.mark.functional
 
-INSURERS = 12
+# The whole catalogue: every dialect, and the two insurers slower than a session (last).
+INSURERS = len(CATALOGUE)
 TIME_SCALE = 0.1
 SESSION_LIMIT_S = 6.0
 SEED = 7
