@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -52,7 +53,7 @@ class Attempt:
     reference: str
     delivery_id: str
     attempt: int
-    at: datetime
+    at: datetime  # when it was sent (withheld: when it would have been)
     result: str
     status: int | None = None
     detail: str = ""
@@ -123,7 +124,9 @@ class Deliveries:
             await self._clock.sleep(application.ready_at - self._clock.monotonic())
             fault = insurer.faults.callback_fault("callback_never", "callback_late", "callback_twice")
             if fault is not None and fault.mode == "callback_never":
-                self._record(insurer, application, uuid.uuid4().hex, 0, "withheld", detail="callback_never")
+                self._record(
+                    insurer, application, uuid.uuid4().hex, 0, self._clock.now(), "withheld", detail="callback_never"
+                )
                 return
             if fault is not None and fault.mode == "callback_late":
                 await self._clock.sleep(insurer.faults.late_by_s(fault))
@@ -148,17 +151,17 @@ class Deliveries:
             secret = self._secret(insurer.insurer_id)
             headers = hook.headers(body, b"not " + secret if forged else secret, int(self._clock.now().timestamp()))
             insurer.callback_attempted(application)
+            record = functools.partial(self._record, insurer, application, delivery_id, attempt, self._clock.now())
             if fault is not None and fault.mode == "callback_target_down":
-                self._record(insurer, application, delivery_id, attempt, "failed", detail="connection refused")
+                record("failed", detail="connection refused")
             else:
                 try:
                     status = await self._send(hook.url, body, headers)
                 except DeliveryError as exc:
-                    self._record(insurer, application, delivery_id, attempt, "failed", detail=str(exc), forged=forged)
+                    record("failed", detail=str(exc), forged=forged)
                 else:
                     accepted = 200 <= status < 300
-                    result = "accepted" if accepted else "refused"
-                    self._record(insurer, application, delivery_id, attempt, result, status=status, forged=forged)
+                    record("accepted" if accepted else "refused", status=status, forged=forged)
                     if accepted:
                         insurer.issue(application, ready.issued_at)
                         return True
@@ -180,6 +183,7 @@ class Deliveries:
         application: Application,
         delivery_id: str,
         attempt: int,
+        at: datetime,
         result: str,
         *,
         status: int | None = None,
@@ -193,7 +197,7 @@ class Deliveries:
                 application.reference,
                 delivery_id,
                 attempt,
-                self._clock.now(),
+                at,
                 result,
                 status,
                 detail,
