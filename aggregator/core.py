@@ -97,6 +97,7 @@ class Aggregator:
         # False while the store or the bus does not answer: new sessions are refused.
         self.backends_ok = True
         self._tasks: set[asyncio.Task[None]] = set()
+        self._upkeep: asyncio.Task[None] | None = None
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -106,7 +107,14 @@ class Aggregator:
 
     def start(self) -> None:
         """Starts keeping this instance's lease and taking over orphaned sessions."""
-        self._spawn(self.runner.maintain(), "session-upkeep")
+        self._upkeep = asyncio.create_task(self.runner.maintain(), name="session-upkeep")
+
+    async def _stop_upkeep(self) -> None:
+        """No more takeovers here: a stopping instance must not claim what it hands over."""
+        upkeep, self._upkeep = self._upkeep, None
+        if upkeep is not None:
+            upkeep.cancel()
+            await asyncio.gather(upkeep, return_exceptions=True)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -346,14 +354,20 @@ class Aggregator:
         store) or lets them finish within `grace_s` (this instance alone)."""
         self._accepting = False
         self._stopping.set()
+        await self._stop_upkeep()
         if self._shared:
             await self.runner.hand_over()
         else:
             await self.runner.finish(grace_s)
 
     async def close(self) -> None:
-        """Cancels every running session (each finishes CANCELLED) and background work."""
+        """Stops background work, and the sessions still running here: handed over to other
+        instances with a shared store, else cancelled (each finishes CANCELLED)."""
         self._accepting = False
+        self._stopping.set()
+        await self._stop_upkeep()
+        if self._shared:
+            await self.runner.hand_over()
         tasks = list(self._tasks)
         if self._sweeper is not None:
             tasks.append(self._sweeper)

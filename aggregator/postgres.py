@@ -29,6 +29,7 @@ Status = events_pb2.SessionStatus
 MIGRATION_LOCK = 0x05A6_0001
 
 _UTC = UTC
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 _SQL = resources.files("aggregator") / "sql"
 
 
@@ -273,10 +274,13 @@ class PostgresRequestStore:
             cursor = await conn.execute(QUERIES["owned"], {"owner": owner, "ids": list(request_ids)})
             return {str(request_id): int(epoch) for request_id, epoch in await cursor.fetchall()}
 
-    async def claim_orphans(self, owner: str, now: datetime, limit: int) -> list[Claim]:
+    async def claim_orphans(
+        self, owner: str, now: datetime, limit: int, *, overdue_before: datetime | None = None
+    ) -> list[Claim]:
         async with self._conn() as conn:
             cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(QUERIES["claim_orphans"], {"owner": owner, "now": now, "limit": limit})
+            params = {"owner": owner, "now": now, "limit": limit, "overdue_before": overdue_before or _LONG_AGO}
+            await cursor.execute(QUERIES["claim_orphans"], params)
             rows = await cursor.fetchall()
             if not rows:
                 return []

@@ -177,7 +177,10 @@ class SessionRunner:
                 now = self._clock.now()
                 if not await self._store.heartbeat(self.owner, now, s.lease_ttl_s):
                     await self._check_ownership()
-                claims = await self._store.claim_orphans(self.owner, now, s.takeover_batch)
+                # A session this long past its deadline was not finished by its owner (its store
+                # writes failed for good): whoever finds it finishes it.
+                overdue = now - timedelta(seconds=s.store_grace_s + s.lease_ttl_s)
+                claims = await self._store.claim_orphans(self.owner, now, s.takeover_batch, overdue_before=overdue)
                 for claim in claims:
                     await self.resume(claim)
             except StoreUnavailable:

@@ -100,9 +100,12 @@ class RequestStore(Protocol):
     async def owned(self, owner: str, request_ids: Sequence[str]) -> dict[str, int]:
         """Of these requests, those `owner` still holds, with their current lease epoch."""
 
-    async def claim_orphans(self, owner: str, now: datetime, limit: int) -> list[Claim]:
-        """Takes over, for `owner`, up to `limit` running requests whose owner's lease lapsed or
-        that were released; each claim raises the request's epoch."""
+    async def claim_orphans(
+        self, owner: str, now: datetime, limit: int, *, overdue_before: datetime | None = None
+    ) -> list[Claim]:
+        """Takes over, for `owner`, up to `limit` running requests whose owner's lease lapsed, that
+        were released, or whose deadline is before `overdue_before` whoever owns them (an owner
+        that could not finish them); each claim raises the request's epoch."""
 
     async def release(self, leases: Sequence[Lease]) -> None:
         """Gives running requests up (a draining instance): their epoch is raised, so the old
@@ -200,7 +203,9 @@ class MemoryRequestStore:
         held = (self._by_id.get(request_id) for request_id in request_ids)
         return {s.record.request_id: s.epoch for s in held if s is not None and s.owner == owner}
 
-    async def claim_orphans(self, owner: str, now: datetime, limit: int) -> list[Claim]:
+    async def claim_orphans(
+        self, owner: str, now: datetime, limit: int, *, overdue_before: datetime | None = None
+    ) -> list[Claim]:
         claims: list[Claim] = []
         async with self._lock:
             running = sorted(
@@ -211,7 +216,8 @@ class MemoryRequestStore:
                 if len(claims) >= limit:
                     break
                 alive_until = self._instances.get(stored.owner) if stored.owner else None
-                if alive_until is not None and alive_until > now:
+                overdue = overdue_before is not None and stored.record.deadline < overdue_before
+                if alive_until is not None and alive_until > now and not overdue:
                     continue
                 stored.owner = owner
                 stored.epoch += 1

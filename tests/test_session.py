@@ -378,3 +378,21 @@ async def test_a_session_whose_lease_was_taken_stops_without_finishing() -> None
     assert gateways.cancelled == {"b"}
     assert [e.seq for e in await log.read("r1")] == [1]  # nothing written after the takeover
     assert claim.lease.epoch == 2
+
+
+async def test_a_session_resumed_after_its_deadline_asks_nobody_and_finishes_at_once() -> None:
+    clock = FakeClock()
+    log = Log(clock)
+    insurers = (("a", "A"), ("b", "B"))
+    await log.open(insurers, 60.0)
+    await log.append(quote_event("a", 500_000, 0))
+    history = await log.read("r1")
+    gateways = ScriptedGateways(clock, {"a": [(0.0, offer(1))], "b": [(0.0, offer(2))]})
+    plan = SessionPlan("r1", application_pb2.Application(), insurers, clock.monotonic() - 5.0, 60.0)
+    status = await QuoteSession(plan, gateways, log, clock, gateway_margin_s=0.25, history=history).run()
+    assert status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+    assert gateways.timeouts == {}  # nobody asked
+    events = await log.read("r1")
+    assert kinds(events[2:]) == ["insurer_failed", "session_finished"]
+    assert events[2].insurer_failed.insurer_id == "b"
+    assert events[2].insurer_failed.reason == Reason.FAILURE_REASON_DEADLINE

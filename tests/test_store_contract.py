@@ -251,3 +251,12 @@ async def test_a_heartbeat_after_the_lease_lapsed_says_so_and_owned_tells_what_i
     taken = claim.record.request_id
     assert held == {("r2" if taken == "r1" else "r1"): lease.epoch}
     assert await store.owned("b", [taken]) == {taken: claim.lease.epoch}
+
+
+async def test_a_session_long_past_its_deadline_is_claimed_even_from_a_live_owner(store: RequestStore) -> None:
+    await store.heartbeat("a", T0, 3600.0)  # alive for an hour
+    await create(store, "r1", owner="a")  # deadline T0 + 60 s
+    await store.heartbeat("b", T0, 3600.0)
+    assert await store.claim_orphans("b", T0, 10, overdue_before=T0 + timedelta(seconds=60)) == []  # due, not overdue
+    [claim] = await store.claim_orphans("b", T0, 10, overdue_before=T0 + timedelta(seconds=61))
+    assert claim.lease == Lease("r1", "b", 2)

@@ -81,12 +81,13 @@ SELECT id, lease_epoch FROM osago_requests
 WHERE id = ANY(%(ids)s) AND owner = %(owner)s AND status = 'running';
 
 -- name: claim_orphans
--- Running requests whose owner is gone (no live instance lease) or that were released, oldest
--- deadline first; rows another instance is claiming right now are skipped, not waited for.
+-- Running requests whose owner is gone (no live instance lease), that were released, or that are
+-- long past their deadline (their owner failed to finish them), oldest deadline first; rows
+-- another instance is claiming right now are skipped, not waited for.
 WITH orphans AS (
     SELECT r.id FROM osago_requests r
     WHERE r.status = 'running'
-      AND (r.owner IS NULL OR NOT EXISTS (
+      AND (r.owner IS NULL OR r.expires_at < %(overdue_before)s OR NOT EXISTS (
           SELECT 1 FROM osago_instances i WHERE i.id = r.owner AND i.lease_until > %(now)s))
     ORDER BY r.expires_at
     LIMIT %(limit)s
