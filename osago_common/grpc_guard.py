@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -191,6 +192,13 @@ class Guard(grpc.aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             stream = handler.unary_stream
+            if not inspect.isasyncgenfunction(stream):  # writes with context.write (health Watch)
+
+                async def unary_writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                    await self._admit(request, context, guarded)
+                    await stream(request, context)
+
+                return grpc.unary_stream_rpc_method_handler(unary_writer, parse, handler.response_serializer)
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 caller = await self._admit(request, context, guarded)
@@ -206,7 +214,7 @@ class Guard(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, parse, handler.response_serializer)
         # Client streaming (server reflection): authentication only, messages as they come.
-        if handler.stream_stream is not None:
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
             bidi = handler.stream_stream
 
             async def stream_stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:

@@ -20,6 +20,7 @@ from typing import Literal
 
 import aiohttp
 
+from aggregator.access import AccessKeys
 from osago_common import insurers
 from osago_mesh.child import Child
 from osago_mesh.defaults import AGGREGATOR_PORT, EDGES, PAGE_PORT, SIM_PORT
@@ -151,7 +152,8 @@ async def process_mesh(
     stops them all on exit. `env` adds settings (OSAGO_GATEWAY_*, ...) for every service."""
     edge = choose_edge(options.edge) if web else None
     profiles = insurers.first(options.insurers)
-    base_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    # The dev mode (osago_common.tls): plaintext links and no authentication, on one machine.
+    base_env = {**os.environ, "OSAGO_DEV_INSECURE": "true", **(env or {}), "PYTHONUNBUFFERED": "1"}
     children: dict[str, Child] = {}
 
     async def start(name: str, args: list[str], own: dict[str, str]) -> Child:
@@ -206,6 +208,8 @@ async def process_mesh(
         addresses = {i: [children[name].address for name in names] for i, names in replicas.items()}
         aggregator_env = {
             **shared,
+            # One key for the customers' access tokens: a token works on every instance.
+            "OSAGO_ACCESS_TOKEN_KEYS": AccessKeys.generate().spec(),
             "OSAGO_GATEWAYS": ",".join(f"{p.insurer_id}={'|'.join(addresses[p.insurer_id])}" for p in profiles),
         }
         if options.session_limit_s is not None:
