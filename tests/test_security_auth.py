@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import jwt
 import pytest
@@ -21,10 +22,14 @@ from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc, gateway_service_pb2, gateway_service_pb2_grpc
 
 from osago_client import QuoteClient
+from osago_common.env import SettingsError
 from osago_common.service_tokens import BearerCredentials, SignerConfig, TokenSigner, jwks
+from osago_common.tls import TlsFiles, tls_from_env
 from osago_mesh.devpki import JWT_KEY_ID, DevPki, make_dev_pki
 from osago_mesh.local import LocalMesh, start_mesh
-from tests.conftest import load_example
+from tests.conftest import EXAMPLES, load_example
+from web_bridge.service import BridgeService
+from web_bridge.settings import BridgeSettings
 
 pytestmark = pytest.mark.functional
 
@@ -179,3 +184,31 @@ async def test_a_rotated_key_is_picked_up_from_the_jwks_without_a_restart(secure
         assert await call_code(channel) == grpc.StatusCode.PERMISSION_DENIED  # let in; the id is not its
     async with bearer_channel(pki, target, signer(pki)) as channel:
         assert await call_code(channel) == grpc.StatusCode.PERMISSION_DENIED  # the old key still works
+
+
+async def test_web_bridge_reaches_the_aggregator_over_mtls_with_its_own_certificate(
+    secure: LocalMesh, pki: DevPki
+) -> None:
+    tls = TlsFiles(pki.cert("web-bridge"), pki.key("web-bridge"), pki.ca)
+    bridge = BridgeService(BridgeSettings(aggregator_target=secure.target, port=0, tls=tls))
+    await bridge.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            body = (EXAMPLES / "moscow-young-driver.json").read_bytes()
+            headers = {"Content-Type": "application/json"}
+            async with http.post(f"{bridge.url}/osago/quotes", data=body, headers=headers) as response:
+                assert response.status == 201, await response.text()
+            async with http.get(f"{bridge.url}/readyz") as ready:
+                assert ready.status == 200
+    finally:
+        await bridge.stop()
+
+
+def test_a_service_refuses_to_start_without_tls_unless_in_the_dev_mode(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="TLS is required"):
+        tls_from_env({})
+    assert tls_from_env({"OSAGO_DEV_INSECURE": "true"}) is None
+    with pytest.raises(SettingsError, match="OSAGO_TLS_KEY, OSAGO_TLS_CA must be set too"):
+        tls_from_env({"OSAGO_TLS_CERT": "x"})
+    with pytest.raises(SettingsError, match="cannot read"):
+        tls_from_env({"OSAGO_TLS_CERT": str(tmp_path / "none"), "OSAGO_TLS_KEY": "k", "OSAGO_TLS_CA": "c"})
