@@ -290,3 +290,36 @@ async def test_over_grpc_an_orphan_nobody_picks_up_is_cancelled_after_the_grace(
         await clock.advance(0.1)
         assert await snapshot_status(stub, request_id) == Status.SESSION_STATUS_CANCELLED
         await asyncio.wait_for(gateway.cancelled.wait(), 10)  # the gateway's call was cancelled too
+
+
+async def test_the_purge_job_erases_the_application_once_its_retention_passed(clock: FakeClock) -> None:
+    store = MemoryRequestStore()
+    settings = AggregatorSettings(
+        gateways=(GatewayEndpoint("a", "A", "unused:1"),),
+        retention_s=10 * 86400.0,  # the whole request stays readable; only its personal data goes
+        personal_data_retention_s=3600.0,
+        purge_interval_s=600.0,
+    )
+    script: Script = [(1.0, offer(700_000))]
+    core = Aggregator(
+        settings,
+        ScriptedGateways(clock, {"a": script}),
+        store,
+        MemoryEventBus(clock),
+        MemoryResultCache(clock),
+        clock,
+        new_id=lambda: "r1",
+    )
+    core.start()  # the lease upkeep and the purge job
+    try:
+        request_id = await start(core)
+        await clock.advance(1.0)
+        assert store.application(request_id)
+        await clock.advance(3600.0)  # t = 3601: the purges at 0, 600, ..., 3600 found it not yet past the hour
+        assert store.application(request_id)
+        await clock.advance(600.0)  # t = 4201: the purge at 4200 found it past its retention
+        assert store.application(request_id) == b""
+        snapshot = await core.snapshot(request_id)  # the offer stays
+        assert [q.premium_kopecks for q in snapshot.quotes] == [700_000]
+    finally:
+        await core.close()

@@ -50,6 +50,7 @@ from tests.browser_kit import (
     spaces,
     summary_of,
     valid_until,
+    wait_for,
 )
 
 pytestmark = pytest.mark.functional
@@ -560,7 +561,7 @@ async def test_reload_mid_session_resumes_without_duplicate_rows(stack: Stack, b
     page = await open_page(browser, stack.page_url)
     await submit_preset(page, "kazan-two-drivers")
     request_id = request_id_of(page)
-    await page.wait_for_function("document.querySelectorAll('[data-testid=offer]').length >= 2")
+    await wait_for(page, "document.querySelectorAll('[data-testid=offer]').length >= 2")
     before = [r["id"] for r in await offers(page)]
     assert await page.locator("[data-testid=summary]").is_hidden(), "the session ended before the reload"
 
@@ -593,7 +594,7 @@ async def test_the_same_application_again_is_answered_from_the_cache_and_fresh_p
 
     # The same application again: every offer of the first session at once, marked as cached.
     await page.click("[data-testid=submit]")
-    await page.wait_for_function(f"!location.search.includes({first_id!r})")
+    await wait_for(page, f"!location.search.includes({first_id!r})")
     second_id = request_id_of(page)
     await wait_for_summary(page)
     second = await stack.snapshot(page, second_id)
@@ -604,7 +605,7 @@ async def test_the_same_application_again_is_answered_from_the_cache_and_fresh_p
 
     # Fresh prices on request: every insurer asked again, nothing from the cache.
     await page.click("[data-testid=ask-fresh]")
-    await page.wait_for_function(f"!location.search.includes({second_id!r})")
+    await wait_for(page, f"!location.search.includes({second_id!r})")
     await wait_for_summary(page)
     fresh = await stack.snapshot(page, request_id_of(page))
     assert not any(q.from_cache for q in fresh.quotes)
@@ -625,7 +626,7 @@ async def test_network_loss_mid_session_reconnects_and_misses_nothing(stack: Sta
         assert await page.locator("[data-testid=summary]").is_hidden(), "the session ended before the cut"
 
         link.cut(1.5)  # every connection dropped; new ones refused for 1.5 s
-        await page.wait_for_function("window.__connection.includes('reconnecting')")
+        await wait_for(page, "window.__connection.includes('reconnecting')")
         await wait_for_summary(page)
         assert await page.evaluate("window.__connection.includes('live')")
     finally:
@@ -658,3 +659,19 @@ async def test_phone_width_has_no_horizontal_scrolling(stack: Stack, browser: Br
     assert unlabeled == 0
     await assert_texts_from_catalogue(page, lang)
     await screenshot(page, f"finished-375px-{lang}.png")
+
+
+async def test_a_link_to_a_request_opened_elsewhere_shows_it_cannot_be_shown_there(
+    stack: Stack, browser: Browser
+) -> None:
+    page = await open_page(browser, stack.page_url)
+    await submit_preset(page, "kazan-two-drivers")
+    request_id = request_id_of(page)
+    await wait_for_summary(page)
+    # The same link in another browser (its own storage): no access token, so nothing of the
+    # request is shown, only that it cannot be shown here.
+    elsewhere = await open_page(browser, f"{stack.page_url}?request={request_id}")
+    await wait_for(elsewhere, "document.querySelector('[data-testid=session]').dataset.state === 'failed'")
+    summary = await elsewhere.locator("[data-testid=summary]").inner_text()
+    assert "только во вкладке" in summary
+    assert await elsewhere.locator("[data-testid=offer]").count() == 0

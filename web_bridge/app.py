@@ -10,6 +10,9 @@ endpoints, and the page's static files.
 | `GET /healthz` | liveness: the process answers |
 | `GET /readyz` | readiness: the aggregator's grpc.health.v1 status is SERVING, else 503 |
 | `GET /` and `GET /<file>` | the page: index.html and every file of the static directory |
+
+Every response carries the security headers, and every API call the origin check, of
+web_bridge.security.
 """
 
 from __future__ import annotations
