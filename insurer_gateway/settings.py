@@ -50,6 +50,7 @@ from insurer_gateway.retry import RetryPolicy
 from osago_common import insurers
 from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.tls import TlsFiles, tls_from_env
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,11 @@ class GatewaySettings:
     # used for `redis_retry_s` before Redis is tried again.
     redis_timeout_s: float = 0.25
     redis_retry_s: float = 1.0
+    # mTLS (osago_common.tls): only clients with a certificate our CA issued (the aggregator)
+    # may call; None: the dev mode, plaintext.
+    tls: TlsFiles | None = None
+    # Plaintext grpc.health.v1 alone, for probes that cannot speak TLS.
+    health_bind: str | None = None
 
     def __post_init__(self) -> None:
         if not self.insurer_id:
@@ -205,6 +211,8 @@ class GatewaySettings:
                 "breaker_window_type", "OSAGO_GATEWAY_BREAKER_WINDOW_TYPE", cls.breaker_window_type
             ),
             "redis_url": env.get("OSAGO_REDIS_URL") or None,
+            "tls": tls_from_env(env),
+            "health_bind": env.get("OSAGO_GATEWAY_HEALTH_BIND") or None,
         }
         for field, variable in _NUMBERS.items():
             default = getattr(cls, field)
