@@ -31,8 +31,10 @@ from insurer_gateway.settings import GatewaySettings
 from insurer_gateway.transport import AiohttpTransport, open_session
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.env import SettingsError
+from osago_common.grpc_guard import CertificateAuth, Guard
 from osago_common.grpc_server import ServiceServer
 from osago_common.serving import until_signalled
+from osago_common.tls import warn_if_insecure
 
 # The Redis key of an insurer's quota, followed by the insurer id; every replica uses the same.
 RATE_LIMIT_KEY_PREFIX = "osago:ratelimit:"
@@ -69,7 +71,13 @@ class GatewayService:
             else:
                 flow = OfferFlow(s, DIALECTS[s.dialect], transport, self._clock, guard)
             self.servicer = GatewayServicer(s, flow, self._clock, self._clock.now())
-            server = ServiceServer(s.bind)
+            warn_if_insecure(s.tls)
+            server = ServiceServer(
+                s.bind,
+                credentials=s.tls.server_credentials(require_client_cert=True) if s.tls else None,
+                interceptors=[Guard(CertificateAuth(s.tls.allowed_peers if s.tls else (), dev=s.tls is None))],
+                health_bind=s.health_bind,
+            )
             gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(self.servicer, server.server)
             server.add_service_name(SERVICE_NAME)
             self._server = server

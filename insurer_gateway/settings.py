@@ -58,6 +58,7 @@ from insurer_gateway.retry import RetryPolicy
 from osago_common import insurers
 from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.tls import TlsFiles, tls_from_env
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,11 @@ class GatewaySettings:
     callback_poll_factor: float = 2.0
     callback_poll_min_s: float = 1.0
     callback_poll_default_s: float = 10.0
+    # mTLS (osago_common.tls): only clients with a certificate our CA issued (the aggregator)
+    # may call; None: the dev mode, plaintext.
+    tls: TlsFiles | None = None
+    # Plaintext grpc.health.v1 alone, for probes that cannot speak TLS.
+    health_bind: str | None = None
 
     @property
     def callbacks(self) -> bool:
@@ -258,6 +264,8 @@ class GatewaySettings:
             "callback_bind": text("callback_bind", "OSAGO_GATEWAY_CALLBACK_BIND", cls.callback_bind),
             "callback_base_url": (env.get("OSAGO_GATEWAY_CALLBACK_BASE_URL") or "").rstrip("/") or None,
             "callback_secret": env.get("OSAGO_GATEWAY_CALLBACK_SECRET") or None,
+            "tls": tls_from_env(env),
+            "health_bind": env.get("OSAGO_GATEWAY_HEALTH_BIND") or None,
         }
         for field, variable in _NUMBERS.items():
             default = getattr(cls, field)

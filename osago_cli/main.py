@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--aggregators", type=int, default=1, help="aggregator instances (more than one: --backend shared)")
     up.add_argument("--gateway-replicas", type=int, default=1, help="gateway processes per insurer")
     up.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS on every gRPC link and mTLS, with a CA made for this run (default: the dev mode, plaintext)",
+    )
+    up.add_argument(
         "--postgres-url",
         default=os.environ.get("OSAGO_POSTGRES_URL") or None,
         help="the shared backend's Postgres (OSAGO_POSTGRES_URL; default: a private server, installed binaries)",
@@ -135,6 +140,15 @@ def _parser() -> argparse.ArgumentParser:
     failover.add_argument("--postgres-url", default=None, help="Postgres to use (default: a private server)")
     failover.add_argument("--redis-url", default=None, help="Redis to use (default: a private server)")
     failover.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
+
+    fuzz = benches.add_parser(
+        "fuzz",
+        help="malformed input on every entry point of a secure mesh; fails on a crash, a 5xx, UNKNOWN or INTERNAL",
+    )
+    fuzz.add_argument("--json", action="store_true", help="the report as one JSON object")
+    fuzz.add_argument("--seconds", type=float, default=60.0, help="how long to send (default %(default)s)")
+    fuzz.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    fuzz.add_argument("--concurrency", type=int, default=8, help="senders at once (default %(default)s)")
 
     health = commands.add_parser("health", help="check a gRPC service's grpc.health.v1 status (exit 0 when SERVING)")
     health.add_argument("--target", required=True, help="host:port, or any gRPC target such as dns:///name:port")
@@ -207,6 +221,7 @@ def _run(args: argparse.Namespace) -> int:
                 gateway_replicas=args.gateway_replicas,
                 postgres_url=args.postgres_url if shared else None,
                 redis_url=args.redis_url if shared else None,
+                secure=args.secure,
             )
         except ValueError as error:
             print(f"osago up: {error}", file=sys.stderr)
@@ -266,6 +281,11 @@ def _run(args: argparse.Namespace) -> int:
         from osago_bench.cli import DEFAULT_APPLICATION, run_faults
         from osago_bench.faults import MatrixConfig
 
+        if args.bench == "fuzz":
+            from osago_bench.fuzz import FuzzConfig, run_fuzz_command
+
+            fuzz_config = FuzzConfig(seconds=args.seconds, seed=args.seed, concurrency=args.concurrency)
+            return asyncio.run(run_fuzz_command(fuzz_config, as_json=args.json))
         application = Path(args.file) if args.file else DEFAULT_APPLICATION
         if args.bench == "failover":
             from osago_bench.cli import run_failover_command

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import grpc
 from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from osago_common.grpc_errors import field_violations
@@ -18,11 +18,19 @@ class QuoteError(Exception):
     """A call failed. `code` is the gRPC status code's name ("INVALID_ARGUMENT", "UNAVAILABLE",
     ...); `field_violations` lists (field, description) pairs of a rejected application."""
 
-    def __init__(self, code: str, message: str, field_violations: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        field_violations: Sequence[tuple[str, str]] = (),
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.field_violations: list[tuple[str, str]] = list(field_violations)
+        # From google.rpc.RetryInfo (RESOURCE_EXHAUSTED): how long to wait before trying again.
+        self.retry_after_s = retry_after_s
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> QuoteError:
@@ -31,7 +39,15 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> QuoteError:
     name = str(code.name) if isinstance(code, grpc.StatusCode) else "UNKNOWN"
     message = str(error.details() or "")
     status = _rich_status(error)
-    return QuoteError(name, message, field_violations(status) if status else [])
+    return QuoteError(name, message, field_violations(status) if status else [], _retry_after(status))
+
+
+def _retry_after(status: status_pb2.Status | None) -> float | None:
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return float(info.retry_delay.ToTimedelta().total_seconds())
+    return None
 
 
 def _rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:

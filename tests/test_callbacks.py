@@ -35,6 +35,7 @@ from osago_mesh.local import LocalMesh, start_mesh
 from osago_mesh.servers import redis_server
 from tests.conftest import load_example
 from tests.test_gateway_callbacks import SECRET, completed
+from tests.test_gateway_offers import DEV_ENV
 from tests.test_gateway_service import make_application
 
 pytestmark = pytest.mark.functional
@@ -401,7 +402,8 @@ async def two_replicas(redis_url: str) -> AsyncIterator[tuple[SimServer, Gateway
         await sim.start()
         stack.push_async_callback(sim.stop)
         settings = GatewaySettings.from_env(
-            {
+            DEV_ENV
+            | {
                 "OSAGO_GATEWAY_INSURER": "sovcom",
                 "OSAGO_GATEWAY_BASE_URL": sim.insurer_url("sovcom"),
                 "OSAGO_GATEWAY_CALLBACK_SECRET": SECRET,

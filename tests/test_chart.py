@@ -130,10 +130,11 @@ def test_adding_an_insurer_adds_its_gateway_and_the_aggregator_asks_it(helm: Pat
 
     hook = find(docs, "Pod", "osago-test-health")
     checks = {c["name"]: c["args"] for c in hook["spec"]["containers"]}
+    # Under TLS (the default) the hook checks the plaintext health port, as the probes do.
     assert checks["gateway-zetta"][:3] == [
         "health",
         "--target",
-        "dns:///osago-gw-zetta-headless.osago.svc.cluster.local:50051",
+        "dns:///osago-gw-zetta-headless.osago.svc.cluster.local:8086",
     ]
 
 
@@ -307,3 +308,45 @@ def test_alerts_and_dashboard_use_only_exported_metrics() -> None:
         "OsagoSessionsShed",
         "OsagoEventDeliveryLagHigh",
     } <= {r["alert"] for g in yaml.safe_load(alerts)["groups"] for r in g["rules"]}
+
+
+@pytest.mark.functional
+def test_services_get_their_certificates_tokens_and_limits_from_secrets(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, "-f", str(CHART / "values-production.yaml"))
+    aggregator = find(docs, "Deployment", "osago-aggregator")
+    env = env_of(aggregator)
+    container = aggregator["spec"]["template"]["spec"]["containers"][0]
+    assert (env["OSAGO_TLS_CERT"], env["OSAGO_TLS_KEY"], env["OSAGO_TLS_CA"]) == (
+        "/etc/osago/tls/tls.crt",
+        "/etc/osago/tls/tls.key",
+        "/etc/osago/tls/ca.crt",
+    )
+    assert "OSAGO_DEV_INSECURE" not in env
+    keys = next(e for e in container["env"] if e["name"] == "OSAGO_ACCESS_TOKEN_KEYS")
+    assert keys["valueFrom"]["secretKeyRef"] == {"name": "osago-access-tokens", "key": "keys"}
+    assert env["OSAGO_AGGREGATOR_JWT_BIND"] == "0.0.0.0:50052" and env["OSAGO_JWT_JWKS"] == "/etc/osago/jwt/jwks.json"
+    volumes = {v["name"]: v for v in aggregator["spec"]["template"]["spec"]["volumes"]}
+    sources = [s["secret"]["name"] for s in volumes["tls"]["projected"]["sources"]]
+    assert sources == ["osago-aggregator-tls", "osago-ca"]
+    assert volumes["jwks"]["secret"]["secretName"] == "osago-core-app-jwks"
+    # Probes on the plaintext health port: the kubelet's gRPC probe cannot speak TLS.
+    assert container["readinessProbe"]["grpc"]["port"] == 8086
+    assert env["OSAGO_AGGREGATOR_HEALTH_BIND"] == "0.0.0.0:8086"
+    gateway_env = env_of(find(docs, "Deployment", "osago-gw-alfa"))
+    assert gateway_env["OSAGO_TLS_ALLOWED_PEERS"] == "osago-aggregator"
+    bridge_env = env_of(find(docs, "Deployment", "osago-web-bridge"))
+    assert (
+        bridge_env["OSAGO_TLS_SERVER_NAME"] == "osago-aggregator"
+        and bridge_env["OSAGO_BRIDGE_TRUST_FORWARDED"] == "true"
+    )
+    envoy = find(docs, "ConfigMap", "osago-envoy")["data"]["envoy.yaml"]
+    assert "DownstreamTlsContext" in envoy and "UpstreamTlsContext" in envoy
+
+
+@pytest.mark.functional
+def test_without_tls_the_chart_runs_the_loud_dev_mode(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, "--set", "tls.enabled=false", "--set", "accessTokens.existingSecret=")
+    env = env_of(find(docs, "Deployment", "osago-aggregator"))
+    assert env["OSAGO_DEV_INSECURE"] == "true" and "OSAGO_TLS_CERT" not in env
+    envoy = find(docs, "ConfigMap", "osago-envoy")["data"]["envoy.yaml"]
+    assert "transport_socket: null  # @aggregator_tls" in envoy

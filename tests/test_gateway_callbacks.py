@@ -40,6 +40,7 @@ from insurer_gateway.signatures import Verdict, verify
 from osago_common.clock import FakeClock
 from osago_common.env import SettingsError
 from tests.test_gateway_dialects import make_application
+from tests.test_gateway_offers import DEV_ENV
 
 SECRET = "shared-with-the-insurer-0123456789"
 HOOK = "https://callbacks.osago.example/callbacks/sovcom"
@@ -526,7 +527,8 @@ async def test_a_refused_create_fails_declined_without_waiting() -> None:
 
 def test_callback_settings_are_read_from_the_environment_and_the_secret_never_shown() -> None:
     s = GatewaySettings.from_env(
-        {
+        DEV_ENV
+        | {
             "OSAGO_GATEWAY_INSURER": "sovcom",
             "OSAGO_GATEWAY_BASE_URL": "http://sim/insurers/sovcom",
             "OSAGO_GATEWAY_CALLBACK_BIND": "0.0.0.0:8090",
@@ -549,7 +551,7 @@ def test_callback_settings_are_read_from_the_environment_and_the_secret_never_sh
     assert (s.callback_window_s, s.callback_keep_s) == (120.0, 900.0)
     assert (s.callback_poll_factor, s.callback_poll_min_s, s.callback_poll_default_s) == (3.0, 2.0, 20.0)
     assert SECRET not in repr(s)
-    rest = GatewaySettings.from_env({"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://x"})
+    rest = GatewaySettings.from_env(DEV_ENV | {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://x"})
     assert rest.callbacks is False  # and needs no secret
 
 

@@ -6,7 +6,9 @@ JSON 500 "internal error" with a trace id in the log, never internal text.
 |---|---|---|
 | INVALID_ARGUMENT | 400 `invalid request` + `fieldViolations` | 4400 |
 | NOT_FOUND | 404 `not found` | 4404 |
-| UNAVAILABLE, RESOURCE_EXHAUSTED, CANCELLED | 503 `upstream unavailable` | 1013 (try again) |
+| PERMISSION_DENIED | 403 `forbidden` (the same whether or not the request exists) | 4403 |
+| RESOURCE_EXHAUSTED | 429 `too many requests` + `Retry-After` (from google.rpc.RetryInfo) | 1013 (try again) |
+| UNAVAILABLE, CANCELLED | 503 `upstream unavailable` | 1013 (try again) |
 | DEADLINE_EXCEEDED | 504 `upstream timeout` | 4504 |
 | anything else | 502 `upstream error` (trace id) | 1011 |
 """
@@ -14,6 +16,7 @@ JSON 500 "internal error" with a trace id in the log, never internal text.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ PARAMETERS = {"idempotency_key": "Idempotency-Key", "time_limit": "timeLimitS", 
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
+CLOSE_FORBIDDEN = 4403
 CLOSE_TIMEOUT = 4504
 CLOSE_TRY_AGAIN = 1013
 CLOSE_INTERNAL = 1011
@@ -69,6 +73,7 @@ class Upstream:
     status: int
     close_code: int
     payload: Body
+    headers: dict[str, str] | None = None
 
 
 def from_grpc(error: grpc.aio.AioRpcError) -> Upstream:
@@ -81,7 +86,16 @@ def from_grpc(error: grpc.aio.AioRpcError) -> Upstream:
         return Upstream(400, CLOSE_BAD_REQUEST, invalid(violations))
     if failure.code == "NOT_FOUND":
         return Upstream(404, CLOSE_NOT_FOUND, body("not found", "no such quote request"))
-    if failure.code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"):
+    if failure.code == "PERMISSION_DENIED":
+        text = "present the access token returned when this quote request was created"
+        return Upstream(403, CLOSE_FORBIDDEN, body("forbidden", text))
+    if failure.code == "RESOURCE_EXHAUSTED":
+        wait = max(1, math.ceil(failure.retry_after_s or 1.0))
+        text = f"too many requests; retry in {wait} s"
+        return Upstream(
+            429, CLOSE_TRY_AGAIN, body("too many requests", text, retryAfterS=wait), {"Retry-After": str(wait)}
+        )
+    if failure.code in ("UNAVAILABLE", "CANCELLED"):
         text = "the quote service is unavailable; try again shortly"
         return Upstream(503, CLOSE_TRY_AGAIN, body("upstream unavailable", text))
     if failure.code == "DEADLINE_EXCEEDED":

@@ -373,6 +373,15 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
 {{- range $v.envoy.allowedOriginRegexes -}}
 {{- $origins = append $origins (dict "safe_regex" (dict "regex" .)) -}}
 {{- end -}}
+{{- /* `index` of a missing key is nil, which the slot renders as JSON null: plaintext. */ -}}
+{{- $listenerTls := index (dict) "none" -}}
+{{- if $v.envoy.tls.existingSecret -}}
+{{- $listenerTls = include "osago.envoyListenerTls" . | fromJson -}}
+{{- end -}}
+{{- $aggregatorTls := index (dict) "none" -}}
+{{- if $v.tls.enabled -}}
+{{- $aggregatorTls = include "osago.envoyAggregatorTls" . | fromJson -}}
+{{- end -}}
 {{- $slots := dict
   "admin_port" (int $v.envoy.adminPort)
   "listen_host" "0.0.0.0"
@@ -384,6 +393,8 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
   "ratelimit_max_tokens" (int $v.envoy.rateLimit.maxTokens)
   "ratelimit_tokens_per_fill" (int $v.envoy.rateLimit.tokensPerFill)
   "ratelimit_fill_interval" (printf "%.3fs" (float64 $v.envoy.rateLimit.fillIntervalSeconds))
+  "listener_tls" $listenerTls
+  "aggregator_tls" $aggregatorTls
 -}}
 {{- $text := .Files.Get "files/envoy.yaml" -}}
 {{- range $found := regexFindAll "(?m)[ \\t]+#[ \\t]*@[a-z_]+[ \\t]*$" $text -1 -}}
@@ -401,6 +412,20 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
 {{- $text = regexReplaceAll $pattern $text (printf "${1}%s${2}" $json) -}}
 {{- end -}}
 {{- $text -}}
+{{- end -}}
+
+{{/* Envoy's HTTPS for browsers (envoy.tls.existingSecret), as JSON. */}}
+{{- define "osago.envoyListenerTls" -}}
+{{- $files := dict "certificate_chain" (dict "filename" "/etc/envoy-tls/public/tls.crt") "private_key" (dict "filename" "/etc/envoy-tls/public/tls.key") -}}
+{{- $context := dict "alpn_protocols" (list "h2" "http/1.1") "tls_params" (dict "tls_minimum_protocol_version" "TLSv1_2") "tls_certificates" (list $files) -}}
+{{- dict "name" "envoy.transport_sockets.tls" "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" "common_tls_context" $context) | toJson -}}
+{{- end -}}
+
+{{/* Envoy's mTLS toward the aggregators (tls.enabled), as JSON. */}}
+{{- define "osago.envoyAggregatorTls" -}}
+{{- $files := dict "certificate_chain" (dict "filename" "/etc/envoy-tls/upstream/tls.crt") "private_key" (dict "filename" "/etc/envoy-tls/upstream/tls.key") -}}
+{{- $context := dict "alpn_protocols" (list "h2") "tls_certificates" (list $files) "validation_context" (dict "trusted_ca" (dict "filename" "/etc/envoy-tls/upstream/ca.crt")) -}}
+{{- dict "name" "envoy.transport_sockets.tls" "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" "common_tls_context" $context "sni" .Values.tls.aggregatorServerName) | toJson -}}
 {{- end -}}
 
 {{/* Refuses values that would render a broken mesh, each with the value to fix. */}}
@@ -468,6 +493,18 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
 {{- end -}}
 {{- if and $v.envoy.enabled (not (or $v.envoy.allowedOrigins $v.envoy.allowedOriginRegexes)) -}}
 {{- $messages = append $messages "envoy.allowedOrigins / envoy.allowedOriginRegexes: list at least one browser origin" -}}
+{{- end -}}
+{{- if and $v.tls.enabled (not $v.accessTokens.existingSecret) -}}
+{{- $messages = append $messages "accessTokens.existingSecret: with tls.enabled every aggregator needs the same access-token keys (OSAGO_ACCESS_TOKEN_KEYS) from a Secret" -}}
+{{- end -}}
+{{- if and $v.tls.enabled (not (and $v.tls.caSecret $v.tls.secrets.aggregator $v.tls.secrets.gateway $v.tls.secrets.webBridge $v.tls.secrets.envoy)) -}}
+{{- $messages = append $messages "tls.caSecret and tls.secrets.*: with tls.enabled every service needs its certificate Secret and the CA" -}}
+{{- end -}}
+{{- if and $v.jwt.enabled (not $v.jwt.jwksSecret) -}}
+{{- $messages = append $messages "jwt.jwksSecret: the JWT port needs the JWKS of the signing keys" -}}
+{{- end -}}
+{{- if and $v.jwt.enabled (not $v.tls.enabled) -}}
+{{- $messages = append $messages "jwt.enabled: bearer tokens travel only over TLS; set tls.enabled" -}}
 {{- end -}}
 {{- if and $v.metrics.podMonitor.enabled (not $v.metrics.enabled) -}}
 {{- $messages = append $messages "metrics.podMonitor.enabled: needs metrics.enabled (the services serve no metrics port otherwise)" -}}
@@ -551,4 +588,58 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+TLS of one osago service (osago_common.tls): its certificate from its kubernetes.io/tls Secret and
+the CA, mounted at /etc/osago/tls; or, with tls.enabled false, the loud dev mode.
+(dict "ctx" $ "secret" .Values.tls.secrets.aggregator).
+*/}}
+{{- define "osago.tlsEnv" -}}
+{{- if .ctx.Values.tls.enabled }}
+- name: OSAGO_TLS_CERT
+  value: /etc/osago/tls/tls.crt
+- name: OSAGO_TLS_KEY
+  value: /etc/osago/tls/tls.key
+- name: OSAGO_TLS_CA
+  value: /etc/osago/tls/ca.crt
+{{- else }}
+- name: OSAGO_DEV_INSECURE
+  value: "true"
+{{- end }}
+{{- end -}}
+
+{{- define "osago.tlsVolumeMount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/osago/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The service's certificate and key and the CA, in one directory: (dict "ctx" $ "secret" name). */}}
+{{- define "osago.tlsVolume" -}}
+{{- if .ctx.Values.tls.enabled }}
+- name: tls
+  projected:
+    defaultMode: 0440
+    sources:
+      - secret:
+          name: {{ .secret }}
+          items:
+            - key: tls.crt
+              path: tls.crt
+            - key: tls.key
+              path: tls.key
+      - secret:
+          name: {{ .ctx.Values.tls.caSecret }}
+          items:
+            - key: {{ .ctx.Values.tls.caSecretKey }}
+              path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{/* The port kubelet's gRPC probes use: the plaintext health port under TLS, else the service's. */}}
+{{- define "osago.probePort" -}}
+{{- ternary .ctx.Values.tls.healthPort .port .ctx.Values.tls.enabled -}}
 {{- end -}}
