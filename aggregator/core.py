@@ -21,6 +21,7 @@ from typing import Any
 
 from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2, quote_pb2
 
+from aggregator.admission import Admission
 from aggregator.bus import BusUnavailable, EventBus
 from aggregator.cache import ResultCache
 from aggregator.live import is_final
@@ -31,15 +32,18 @@ from aggregator.shedding import LoadShedding, LoopLag
 from aggregator.store import RUNNING, RequestRecord, RequestStore, StoreUnavailable
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.dates import default_policy_start, moscow_today
-from osago_common.validation import FieldViolation, validate_application
+from osago_common.validation import FieldViolation, normalise_text, normalise_vin, validate_application
 
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 128
+MAX_REQUEST_ID = 128
 # A follower on another instance waits this long on the bus before looking again.
 BUS_WAIT_S = 5.0
 # How often a follower reads the store when the bus cannot help (missing stream, bus down).
 STORE_POLL_S = 1.0
+# Requests whose personal data one purge statement erases.
+PURGE_BATCH = 500
 
 
 class InvalidRequest(ValueError):
@@ -57,6 +61,17 @@ class NotFound(LookupError):
 class Unavailable(Exception):
     """This instance cannot serve the call now (storage unreachable, shutting down); another
     instance, or a retry in a moment, can. The message says why, without internal detail."""
+
+
+def check_request_id(request_id: str) -> None:
+    """A request id the API could have given: 1 to 128 printable ASCII characters (ids are 128
+    random bits, hex: unguessable)."""
+    if not request_id:
+        raise InvalidRequest([FieldViolation("request_id", "is required")])
+    if len(request_id) > MAX_REQUEST_ID or not (request_id.isascii() and request_id.isprintable()):
+        raise InvalidRequest(
+            [FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} printable ASCII characters")]
+        )
 
 
 def new_instance_id(name: str = "") -> str:
@@ -78,6 +93,7 @@ class Aggregator:
         *,
         owner: str | None = None,
         shared: bool = False,
+        admission: Admission | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -87,6 +103,7 @@ class Aggregator:
         self._new_id = new_id
         # With a shared store a draining instance hands its sessions over; alone it finishes them.
         self._shared = shared
+        self._admission = admission
         self.runner = SessionRunner(
             settings, source, store, bus, cache, clock, owner or new_instance_id(settings.instance_name)
         )
@@ -110,9 +127,11 @@ class Aggregator:
         return self.runner.owner
 
     def start(self) -> None:
-        """Starts keeping this instance's lease and taking over orphaned sessions, and measuring
-        the event loop's lag when load shedding watches it."""
+        """Starts keeping this instance's lease and taking over orphaned sessions, the purge of
+        personal data past its retention, and measuring the event loop's lag when load shedding
+        watches it."""
         self._upkeep = asyncio.create_task(self.runner.maintain(), name="session-upkeep")
+        self._spawn(self._purge_regularly(), "personal-data-purge")
         if self.shedding.watches_lag:
             self._spawn(self.shedding.lag.run(), "loop-lag")
 
@@ -122,6 +141,33 @@ class Aggregator:
         if upkeep is not None:
             upkeep.cancel()
             await asyncio.gather(upkeep, return_exceptions=True)
+
+    async def _purge_regularly(self) -> None:
+        while True:
+            try:
+                await self.purge_personal_data()
+            except Exception:
+                log.exception("the purge of personal data failed; it runs again later")
+            await self._clock.sleep(self._settings.purge_interval_s)
+
+    async def purge_personal_data(self) -> int:
+        """Erases the personal data of finished requests created more than
+        `personal_data_retention_s` ago (the insurers' answers and the events stay). Every
+        instance may run it at once: each request is purged once. Returns how many were."""
+        now = self._clock.now()
+        before = now - timedelta(seconds=self._settings.personal_data_retention_s)
+        total = 0
+        while True:
+            try:
+                purged = await self._store.purge_personal(before, now, PURGE_BATCH)
+            except StoreUnavailable:
+                break
+            total += purged
+            if purged < PURGE_BATCH:
+                break
+        if total:
+            log.info("erased the personal data of %d finished requests", total)
+        return total
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -136,12 +182,15 @@ class Aggregator:
         *,
         customer_id: str = "",
         fresh: bool = False,
+        limit_key: str = "",
     ) -> tuple[RequestRecord, bool]:
         """Validates and stores a request and starts its session; with an idempotency key the
         customer already used for the same application, returns that request (flag False) and
         starts nothing. Unless `fresh`, offers of an identical application still in the cache of
         results are given at once (marked from the cache) and those insurers are not asked.
-        Raises Busy, before storing anything, while this instance is saturated (load shedding)."""
+        A valid request beyond the rate limits of `limit_key` (admission) raises RateLimited; one
+        arriving while this instance is saturated raises Busy (load shedding), before anything
+        is stored."""
         violations: list[FieldViolation] = []
         today = moscow_today(self._clock)
         if application is None:
@@ -150,18 +199,23 @@ class Aggregator:
             violations += validate_application(application, today)
         if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             violations.append(FieldViolation("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"))
+        elif not idempotency_key.isprintable():
+            violations.append(FieldViolation("idempotency_key", "must not contain control characters"))
         if time_limit_s is not None and time_limit_s <= 0:
             violations.append(FieldViolation("time_limit", "must be positive"))
         if violations:
             raise InvalidRequest(violations)
         assert application is not None
+        # Before anything is stored or counted: a refusal costs the saturated instance next to
+        # nothing, and no customer's rate limit. (A retried idempotency key is refused too
+        # meanwhile; retried later, it finds its request.)
+        self.shedding.admit(len(self.runner.running))
+        if self._admission is not None:
+            self._admission.admit(limit_key)
         if not self._accepting:
             raise Unavailable("this instance is shutting down; please retry")
         if not self.backends_ok:
             raise Unavailable("the quote service's storage is unavailable; please retry in a moment")
-        # Before anything is stored: a refusal costs the saturated instance next to nothing. (A
-        # retried idempotency key is refused too meanwhile; retried later, it finds its request.)
-        self.shedding.admit(len(self.runner.running))
         application = normalised(application, today)
         limit = min(self._settings.session_limit_s, time_limit_s or self._settings.session_limit_s)
         now = self._clock.now()
@@ -223,8 +277,7 @@ class Aggregator:
         wherever it runs: this instance's live stream, else the bus, else the store."""
         if after_seq < 0:
             raise InvalidRequest([FieldViolation("after_seq", "must not be negative")])
-        if not request_id:
-            raise InvalidRequest([FieldViolation("request_id", "is required")])
+        check_request_id(request_id)
         self._watchers[request_id] += 1
         try:
             last = after_seq
@@ -335,8 +388,7 @@ class Aggregator:
 
     async def snapshot(self, request_id: str) -> aggregator_service_pb2.QuoteRequest:
         """The request with everything gathered so far, folded from its events."""
-        if not request_id:
-            raise InvalidRequest([FieldViolation("request_id", "is required")])
+        check_request_id(request_id)
         record = await self._get(request_id)
         try:
             logged = await self._store.events(request_id)
@@ -390,9 +442,13 @@ class Aggregator:
 
 def normalised(application: application_pb2.Application, today: date) -> application_pb2.Application:
     """The application every insurer is sent: defaults made explicit, so all insurers quote the
-    same policy (an empty start date means tomorrow, Moscow time; no months of use means 12)."""
+    same policy (an empty start date means tomorrow, Moscow time; no months of use means 12),
+    and every text in Unicode NFC with its surrounding spaces trimmed."""
     result = application_pb2.Application()
     result.CopyFrom(application)
+    normalise_text(result)
+    if result.vehicle.vin:
+        result.vehicle.vin = normalise_vin(result.vehicle.vin)
     if not result.policy_start_date:
         result.policy_start_date = default_policy_start(today).isoformat()
     if result.usage_months == 0:

@@ -9,9 +9,12 @@ from typing import NoReturn, TypeVar
 
 import grpc
 
+from aggregator.access import AccessDenied
+from aggregator.admission import RateLimited
 from aggregator.core import InvalidRequest, NotFound, Unavailable
 from aggregator.shedding import Busy
-from osago_common.grpc_errors import abort_invalid, resource_exhausted
+from osago_common.grpc_errors import abort_invalid
+from osago_common.grpc_guard import resource_exhausted
 from osago_common.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,10 @@ async def abort_for(context: grpc.aio.ServicerContext[Req, Resp], error: Excepti
     trace's, else a random one), never internal text."""
     if isinstance(error, InvalidRequest):
         await abort_invalid(context, ((v.field, v.description) for v in error.violations))
+    if isinstance(error, AccessDenied):
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
+    if isinstance(error, RateLimited):
+        await context.abort_with_status(resource_exhausted(str(error), error.retry_after_s))
     if isinstance(error, NotFound):
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such quote request")
     if isinstance(error, Unavailable):

@@ -13,6 +13,7 @@ from osago_common import tracing
 from osago_common.breaker import BreakerConfig, CircuitBreaker
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_options import CallRetry, balanced, channel_options
+from osago_common.tls import TlsFiles
 
 Reason = quote_pb2.FailureReason
 
@@ -67,7 +68,10 @@ class GrpcGateways:
         endpoints: tuple[GatewayEndpoint, ...],
         breaker: BreakerConfig | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        *,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """With `tls`, every gateway is called over mTLS with this service's certificate."""
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, gateway_service_pb2_grpc.InsurerGatewayServiceStub] = {}
         self.breakers = {e.insurer_id: CircuitBreaker(breaker or BreakerConfig(), clock) for e in endpoints}
@@ -77,7 +81,11 @@ class GrpcGateways:
         self._clock = clock
         for endpoint in endpoints:
             options = SPREAD_CHANNEL_OPTIONS if balanced(endpoint.target) else CHANNEL_OPTIONS
-            channel = grpc.aio.insecure_channel(endpoint.target, options=options)
+            if tls is None:
+                channel = grpc.aio.insecure_channel(endpoint.target, options=options)
+            else:
+                options = (*options, *tls.channel_options())
+                channel = grpc.aio.secure_channel(endpoint.target, tls.channel_credentials(), options=options)
             self._channels[endpoint.insurer_id] = channel
             self._stubs[endpoint.insurer_id] = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel)
 

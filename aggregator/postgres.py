@@ -311,6 +311,11 @@ class PostgresRequestStore:
         async with self._conn() as conn:
             await conn.execute(QUERIES["forget"], {"id": request_id})
 
+    async def purge_personal(self, before: datetime, now: datetime, limit: int) -> int:
+        async with self._conn() as conn:
+            cursor = await conn.execute(QUERIES["purge_personal"], {"before": before, "now": now, "limit": limit})
+            return int(cursor.rowcount)
+
     async def drop_instance(self, owner: str) -> None:
         """Forgets an instance that stops (its sessions were released or finished)."""
         async with self._conn() as conn:

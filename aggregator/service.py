@@ -11,6 +11,9 @@ import sys
 from grpc_health.v1 import health_pb2
 from osago.v1 import aggregator_service_pb2, aggregator_service_pb2_grpc
 
+from aggregator.access import AccessKeys, AccessTokens
+from aggregator.admission import Admission
+from aggregator.auth import AggregatorAuth
 from aggregator.bus import EventBus, MemoryEventBus, RedisEventBus
 from aggregator.cache import MemoryResultCache, RedisResultCache, ResultCache
 from aggregator.core import Aggregator
@@ -20,8 +23,11 @@ from aggregator.servicer import AggregatorServicer
 from aggregator.settings import AggregatorSettings
 from aggregator.store import MemoryRequestStore, RequestStore
 from osago_common.clock import SYSTEM_CLOCK, Clock
+from osago_common.grpc_guard import Guard
 from osago_common.grpc_server import ServiceServer
+from osago_common.service_tokens import TokenVerifier
 from osago_common.serving import until_signalled
+from osago_common.tls import warn_if_insecure
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +48,14 @@ class AggregatorService:
         self.aggregator: Aggregator | None = None
         self._server: ServiceServer | None = None
         self.port = 0
+        self.jwt_port = 0
+        self.health_port = 0
+        self.guard: Guard | None = None
 
     async def start(self) -> int:
         s = self.settings
-        gateways = GrpcGateways(s.gateways, s.breaker(), self._clock)
+        warn_if_insecure(s.tls)
+        gateways = GrpcGateways(s.gateways, s.breaker(), self._clock, tls=s.tls)
         self._stack.push_async_callback(gateways.close)
         store: RequestStore
         bus: EventBus
@@ -56,16 +66,44 @@ class AggregatorService:
             bus, cache = redis_bus, RedisResultCache(redis_bus.client)
         else:
             store, bus, cache = MemoryRequestStore(), MemoryEventBus(self._clock), MemoryResultCache(self._clock)
-        aggregator = Aggregator(s, gateways, store, bus, cache, self._clock, shared=bool(s.postgres_url))
+        total, per_customer = s.create_rates()
+        aggregator = Aggregator(
+            s,
+            gateways,
+            store,
+            bus,
+            cache,
+            self._clock,
+            shared=bool(s.postgres_url),
+            admission=Admission(total, per_customer, self._clock),
+        )
         self.aggregator = aggregator
         self._stack.push_async_callback(aggregator.close)
         aggregator.start()
-        server = ServiceServer(s.bind, maximum_concurrent_rpcs=s.max_concurrent_rpcs)
+        verifier = TokenVerifier(s.jwt, self._clock) if s.jwt is not None else None
+        guard = Guard(
+            AggregatorAuth(verifier, dev=s.dev, allowed_peers=s.tls.allowed_peers if s.tls else ()),
+            streams=s.stream_limits(),
+        )
+        self.guard = guard
+        server = ServiceServer(
+            s.bind,
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
+            credentials=s.tls.server_credentials(require_client_cert=True) if s.tls else None,
+            interceptors=[guard],
+            max_receive_bytes=s.max_message_bytes,
+            health_bind=s.health_bind,
+        )
+        if s.jwt_bind and s.tls is not None:
+            server.add_port(s.jwt_bind, s.tls.server_credentials(require_client_cert=False))
+        keys = s.access_keys or AccessKeys.generate()
         aggregator_service_pb2_grpc.add_AggregatorServiceServicer_to_server(
-            AggregatorServicer(aggregator), server.server
+            AggregatorServicer(aggregator, AccessTokens(keys, s.access_token_ttl_s, self._clock)), server.server
         )
         server.add_service_name(SERVICE_NAME)
         self.port = await server.start()
+        self.jwt_port = server.ports[0] if server.ports else 0
+        self.health_port = server.health_port
         self._server = server
         self._stack.push_async_callback(server.stop, 1.0)
         monitor = asyncio.create_task(self._watch_backends(aggregator, server), name="backend-health")
@@ -107,6 +145,8 @@ async def serve_forever(settings: AggregatorSettings) -> None:
     service = AggregatorService(settings)
     port = await service.start()
     host = settings.bind.rsplit(":", 1)[0]
+    if service.jwt_port:
+        log.info("bearer-token port %s", service.jwt_port)
     print(f"listening {host}:{port}", flush=True)
     try:
         await until_signalled()

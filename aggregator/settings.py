@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from aggregator.access import AccessKeys
+from aggregator.admission import Rate
 from osago_common import insurers
 from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.grpc_guard import StreamLimits
 from osago_common.grpc_options import replicas_target
+from osago_common.service_tokens import DEFAULT_AUDIENCE, VerifierConfig
+from osago_common.tls import TlsFiles, tls_from_env
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,48 @@ class AggregatorSettings:
     breaker_min_calls: int = 3
     breaker_failure_rate: float = 0.5
     breaker_open_s: float = 5.0
+    # TLS on every link (osago_common.tls): callers present client certificates our CA issued,
+    # and the gateways are called with this certificate. None: the dev mode (plaintext, anyone).
+    tls: TlsFiles | None = None
+    # A second port, TLS without client certificates, for callers with a bearer JWT (core-app),
+    # verified against `jwt`'s keys.
+    jwt_bind: str | None = None
+    jwt: VerifierConfig | None = None
+    # Plaintext grpc.health.v1 alone, for probes that cannot speak TLS.
+    health_bind: str | None = None
+    # The keys of the customers' access tokens (shared by every instance; None: a random one,
+    # for a lone dev instance) and how long a token is good for.
+    access_keys: AccessKeys | None = None
+    access_token_ttl_s: float = 900.0
+    # Sessions created per second by this instance, and per customer (or anonymous client
+    # address) per minute, each with its burst.
+    create_rate_per_s: float = 100.0
+    create_burst: int = 200
+    customer_create_per_min: float = 30.0
+    customer_create_burst: int = 10
+    # Open event streams (GetQuotes, StreamQuoteEvents) in total and per customer or client.
+    max_streams: int = 10_000
+    max_streams_per_client: int = 20
+    # The largest request message taken (gRPC answers RESOURCE_EXHAUSTED beyond it).
+    max_message_bytes: int = 64 * 1024
+    # The application (personal data) of a finished request is erased this long after it was
+    # created; the purge runs this often (shared store; the embedded one forgets whole requests
+    # after `retention_s`).
+    personal_data_retention_s: float = 3 * 86400.0
+    purge_interval_s: float = 3600.0
+
+    @property
+    def dev(self) -> bool:
+        return self.tls is None
+
+    def create_rates(self) -> tuple[Rate, Rate]:
+        return (
+            Rate(self.create_rate_per_s, self.create_burst),
+            Rate(self.customer_create_per_min / 60.0, self.customer_create_burst),
+        )
+
+    def stream_limits(self) -> StreamLimits:
+        return StreamLimits(self.max_streams, self.max_streams_per_client)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> AggregatorSettings:
@@ -102,8 +150,44 @@ class AggregatorSettings:
             breaker_min_calls=env_int(env, "OSAGO_AGGREGATOR_BREAKER_MIN_CALLS", cls.breaker_min_calls),
             breaker_failure_rate=env_float(env, "OSAGO_AGGREGATOR_BREAKER_FAILURE_RATE", cls.breaker_failure_rate),
             breaker_open_s=env_float(env, "OSAGO_AGGREGATOR_BREAKER_OPEN_S", cls.breaker_open_s),
+            tls=tls_from_env(env),
+            jwt_bind=env.get("OSAGO_AGGREGATOR_JWT_BIND") or None,
+            jwt=_jwt(env),
+            health_bind=env.get("OSAGO_AGGREGATOR_HEALTH_BIND") or None,
+            access_keys=AccessKeys.parse(env["OSAGO_ACCESS_TOKEN_KEYS"])
+            if env.get("OSAGO_ACCESS_TOKEN_KEYS")
+            else None,
+            access_token_ttl_s=env_float(env, "OSAGO_ACCESS_TOKEN_TTL_S", cls.access_token_ttl_s),
+            create_rate_per_s=env_float(env, "OSAGO_CREATE_RATE_PER_S", cls.create_rate_per_s),
+            create_burst=env_int(env, "OSAGO_CREATE_BURST", cls.create_burst),
+            customer_create_per_min=env_float(env, "OSAGO_CUSTOMER_CREATE_PER_MIN", cls.customer_create_per_min),
+            customer_create_burst=env_int(env, "OSAGO_CUSTOMER_CREATE_BURST", cls.customer_create_burst),
+            max_streams=env_int(env, "OSAGO_MAX_STREAMS", cls.max_streams),
+            max_streams_per_client=env_int(env, "OSAGO_MAX_STREAMS_PER_CLIENT", cls.max_streams_per_client),
+            max_message_bytes=env_int(env, "OSAGO_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+            personal_data_retention_s=env_float(env, "OSAGO_PERSONAL_DATA_RETENTION_S", cls.personal_data_retention_s),
+            purge_interval_s=env_float(env, "OSAGO_PURGE_INTERVAL_S", cls.purge_interval_s),
         )
         settings = replace(settings, **overrides)
+        if settings.tls is not None and settings.access_keys is None:
+            raise SettingsError("OSAGO_ACCESS_TOKEN_KEYS is required with TLS: every instance must share the keys")
+        if settings.jwt_bind and (settings.tls is None or settings.jwt is None):
+            raise SettingsError("OSAGO_AGGREGATOR_JWT_BIND needs TLS and OSAGO_JWT_JWKS")
+        if (
+            min(settings.create_rate_per_s, settings.customer_create_per_min) <= 0
+            or min(
+                settings.create_burst,
+                settings.customer_create_burst,
+                settings.max_streams,
+                settings.max_streams_per_client,
+            )
+            < 1
+        ):
+            raise SettingsError("OSAGO_CREATE_*, OSAGO_CUSTOMER_CREATE_* and OSAGO_MAX_STREAMS* must be positive")
+        if not 0 < settings.access_token_ttl_s <= 86400:
+            raise SettingsError("OSAGO_ACCESS_TOKEN_TTL_S must be between 0 and 86400 seconds")
+        if settings.personal_data_retention_s <= 0 or settings.purge_interval_s <= 0:
+            raise SettingsError("OSAGO_PERSONAL_DATA_RETENTION_S and OSAGO_PURGE_INTERVAL_S must be positive")
         if not settings.gateways:
             raise SettingsError("OSAGO_GATEWAYS is required (id=host:port,...)")
         if not 0 < settings.session_limit_s <= 600:
@@ -131,6 +215,20 @@ class AggregatorSettings:
             failure_rate_threshold=self.breaker_failure_rate,
             open_duration_s=self.breaker_open_s,
         )
+
+
+def _jwt(env: Mapping[str, str]) -> VerifierConfig | None:
+    """The bearer-token check (osago_common.service_tokens), when a JWKS file is given."""
+    path = env.get("OSAGO_JWT_JWKS")
+    if not path:
+        return None
+    issuers = tuple(i.strip() for i in env_str(env, "OSAGO_JWT_ISSUERS", "core-app").split(",") if i.strip())
+    return VerifierConfig(
+        jwks_path=Path(path),
+        audience=env_str(env, "OSAGO_JWT_AUDIENCE", DEFAULT_AUDIENCE),
+        issuers=issuers,
+        max_lifetime_s=env_float(env, "OSAGO_JWT_MAX_LIFETIME_S", 3600.0),
+    )
 
 
 def grpc_target(addresses: str) -> str:

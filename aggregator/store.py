@@ -114,6 +114,11 @@ class RequestStore(Protocol):
     async def forget(self, request_id: str) -> None:
         """Deletes a request and its events (retention)."""
 
+    async def purge_personal(self, before: datetime, now: datetime, limit: int) -> int:
+        """Erases the personal data (the application, customer id, idempotency key and
+        fingerprint) of up to `limit` finished requests created before `before`; their events
+        and the insurers' answers stay. Returns how many were purged."""
+
     async def check(self) -> None:
         """Returns when the store answers; raises StoreUnavailable otherwise."""
 
@@ -231,6 +236,25 @@ class MemoryRequestStore:
             if stored is not None and stored.epoch == lease.epoch and stored.record.status == RUNNING:
                 stored.owner = None
                 stored.epoch += 1
+
+    async def purge_personal(self, before: datetime, now: datetime, limit: int) -> int:
+        due = [
+            s
+            for s in self._by_id.values()
+            if s.application and s.record.status != RUNNING and s.record.created_at < before
+        ][:limit]
+        for stored in due:
+            key = (stored.record.customer_id, stored.record.idempotency_key)
+            if self._by_key.get(key) == stored.record.request_id:
+                del self._by_key[key]
+            stored.application = b""
+            stored.record = replace(stored.record, customer_id="", idempotency_key="", fingerprint="")
+        return len(due)
+
+    def application(self, request_id: str) -> bytes | None:
+        """The stored application (tests of the purge)."""
+        stored = self._by_id.get(request_id)
+        return stored.application if stored is not None else None
 
     async def forget(self, request_id: str) -> None:
         stored = self._by_id.pop(request_id, None)

@@ -15,6 +15,7 @@ milliseconds in the body, whole seconds rounded up in the header).
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections import deque
 from collections.abc import AsyncGenerator
@@ -89,6 +90,13 @@ class ReadyTimes:
     def median(self) -> float | None:
         return statistics.median(self._times) if self._times else None
 
+    def quantile(self, q: float) -> float | None:
+        """The nearest-rank q-quantile (0 < q <= 1) of the recent times: their tail."""
+        if not self._times:
+            return None
+        ordered = sorted(self._times)
+        return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
 
 class OfferFlow:
     """The create-then-poll conversation with one insurer, as a stream of updates."""
@@ -138,8 +146,14 @@ class OfferFlow:
             yield failed(Reason.DECLINED, f"create: application data refused ({created.field})")
             return
         yield Accepted(created.application_id)
-        async for update in self._poll(created, retry_after, deadline):
+        async for update in self._await_outcome(created, retry_after, deadline):
             yield update
+
+    def _await_outcome(
+        self, created: Created, retry_after: float | None, deadline: float
+    ) -> AsyncGenerator[Update, None]:
+        """What follows the create: polling (insurer_gateway.callback_flow waits for a callback)."""
+        return self._poll(created, retry_after, deadline)
 
     def _read_create(self, response: HttpResponse) -> tuple[CreateOutcome, float | None]:
         return self._dialect.parse_create(response), self._retry_after(response)

@@ -4,7 +4,7 @@
 |---|---|---|
 | OSAGO_GATEWAY_INSURER | required | the insurer's id, e.g. "alfa" |
 | OSAGO_GATEWAY_INSURER_NAME | dev catalogue's | display name put on quotes (required for an insurer the dev catalogue does not list) |
-| OSAGO_GATEWAY_DIALECT | dev catalogue's | insurer API dialect: "rest" or "calc" (required likewise) |
+| OSAGO_GATEWAY_DIALECT | dev catalogue's | insurer API dialect: "rest" or "calc" (create, then poll), or "push" (the insurer calls back) (required likewise) |
 | OSAGO_GATEWAY_BASE_URL | required | the insurer API's base URL |
 | OSAGO_GATEWAY_BIND | 127.0.0.1:0 | gRPC listen address (port 0 picks a free port) |
 | OSAGO_GATEWAY_HTTP_TIMEOUT_S | 5.0 | total timeout of every HTTP call (connect + read) |
@@ -35,6 +35,14 @@
 | OSAGO_REDIS_URL | unset | Redis shared by the replicas for the global quota (unset: a quota per process) |
 | OSAGO_GATEWAY_REDIS_TIMEOUT_S | 0.25 | connect and reply timeout of Redis calls (then the process's own quota is used) |
 | OSAGO_GATEWAY_REDIS_RETRY_S | 1.0 | after a Redis failure, how long the process's own quota is used before trying Redis again |
+| OSAGO_GATEWAY_CALLBACK_BIND | 127.0.0.1:0 | "push" insurers: the HTTP listen address of the callback endpoint, `POST /callbacks/<insurer id>` |
+| OSAGO_GATEWAY_CALLBACK_BASE_URL | this replica's address | "push": the public base URL insurers call back at (`<base>/callbacks/<insurer id>` is given them); required when the callback endpoint listens on all interfaces |
+| OSAGO_GATEWAY_CALLBACK_SECRET | required for "push" | the secret shared with the insurer, which signs its callbacks (at least 16 characters) |
+| OSAGO_GATEWAY_CALLBACK_WINDOW_S | 300 | a callback's timestamp must lie this close to now; a callback replayed within it is refused |
+| OSAGO_GATEWAY_CALLBACK_KEEP_S | 600 | how long a callback's outcome is kept for a stream that asks later (re-routed, resumed) |
+| OSAGO_GATEWAY_CALLBACK_POLL_FACTOR | 2.0 | the safety-net poll comes this many times the insurer's recent time-to-offer p95 after the create |
+| OSAGO_GATEWAY_CALLBACK_POLL_MIN_S | 1.0 | ...and never sooner than this |
+| OSAGO_GATEWAY_CALLBACK_POLL_DEFAULT_S | 10.0 | ...or this long after it while no time-to-offer is known yet |
 """
 
 from __future__ import annotations
@@ -44,12 +52,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from insurer_gateway.dialects import DIALECTS
+from insurer_gateway.dialects import CALLBACK_DIALECTS, DIALECTS
 from insurer_gateway.ratelimit import RateLimitConfig
 from insurer_gateway.retry import RetryPolicy
 from osago_common import insurers
 from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.tls import TlsFiles, tls_from_env
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,31 @@ class GatewaySettings:
     # used for `redis_retry_s` before Redis is tried again.
     redis_timeout_s: float = 0.25
     redis_retry_s: float = 1.0
+    # Insurers that call back ("push"): where the callback endpoint listens, the public base URL
+    # the insurer is given (None: this replica's own address), the shared secret signing the
+    # callbacks, the timestamp window (and replay memory), how long an outcome is kept.
+    callback_bind: str = "127.0.0.1:0"
+    callback_base_url: str | None = None
+    callback_secret: str | None = dataclasses.field(default=None, repr=False)
+    callback_window_s: float = 300.0
+    callback_keep_s: float = 600.0
+    # The safety-net poll for a callback that never came: `callback_poll_factor` × the p95 of the
+    # insurer's recent times-to-offer after the create, at least `callback_poll_min_s`;
+    # `callback_poll_default_s` until a time is known. Later ones back off by `poll_backoff`,
+    # and one last poll comes just before the deadline.
+    callback_poll_factor: float = 2.0
+    callback_poll_min_s: float = 1.0
+    callback_poll_default_s: float = 10.0
+    # mTLS (osago_common.tls): only clients with a certificate our CA issued (the aggregator)
+    # may call; None: the dev mode, plaintext.
+    tls: TlsFiles | None = None
+    # Plaintext grpc.health.v1 alone, for probes that cannot speak TLS.
+    health_bind: str | None = None
+
+    @property
+    def callbacks(self) -> bool:
+        """Whether the insurer calls back (its dialect's property)."""
+        return self.dialect in CALLBACK_DIALECTS
 
     def __post_init__(self) -> None:
         if not self.insurer_id:
@@ -146,12 +180,34 @@ class GatewaySettings:
                 raise SettingsError(f"{name} must be positive")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("redis_url must be a redis://, rediss:// or unix:// URL")
+        self._check_callbacks()
         try:  # the primitives check their own thresholds
             self.breaker_config()
             self.rate_limit_config()
             self.retry_policy()
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+
+    def _check_callbacks(self) -> None:
+        for name in ("callback_window_s", "callback_keep_s", "callback_poll_min_s", "callback_poll_default_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.callback_poll_factor < 1.0:
+            raise SettingsError("callback_poll_factor must be at least 1.0")
+        if self.callback_base_url is not None and not self.callback_base_url.startswith(("http://", "https://")):
+            raise SettingsError("callback_base_url must be an http(s) URL")
+        if not self.callbacks:
+            return
+        if not self.callback_secret or len(self.callback_secret) < MIN_SECRET_CHARS:
+            raise SettingsError(
+                f"OSAGO_GATEWAY_CALLBACK_SECRET of at least {MIN_SECRET_CHARS} characters is required: "
+                f"{self.insurer_id}'s dialect {self.dialect} calls back"
+            )
+        host = self.callback_bind.rpartition(":")[0].strip("[]")
+        if self.callback_base_url is None and host in ("", "0.0.0.0", "::"):  # noqa: S104 - refused, not bound
+            raise SettingsError(
+                "OSAGO_GATEWAY_CALLBACK_BASE_URL is required when the callback endpoint listens on all interfaces"
+            )
 
     def breaker_config(self) -> BreakerConfig:
         if self.breaker_window_type not in ("count", "time"):
@@ -205,6 +261,11 @@ class GatewaySettings:
                 "breaker_window_type", "OSAGO_GATEWAY_BREAKER_WINDOW_TYPE", cls.breaker_window_type
             ),
             "redis_url": env.get("OSAGO_REDIS_URL") or None,
+            "callback_bind": text("callback_bind", "OSAGO_GATEWAY_CALLBACK_BIND", cls.callback_bind),
+            "callback_base_url": (env.get("OSAGO_GATEWAY_CALLBACK_BASE_URL") or "").rstrip("/") or None,
+            "callback_secret": env.get("OSAGO_GATEWAY_CALLBACK_SECRET") or None,
+            "tls": tls_from_env(env),
+            "health_bind": env.get("OSAGO_GATEWAY_HEALTH_BIND") or None,
         }
         for field, variable in _NUMBERS.items():
             default = getattr(cls, field)
@@ -237,4 +298,11 @@ _NUMBERS: dict[str, str] = {
     "max_in_flight": "OSAGO_GATEWAY_MAX_IN_FLIGHT",
     "redis_timeout_s": "OSAGO_GATEWAY_REDIS_TIMEOUT_S",
     "redis_retry_s": "OSAGO_GATEWAY_REDIS_RETRY_S",
+    "callback_window_s": "OSAGO_GATEWAY_CALLBACK_WINDOW_S",
+    "callback_keep_s": "OSAGO_GATEWAY_CALLBACK_KEEP_S",
+    "callback_poll_factor": "OSAGO_GATEWAY_CALLBACK_POLL_FACTOR",
+    "callback_poll_min_s": "OSAGO_GATEWAY_CALLBACK_POLL_MIN_S",
+    "callback_poll_default_s": "OSAGO_GATEWAY_CALLBACK_POLL_DEFAULT_S",
 }
+# A callback secret shorter than this is refused: it would be guessable.
+MIN_SECRET_CHARS = 16

@@ -11,10 +11,17 @@ A fault switched on for X (`insurer_sim.control`) applies to X's API on either p
     GET /_sim/ledger?reference=&insurer_id=  {"offers": [...], "declines": [...]} as issued, each
                                              with "ready_at" (when polls began to see it) and
                                              "issued_at" (the first poll that saw it)
-    GET /_sim/stats?reference=&insurer_id=   {"insurers": {id: {"creates", "replays", "polls"}},
-                                              "applications": [{"application_id", "insurer_id",
-                                              "reference", "creates", "polls", "last_poll_at"}]}
+    GET /_sim/stats?reference=&insurer_id=   {"insurers": {id: {"creates", "replays", "polls",
+                                              "callbacks"}}, "applications": [{"application_id",
+                                              "insurer_id", "reference", "creates", "polls",
+                                              "callbacks", "last_poll_at"}]}
+    GET /_sim/callbacks?reference=&insurer_id=  {"attempts": [...], "pending": N}: every callback
+                                             delivery attempt (insurer_sim.webhooks.Attempt), and
+                                             the callbacks not yet delivered nor given up
     /_sim/insurers/{id}/fault, /_sim/faults  see `insurer_sim.control`
+
+Insurers of a dialect with callbacks POST each outcome to the URL their create was given, signed
+with their callback secret (insurer_sim.webhooks).
 
 Every answer is JSON, errors included (except what a `malformed` fault sends on purpose).
 """
@@ -22,8 +29,9 @@ Every answer is JSON, errors included (except what a `malformed` fault sends on 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -33,12 +41,15 @@ from insurer_sim.dialects import DIALECTS, Dialect, Reply
 from insurer_sim.fault_http import apply_faults
 from insurer_sim.insurer import Offer, SimInsurer, Simulation
 from insurer_sim.listeners import LISTENERS, InsurerListeners
-from insurer_sim.state import ONLY_INSURER, SIMULATION, insurer_in_path
+from insurer_sim.state import DELIVERIES, ONLY_INSURER, SIMULATION, insurer_in_path
+from insurer_sim.webhooks import Deliveries, DeliveryError, Sender
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND = {"error": "not found"}
+# How long one callback POST may take.
+CALLBACK_TIMEOUT_S = 5.0
 
 __all__ = ["SIMULATION", "make_app"]
 
@@ -53,6 +64,8 @@ def make_app(config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> web.Application:
     app.router.add_get("/_sim/insurers", _insurers)
     app.router.add_get("/_sim/ledger", _ledger)
     app.router.add_get("/_sim/stats", _stats)
+    app.router.add_get("/_sim/callbacks", _callbacks)
+    app.cleanup_ctx.append(_deliveries)
     control.add_routes(app)
     if config.insurer_ports:
         app[LISTENERS] = InsurerListeners(config.host, lambda i: _api_app(simulation, i))
@@ -79,6 +92,42 @@ async def _own_ports(app: web.Application) -> AsyncIterator[None]:
     await listeners.start(app[SIMULATION].insurers)
     yield
     await listeners.stop()
+
+
+async def _deliveries(app: web.Application) -> AsyncIterator[None]:
+    """The insurers' callbacks, POSTed by one HTTP client while the app runs."""
+    simulation = app[SIMULATION]
+    async with aiohttp.ClientSession() as session:
+        deliveries = Deliveries(
+            simulation.clock, _sender(session), simulation.callback_secrets, simulation.config.time_scale
+        )
+        app[DELIVERIES] = deliveries
+        for insurer in simulation.insurers.values():
+            insurer.on_hook = deliveries.schedule
+        try:
+            yield
+        finally:
+            for insurer in simulation.insurers.values():
+                insurer.on_hook = None
+            await deliveries.close()
+
+
+def _sender(session: aiohttp.ClientSession) -> Sender:
+    async def send(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        try:
+            async with session.post(
+                url,
+                data=body,
+                headers=dict(headers),
+                timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_S),
+                allow_redirects=False,
+            ) as response:
+                await response.read()
+                return response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DeliveryError(type(exc).__name__) from None
+
+    return send
 
 
 async def _let_go(app: web.Application) -> None:
@@ -180,7 +229,8 @@ async def _stats(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "insurers": {
-                i.insurer_id: {"creates": i.creates, "replays": i.replays, "polls": i.polls} for i in insurers
+                i.insurer_id: {"creates": i.creates, "replays": i.replays, "polls": i.polls, "callbacks": i.callbacks}
+                for i in insurers
             },
             "applications": [
                 {
@@ -189,6 +239,7 @@ async def _stats(request: web.Request) -> web.Response:
                     "reference": a.reference,
                     "creates": a.creates,
                     "polls": a.polls,
+                    "callbacks": a.callbacks,
                     "last_poll_at": a.last_poll_at.isoformat() if a.last_poll_at else None,
                 }
                 for i in insurers
@@ -198,6 +249,12 @@ async def _stats(request: web.Request) -> web.Response:
             ],
         }
     )
+
+
+async def _callbacks(request: web.Request) -> web.Response:
+    deliveries = request.app[DELIVERIES]
+    attempts = deliveries.query(reference=request.query.get("reference"), insurer_id=request.query.get("insurer_id"))
+    return web.json_response({"attempts": [a.to_json() for a in attempts], "pending": deliveries.pending})
 
 
 @web.middleware

@@ -2,18 +2,20 @@
 
 | variable | default | meaning |
 |---|---|---|
-| `OSAGO_SIM_INSURERS` | `12` | the first N insurers of the catalogue, or catalogue ids: `alfa,vsk` |
+| `OSAGO_SIM_INSURERS` | the whole catalogue | the first N insurers of the catalogue, or catalogue ids: `alfa,vsk` |
 | `OSAGO_SIM_TIME_SCALE` | `1.0` | multiplies every simulated delay (0.01: a 2 s insurer takes 20 ms) |
 | `OSAGO_SIM_SEED` | random | seed of the draws (latency, declines, ids), for reproducible runs |
 | `OSAGO_SIM_HOST` | `127.0.0.1` | address to listen on |
 | `OSAGO_SIM_PORT` | `0` | port to listen on; 0 picks a free one (printed at start) |
 | `OSAGO_SIM_INSURER_PORTS` | `false` | also serve each insurer's API on a free port of its own (`true`), listed as `base_url` by `/_sim/insurers`, so that the `down` fault refuses connections |
+| `OSAGO_SIM_CALLBACK_SECRET` | random | the secret every insurer with callbacks signs them with (shared with the partner's gateways) |
+| `OSAGO_SIM_CALLBACK_SECRET_<ID>` | the above | insurer ID's own secret (the id upper-cased: `OSAGO_SIM_CALLBACK_SECRET_SOVCOM`) |
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from insurer_sim.profiles import PROFILES, InsurerProfile, first, profile
@@ -34,6 +36,10 @@ class SimConfig:
     insurer_ports: bool = False
     # Ids of the insurers that hint a fixed 1 s (× time_scale) instead of the time really left.
     vague_hints: frozenset[str] = VAGUE_HINTS
+    # The secret callbacks are signed with: an insurer's own, else the common one, else one drawn
+    # at random per run (callbacks nobody can verify).
+    callback_secret: str | None = field(default=None, repr=False)
+    callback_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.insurers:
@@ -69,7 +75,17 @@ class SimConfig:
                 raise SettingsError("OSAGO_SIM_PORT must be 0..65535")
         if "insurer_ports" not in values:
             values["insurer_ports"] = env_flag(env, "OSAGO_SIM_INSURER_PORTS")
+        if "callback_secret" not in values:
+            values["callback_secret"] = env.get("OSAGO_SIM_CALLBACK_SECRET") or None
+        if "callback_secrets" not in values:
+            own = {p.insurer_id: env.get(secret_variable(p.insurer_id)) for p in values["insurers"]}
+            values["callback_secrets"] = {i: secret for i, secret in own.items() if secret}
         return cls(**values)
+
+
+def secret_variable(insurer_id: str) -> str:
+    """The variable holding insurer `insurer_id`'s own callback secret."""
+    return "OSAGO_SIM_CALLBACK_SECRET_" + "".join(c if c.isalnum() else "_" for c in insurer_id.upper())
 
 
 def _insurers(raw: str) -> tuple[InsurerProfile, ...]:

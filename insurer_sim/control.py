@@ -1,7 +1,8 @@
 """The fault control API: switch an insurer's fault at run time, see it, heal it.
 
     PUT    /_sim/insurers/{id}/fault  {"mode": MODE, option: value...}  -> 200 state
-                                      (400 {error, field}: unknown mode, bad or foreign option)
+                                      (400 {error, field}: unknown mode, bad or foreign option,
+                                      a callback mode for an insurer without callbacks)
     GET    /_sim/insurers/{id}/fault  -> 200 state
     DELETE /_sim/insurers/{id}/fault  -> 200 state (healed)
     GET    /_sim/faults               -> 200 {"insurers": [state, ...]}
@@ -21,7 +22,8 @@ import json
 
 from aiohttp import web
 
-from insurer_sim.faults import FaultError, parse_fault
+from insurer_sim.dialects import DIALECTS
+from insurer_sim.faults import CALLBACK_MODES, FaultError, parse_fault
 from insurer_sim.insurer import SimInsurer
 from insurer_sim.listeners import LISTENERS
 from insurer_sim.state import SIMULATION
@@ -93,6 +95,9 @@ async def _put(request: web.Request) -> web.Response:
         fault = parse_fault(body)
     except FaultError as exc:
         return _bad_request(exc.field, str(exc))
+    if fault.mode in CALLBACK_MODES and not DIALECTS[insurer.profile.dialect].callbacks:
+        dialect = insurer.profile.dialect
+        return _bad_request("mode", f"mode {fault.mode} needs an insurer that calls back; {dialect} insurers do not")
     insurer.faults.set(fault)
     return await _follow(request, insurer) or web.json_response(_state(request, insurer))
 

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
-from insurer_sim.faults import VARIANTS, Fault
+from insurer_sim.faults import CALLBACK_MODES, VARIANTS, Fault
 from osago_common.clock import Clock
 
 # The window of a `ratelimit` quota (`limit_per_s` requests per this many seconds).
@@ -69,7 +69,9 @@ class FaultState:
     def __init__(self, clock: Clock, rng: random.Random, time_scale: float) -> None:
         self.fault: Fault | None = None
         self.since: datetime | None = None
-        self.injected = 0  # requests the current fault answered, dropped, held or declined
+        # Requests the current fault answered, dropped, held or declined; callback attempts it
+        # withheld, doubled, delayed, forged or failed.
+        self.injected = 0
         self.held = 0  # requests held open right now (blackhole)
         self._clock = clock
         self._rng = rng
@@ -114,9 +116,22 @@ class FaultState:
             self.injected += 1
         return action
 
+    def callback_fault(self, *modes: str) -> Fault | None:
+        """The current fault when it is one of `modes` (callback modes; counted as injected),
+        else None."""
+        fault = self.fault
+        if fault is None or fault.mode not in modes:
+            return None
+        self.injected += 1
+        return fault
+
+    def late_by_s(self, fault: Fault) -> float:
+        """How late `callback_late` sends a callback, in the clock's seconds."""
+        return self._scaled(fault.delay_s, fault.scaled)
+
     def _action(self) -> Action:
         fault = self.fault
-        if fault is None or fault.mode == "decline":
+        if fault is None or fault.mode == "decline" or fault.mode in CALLBACK_MODES:
             return PROCEED
         if fault.mode == "down":
             return Drop()

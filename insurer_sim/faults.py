@@ -10,9 +10,16 @@
 | `malformed` | 200 with garbage | `variant`: "json" (broken), "html", "schema" (wrong), "random" |
 | `flapping` | first half of each period failing (5xx), second half healthy | `period_s` (2.0), `scaled` (false), `status` (503) |
 | `decline` | declines every application it issues an outcome for | |
+| `callback_never` | sends no callback (a "push" insurer; its status endpoint still answers) | |
+| `callback_twice` | sends each callback twice at once, as two deliveries | |
+| `callback_late` | sends each callback this long after the outcome is ready | `delay_s` (8.0), `scaled` (false) |
+| `callback_bad_signature` | signs each callback with a wrong secret | |
+| `callback_target_down` | every delivery attempt fails as if the partner refused the connection (retried with backoff) | |
 
-Delays and periods are real seconds (the injected clock's), multiplied by the simulator's
-time_scale only with `scaled: true`.
+The `callback_*` modes apply to insurers of a dialect with callbacks only, and touch no request
+to the insurer's API; the other modes touch only the API, never a callback (`decline` aside: it
+changes the outcome, however it is delivered). Delays and periods are real seconds (the injected
+clock's), multiplied by the simulator's time_scale only with `scaled: true`.
 """
 
 from __future__ import annotations
@@ -24,7 +31,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-MODES = ("down", "blackhole", "slow", "error", "ratelimit", "malformed", "flapping", "decline")
+CALLBACK_MODES = (
+    "callback_never",
+    "callback_twice",
+    "callback_late",
+    "callback_bad_signature",
+    "callback_target_down",
+)
+MODES = ("down", "blackhole", "slow", "error", "ratelimit", "malformed", "flapping", "decline", *CALLBACK_MODES)
 VARIANTS = ("json", "html", "schema")
 ERROR_BODIES = ("json", "text")
 MAX_SECONDS = 3600.0
@@ -40,6 +54,11 @@ OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "malformed": ("variant",),
         "flapping": ("period_s", "scaled", "status"),
         "decline": (),
+        "callback_never": (),
+        "callback_twice": (),
+        "callback_late": ("delay_s", "scaled"),
+        "callback_bad_signature": (),
+        "callback_target_down": (),
     }
 )
 

@@ -3,14 +3,18 @@ with the real tariff, or a decline), when it becomes ready, and what a poll sees
 
 Nothing here knows HTTP: the dialects parse requests into a `Proposal` and render what
 `SimInsurer` answers. All per-insurer state lives in `SimInsurer`, so run-time faults attach there.
+An application created with a `Hook` (a dialect with callbacks) is handed to the simulation's
+deliveries (insurer_sim.webhooks), which send its outcome when it is ready.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import secrets
 import uuid
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -51,6 +55,17 @@ class Decline:
     reason: str
 
 
+@dataclass(frozen=True)
+class Hook:
+    """Where and how a dialect with callbacks sends an application's outcome: the partner's URL,
+    the body of one delivery (the outcome as issued, the delivery's id), and the headers signing
+    a body (body, secret, Unix time)."""
+
+    url: str
+    body: Callable[[Ready, str], bytes]
+    headers: Callable[[bytes, bytes, int], Mapping[str, str]]
+
+
 @dataclass
 class Application:
     application_id: str
@@ -62,7 +77,12 @@ class Application:
     # Create requests that led here: the first, and every replay of its idempotency key.
     creates: int = 1
     last_poll_at: datetime | None = None
-    issued_at: datetime | None = None  # the first poll that returned the outcome
+    # The first poll that returned the outcome, or the first callback the partner accepted.
+    issued_at: datetime | None = None
+    # The outcome is final (the `decline` fault has had its say).
+    settled: bool = False
+    hook: Hook | None = None
+    callbacks: int = 0  # delivery attempts of its callback
 
 
 @dataclass(frozen=True)
@@ -104,6 +124,9 @@ class SimInsurer:
         self.creates = 0  # applications created
         self.replays = 0  # creates answered from an idempotency key
         self.polls = 0
+        self.callbacks = 0  # callback delivery attempts
+        # Called with each new application that has a Hook (set by the running app).
+        self.on_hook: Callable[[SimInsurer, Application], None] | None = None
         self._clock = clock
         self._ledger = ledger
         self._time_scale = time_scale
@@ -118,8 +141,11 @@ class SimInsurer:
     def insurer_id(self) -> str:
         return self.profile.insurer_id
 
-    def create(self, proposal: Proposal, idempotency_key: str | None) -> tuple[Application, bool]:
-        """The application for `proposal`, and whether it is new (False: a replayed key)."""
+    def create(
+        self, proposal: Proposal, idempotency_key: str | None, hook: Hook | None = None
+    ) -> tuple[Application, bool]:
+        """The application for `proposal`, and whether it is new (False: a replayed key, whose
+        application keeps its first hook). A new application's hook gets its outcome sent."""
         if idempotency_key is not None:
             known = self._by_key.get(idempotency_key)
             if known is not None:
@@ -146,6 +172,7 @@ class SimInsurer:
             created_at=now,
             ready_at=now + delay,
             outcome=self._decide(proposal, declined, offer_id),
+            hook=hook,
         )
         self.applications[application_id] = application
         if isinstance(application.outcome, Offer):
@@ -153,6 +180,8 @@ class SimInsurer:
         if idempotency_key is not None:
             self._by_key[idempotency_key] = application_id
         self.creates += 1
+        if hook is not None and self.on_hook is not None:
+            self.on_hook(self, application)
         return application, True
 
     def _decide(self, proposal: Proposal, declined: bool, offer_id: str) -> Offer | Decline:
@@ -184,19 +213,38 @@ class SimInsurer:
         application.last_poll_at = now
         if self._clock.monotonic() < application.ready_at:
             return Pending(application, self.hint_s(application))
-        if application.issued_at is None:
+        return self.issue(application, now)
+
+    def ready(self, application: Application) -> Ready:
+        """The outcome as the insurer would issue it now (a callback's content), not yet issued:
+        settled once, so the `decline` fault turns an offer into a decline before anyone sees it."""
+        if not application.settled:
+            application.settled = True
             if self.faults.declining and isinstance(application.outcome, Offer):
                 self._by_offer.pop(application.outcome.offer_id, None)
                 application.outcome = Decline(FAULT_DECLINE_REASON)
                 self.faults.declined()
-            application.issued_at = now
-            self._ledger.record(self._issued(application, now))
+        return Ready(application, application.outcome, application.issued_at or self._clock.now())
+
+    def issue(self, application: Application, at: datetime | None = None) -> Ready:
+        """Issues the outcome into the ledger, once: the first poll that returns it, or the first
+        callback the partner accepted (`at`: when its body was made)."""
+        ready = self.ready(application)
+        if application.issued_at is None:
+            application.issued_at = at or ready.issued_at
+            self._ledger.record(self._issued(application, application.issued_at))
         return Ready(application, application.outcome, application.issued_at)
+
+    def callback_attempted(self, application: Application) -> None:
+        """Counts one delivery attempt of the application's callback."""
+        self.callbacks += 1
+        application.callbacks += 1
 
     def _issued(self, application: Application, now: datetime) -> IssuedOffer | IssuedDecline:
         outcome = application.outcome
-        # The moment it became ready, on the wall clock (the application keeps monotonic times).
-        ready_at = now - timedelta(seconds=max(0.0, self._clock.monotonic() - application.ready_at))
+        # The moment it became ready, on the wall clock (the application keeps monotonic times;
+        # `now` may be earlier than the present: a callback's body was made before it was accepted).
+        ready_at = self._clock.now() - timedelta(seconds=max(0.0, self._clock.monotonic() - application.ready_at))
         if isinstance(outcome, Offer):
             return IssuedOffer(
                 self.insurer_id,
@@ -220,13 +268,19 @@ class SimInsurer:
 
 
 class Simulation:
-    """Every simulated insurer of one server, and the ledger they share."""
+    """Every simulated insurer of one server, the ledger they share, and their callback secrets
+    (the running app points each insurer's `on_hook` at its deliveries)."""
 
     def __init__(self, config: SimConfig, clock: Clock) -> None:
         seed = config.seed if config.seed is not None else random.SystemRandom().getrandbits(64)
         self.config = config
         self.clock = clock
         self.ledger = Ledger()
+        fallback = config.callback_secret or secrets.token_urlsafe(32)
+        # Each insurer's callback secret (never shown over HTTP).
+        self.callback_secrets: dict[str, str] = {
+            p.insurer_id: config.callback_secrets.get(p.insurer_id) or fallback for p in config.insurers
+        }
         self.insurers: dict[str, SimInsurer] = {
             p.insurer_id: SimInsurer(
                 p,

@@ -1,8 +1,9 @@
 """The record of every outcome the simulated insurers issued, so a test or a benchmark can prove
 that nothing was lost or duplicated on the way to the customer.
 
-An outcome is issued once: the first time a poll returns it. Later polls that return it again
-add nothing.
+An outcome is issued once: the first time a poll returns it, or the first time the partner
+accepts (2xx) its callback, recorded when that answer arrives (a moment after the partner may
+have passed the outcome on). Later polls or callbacks add nothing.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ BEHAVIOUR: dict[str, Behaviour] = {
     "tstrah": Behaviour(0.40, 4.0, 0.35, 0.02),
     "sber": Behaviour(0.60, 18.0, 0.40, 0.02),
     "maks": Behaviour(0.52, 25.0, 0.40, 0.03),
+    "sovcom": Behaviour(0.57, 3.0, 0.35, 0.02),
+    "energo": Behaviour(0.45, 8.0, 0.40, 0.03, declines_taxi=True),
     "zetta": Behaviour(0.35, 75.0, 0.30, 0.05),
     "ugoria": Behaviour(0.30, 95.0, 0.30, 0.05),
 }
@@ -46,7 +48,7 @@ class InsurerProfile:
 
     insurer_id: str
     name: str
-    # API dialect the insurer speaks: "rest" or "calc" (see insurer_sim.dialects).
+    # API dialect the insurer speaks: "rest", "calc" or "push" (see insurer_sim.dialects).
     dialect: str
     base_rate_position: float
     latency_median_s: float

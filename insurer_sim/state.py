@@ -5,8 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from insurer_sim.insurer import SimInsurer, Simulation
+from insurer_sim.webhooks import Deliveries
 
 SIMULATION = web.AppKey("simulation", Simulation)
+# The insurers' callbacks, on the main app while it runs.
+DELIVERIES = web.AppKey("deliveries", Deliveries)
 # Set on the application behind an insurer's own listener: the one insurer it serves.
 ONLY_INSURER = web.AppKey("only_insurer", str)
 

@@ -30,6 +30,7 @@ from osago.v1 import aggregator_service_pb2_grpc, application_pb2, events_pb2, q
 from osago_bench.accounting import percentile
 from osago_bench.workers import announce_ready, report_result
 from osago_common.grpc_errors import retry_delay_s
+from osago_common.grpc_guard import CUSTOMER_KEY
 
 # Each channel its own connection (channels to one target would otherwise share one).
 CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
@@ -131,20 +132,23 @@ class Generator:
     async def _customer(self, number: int, start: float, stop: float) -> None:
         loop = asyncio.get_running_loop()
         stub = self.stubs[number % len(self.stubs)]
+        # Each customer named, as core-app names the customer it calls for: the aggregator's
+        # per-customer limits then apply to each, not to the one address every customer shares.
+        metadata = ((CUSTOMER_KEY, f"bench-customer-{number}"),)
         await asyncio.sleep(max(0.0, start + self.plan.ramp_s * number / self.plan.total_customers - loop.time()))
         while loop.time() < stop:
-            record = await self._session(stub, number)
+            record = await self._session(stub, number, metadata)
             self.records.append(record)
             if record.code == "RESOURCE_EXHAUSTED":
                 await asyncio.sleep(record.retry_after_s if record.retry_after_s is not None else SHED_PAUSE_S)
             elif record.code and record.code != "DEADLINE_EXCEEDED":
                 await asyncio.sleep(ERROR_PAUSE_S)
 
-    async def _session(self, stub: Any, customer: int) -> SessionRecord:
+    async def _session(self, stub: Any, customer: int, metadata: tuple[tuple[str, str], ...]) -> SessionRecord:
         record = SessionRecord(customer=customer, start=time.time())
         began = time.monotonic()
         failures: Counter[str] = Counter()
-        call = stub.GetQuotes(self.request, timeout=self.plan.limit_s)
+        call = stub.GetQuotes(self.request, timeout=self.plan.limit_s, metadata=metadata)
         try:
             async for response in call:
                 event = response.event

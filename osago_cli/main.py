@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from osago_common.env import SettingsError
+from osago_common.insurers import CATALOGUE
 from osago_common.logs import configure_logging
 from osago_common.tracing import configure_tracing
 from osago_mesh.defaults import AGGREGATOR_PORT, AGGREGATOR_TARGET, EDGES, PAGE_PORT, SIM_PORT, SIM_URL
@@ -17,7 +18,10 @@ from osago_mesh.defaults import AGGREGATOR_PORT, AGGREGATOR_TARGET, EDGES, PAGE_
 # Where `osago up` puts the aggregator and the simulator when those ports are free.
 DEFAULT_TARGET = AGGREGATOR_TARGET
 DEFAULT_SIM_URL = SIM_URL
-FAULT_MODES = "down, blackhole, slow, error, ratelimit, malformed, flapping, decline"
+FAULT_MODES = (
+    "down, blackhole, slow, error, ratelimit, malformed, flapping, decline; for insurers that call back: "
+    "callback_never, callback_twice, callback_late, callback_bad_signature, callback_target_down"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run the whole mesh on this machine")
-    up.add_argument("--insurers", type=int, default=12, help="simulated insurers (default 12)")
+    up.add_argument(
+        "--insurers",
+        type=int,
+        default=len(CATALOGUE),
+        help="the first N insurers of the catalogue (default: all %(default)s)",
+    )
     up.add_argument("--time-scale", type=float, default=1.0, help="multiplies every simulated delay")
     up.add_argument("--host", default="127.0.0.1", help="interface every service binds")
     up.add_argument(
@@ -62,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--aggregators", type=int, default=1, help="aggregator instances (more than one: --backend shared)")
     up.add_argument("--gateway-replicas", type=int, default=1, help="gateway processes per insurer")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS on every gRPC link and mTLS, with a CA made for this run (default: the dev mode, plaintext)",
+    )
     up.add_argument(
         "--postgres-url",
         default=os.environ.get("OSAGO_POSTGRES_URL") or None,
@@ -127,6 +141,15 @@ def _parser() -> argparse.ArgumentParser:
     failover.add_argument("--postgres-url", default=None, help="Postgres to use (default: a private server)")
     failover.add_argument("--redis-url", default=None, help="Redis to use (default: a private server)")
     failover.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
+
+    fuzz = benches.add_parser(
+        "fuzz",
+        help="malformed input on every entry point of a secure mesh; fails on a crash, a 5xx, UNKNOWN or INTERNAL",
+    )
+    fuzz.add_argument("--json", action="store_true", help="the report as one JSON object")
+    fuzz.add_argument("--seconds", type=float, default=60.0, help="how long to send (default %(default)s)")
+    fuzz.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    fuzz.add_argument("--concurrency", type=int, default=8, help="senders at once (default %(default)s)")
 
     _add_bench_load(benches)
 
@@ -203,8 +226,10 @@ def _add_sim_control(sim: argparse.ArgumentParser) -> None:
     fault.add_argument("--rate", type=float, help="error: share of requests failing, 0..1 (1.0)")
     fault.add_argument("--status", type=int, help="error, flapping: the 5xx status (503)")
     fault.add_argument("--body", choices=("json", "text"), help="error: body of the 5xx (json)")
-    fault.add_argument("--delay", type=float, help="slow: seconds before answering (8)")
-    fault.add_argument("--scaled", action="store_true", default=None, help="slow, flapping: times × time scale")
+    fault.add_argument("--delay", type=float, help="slow, callback_late: seconds before answering or calling back (8)")
+    fault.add_argument(
+        "--scaled", action="store_true", default=None, help="slow, flapping, callback_late: times × time scale"
+    )
     fault.add_argument("--retry-after", type=int, help="ratelimit: Retry-After seconds (1)")
     fault.add_argument("--limit-per-s", type=int, help="ratelimit: 429 only beyond this many requests a second")
     fault.add_argument("--variant", choices=("json", "html", "schema", "random"), help="malformed (json)")
@@ -240,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
                 gateway_replicas=args.gateway_replicas,
                 postgres_url=args.postgres_url if shared else None,
                 redis_url=args.redis_url if shared else None,
+                secure=args.secure,
             )
         except ValueError as error:
             print(f"osago up: {error}", file=sys.stderr)
@@ -303,6 +329,11 @@ def _run(args: argparse.Namespace) -> int:
         from osago_bench.cli import DEFAULT_APPLICATION, run_faults
         from osago_bench.faults import MatrixConfig
 
+        if args.bench == "fuzz":
+            from osago_bench.fuzz import FuzzConfig, run_fuzz_command
+
+            fuzz_config = FuzzConfig(seconds=args.seconds, seed=args.seed, concurrency=args.concurrency)
+            return asyncio.run(run_fuzz_command(fuzz_config, as_json=args.json))
         application = Path(args.file) if args.file else DEFAULT_APPLICATION
         if args.bench == "failover":
             from osago_bench.cli import run_failover_command

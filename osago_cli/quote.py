@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -23,6 +24,7 @@ from google.protobuf import json_format
 from osago.v1 import application_pb2, events_pb2, quote_pb2
 
 from osago_client import QuoteClient, QuoteError
+from osago_client.credentials import credentials_from_env
 
 # The client's deadline covers the session's time limit plus this margin for the last events.
 DEADLINE_MARGIN_S = 15.0
@@ -344,7 +346,8 @@ async def run_quote(
     error: QuoteError | None = None
     sink = _open_sink(out, as_json)
     try:
-        async with QuoteClient(target, timeout_s=timeout_s) as client:
+        credentials, options = credentials_from_env(os.environ)
+        async with QuoteClient(target, timeout_s=timeout_s, credentials=credentials, channel_options=options) as client:
             async for event in client.get_quotes(application, time_limit_s=time_limit_s, fresh=fresh):
                 sink.event(event)
                 finished = finished or event.HasField("session_finished")

@@ -22,10 +22,12 @@ SPREAD_CHANNEL_OPTIONS: Final[Options] = channel_options(
 )
 
 
-def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+def open_channel(
+    target: str, credentials: grpc.ChannelCredentials | None = None, extra: Options = ()
+) -> grpc.aio.Channel:
     """A channel to `target` ("host:port", or several instances: "ipv4:a:p,b:p", "dns:///name:p"),
-    over TLS when `credentials` are given."""
-    options = SPREAD_CHANNEL_OPTIONS if balanced(target) else CHANNEL_OPTIONS
+    over TLS when `credentials` are given; `extra` options after the project's."""
+    options = (*(SPREAD_CHANNEL_OPTIONS if balanced(target) else CHANNEL_OPTIONS), *extra)
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options)
     return grpc.aio.secure_channel(target, credentials, options=options)

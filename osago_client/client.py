@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -47,6 +48,8 @@ _EventStream: TypeAlias = (
         aggregator_service_pb2.StreamQuoteEventsRequest, aggregator_service_pb2.StreamQuoteEventsResponse
     ]
 )
+# Access tokens of the requests this client created, remembered for get and stream_events.
+REMEMBERED_TOKENS = 10_000
 # Opens the first stream of a GetQuotes session, given the seconds left.
 _Opener = Callable[[float], _EventStream]
 _Req = TypeVar("_Req")
@@ -70,6 +73,11 @@ class QuoteClient:
     A circuit breaker (`breaker`) guards the aggregator: while too many calls fail with
     UNAVAILABLE, INTERNAL, UNKNOWN or DEADLINE_EXCEEDED, calls fail at once with UNAVAILABLE
     instead of waiting on a service that is down.
+
+    Reading a request (`get`, `stream_events`) needs the access token its creation returned
+    (`QuoteRequest.access_token`); the client remembers the tokens of the requests it created,
+    another process passes the token along. `credentials` are the channel's (TLS, and a bearer
+    token with `bearer_credentials`); `metadata` goes with every call (`x-osago-customer`).
     """
 
     def __init__(
@@ -83,6 +91,8 @@ class QuoteClient:
         credentials: grpc.ChannelCredentials | None = None,
         breaker: BreakerConfig = DEFAULT_BREAKER,
         clock: Clock = SYSTEM_CLOCK,
+        channel_options: Sequence[tuple[str, str | int]] = (),
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
@@ -94,12 +104,15 @@ class QuoteClient:
         self._backoff_s = resume_backoff_s
         self._backoff_max_s = resume_backoff_max_s
         self._credentials = credentials
+        self._extra_options = tuple(channel_options)
+        self._metadata = tuple(metadata)
+        self._tokens: OrderedDict[str, str] = OrderedDict()
         self._channel: grpc.aio.Channel | None = None
         self._stub: aggregator_service_pb2_grpc.AggregatorServiceStub | None = None
         self.breaker = CircuitBreaker(breaker, clock)
 
     async def __aenter__(self) -> Self:
-        self._channel = open_channel(await resolve_target(self._target), self._credentials)
+        self._channel = open_channel(await resolve_target(self._target), self._credentials, self._extra_options)
         self._stub = aggregator_service_pb2_grpc.AggregatorServiceStub(self._channel)
         return self
 
@@ -141,11 +154,25 @@ class QuoteClient:
         )
         _set_time_limit(request, time_limit_s)
         response = await self._unary(self._service().CreateQuoteRequest, request)
+        self._remember(response.quote_request.request_id, response.quote_request.access_token)
         return response.quote_request
 
-    async def get(self, request_id: str) -> aggregator_service_pb2.QuoteRequest:
+    def _remember(self, request_id: str, token: str) -> None:
+        if request_id and token:
+            self._tokens[request_id] = token
+            self._tokens.move_to_end(request_id)
+            if len(self._tokens) > REMEMBERED_TOKENS:
+                self._tokens.popitem(last=False)
+
+    def access_token(self, request_id: str) -> str:
+        """The access token of a request this client created ("" if it did not)."""
+        return self._tokens.get(request_id, "")
+
+    async def get(self, request_id: str, *, access_token: str = "") -> aggregator_service_pb2.QuoteRequest:
         """A snapshot of the quote request: status, offers and failures so far."""
-        request = aggregator_service_pb2.GetQuoteRequestRequest(request_id=request_id)
+        request = aggregator_service_pb2.GetQuoteRequestRequest(
+            request_id=request_id, access_token=access_token or self.access_token(request_id)
+        )
         response = await self._unary(self._service().GetQuoteRequest, request)
         return response.quote_request
 
@@ -160,7 +187,7 @@ class QuoteClient:
     async def _unary(self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
         permit = self._permit()
         try:
-            response = await method(request, timeout=self._timeout_s)
+            response = await method(request, timeout=self._timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             _verdict(permit, error)
             raise from_rpc_error(error) from error
@@ -170,11 +197,14 @@ class QuoteClient:
         permit.success(0.0)
         return response
 
-    async def stream_events(self, request_id: str, after_seq: int = 0) -> AsyncGenerator[events_pb2.QuoteEvent, None]:
+    async def stream_events(
+        self, request_id: str, after_seq: int = 0, *, access_token: str = ""
+    ) -> AsyncGenerator[events_pb2.QuoteEvent, None]:
         """The request's events after `after_seq`, each once and in order, to session_finished."""
         if not request_id:
             raise ValueError("request_id is required")
-        async for event in self._follow(EventCursor(request_id, after_seq), None):
+        cursor = EventCursor(request_id, after_seq, access_token=access_token or self.access_token(request_id))
+        async for event in self._follow(cursor, None):
             yield event
 
     async def get_quotes(
@@ -198,7 +228,7 @@ class QuoteClient:
         service = self._service()
 
         def open_session(timeout: float) -> _EventStream:
-            return service.GetQuotes(request, timeout=timeout)
+            return service.GetQuotes(request, timeout=timeout, metadata=self._metadata)
 
         async for event in self._follow(EventCursor(), open_session):
             yield event
@@ -232,6 +262,10 @@ class QuoteClient:
                         permit.success(0.0)
                         permit = None
                     event: events_pb2.QuoteEvent = response.event
+                    token = getattr(response, "access_token", "")
+                    if token and not cursor.access_token:
+                        cursor.access_token = token
+                        self._remember(event.request_id, token)
                     if cursor.accept(event):
                         progressed = True
                         yield event
@@ -258,9 +292,9 @@ class QuoteClient:
     def _open(self, cursor: EventCursor, open_session: _Opener | None, timeout: float) -> _EventStream:
         if cursor.request_id or open_session is None:
             request = aggregator_service_pb2.StreamQuoteEventsRequest(
-                request_id=cursor.request_id, after_seq=cursor.last_seq
+                request_id=cursor.request_id, after_seq=cursor.last_seq, access_token=cursor.access_token
             )
-            return self._service().StreamQuoteEvents(request, timeout=timeout)
+            return self._service().StreamQuoteEvents(request, timeout=timeout, metadata=self._metadata)
         return open_session(timeout)
 
 

@@ -17,6 +17,8 @@ class EventCursor:
     request_id: str = ""
     last_seq: int = 0
     finished: bool = False
+    # The request's access token (from its creation), which every resume presents.
+    access_token: str = ""
 
     def accept(self, event: events_pb2.QuoteEvent) -> bool:
         """True when `event` is new and should be delivered; False for a repeat or a late one."""

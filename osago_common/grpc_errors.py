@@ -1,7 +1,7 @@
 """The rich errors, written once for every server and read once for every client:
 INVALID_ARGUMENT carrying a google.rpc.BadRequest with one field violation per broken rule (field
-path and rule, never the value sent: it may be personal data), and RESOURCE_EXHAUSTED carrying a
-google.rpc.RetryInfo that says when to try again."""
+path and rule, never the value sent: it may be personal data); and the google.rpc.RetryInfo
+that RESOURCE_EXHAUSTED carries (written by osago_common.grpc_guard.resource_exhausted)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from typing import NoReturn, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -46,17 +45,6 @@ def field_violations(status: status_pb2.Status) -> list[tuple[str, str]]:
         if detail.Unpack(bad_request):
             violations.extend((str(v.field), str(v.description)) for v in bad_request.field_violations)
     return violations
-
-
-def resource_exhausted(message: str, retry_after_s: float) -> grpc.Status:
-    """RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: the caller may try again after
-    `retry_after_s` seconds."""
-    delay = duration_pb2.Duration()
-    delay.FromMilliseconds(max(0, round(retry_after_s * 1000)))
-    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message)
-    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    converted: grpc.Status = rpc_status.to_status(status)  # grpcio-status is untyped
-    return converted
 
 
 def retry_delay_s(status: status_pb2.Status) -> float | None:

@@ -4,14 +4,24 @@ Paths are relative to the RPC request and use proto field names, e.g.
 `application.drivers[0].birth_date`. Descriptions state the rule and never echo what was
 submitted: names, VINs and licence numbers are personal data and must not travel back in error
 messages or into logs.
+
+Every text is judged in Unicode NFKC (full-width digits are digits, composed letters one
+character) with its surrounding spaces trimmed; control and format characters (line breaks,
+zero-width and direction marks) are refused anywhere, as is any text longer than `MAX_ANY_TEXT`.
+Latin look-alike letters in plates, document series and old licences are read as the Cyrillic
+ones they stand for, Cyrillic look-alikes in a VIN as Latin; a name mixing the two scripts in one
+word is refused (a look-alike spoof).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from osago.v1 import application_pb2
 
 from osago_common import dates, tariff
@@ -24,8 +34,15 @@ MIN_VEHICLE_YEAR = 1900
 MIN_BIRTH_DATE = date(1900, 1, 1)
 MIN_OWNER_AGE = 18
 MAX_TEXT = 64
+# No text field of an application is longer than this, whatever its own rule.
+MAX_ANY_TEXT = 128
 
 _LOOKALIKES = str.maketrans("ABEKMHOPCTYX", "АВЕКМНОРСТУХ")
+_LATIN_LOOKALIKES = str.maketrans("АВЕКМНОРСТУХ", "ABEKMHOPCTYX")
+# Control (Cc), format (Cf: zero-width, direction marks), private-use and surrogate characters.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs"})
+_LATIN_WORD = re.compile(r"[A-Za-z]")
+_CYRILLIC_WORD = re.compile(r"[А-Яа-яЁё]")
 _VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
 _BODY_NUMBER = re.compile(r"[A-Z0-9А-ЯЁ-]{3,30}")
 _PLATE = re.compile(r"[АВЕКМНОРСТУХ][0-9]{3}[АВЕКМНОРСТУХ]{2}[0-9]{2,3}")
@@ -63,7 +80,35 @@ def normalise_plate(plate: str) -> str:
 
 
 def normalise_vin(vin: str) -> str:
-    return vin.strip().upper()
+    """Upper case, Cyrillic look-alike letters read as the Latin ones a VIN is made of."""
+    return vin.strip().upper().translate(_LATIN_LOOKALIKES)
+
+
+def normalise_text(message: Message) -> None:
+    """Every string of `message` (nested messages included) in NFKC, trimmed, in place."""
+    for descriptor, value in message.ListFields():
+        if descriptor.type == FieldDescriptor.TYPE_STRING and not descriptor.is_repeated:
+            setattr(message, descriptor.name, unicodedata.normalize("NFKC", value).strip())
+        elif descriptor.message_type is not None:
+            for child in value if descriptor.is_repeated else [value]:
+                normalise_text(child)
+
+
+def _text_violations(message: Message, path: str, out: list[FieldViolation]) -> None:
+    """Texts too long, or with control or format characters, anywhere in `message`."""
+    for descriptor, value in message.ListFields():
+        here = f"{path}.{descriptor.name}"
+        if descriptor.type == FieldDescriptor.TYPE_STRING and not descriptor.is_repeated:
+            if len(value) > MAX_ANY_TEXT:
+                out.append(FieldViolation(here, f"must be at most {MAX_ANY_TEXT} characters"))
+            elif any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in value):
+                out.append(FieldViolation(here, "must not contain control or invisible formatting characters"))
+        elif descriptor.message_type is not None:
+            if descriptor.is_repeated:
+                for i, child in enumerate(value[: MAX_DRIVERS + 1]):
+                    _text_violations(child, f"{here}[{i}]", out)
+            else:
+                _text_violations(value, here, out)
 
 
 def _normalise_licence(number: str) -> str:
@@ -72,14 +117,22 @@ def _normalise_licence(number: str) -> str:
 
 
 def validate_application(app: application_pb2.Application, today: date) -> list[FieldViolation]:
-    """All the violations in `app`, judged on `today`; an empty list means valid."""
+    """All the violations in `app`, judged on `today`; an empty list means valid. Texts are
+    judged normalised (see the module docstring); a text refused as such gets no other
+    violation."""
+    refused: list[FieldViolation] = []
+    _text_violations(app, "application", refused)
+    normal = application_pb2.Application()
+    normal.CopyFrom(app)
+    normalise_text(normal)
     check = _Checker(today)
-    start = _policy(check, app)
-    year = _vehicle(check, app.vehicle)
-    _document(check, app.vehicle.registration_document, year)
-    _owner(check, app.owner, start)
-    _drivers(check, app, start)
-    return check.violations
+    start = _policy(check, normal)
+    year = _vehicle(check, normal.vehicle)
+    _document(check, normal.vehicle.registration_document, year)
+    _owner(check, normal.owner, start)
+    _drivers(check, normal, start)
+    bad = {v.field for v in refused}
+    return refused + [v for v in check.violations if v.field not in bad]
 
 
 @dataclass
@@ -124,6 +177,8 @@ class _Checker:
                     f"{path}.{part}",
                     "must be letters (Cyrillic or Latin), spaces, hyphens or apostrophes",
                 )
+            elif value is not None and any(_mixed_scripts(word) for word in re.split(r"[ '’-]+", value)):
+                self.add(f"{path}.{part}", "must not mix Cyrillic and Latin letters in one word")
 
     def kbm_class(self, path: str, value: int, *, required: bool) -> None:
         if value == application_pb2.KBM_CLASS_UNSPECIFIED:
@@ -131,6 +186,10 @@ class _Checker:
                 self.add(path, "is required for a named driver (3 for a new driver)")
         elif tariff.kbm_class_name(value) is None:
             self.add(path, _BAD_CLASS)
+
+
+def _mixed_scripts(word: str) -> bool:
+    return bool(_LATIN_WORD.search(word)) and bool(_CYRILLIC_WORD.search(word))
 
 
 def _policy(check: _Checker, app: application_pb2.Application) -> date | None:
@@ -245,7 +304,8 @@ def _drivers(check: _Checker, app: application_pb2.Application, start: date | No
     elif len(app.drivers) > MAX_DRIVERS:
         check.add("drivers", f"at most {MAX_DRIVERS} named drivers")
     first_with: dict[str, int] = {}
-    for i, driver in enumerate(app.drivers):
+    # Beyond the most allowed, drivers are not examined one by one: the answer stays short.
+    for i, driver in enumerate(app.drivers[: MAX_DRIVERS + 1]):
         _driver(check, f"drivers[{i}]", driver, start)
         licence = _normalise_licence(driver.licence_number)
         if licence in first_with:

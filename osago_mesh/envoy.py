@@ -56,6 +56,8 @@ def render_envoy_config(
     ratelimit_max_tokens: int = 1000,
     ratelimit_tokens_per_fill: int = 250,
     ratelimit_fill_interval_s: float = 1.0,
+    listener_tls: dict[str, Any] | None = None,
+    aggregator_tls: dict[str, Any] | None = None,
 ) -> str:
     """envoy/envoy.yaml with these values; port 0 lets the kernel choose (see EnvoyProcess).
     `aggregators` are the aggregator instances' (host, port): Envoy balances over them all.
@@ -64,6 +66,8 @@ def render_envoy_config(
     are RE2 patterns matched against the whole origin. The admin interface stays on 127.0.0.1.
     The local rate limit is a token bucket per Envoy instance: `ratelimit_max_tokens` requests at
     once, refilled by `ratelimit_tokens_per_fill` every `ratelimit_fill_interval_s` seconds.
+    `listener_tls` (browsers: `downstream_tls`) and `aggregator_tls` (`upstream_tls`) are the
+    transport sockets of the public listener and the aggregator cluster; None is plaintext.
     """
     for name, port in (
         ("listen_port", listen_port),
@@ -109,8 +113,43 @@ def render_envoy_config(
         "ratelimit_max_tokens": ratelimit_max_tokens,
         "ratelimit_tokens_per_fill": ratelimit_tokens_per_fill,
         "ratelimit_fill_interval": f"{ratelimit_fill_interval_s:.3f}s",
+        "listener_tls": listener_tls,
+        "aggregator_tls": aggregator_tls,
     }
     return fill_slots(ENVOY_YAML.read_text(encoding="utf-8"), values)
+
+
+def _file(path: Path) -> dict[str, str]:
+    return {"filename": str(path)}
+
+
+def upstream_tls(cert: Path, key: Path, ca: Path) -> dict[str, Any]:
+    """mTLS toward the aggregator: `cert`/`key` presented, the server checked against `ca`."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [{"certificate_chain": _file(cert), "private_key": _file(key)}],
+                "validation_context": {"trusted_ca": _file(ca)},
+            },
+        },
+    }
+
+
+def downstream_tls(cert: Path, key: Path) -> dict[str, Any]:
+    """HTTPS for browsers with this certificate."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_certificates": [{"certificate_chain": _file(cert), "private_key": _file(key)}],
+            },
+        },
+    }
 
 
 def fill_slots(template: str, values: Mapping[str, Any]) -> str:

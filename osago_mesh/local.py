@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import grpc
 from osago.v1 import aggregator_service_pb2_grpc
 
+from aggregator.access import AccessKeys
 from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from insurer_gateway.service import GatewayService
@@ -22,7 +24,10 @@ from insurer_sim import profiles as sim_profiles
 from insurer_sim.config import SimConfig
 from insurer_sim.server import SimServer
 from osago_common import insurers
+from osago_common.service_tokens import VerifierConfig
+from osago_common.tls import TlsFiles
 from osago_mesh.client import Mesh
+from osago_mesh.devpki import DevPki
 
 
 @dataclass
@@ -33,6 +38,8 @@ class LocalMesh(Mesh):
     gateways: dict[str, GatewayService]
     gateway_ports: dict[str, int]
     aggregator: AggregatorService
+    # The secret the insurers that call back sign with, and their gateways verify with.
+    callback_secret: str = field(default="", repr=False)
 
 
 @contextlib.asynccontextmanager
@@ -44,12 +51,30 @@ async def start_mesh(
     orphan_grace_s: float = 0.0,
     gateway_overrides: dict[str, Any] | None = None,
     aggregator_overrides: dict[str, Any] | None = None,
+    ids: Sequence[str] | None = None,
+    pki: DevPki | None = None,
 ) -> AsyncIterator[LocalMesh]:
-    """Starts the first `n` insurers of the catalogue, their gateways and the aggregator."""
-    profiles = insurers.first(n)
+    """Starts the first `n` insurers of the catalogue (or those of `ids`, in that order), their
+    gateways and the aggregator. With `pki`, every gRPC link is mTLS (the gateways take only the
+    aggregator's certificate), the aggregator also has a JWT port (`jwt_port`), and `channel`
+    calls as core-app."""
+    gateway_tls = aggregator_tls = None
+    if pki is not None:
+        gateway_tls = TlsFiles(pki.cert("gateway"), pki.key("gateway"), pki.ca, allowed_peers=("aggregator",))
+        aggregator_tls = TlsFiles(pki.cert("aggregator"), pki.key("aggregator"), pki.ca)
+    profiles = insurers.first(n) if ids is None else tuple(insurers.BY_ID[i] for i in ids)
+    # The secret the insurers that call back sign with, and their gateways verify with.
+    callback_secret = secrets.token_urlsafe(24)
     async with contextlib.AsyncExitStack() as stack:
         # Each insurer on its own port too, so `down` is a truly refused connection.
-        sim = SimServer(SimConfig(insurers=sim_profiles.first(n), time_scale=time_scale, seed=seed, insurer_ports=True))
+        config = SimConfig(
+            insurers=tuple(sim_profiles.profile(p.insurer_id) for p in profiles),
+            time_scale=time_scale,
+            seed=seed,
+            insurer_ports=True,
+            callback_secret=callback_secret,
+        )
+        sim = SimServer(config)
         await sim.start()
         stack.push_async_callback(sim.stop)
         http = aiohttp.ClientSession()
@@ -65,7 +90,8 @@ async def start_mesh(
                     insurer_name=p.name,
                     dialect=p.dialect,
                     base_url=base_urls[p.insurer_id],
-                    **(gateway_overrides or {}),
+                    tls=gateway_tls,
+                    **{"callback_secret": callback_secret, **(gateway_overrides or {})},
                 )
             )
             ports[p.insurer_id] = await gateway.start()
@@ -77,11 +103,23 @@ async def start_mesh(
             session_limit_s=session_limit_s,
             orphan_grace_s=orphan_grace_s,
         )
+        if pki is not None:
+            settings = dataclasses.replace(
+                settings,
+                tls=aggregator_tls,
+                jwt_bind="127.0.0.1:0",
+                jwt=VerifierConfig(pki.jwks, reload_s=0.0),
+                access_keys=AccessKeys.parse(pki.access_keys),
+            )
         aggregator = AggregatorService(dataclasses.replace(settings, **(aggregator_overrides or {})))
         port = await aggregator.start()
         stack.push_async_callback(aggregator.stop)
         target = f"127.0.0.1:{port}"
-        channel = grpc.aio.insecure_channel(target)
+        channel = (
+            grpc.aio.secure_channel(target, pki.channel_credentials())
+            if pki is not None
+            else grpc.aio.insecure_channel(target)
+        )
         stack.push_async_callback(channel.close)
         stub = aggregator_service_pb2_grpc.AggregatorServiceStub(channel)
         yield LocalMesh(
@@ -95,4 +133,5 @@ async def start_mesh(
             gateways=gateways,
             gateway_ports=ports,
             aggregator=aggregator,
+            callback_secret=callback_secret,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -19,11 +20,21 @@ from pathlib import Path
 from typing import Literal
 
 import aiohttp
+import grpc
 
+from aggregator.access import AccessKeys
 from osago_common import insurers
 from osago_mesh.child import Child
 from osago_mesh.defaults import AGGREGATOR_PORT, EDGES, PAGE_PORT, SIM_PORT
-from osago_mesh.envoy import EnvoyProcess, envoy_available, envoy_path, render_envoy_config, start_envoy
+from osago_mesh.devpki import DevPki, make_dev_pki
+from osago_mesh.envoy import (
+    EnvoyProcess,
+    envoy_available,
+    envoy_path,
+    render_envoy_config,
+    start_envoy,
+    upstream_tls,
+)
 from osago_mesh.readiness import wait_grpc_serving, wait_http_ok
 from osago_mesh.servers import postgres_server, redis_server
 
@@ -35,7 +46,7 @@ BACKENDS = ("embedded", "shared")
 
 @dataclass(frozen=True)
 class MeshOptions:
-    insurers: int = 12
+    insurers: int = len(insurers.CATALOGUE)
     time_scale: float = 1.0
     host: str = "127.0.0.1"
     # Port 0 picks a free one; `osago up` falls back to 0 when one of these is taken.
@@ -58,6 +69,9 @@ class MeshOptions:
     # binaries (and removed on exit).
     postgres_url: str | None = None
     redis_url: str | None = None
+    # TLS on every gRPC link, mTLS toward the gateways and the aggregator, with a CA made for
+    # this run (osago_mesh.devpki); otherwise the dev mode: plaintext, no authentication.
+    secure: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -105,6 +119,12 @@ class RunningMesh:
     # The shared backend's servers (None with the embedded one).
     postgres_url: str | None = None
     redis_url: str | None = None
+    # The run's certificates and keys (a secure mesh), else None.
+    pki: DevPki | None = None
+
+    def client_credentials(self) -> grpc.ChannelCredentials | None:
+        """A core-app's credentials toward the aggregator (mTLS), or None (the dev mode)."""
+        return self.pki.channel_credentials() if self.pki is not None else None
 
     @property
     def target(self) -> str:
@@ -114,7 +134,11 @@ class RunningMesh:
     def ready_line(self) -> str:
         page = f" page={self.page} edge={self.edge}" if self.page else ""
         more = f" aggregators={self.target}" if len(self.aggregators) > 1 else ""
-        return f"ready aggregator={self.aggregator} sim={self.sim}{page} gateways={len(self.gateways)}{more}"
+        security = f"tls client-env={self.pki.root / 'client.env'}" if self.pki else "dev-insecure"
+        return (
+            f"ready aggregator={self.aggregator} sim={self.sim}{page} gateways={len(self.gateways)}{more}"
+            f" security={security}"
+        )
 
 
 async def _insurer_urls(sim: str) -> dict[str, str]:
@@ -126,7 +150,9 @@ async def _insurer_urls(sim: str) -> dict[str, str]:
         return {i["insurer_id"]: i["base_url"] for i in await response.json()}
 
 
-async def _start_envoy(options: MeshOptions, aggregator: str, bridge: str, workdir: Path) -> EnvoyProcess:
+async def _start_envoy(
+    options: MeshOptions, aggregator: str, bridge: str, workdir: Path, pki: DevPki | None
+) -> EnvoyProcess:
     """Envoy in front of the aggregator (grpc-web) and web_bridge (page, REST, WebSocket): one
     origin for the browser."""
     aggregators = [(host, int(port)) for host, _, port in (a.rpartition(":") for a in aggregator.split(","))]
@@ -139,6 +165,7 @@ async def _start_envoy(options: MeshOptions, aggregator: str, bridge: str, workd
         web_bridge_port=int(bridge_port),
         admin_port=0,
         allowed_origins=[f"http://{options.host}:{options.page_port}", f"http://localhost:{options.page_port}"],
+        aggregator_tls=upstream_tls(pki.cert("envoy"), pki.key("envoy"), pki.ca) if pki else None,
     )
     return await start_envoy(config, workdir)
 
@@ -151,7 +178,8 @@ async def process_mesh(
     stops them all on exit. `env` adds settings (OSAGO_GATEWAY_*, ...) for every service."""
     edge = choose_edge(options.edge) if web else None
     profiles = insurers.first(options.insurers)
-    base_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    # The dev mode (osago_common.tls): plaintext links and no authentication, on one machine.
+    base_env = {**os.environ, "OSAGO_DEV_INSECURE": "true", **(env or {}), "PYTHONUNBUFFERED": "1"}
     children: dict[str, Child] = {}
 
     async def start(name: str, args: list[str], own: dict[str, str]) -> Child:
@@ -161,6 +189,18 @@ async def process_mesh(
         return child
 
     async with contextlib.AsyncExitStack() as stack:
+        pki: DevPki | None = None
+        tls: dict[str, dict[str, str]] = {name: {} for name in ("aggregator", "gateway", "web-bridge")}
+        if options.secure:
+            pki_dir = Path(tempfile.mkdtemp(prefix="osago-pki-"))
+            stack.callback(shutil.rmtree, pki_dir, ignore_errors=True)
+            pki = make_dev_pki(pki_dir)
+            pki.write_client_env()
+            base_env["OSAGO_DEV_INSECURE"] = "false"
+            tls = {name: pki.env(name) for name in tls}
+            tls["gateway"]["OSAGO_TLS_ALLOWED_PEERS"] = "aggregator"
+            tls["aggregator"]["OSAGO_JWT_JWKS"] = str(pki.jwks)
+        credentials = pki.channel_credentials() if pki else None
         postgres_url, redis_url = options.postgres_url, options.redis_url
         if options.backend == "shared":
             postgres_url = postgres_url or await _private(stack, postgres_server)
@@ -168,7 +208,10 @@ async def process_mesh(
         # Registered after the servers, so it runs before them: services stop first.
         stack.push_async_callback(lambda: _stop_all(list(children.values())))
         shared = {"OSAGO_POSTGRES_URL": postgres_url or "", "OSAGO_REDIS_URL": redis_url or ""}
+        # The secret the simulated insurers that call back sign with, new each run.
+        callback_secret = secrets.token_urlsafe(24)
         sim_env = {
+            "OSAGO_SIM_CALLBACK_SECRET": callback_secret,
             "OSAGO_SIM_INSURERS": str(options.insurers),
             "OSAGO_SIM_TIME_SCALE": str(options.time_scale),
             "OSAGO_SIM_HOST": options.host,
@@ -194,18 +237,26 @@ async def process_mesh(
                         "OSAGO_GATEWAY_INSURER": p.insurer_id,
                         "OSAGO_GATEWAY_BASE_URL": base_urls[p.insurer_id],
                         "OSAGO_GATEWAY_BIND": f"{options.host}:0",
+                        # Insurers that call back reach this replica's own callback endpoint (the
+                        # simulator runs on this machine: loopback when the mesh binds everything).
+                        "OSAGO_GATEWAY_CALLBACK_BIND": f"{_callback_host(options.host)}:0",
+                        "OSAGO_GATEWAY_CALLBACK_SECRET": callback_secret,
                         # The insurer's quota is one for all its replicas, in Redis when shared.
                         "OSAGO_REDIS_URL": redis_url or "",
+                        **tls["gateway"],
                     },
                 )
                 for p in profiles
                 for name in replicas[p.insurer_id]
             )
         )
-        await asyncio.gather(*(wait_grpc_serving(g.address) for g in gateways))
+        await asyncio.gather(*(wait_grpc_serving(g.address, credentials=credentials) for g in gateways))
         addresses = {i: [children[name].address for name in names] for i, names in replicas.items()}
         aggregator_env = {
             **shared,
+            # One key for the customers' access tokens: a token works on every instance.
+            "OSAGO_ACCESS_TOKEN_KEYS": pki.access_keys if pki else AccessKeys.generate().spec(),
+            **tls["aggregator"],
             "OSAGO_GATEWAYS": ",".join(f"{p.insurer_id}={'|'.join(addresses[p.insurer_id])}" for p in profiles),
         }
         if options.session_limit_s is not None:
@@ -215,7 +266,7 @@ async def process_mesh(
             port = options.aggregator_port if n == 1 else 0
             bind = {"OSAGO_AGGREGATOR_BIND": f"{options.host}:{port}", "OSAGO_INSTANCE_NAME": f"aggregator-{n}"}
             aggregators.append(await start(f"aggregator {n}", ["aggregator"], {**aggregator_env, **bind}))
-        await asyncio.gather(*(wait_grpc_serving(a.address) for a in aggregators))
+        await asyncio.gather(*(wait_grpc_serving(a.address, credentials=credentials) for a in aggregators))
         targets = [a.address for a in aggregators]
         page = None
         if edge is not None:
@@ -228,6 +279,9 @@ async def process_mesh(
                     "OSAGO_BRIDGE_AGGREGATOR": ",".join(targets),
                     "OSAGO_BRIDGE_HOST": options.host,
                     "OSAGO_BRIDGE_PORT": str(bridge_port),
+                    # Behind Envoy the browser's address is its X-Forwarded-For.
+                    "OSAGO_BRIDGE_TRUST_FORWARDED": "true" if edge == "envoy" else "false",
+                    **tls["web-bridge"],
                 },
             )
             await wait_http_ok(f"{bridge.address}/healthz")
@@ -237,7 +291,7 @@ async def process_mesh(
             workdir = Path(tempfile.mkdtemp(prefix="osago-up-"))
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
             envoy = await stack.enter_async_context(
-                await _start_envoy(options, ",".join(targets), children["web_bridge"].address, workdir)
+                await _start_envoy(options, ",".join(targets), children["web_bridge"].address, workdir, pki)
             )
             page = f"http://{options.host}:{envoy.port}/"
             processes.append(envoy.process)
@@ -253,7 +307,12 @@ async def process_mesh(
             children=children,
             postgres_url=postgres_url,
             redis_url=redis_url,
+            pki=pki,
         )
+
+
+def _callback_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - replaced, not bound
 
 
 async def _private(

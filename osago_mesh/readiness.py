@@ -12,11 +12,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 STARTUP_TIMEOUT_S = 60.0
 
 
-async def wait_grpc_serving(target: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-    """Waits until grpc.health.v1 reports the server SERVING."""
+async def wait_grpc_serving(
+    target: str, timeout_s: float = STARTUP_TIMEOUT_S, credentials: grpc.ChannelCredentials | None = None
+) -> None:
+    """Waits until grpc.health.v1 reports the server SERVING (over TLS with `credentials`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with grpc.aio.insecure_channel(target) as channel:
+    channel_of = (
+        grpc.aio.insecure_channel(target) if credentials is None else grpc.aio.secure_channel(target, credentials)
+    )
+    async with channel_of as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

@@ -1,6 +1,9 @@
 """Pulls checkable files out of the chart's output for scripts/check-deploy.sh.
 
-    deploy_extract.py envoy RENDERED OUT       the Envoy ConfigMap's envoy.yaml
+    deploy_extract.py envoy RENDERED OUT       the Envoy ConfigMap's envoy.yaml, its certificate
+                                               paths (/etc/envoy-tls/, mounted Secrets in a pod)
+                                               pointed at stand-in certificates made beside OUT,
+                                               since `envoy --mode validate` reads them
     deploy_extract.py rules RENDERED OUT       the PrometheusRule's groups, as a rules file
     deploy_extract.py dashboard JSON OUT       every dashboard query as a recording rule, so that
                                                promtool parses the PromQL (Grafana's variables
@@ -23,6 +26,25 @@ import yaml
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$namespace": ".*", "$insurer": ".*"}
 
 
+ENVOY_TLS = "/etc/envoy-tls/"
+
+
+def stand_in_certificates(root: Path) -> Path:
+    """public/ and upstream/ as the chart mounts them (tls.crt, tls.key, ca.crt), from a CA made
+    here: only their form matters to the validation."""
+    import trustme  # noqa: PLC0415 - a development dependency, as this script is
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("osago.example")
+    for part in ("public", "upstream"):
+        folder = root / part
+        folder.mkdir(parents=True, exist_ok=True)
+        issued.private_key_pem.write_to_path(str(folder / "tls.key"))
+        (folder / "tls.crt").write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+        ca.cert_pem.write_to_path(str(folder / "ca.crt"))
+    return root
+
+
 def documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
 
@@ -43,7 +65,10 @@ def panel_queries(panels: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
 
 def main(command: str, source: Path, out: Path) -> None:
     if command == "envoy":
-        out.write_text(one(source, "ConfigMap", "-envoy")["data"]["envoy.yaml"], encoding="utf-8")
+        config = one(source, "ConfigMap", "-envoy")["data"]["envoy.yaml"]
+        out.write_text(
+            config.replace(ENVOY_TLS, str(stand_in_certificates(out.parent / "envoy-tls")) + "/"), encoding="utf-8"
+        )
     elif command == "rules":
         out.write_text(yaml.safe_dump(one(source, "PrometheusRule")["spec"]), encoding="utf-8")
     elif command == "dashboard":

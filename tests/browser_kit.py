@@ -10,6 +10,7 @@ elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -84,6 +85,18 @@ async def open_page(
         await page.wait_for_selector("html[lang=en]")
     assert not errors, errors
     return page
+
+
+async def wait_for(page: Page, expression: str, arg: object = None, timeout_s: float = 30.0) -> None:
+    """Waits until `expression` (a JS expression, or a function of `arg`) is truthy in the page.
+    Polled from here with page.evaluate: Playwright's wait_for_function evaluates its predicate
+    with eval inside the page, which the page's Content-Security-Policy forbids."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await page.evaluate(expression, arg):
+        if loop.time() > deadline:
+            raise AssertionError(f"never true within {timeout_s:g} s: {expression}")
+        await asyncio.sleep(0.05)
 
 
 def screenshot_path(name: str) -> Path:

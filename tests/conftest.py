@@ -13,7 +13,7 @@ import pytest
 import redis
 from aiohttp import web
 from google.protobuf import json_format
-from osago.v1 import application_pb2
+from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2
 
 from osago_common.clock import FakeClock
 from osago_mesh.local import LocalMesh, start_mesh
@@ -101,3 +101,26 @@ def redis_db(redis_url: str) -> str:
     with redis.Redis.from_url(redis_url) as client:
         client.flushall()
     return redis_url
+
+
+# Access tokens of the quote requests tests created, by request id: a test reads a request as its
+# creator would, presenting the token its creation returned (tests of isolation use none).
+ACCESS_TOKENS: dict[str, str] = {}
+
+
+def remember(request_id: str, token: str) -> str:
+    """Keeps a request's access token (from CreateQuoteRequest or GetQuotes' first answer)."""
+    if request_id and token:
+        ACCESS_TOKENS[request_id] = token
+    return request_id
+
+
+def access(request_id: str) -> str:
+    """The access token of a request a test created ("" for any other)."""
+    return ACCESS_TOKENS.get(request_id, "")
+
+
+def remembered(response: aggregator_service_pb2.GetQuotesResponse) -> events_pb2.QuoteEvent:
+    """A GetQuotes answer's event, its access token (set on the first answer) remembered."""
+    remember(response.event.request_id, response.access_token)
+    return response.event

@@ -20,7 +20,7 @@ from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from aggregator.store import MemoryRequestStore
 from osago_common.clock import FakeClock
-from tests.conftest import load_example
+from tests.conftest import access, load_example, remember
 from tests.test_session import Script, ScriptedGateways, accepted, offer
 
 Status = events_pb2.SessionStatus
@@ -243,7 +243,7 @@ async def leave_after_accepted(stub: aggregator_service_pb2_grpc.AggregatorServi
     call = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30)
     request_id = ""
     async for response in call:
-        request_id = request_id or response.event.request_id
+        request_id = request_id or remember(response.event.request_id, response.access_token)
         if response.event.HasField("insurer_progress"):
             break
     waiting = clock.sleepers  # the session's deadline and the retention sweeper
@@ -256,7 +256,9 @@ async def leave_after_accepted(stub: aggregator_service_pb2_grpc.AggregatorServi
 
 
 async def snapshot_status(stub: aggregator_service_pb2_grpc.AggregatorServiceStub, request_id: str) -> int:
-    reply = await stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=request_id), timeout=5)
+    reply = await stub.GetQuoteRequest(
+        pb.GetQuoteRequestRequest(access_token=access(request_id), request_id=request_id), timeout=5
+    )
     return int(reply.quote_request.status)
 
 
@@ -265,7 +267,9 @@ async def test_over_grpc_a_stream_picking_up_an_orphan_within_the_grace_sees_it_
     async with served(clock) as (stub, gateway):
         request_id = await leave_after_accepted(stub, clock)
         await clock.advance(GRACE_S - 1.0)
-        stream = stub.StreamQuoteEvents(pb.StreamQuoteEventsRequest(request_id=request_id), timeout=30)
+        stream = stub.StreamQuoteEvents(
+            pb.StreamQuoteEventsRequest(access_token=access(request_id), request_id=request_id), timeout=30
+        )
         replay = stream.__aiter__()
         assert (await anext(replay)).event.HasField("session_started")  # the stream is open: watched
         await clock.advance(2.0)  # past the grace
@@ -286,3 +290,36 @@ async def test_over_grpc_an_orphan_nobody_picks_up_is_cancelled_after_the_grace(
         await clock.advance(0.1)
         assert await snapshot_status(stub, request_id) == Status.SESSION_STATUS_CANCELLED
         await asyncio.wait_for(gateway.cancelled.wait(), 10)  # the gateway's call was cancelled too
+
+
+async def test_the_purge_job_erases_the_application_once_its_retention_passed(clock: FakeClock) -> None:
+    store = MemoryRequestStore()
+    settings = AggregatorSettings(
+        gateways=(GatewayEndpoint("a", "A", "unused:1"),),
+        retention_s=10 * 86400.0,  # the whole request stays readable; only its personal data goes
+        personal_data_retention_s=3600.0,
+        purge_interval_s=600.0,
+    )
+    script: Script = [(1.0, offer(700_000))]
+    core = Aggregator(
+        settings,
+        ScriptedGateways(clock, {"a": script}),
+        store,
+        MemoryEventBus(clock),
+        MemoryResultCache(clock),
+        clock,
+        new_id=lambda: "r1",
+    )
+    core.start()  # the lease upkeep and the purge job
+    try:
+        request_id = await start(core)
+        await clock.advance(1.0)
+        assert store.application(request_id)
+        await clock.advance(3600.0)  # t = 3601: the purges at 0, 600, ..., 3600 found it not yet past the hour
+        assert store.application(request_id)
+        await clock.advance(600.0)  # t = 4201: the purge at 4200 found it past its retention
+        assert store.application(request_id) == b""
+        snapshot = await core.snapshot(request_id)  # the offer stays
+        assert [q.premium_kopecks for q in snapshot.quotes] == [700_000]
+    finally:
+        await core.close()

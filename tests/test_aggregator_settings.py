@@ -7,10 +7,13 @@ import pytest
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from osago_common.env import SettingsError
 
+# The dev mode (plaintext): these tests are about the other settings.
+DEV_ENV = {"OSAGO_DEV_INSECURE": "true"}
+
 
 def test_gateways_keep_their_order_and_take_the_names_they_are_given() -> None:
     settings = AggregatorSettings.from_env(
-        {"OSAGO_GATEWAYS": "acme:Acme Insurance=10.0.0.1:50051, alfa:Alfa=10.0.0.2:50051"}
+        DEV_ENV | {"OSAGO_GATEWAYS": "acme:Acme Insurance=10.0.0.1:50051, alfa:Alfa=10.0.0.2:50051"}
     )
     assert settings.gateways == (
         GatewayEndpoint("acme", "Acme Insurance", "10.0.0.1:50051"),
@@ -19,7 +22,7 @@ def test_gateways_keep_their_order_and_take_the_names_they_are_given() -> None:
 
 
 def test_an_unnamed_gateway_takes_the_dev_catalogues_name_else_its_id() -> None:
-    settings = AggregatorSettings.from_env({"OSAGO_GATEWAYS": "ingos=h:1,acme=h:2"})
+    settings = AggregatorSettings.from_env(DEV_ENV | {"OSAGO_GATEWAYS": "ingos=h:1,acme=h:2"})
     assert [(g.insurer_id, g.insurer_name) for g in settings.gateways] == [
         ("ingos", "Ingosstrakh"),
         ("acme", "acme"),
@@ -36,10 +39,10 @@ def test_an_unnamed_gateway_takes_the_dev_catalogues_name_else_its_id() -> None:
 )
 def test_bad_gateway_lists_are_refused_naming_the_variable(spec: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        AggregatorSettings.from_env({"OSAGO_GATEWAYS": spec})
+        AggregatorSettings.from_env(DEV_ENV | {"OSAGO_GATEWAYS": spec})
 
 
 def test_the_gateway_margin_is_the_settings_own_and_read_from_the_environment() -> None:
     gateways = {"OSAGO_GATEWAYS": "alfa=h:1"}
-    assert AggregatorSettings.from_env(gateways).gateway_margin_s == 0.1
-    assert AggregatorSettings.from_env({**gateways, "OSAGO_GATEWAY_MARGIN_S": "0.3"}).gateway_margin_s == 0.3
+    assert AggregatorSettings.from_env(DEV_ENV | gateways).gateway_margin_s == 0.1
+    assert AggregatorSettings.from_env(DEV_ENV | {**gateways, "OSAGO_GATEWAY_MARGIN_S": "0.3"}).gateway_margin_s == 0.3

@@ -35,6 +35,7 @@ from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc, quote_pb2
 from playwright.async_api import Browser, Page
 
+from osago_common.insurers import CATALOGUE
 from tests.browser_kit import (
     BADGES,
     LOCALES,
@@ -50,11 +51,13 @@ from tests.browser_kit import (
     spaces,
     summary_of,
     valid_until,
+    wait_for,
 )
 
 pytestmark = pytest.mark.functional
 
-INSURERS = 12
+# The whole catalogue: every dialect, and the two insurers slower than a session (last).
+INSURERS = len(CATALOGUE)
 TIME_SCALE = 0.1
 SESSION_LIMIT_S = 6.0
 SEED = 7
@@ -116,10 +119,15 @@ class Stack:
     page_url: str
     aggregator_target: str
 
-    async def snapshot(self, request_id: str) -> pb.QuoteRequest:
+    async def snapshot(self, page: Page, request_id: str) -> pb.QuoteRequest:
+        """The request as the aggregator has it, read with the access token the page keeps."""
+        token = await page.evaluate("(id) => sessionStorage.getItem('osago.access.' + id)", request_id)
+        assert token, "the page keeps the request's access token"
         async with grpc.aio.insecure_channel(self.aggregator_target) as channel:
             stub = aggregator_service_pb2_grpc.AggregatorServiceStub(channel)
-            reply = await stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=request_id), timeout=10)
+            reply = await stub.GetQuoteRequest(
+                pb.GetQuoteRequestRequest(access_token=token, request_id=request_id), timeout=10
+            )
             return reply.quote_request
 
 
@@ -312,7 +320,7 @@ async def test_offers_stream_in_one_at_a_time_with_statuses_countdown_and_summar
     await assert_accessible(page, f"the streaming page ({lang})")
 
     await wait_for_summary(page)
-    snapshot = await stack.snapshot(request_id)
+    snapshot = await stack.snapshot(page, request_id)
     assert snapshot.status != 1  # SESSION_STATUS_RUNNING: finished
     # The session had the configured limit (it ends by its deadline: test_session, test_mesh).
     assert (snapshot.deadline.ToDatetime() - snapshot.created_at.ToDatetime()).total_seconds() == SESSION_LIMIT_S
@@ -555,7 +563,7 @@ async def test_reload_mid_session_resumes_without_duplicate_rows(stack: Stack, b
     page = await open_page(browser, stack.page_url)
     await submit_preset(page, "kazan-two-drivers")
     request_id = request_id_of(page)
-    await page.wait_for_function("document.querySelectorAll('[data-testid=offer]').length >= 2")
+    await wait_for(page, "document.querySelectorAll('[data-testid=offer]').length >= 2")
     before = [r["id"] for r in await offers(page)]
     assert await page.locator("[data-testid=summary]").is_hidden(), "the session ended before the reload"
 
@@ -566,7 +574,7 @@ async def test_reload_mid_session_resumes_without_duplicate_rows(stack: Stack, b
     await wait_for_summary(page)
 
     rows = [r["id"] for r in await offers(page)]
-    snapshot = await stack.snapshot(request_id)
+    snapshot = await stack.snapshot(page, request_id)
     assert len(rows) == len(set(rows)), rows
     assert set(before) <= set(rows)
     assert sorted(rows) == sorted(q.insurer_id for q in snapshot.quotes)
@@ -582,16 +590,16 @@ async def test_the_same_application_again_is_answered_from_the_cache_and_fresh_p
     await submit_preset(page, "kazan-two-drivers")
     first_id = request_id_of(page)
     await wait_for_summary(page)
-    first = await stack.snapshot(first_id)
+    first = await stack.snapshot(page, first_id)
     assert first.quotes and not any(q.from_cache for q in first.quotes)
     assert await page.locator("[data-testid=ask-fresh]").is_hidden()
 
     # The same application again: every offer of the first session at once, marked as cached.
     await page.click("[data-testid=submit]")
-    await page.wait_for_function(f"!location.search.includes({first_id!r})")
+    await wait_for(page, f"!location.search.includes({first_id!r})")
     second_id = request_id_of(page)
     await wait_for_summary(page)
-    second = await stack.snapshot(second_id)
+    second = await stack.snapshot(page, second_id)
     cached = {q.insurer_id: q.premium_kopecks for q in second.quotes if q.from_cache}
     assert cached == {q.insurer_id: q.premium_kopecks for q in first.quotes}
     notes = await page.locator("[data-testid=offer-from-cache]").all_inner_texts()
@@ -599,9 +607,9 @@ async def test_the_same_application_again_is_answered_from_the_cache_and_fresh_p
 
     # Fresh prices on request: every insurer asked again, nothing from the cache.
     await page.click("[data-testid=ask-fresh]")
-    await page.wait_for_function(f"!location.search.includes({second_id!r})")
+    await wait_for(page, f"!location.search.includes({second_id!r})")
     await wait_for_summary(page)
-    fresh = await stack.snapshot(request_id_of(page))
+    fresh = await stack.snapshot(page, request_id_of(page))
     assert not any(q.from_cache for q in fresh.quotes)
     assert await page.locator("[data-testid=offer-from-cache]").count() == 0
 
@@ -620,14 +628,14 @@ async def test_network_loss_mid_session_reconnects_and_misses_nothing(stack: Sta
         assert await page.locator("[data-testid=summary]").is_hidden(), "the session ended before the cut"
 
         link.cut(1.5)  # every connection dropped; new ones refused for 1.5 s
-        await page.wait_for_function("window.__connection.includes('reconnecting')")
+        await wait_for(page, "window.__connection.includes('reconnecting')")
         await wait_for_summary(page)
         assert await page.evaluate("window.__connection.includes('live')")
     finally:
         await link.stop()
 
     rows = [r["id"] for r in await offers(page)]
-    snapshot = await stack.snapshot(request_id)
+    snapshot = await stack.snapshot(page, request_id)
     assert len(rows) == len(set(rows)), rows
     assert sorted(rows) == sorted(q.insurer_id for q in snapshot.quotes)
     arrivals = [a["id"] for a in await page.evaluate("window.__offers")]
@@ -653,3 +661,19 @@ async def test_phone_width_has_no_horizontal_scrolling(stack: Stack, browser: Br
     assert unlabeled == 0
     await assert_texts_from_catalogue(page, lang)
     await screenshot(page, f"finished-375px-{lang}.png")
+
+
+async def test_a_link_to_a_request_opened_elsewhere_shows_it_cannot_be_shown_there(
+    stack: Stack, browser: Browser
+) -> None:
+    page = await open_page(browser, stack.page_url)
+    await submit_preset(page, "kazan-two-drivers")
+    request_id = request_id_of(page)
+    await wait_for_summary(page)
+    # The same link in another browser (its own storage): no access token, so nothing of the
+    # request is shown, only that it cannot be shown here.
+    elsewhere = await open_page(browser, f"{stack.page_url}?request={request_id}")
+    await wait_for(elsewhere, "document.querySelector('[data-testid=session]').dataset.state === 'failed'")
+    summary = await elsewhere.locator("[data-testid=summary]").inner_text()
+    assert "только во вкладке" in summary
+    assert await elsewhere.locator("[data-testid=offer]").count() == 0

@@ -130,11 +130,79 @@ def test_adding_an_insurer_adds_its_gateway_and_the_aggregator_asks_it(helm: Pat
 
     hook = find(docs, "Pod", "osago-test-health")
     checks = {c["name"]: c["args"] for c in hook["spec"]["containers"]}
+    # Under TLS (the default) the hook checks the plaintext health port, as the probes do.
     assert checks["gateway-zetta"][:3] == [
         "health",
         "--target",
-        "dns:///osago-gw-zetta-headless.osago.svc.cluster.local:50051",
+        "dns:///osago-gw-zetta-headless.osago.svc.cluster.local:8086",
     ]
+
+
+def secret_env_of(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Variables taken from Secrets: name -> (Secret, key)."""
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+PUSH_INSURER = {"id": "sovcom", "name": "Sovcombank Insurance", "dialect": "push", "baseUrl": ""}
+
+
+@pytest.mark.functional
+def test_an_insurer_that_calls_back_gets_its_endpoint_service_secret_and_route(helm: Path, tmp_path: Path) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    extra = tmp_path / "push.yaml"
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "insurers": [*values["insurers"], PUSH_INSURER],
+                "callbacks": {"existingSecret": "osago-callbacks", "ingress": {"enabled": True, "host": "cb.example"}},
+                "networkPolicy": {"callbacksFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]},
+            }
+        ),
+        encoding="utf-8",
+    )
+    docs = render(helm, tmp_path, "-f", str(extra))
+
+    gateway = find(docs, "Deployment", "osago-gw-sovcom")
+    env = env_of(gateway)
+    assert env["OSAGO_GATEWAY_DIALECT"] == "push"
+    assert env["OSAGO_GATEWAY_CALLBACK_BIND"] == "0.0.0.0:8090"
+    # Only the simulator calls back in the demo: the in-cluster Service is the base URL.
+    assert env["OSAGO_GATEWAY_CALLBACK_BASE_URL"] == "http://osago-gw-sovcom-callbacks.osago.svc.cluster.local:80"
+    assert secret_env_of(gateway)["OSAGO_GATEWAY_CALLBACK_SECRET"] == ("osago-callbacks", "sovcom")
+    [container] = gateway["spec"]["template"]["spec"]["containers"]
+    assert {"name": "callback", "containerPort": 8090, "protocol": "TCP"} in container["ports"]
+    # The other insurers' gateways have no callback endpoint.
+    assert "OSAGO_GATEWAY_CALLBACK_BIND" not in env_of(find(docs, "Deployment", "osago-gw-alfa"))
+
+    service = find(docs, "Service", "osago-gw-sovcom-callbacks")
+    assert service["spec"]["selector"].items() <= gateway["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"] == [
+        {"name": "callback", "port": 80, "targetPort": "callback", "protocol": "TCP", "appProtocol": "http"}
+    ]
+    [rule] = find(docs, "Ingress", "osago-callbacks")["spec"]["rules"]
+    assert rule["host"] == "cb.example"
+    assert [(p["path"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]] == [
+        ("/callbacks/sovcom", "osago-gw-sovcom-callbacks")
+    ]
+
+    # The simulator signs with the same secret, and may reach the callback port.
+    sim = find(docs, "Deployment", "osago-sim")
+    assert secret_env_of(sim)["OSAGO_SIM_CALLBACK_SECRET_SOVCOM"] == ("osago-callbacks", "sovcom")
+    sim_egress = find(docs, "NetworkPolicy", "osago-sim")["spec"]["egress"]
+    assert any(r["ports"] == [{"port": 8090, "protocol": "TCP"}] for r in sim_egress)
+    callback_rule = [
+        r
+        for r in find(docs, "NetworkPolicy", "osago-gw-sovcom")["spec"]["ingress"]
+        if r["ports"] == [{"port": "callback", "protocol": "TCP"}]
+    ]
+    [rule_from] = [r["from"] for r in callback_rule]
+    assert rule_from[0] == {"namespaceSelector": {"matchLabels": {"name": "ingress"}}}
+    assert rule_from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "sim"
 
 
 @pytest.mark.functional
@@ -187,6 +255,17 @@ def test_a_slot_of_envoy_yaml_the_chart_does_not_fill_fails_the_render(helm: Pat
         (["--set", "aggregator.terminationGracePeriodSeconds=60"], "aggregator.terminationGracePeriodSeconds"),
         (["--set", "sim.enabled=false"], "insurers[0].baseUrl"),
         (["--set", "aggregator.replicas=3"], "additional properties 'replicas' not allowed"),
+        (["--set-json", f"insurers=[{json.dumps(PUSH_INSURER)}]"], "callbacks.existingSecret"),
+        (
+            [
+                "--set-json",
+                f"insurers=[{json.dumps({**PUSH_INSURER, 'baseUrl': 'https://x.example'})}]",
+                "--set",
+                "callbacks.existingSecret=s,networkPolicy.enabled=false",
+            ],
+            "callbacks.publicBaseUrl",
+        ),
+        (["--set-json", f"insurers=[{json.dumps({**PUSH_INSURER, 'dialect': 'soap'})}]"], "insurers/0/dialect"),
     ],
 )
 def test_values_that_would_break_the_mesh_are_refused(helm: Path, tmp_path: Path, args: list[str], named: str) -> None:
@@ -229,3 +308,45 @@ def test_alerts_and_dashboard_use_only_exported_metrics() -> None:
         "OsagoSessionsShed",
         "OsagoEventDeliveryLagHigh",
     } <= {r["alert"] for g in yaml.safe_load(alerts)["groups"] for r in g["rules"]}
+
+
+@pytest.mark.functional
+def test_services_get_their_certificates_tokens_and_limits_from_secrets(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, "-f", str(CHART / "values-production.yaml"))
+    aggregator = find(docs, "Deployment", "osago-aggregator")
+    env = env_of(aggregator)
+    container = aggregator["spec"]["template"]["spec"]["containers"][0]
+    assert (env["OSAGO_TLS_CERT"], env["OSAGO_TLS_KEY"], env["OSAGO_TLS_CA"]) == (
+        "/etc/osago/tls/tls.crt",
+        "/etc/osago/tls/tls.key",
+        "/etc/osago/tls/ca.crt",
+    )
+    assert "OSAGO_DEV_INSECURE" not in env
+    keys = next(e for e in container["env"] if e["name"] == "OSAGO_ACCESS_TOKEN_KEYS")
+    assert keys["valueFrom"]["secretKeyRef"] == {"name": "osago-access-tokens", "key": "keys"}
+    assert env["OSAGO_AGGREGATOR_JWT_BIND"] == "0.0.0.0:50052" and env["OSAGO_JWT_JWKS"] == "/etc/osago/jwt/jwks.json"
+    volumes = {v["name"]: v for v in aggregator["spec"]["template"]["spec"]["volumes"]}
+    sources = [s["secret"]["name"] for s in volumes["tls"]["projected"]["sources"]]
+    assert sources == ["osago-aggregator-tls", "osago-ca"]
+    assert volumes["jwks"]["secret"]["secretName"] == "osago-core-app-jwks"
+    # Probes on the plaintext health port: the kubelet's gRPC probe cannot speak TLS.
+    assert container["readinessProbe"]["grpc"]["port"] == 8086
+    assert env["OSAGO_AGGREGATOR_HEALTH_BIND"] == "0.0.0.0:8086"
+    gateway_env = env_of(find(docs, "Deployment", "osago-gw-alfa"))
+    assert gateway_env["OSAGO_TLS_ALLOWED_PEERS"] == "osago-aggregator"
+    bridge_env = env_of(find(docs, "Deployment", "osago-web-bridge"))
+    assert (
+        bridge_env["OSAGO_TLS_SERVER_NAME"] == "osago-aggregator"
+        and bridge_env["OSAGO_BRIDGE_TRUST_FORWARDED"] == "true"
+    )
+    envoy = find(docs, "ConfigMap", "osago-envoy")["data"]["envoy.yaml"]
+    assert "DownstreamTlsContext" in envoy and "UpstreamTlsContext" in envoy
+
+
+@pytest.mark.functional
+def test_without_tls_the_chart_runs_the_loud_dev_mode(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, "--set", "tls.enabled=false", "--set", "accessTokens.existingSecret=")
+    env = env_of(find(docs, "Deployment", "osago-aggregator"))
+    assert env["OSAGO_DEV_INSECURE"] == "true" and "OSAGO_TLS_CERT" not in env
+    envoy = find(docs, "ConfigMap", "osago-envoy")["data"]["envoy.yaml"]
+    assert "transport_socket: null  # @aggregator_tls" in envoy

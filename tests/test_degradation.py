@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2 as pb
 
 from osago_mesh.local import LocalMesh, start_mesh
-from tests.conftest import load_example
+from tests.conftest import access, load_example, remembered
 
 pytestmark = pytest.mark.functional
 
@@ -123,6 +123,7 @@ async def test_redis_down_refuses_new_sessions_lets_running_ones_finish_and_reco
         await health_becomes(watch, SERVING)
         running = mesh.stub.GetQuotes(pb.GetQuotesRequest(application=load_example(), fresh=True), timeout=30)
         first = await anext(aiter(running))
+        remembered(first)
         own_redis.stop()
         await health_becomes(watch, NOT_SERVING)
         error = await refused(mesh)
@@ -132,7 +133,9 @@ async def test_redis_down_refuses_new_sessions_lets_running_ones_finish_and_reco
         rest = [r.event async for r in running]
         assert rest[-1].HasField("session_finished")
         assert [e.seq for e in [first.event, *rest]] == list(range(1, len(rest) + 2))
-        snapshot = await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=first.event.request_id))
+        snapshot = await mesh.stub.GetQuoteRequest(
+            pb.GetQuoteRequestRequest(access_token=access(first.event.request_id), request_id=first.event.request_id)
+        )
         assert snapshot.quote_request.last_seq == rest[-1].seq
         assert await count_requests(postgres_db) == 1  # the refused one left nothing behind
 

@@ -19,13 +19,22 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+import trustme
 from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc
 
-from osago_mesh.envoy import ENVOY_YAML, EnvoyProcess, envoy_binary, render_envoy_config, start_envoy
+from osago_mesh.envoy import (
+    ENVOY_YAML,
+    EnvoyProcess,
+    downstream_tls,
+    envoy_binary,
+    render_envoy_config,
+    start_envoy,
+    upstream_tls,
+)
 from tests.conftest import Mesh, load_example, serve_app, start_mesh
 from tests.grpc_web import (
     GET_QUOTES,
@@ -68,10 +77,42 @@ def validate(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_committed_config_validates_with_the_real_envoy() -> None:
-    result = validate(ENVOY_YAML)
+def stand_in_tls(root: Path) -> Path:
+    """public/ and upstream/ certificates where a pod mounts them (/etc/envoy-tls/)."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("osago.example")
+    for part in ("public", "upstream"):
+        (root / part).mkdir(parents=True)
+        issued.private_key_pem.write_to_path(str(root / part / "tls.key"))
+        issued.cert_chain_pems[0].write_to_path(str(root / part / "tls.crt"))
+        ca.cert_pem.write_to_path(str(root / part / "ca.crt"))
+    return root
+
+
+def test_committed_config_validates_with_the_real_envoy(tmp_path: Path) -> None:
+    text = ENVOY_YAML.read_text(encoding="utf-8")
+    assert text.count("/etc/envoy-tls/") == 5  # browsers' certificate; Envoy's own and the CA toward the aggregator
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text.replace("/etc/envoy-tls/", f"{stand_in_tls(tmp_path / 'tls')}/"), encoding="utf-8")
+    result = validate(path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
+
+
+def test_rendered_config_with_tls_both_ways_validates(tmp_path: Path) -> None:
+    tls = stand_in_tls(tmp_path / "tls")
+    text = local_config(
+        50051,
+        listener_tls=downstream_tls(tls / "public" / "tls.crt", tls / "public" / "tls.key"),
+        aggregator_tls=upstream_tls(
+            tls / "upstream" / "tls.crt", tls / "upstream" / "tls.key", tls / "upstream" / "ca.crt"
+        ),
+    )
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert text.count("envoy.transport_sockets.tls") == 2
 
 
 def test_rendered_local_config_validates_and_keeps_admin_private(tmp_path: Path) -> None:
@@ -83,6 +124,7 @@ def test_rendered_local_config_validates_and_keeps_admin_private(tmp_path: Path)
     assert '"address": "127.0.0.1", "port_value": 50051}}}}]  # @aggregator_endpoints' in text
     assert '"exact": "http://127.0.0.1:8080"' in text
     assert text.count("address: 127.0.0.1  # admin") == 1
+    assert "transport_socket: null  # @listener_tls" in text and "transport_socket: null  # @aggregator_tls" in text
 
 
 def test_validation_is_real_an_unknown_field_fails(tmp_path: Path) -> None:

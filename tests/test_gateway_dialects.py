@@ -14,6 +14,7 @@ import pytest
 from osago.v1 import application_pb2
 
 from insurer_gateway.dialects import (
+    CALLBACK_DIALECTS,
     DIALECTS,
     Breakdown,
     CalcDialect,
@@ -123,8 +124,9 @@ BREAKDOWN = Breakdown(
 )
 
 
-def test_registry_holds_both_dialects_under_their_names() -> None:
-    assert {name: d.name for name, d in DIALECTS.items()} == {"rest": "rest", "calc": "calc"}
+def test_registry_holds_every_dialect_under_its_name_and_knows_which_call_back() -> None:
+    assert {name: d.name for name, d in DIALECTS.items()} == {"rest": "rest", "calc": "calc", "push": "push"}
+    assert set(CALLBACK_DIALECTS) == {"push"}
 
 
 # --- requests -------------------------------------------------------------------------------

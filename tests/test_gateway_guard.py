@@ -32,6 +32,9 @@ from osago_common.clock import FakeClock
 from osago_common.env import SettingsError
 from tests.test_gateway_offers import CREATE, QUOTED, created, processing, response
 
+# The dev mode (plaintext): these tests are about the other settings.
+DEV_ENV = {"OSAGO_DEV_INSECURE": "true"}
+
 BASE = GatewaySettings(insurer_id="alfa", insurer_name="AlfaStrakhovanie", dialect="rest", base_url="http://insurer")
 # A small breaker, one attempt per call, so that counts are easy to follow; it stays open long
 # enough for `Gateway.request` (which runs the clock past the deadline) not to let it lapse.
@@ -511,7 +514,7 @@ async def test_a_retry_after_beyond_the_deadline_ends_polling_at_once() -> None:
 
 
 def test_resilience_settings_have_the_documented_defaults() -> None:
-    s = GatewaySettings.from_env({"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://x"})
+    s = GatewaySettings.from_env(DEV_ENV | {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://x"})
     b = s.breaker_config()
     assert (b.window_type, b.window_size, b.minimum_calls, b.failure_rate_threshold) == ("count", 20, 10, 0.5)
     assert (b.slow_call_rate_threshold, b.slow_call_duration_s, b.open_duration_s, b.half_open_probes) == (
@@ -551,7 +554,7 @@ def test_every_resilience_threshold_is_read_from_the_environment() -> None:
         "OSAGO_GATEWAY_REDIS_TIMEOUT_S": "0.1",
         "OSAGO_GATEWAY_REDIS_RETRY_S": "5",
     }
-    s = GatewaySettings.from_env(env)
+    s = GatewaySettings.from_env(DEV_ENV | env)
     b = s.breaker_config()
     assert (b.window_type, b.window_size, b.minimum_calls, b.failure_rate_threshold) == ("time", 30, 5, 0.25)
     assert (b.slow_call_rate_threshold, b.slow_call_duration_s, b.open_duration_s, b.half_open_probes) == (
@@ -583,7 +586,7 @@ def test_every_resilience_threshold_is_read_from_the_environment() -> None:
 def test_nonsense_resilience_settings_fail_fast(variable: str, value: str, named: str) -> None:
     env = {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://x", variable: value}
     with pytest.raises(SettingsError, match=named):
-        GatewaySettings.from_env(env)
+        GatewaySettings.from_env(DEV_ENV | env)
 
 
 def test_a_guard_takes_an_injected_rate_limiter() -> None:

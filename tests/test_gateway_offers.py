@@ -31,6 +31,9 @@ from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import FakeClock
 from osago_common.env import SettingsError
 
+# The dev mode (plaintext): these tests are about the other settings.
+DEV_ENV = {"OSAGO_DEV_INSECURE": "true"}
+
 SETTINGS = GatewaySettings(
     insurer_id="alfa", insurer_name="AlfaStrakhovanie", dialect="rest", base_url="http://insurer"
 )
@@ -415,7 +418,7 @@ def test_a_malformed_start_date_names_the_field() -> None:
 
 
 def test_settings_reject_nonsense() -> None:
-    with pytest.raises(SettingsError, match="unknown dialect 'soap' for alfa; known: rest, calc"):
+    with pytest.raises(SettingsError, match="unknown dialect 'soap' for alfa; known: rest, calc, push"):
         GatewaySettings(insurer_id="alfa", insurer_name="A", dialect="soap", base_url="http://x")
     with pytest.raises(SettingsError, match=r"base URL must be http\(s\), got 'ftp://x'"):
         GatewaySettings(insurer_id="alfa", insurer_name="A", dialect="rest", base_url="ftp://x")
@@ -432,7 +435,7 @@ def test_settings_reject_nonsense() -> None:
 
 def test_settings_from_env_take_name_and_dialect_from_the_catalogue() -> None:
     env = {"OSAGO_GATEWAY_INSURER": "ingos", "OSAGO_GATEWAY_BASE_URL": "http://sim/insurers/ingos/"}
-    s = GatewaySettings.from_env(env)
+    s = GatewaySettings.from_env(DEV_ENV | env)
     assert (s.insurer_id, s.insurer_name, s.dialect, s.base_url) == (
         "ingos",
         "Ingosstrakh",
@@ -447,7 +450,7 @@ def test_settings_from_env_take_name_and_dialect_from_the_catalogue() -> None:
         OSAGO_GATEWAY_POLL_INTERVAL_S="0.5",
         OSAGO_GATEWAY_MAX_POLL_INTERVAL_S="3",
     )
-    s = GatewaySettings.from_env(env, max_call_s=30.0)
+    s = GatewaySettings.from_env(DEV_ENV | env, max_call_s=30.0)
     assert (s.insurer_name, s.dialect, s.bind, s.http_timeout_s, s.default_poll_interval_s) == (
         "Ingo",
         "rest",
@@ -460,7 +463,8 @@ def test_settings_from_env_take_name_and_dialect_from_the_catalogue() -> None:
 
 def test_settings_from_env_serve_an_insurer_the_catalogue_does_not_list() -> None:
     s = GatewaySettings.from_env(
-        {
+        DEV_ENV
+        | {
             "OSAGO_GATEWAY_INSURER": "acme",
             "OSAGO_GATEWAY_INSURER_NAME": "Acme Insurance",
             "OSAGO_GATEWAY_DIALECT": "calc",
@@ -488,7 +492,7 @@ def test_settings_from_env_serve_an_insurer_the_catalogue_does_not_list() -> Non
 )
 def test_settings_from_env_fail_naming_the_missing_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
-        GatewaySettings.from_env(env)
+        GatewaySettings.from_env(DEV_ENV | env)
 
 
 _: Callable[..., Any] = run  # keep the helper's signature checked

@@ -21,6 +21,9 @@ from insurer_sim.profiles import profile
 from insurer_sim.server import SimServer
 from tests.test_gateway_service import make_application
 
+# The dev mode (plaintext): these tests are about the other settings.
+DEV_ENV = {"OSAGO_DEV_INSECURE": "true"}
+
 pytestmark = pytest.mark.functional
 
 INSURER = "maks"  # a slow insurer (median 25 s, × the time scale): calls stay in flight a while
@@ -35,7 +38,7 @@ async def replicas(count: int) -> AsyncIterator[tuple[str, list[GatewayService],
         services, ports = [], []
         for _ in range(count):
             settings = GatewaySettings.from_env(
-                {"OSAGO_GATEWAY_INSURER": INSURER, "OSAGO_GATEWAY_BASE_URL": f"{sim_url}/insurers/{INSURER}"}
+                DEV_ENV | {"OSAGO_GATEWAY_INSURER": INSURER, "OSAGO_GATEWAY_BASE_URL": f"{sim_url}/insurers/{INSURER}"}
             )
             service = GatewayService(settings)
             ports.append(await service.start())

@@ -29,6 +29,9 @@ from tests.conftest import serve_app
 from tests.test_gateway_offers import OFFER
 from tests.test_gateway_service import make_application
 
+# The dev mode (plaintext): these tests are about the other settings.
+DEV_ENV = {"OSAGO_DEV_INSECURE": "true"}
+
 pytestmark = pytest.mark.functional
 
 PATH = "/insurers/alfa/api/v1/applications"
@@ -109,7 +112,7 @@ async def gateway(
     base_url: str, env: dict[str, str] | None = None, clock: Clock = SYSTEM_CLOCK, **overrides: Any
 ) -> AsyncIterator[Gateway]:
     settings = GatewaySettings.from_env(
-        {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": base_url, **(env or {})}, **overrides
+        DEV_ENV | {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": base_url, **(env or {})}, **overrides
     )
     service = GatewayService(settings, clock)
     port = await service.start()

@@ -29,6 +29,9 @@ from insurer_sim.server import SimServer
 from osago_common.clock import SYSTEM_CLOCK, Clock, FakeClock
 from tests.conftest import serve_app
 
+# The dev mode (plaintext): these tests are about the other settings.
+DEV_ENV = {"OSAGO_DEV_INSECURE": "true"}
+
 pytestmark = pytest.mark.functional
 
 SERVICE = "osago.v1.InsurerGatewayService"
@@ -107,7 +110,8 @@ async def running(
         gateways, stubs, channels = {}, {}, {}
         for insurer_id in insurer_ids:
             settings = GatewaySettings.from_env(
-                {"OSAGO_GATEWAY_INSURER": insurer_id, "OSAGO_GATEWAY_BASE_URL": f"{sim_url}/insurers/{insurer_id}"},
+                DEV_ENV
+                | {"OSAGO_GATEWAY_INSURER": insurer_id, "OSAGO_GATEWAY_BASE_URL": f"{sim_url}/insurers/{insurer_id}"},
                 **overrides,
             )
             gateway = GatewayService(settings, clock)
@@ -239,7 +243,7 @@ async def test_a_call_without_deadline_gets_the_configured_maximum() -> None:
 async def test_an_insurer_that_is_down_is_reported_unavailable() -> None:
     async with running("alfa") as mesh:
         settings = GatewaySettings.from_env(
-            {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9/insurers/alfa"}
+            DEV_ENV | {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9/insurers/alfa"}
         )
         gateway = GatewayService(settings)
         port = await gateway.start()
@@ -345,7 +349,7 @@ async def test_health_is_serving_and_status_reports_the_gateway() -> None:
 async def test_status_says_when_the_gateway_started(clock: FakeClock) -> None:
     await clock.advance(90.0)
     settings = GatewaySettings.from_env(
-        {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9"}
+        DEV_ENV | {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9"}
     )
     gateway = GatewayService(settings, clock)
     port = await gateway.start()
@@ -373,7 +377,7 @@ async def test_serve_forever_prints_one_listening_line_and_stops_when_cancelled(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = GatewaySettings.from_env(
-        {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9"}
+        DEV_ENV | {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9"}
     )
     task = asyncio.create_task(serve_forever(settings))
     for _ in range(500):
@@ -430,7 +434,7 @@ async def broken_insurer(behaviour: str) -> AsyncIterator[str]:
 async def test_insurer_failures_over_real_http_become_failure_reasons(behaviour: str, reason: int) -> None:
     async with broken_insurer(behaviour) as base_url:
         settings = GatewaySettings.from_env(
-            {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": base_url},
+            DEV_ENV | {"OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": base_url},
             http_timeout_s=0.2,
             retry_max_attempts=1,  # the mapping of one answer; retries: test_gateway_resilience
         )

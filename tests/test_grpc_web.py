@@ -21,7 +21,7 @@ from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import application_pb2, events_pb2
 
 from aggregator.servicer import StreamContext
-from tests.conftest import Mesh, load_example, start_mesh
+from tests.conftest import Mesh, access, load_example, remember, remembered, start_mesh
 from tests.grpc_web import (
     BINARY,
     GET_QUOTES,
@@ -67,7 +67,9 @@ def bad_vin_application() -> application_pb2.Application:
 
 
 async def snapshot(mesh: Mesh, request_id: str) -> pb.QuoteRequest:
-    reply = await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=request_id), timeout=5)
+    reply = await mesh.stub.GetQuoteRequest(
+        pb.GetQuoteRequestRequest(access_token=access(request_id), request_id=request_id), timeout=5
+    )
     quote_request: pb.QuoteRequest = reply.quote_request
     return quote_request
 
@@ -85,7 +87,7 @@ async def test_get_quotes_streams_each_event_as_it_happens_then_ok_trailers() ->
             assert response.headers["content-type"].startswith("application/grpc-web")
             assert "grpc-status" not in response.headers  # a real stream, not trailers-only
             flag, payload = await read_frame(response)
-            first = pb.GetQuotesResponse.FromString(payload).event
+            first = remembered(pb.GetQuotesResponse.FromString(payload))
             # Streamed as it happened: the session is still running when its first event is here.
             assert (await snapshot(edge.mesh, first.request_id)).status == Status.SESSION_STATUS_RUNNING
             frames = [(flag, payload), *parse_frames(await response.read())]
@@ -94,7 +96,7 @@ async def test_get_quotes_streams_each_event_as_it_happens_then_ok_trailers() ->
     *messages, (trailer_flag, trailer_payload) = frames
     assert [f for f, _ in messages] == [0] * len(messages) and trailer_flag == TRAILERS
     assert parse_trailers(trailer_payload)["grpc-status"] == "0"
-    events = [pb.GetQuotesResponse.FromString(p).event for _, p in messages]
+    events = [remembered(pb.GetQuotesResponse.FromString(p)) for _, p in messages]
     assert events[0].HasField("session_started") and events[-1].HasField("session_finished")
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     quotes = [e.quote_received.quote for e in events if e.HasField("quote_received")]
@@ -138,7 +140,7 @@ async def test_text_mode_answers_base64_frames() -> None:
             assert response.headers["content-type"].startswith("application/grpc-web-text")
             text = (await response.read()).decode("ascii")
     frames = parse_frames(decode_text_body(text))
-    events = [pb.GetQuotesResponse.FromString(payload).event for _, payload in frames[:-1]]
+    events = [remembered(pb.GetQuotesResponse.FromString(payload)) for _, payload in frames[:-1]]
     assert [flag for flag, _ in frames[:-1]] == [0] * len(events)
     assert events[0].HasField("session_started") and events[-1].HasField("session_finished")
     assert frames[-1][0] == TRAILERS and parse_trailers(frames[-1][1])["grpc-status"] == "0"
@@ -154,10 +156,11 @@ async def test_the_pages_calls_create_then_follow_from_a_sequence_number() -> No
             frames = parse_frames(await response.read())
         assert [flag for flag, _ in frames] == [0, TRAILERS]
         assert parse_trailers(frames[1][1])["grpc-status"] == "0"
-        request_id = pb.CreateQuoteRequestResponse.FromString(frames[0][1]).quote_request.request_id
+        created = pb.CreateQuoteRequestResponse.FromString(frames[0][1]).quote_request
+        request_id = remember(created.request_id, created.access_token)
         assert (await snapshot(edge.mesh, request_id)).request_id == request_id
 
-        follow = pb.StreamQuoteEventsRequest(request_id=request_id, after_seq=2)
+        follow = pb.StreamQuoteEventsRequest(access_token=access(request_id), request_id=request_id, after_seq=2)
         url = f"{edge.url}{SERVICE}/StreamQuoteEvents"
         async with http.post(url, data=frame(follow.SerializeToString()), headers=HEADERS) as response:
             frames = parse_frames(await response.read())
@@ -165,10 +168,11 @@ async def test_the_pages_calls_create_then_follow_from_a_sequence_number() -> No
         assert events[0].seq == 3 and events[-1].HasField("session_finished")
         assert parse_trailers(frames[-1][1])["grpc-status"] == "0"
 
+        # An unknown request is refused as any request without its token is: nothing says it is unknown.
         unknown = pb.GetQuoteRequestRequest(request_id="no-such-request")
         url = f"{edge.url}{SERVICE}/GetQuoteRequest"
         async with http.post(url, data=frame(unknown.SerializeToString()), headers=HEADERS) as response:
-            assert response.headers["grpc-status"] == str(grpc.StatusCode.NOT_FOUND.value[0])
+            assert response.headers["grpc-status"] == str(grpc.StatusCode.PERMISSION_DENIED.value[0])
             assert await response.read() == b""
 
         check = health_pb2.HealthCheckRequest(service="osago.v1.AggregatorService")
@@ -186,7 +190,7 @@ async def test_grpc_timeout_is_the_calls_deadline() -> None:
         headers = {**HEADERS, "grpc-timeout": "300m"}
         async with http.post(edge.url + GET_QUOTES, data=request_body(load_example(), 30), headers=headers) as response:
             frames = parse_frames(await response.read())
-        events = [pb.GetQuotesResponse.FromString(payload).event for _, payload in frames[:-1]]
+        events = [remembered(pb.GetQuotesResponse.FromString(payload)) for _, payload in frames[:-1]]
         started = events[0]
         limit_s = started.session_started.deadline.ToNanoseconds() - started.time.ToNanoseconds()
         assert 0 < limit_s <= 300_000_000
@@ -206,7 +210,7 @@ async def test_a_client_that_goes_away_mid_session_cancels_the_session() -> None
         async with aiohttp.ClientSession() as http:
             response = await http.post(edge.url + GET_QUOTES, data=request_body(load_example(), 30), headers=HEADERS)
             _, payload = await read_frame(response)
-            request_id = pb.GetQuotesResponse.FromString(payload).event.request_id
+            request_id = remembered(pb.GetQuotesResponse.FromString(payload)).request_id
             response.close()  # drops the connection mid-stream
         for _ in range(100):
             if (await snapshot(edge.mesh, request_id)).status != Status.SESSION_STATUS_RUNNING:
@@ -259,7 +263,9 @@ async def test_a_quiet_stream_is_cancelled_when_its_client_goes_away() -> None:
         await service.start()
         try:
             async with aiohttp.ClientSession() as http:
-                body = frame(pb.StreamQuoteEventsRequest(request_id="r-1").SerializeToString())
+                body = frame(
+                    pb.StreamQuoteEventsRequest(access_token=access("r-1"), request_id="r-1").SerializeToString()
+                )
                 response = await http.post(f"{service.url}{SERVICE}/StreamQuoteEvents", data=body, headers=HEADERS)
                 _, payload = await read_frame(response)
                 assert pb.StreamQuoteEventsResponse.FromString(payload).event.request_id == "r-1"

@@ -24,7 +24,7 @@ from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb
 
 from osago_client import QuoteClient
 from osago_mesh.processes import MeshOptions, RunningMesh, process_mesh
-from tests.conftest import load_example
+from tests.conftest import access, load_example, remember, remembered
 
 pytestmark = pytest.mark.functional
 
@@ -71,7 +71,8 @@ async def sim(running: RunningMesh, path: str, **params: str) -> Any:
 async def follow(target: str, request_id: str, after_seq: int) -> list[events_pb2.QuoteEvent]:
     async with stub(target) as aggregator:
         call = aggregator.StreamQuoteEvents(
-            pb.StreamQuoteEventsRequest(request_id=request_id, after_seq=after_seq), timeout=30
+            pb.StreamQuoteEventsRequest(access_token=access(request_id), request_id=request_id, after_seq=after_seq),
+            timeout=30,
         )
         return [response.event async for response in call]
 
@@ -107,7 +108,7 @@ async def assert_exactly_the_ledger(running: RunningMesh, events: list[events_pb
 async def read_until(call: Any, count: int) -> list[events_pb2.QuoteEvent]:
     events: list[events_pb2.QuoteEvent] = []
     async for response in call:
-        events.append(response.event)
+        events.append(remembered(response) if isinstance(response, pb.GetQuotesResponse) else response.event)
         if len(events) >= count:
             break
     return events
@@ -132,9 +133,13 @@ async def test_moving_to_the_other_instance_mid_stream_continues_exactly() -> No
             call = on_a.CreateQuoteRequest(
                 pb.CreateQuoteRequestRequest(application=load_example(), idempotency_key="move-1", fresh=True)
             )
-            request_id = (await call).quote_request.request_id
+            created = (await call).quote_request
+            request_id = remember(created.request_id, created.access_token)
             first = await read_until(
-                on_a.StreamQuoteEvents(pb.StreamQuoteEventsRequest(request_id=request_id), timeout=30), 2
+                on_a.StreamQuoteEvents(
+                    pb.StreamQuoteEventsRequest(access_token=access(request_id), request_id=request_id), timeout=30
+                ),
+                2,
             )
         rest = await follow(b, request_id, first[-1].seq)  # instance b does not run it: it reads Redis
         await assert_exactly_the_ledger(running, first + rest)
@@ -148,6 +153,7 @@ async def test_the_same_idempotency_key_gives_the_same_request_on_any_instance()
             first = (await on_a.CreateQuoteRequest(create)).quote_request
             again = (await on_b.CreateQuoteRequest(create)).quote_request
         assert again.request_id == first.request_id
+        remember(first.request_id, first.access_token)
         events = await follow(b, first.request_id, 0)
         await assert_exactly_the_ledger(running, events)
 

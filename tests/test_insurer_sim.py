@@ -412,8 +412,8 @@ async def test_stats_count_creates_and_polls_per_insurer_and_application(client:
     for _ in range(4):
         await client.get(calc_path("calcco", created["calc_id"]))
     _, stats, _ = await client.get("/_sim/stats")
-    assert stats["insurers"]["calcco"] == {"creates": 1, "replays": 0, "polls": 4}
-    assert stats["insurers"]["restco"] == {"creates": 0, "replays": 0, "polls": 0}
+    assert stats["insurers"]["calcco"] == {"creates": 1, "replays": 0, "polls": 4, "callbacks": 0}
+    assert stats["insurers"]["restco"] == {"creates": 0, "replays": 0, "polls": 0, "callbacks": 0}
     [application] = [a for a in stats["applications"] if a["reference"] == "req-stats"]
     assert application == {
         "application_id": created["calc_id"],
@@ -421,6 +421,7 @@ async def test_stats_count_creates_and_polls_per_insurer_and_application(client:
         "reference": "req-stats",
         "creates": 1,
         "polls": 4,
+        "callbacks": 0,
         "last_poll_at": clock.now().isoformat(),
     }
 
@@ -671,6 +672,15 @@ def test_config_from_env_reads_every_variable() -> None:
     assert (config.time_scale, config.seed, config.host, config.port) == (0.01, 5, "0.0.0.0", 9100)
     named = SimConfig.from_env({"OSAGO_SIM_INSURERS": "zetta, alfa"})
     assert [p.insurer_id for p in named.insurers] == ["zetta", "alfa"]
+    secrets = SimConfig.from_env(
+        {
+            "OSAGO_SIM_INSURERS": "sovcom,energo",
+            "OSAGO_SIM_CALLBACK_SECRET": "common-secret",
+            "OSAGO_SIM_CALLBACK_SECRET_ENERGO": "energo-secret",
+        }
+    )
+    assert (secrets.callback_secret, dict(secrets.callback_secrets)) == ("common-secret", {"energo": "energo-secret"})
+    assert "secret" not in repr(secrets)
 
 
 def test_config_overrides_win_over_the_environment() -> None:
@@ -682,7 +692,7 @@ def test_config_overrides_win_over_the_environment() -> None:
     ("name", "value"),
     [
         ("OSAGO_SIM_INSURERS", "0"),
-        ("OSAGO_SIM_INSURERS", "13"),
+        ("OSAGO_SIM_INSURERS", str(len(DEFAULT_PROFILES) + 1)),
         ("OSAGO_SIM_INSURERS", "alfa,nobody"),
         ("OSAGO_SIM_INSURERS", ","),
         ("OSAGO_SIM_TIME_SCALE", "fast"),

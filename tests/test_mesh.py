@@ -16,7 +16,7 @@ from grpc_status import rpc_status
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import events_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
-from tests.conftest import Mesh, load_example, start_mesh
+from tests.conftest import Mesh, access, load_example, remember, start_mesh
 
 pytestmark = pytest.mark.functional
 
@@ -28,7 +28,12 @@ async def collect(
     call: grpc.aio.UnaryStreamCall[pb.GetQuotesRequest, pb.GetQuotesResponse]
     | grpc.aio.UnaryStreamCall[pb.StreamQuoteEventsRequest, pb.StreamQuoteEventsResponse],
 ) -> list[events_pb2.QuoteEvent]:
-    return [response.event async for response in call]
+    events = []
+    async for response in call:
+        if isinstance(response, pb.GetQuotesResponse):
+            remember(response.event.request_id, response.access_token)
+        events.append(response.event)
+    return events
 
 
 def ts(event: events_pb2.QuoteEvent) -> float:
@@ -76,7 +81,10 @@ async def test_stream_quote_events_after_seq_replays_exactly_the_rest(mesh: Mesh
     request_id = events[0].request_id
     for k in (0, 1, len(events) // 2, len(events) - 1, len(events)):
         replay = await collect(
-            mesh.stub.StreamQuoteEvents(pb.StreamQuoteEventsRequest(request_id=request_id, after_seq=k), timeout=10)
+            mesh.stub.StreamQuoteEvents(
+                pb.StreamQuoteEventsRequest(access_token=access(request_id), request_id=request_id, after_seq=k),
+                timeout=10,
+            )
         )
         assert replay == events[k:]
 
@@ -86,7 +94,9 @@ async def test_snapshot_holds_the_streamed_offers_and_status(mesh: Mesh) -> None
         mesh.stub.GetQuotes(pb.GetQuotesRequest(application=load_example("kazan-two-drivers")), timeout=30)
     )
     snapshot = (
-        await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=events[0].request_id))
+        await mesh.stub.GetQuoteRequest(
+            pb.GetQuoteRequestRequest(access_token=access(events[0].request_id), request_id=events[0].request_id)
+        )
     ).quote_request
     assert snapshot.status == events[-1].session_finished.status
     assert list(snapshot.quotes) == [e.quote_received.quote for e in events if e.HasField("quote_received")]
@@ -99,13 +109,17 @@ async def test_create_then_stream_follows_a_running_session_and_is_idempotent(me
     created = (
         await mesh.stub.CreateQuoteRequest(pb.CreateQuoteRequestRequest(application=app, idempotency_key="core-42"))
     ).quote_request
+    remember(created.request_id, created.access_token)
     assert created.status == Status.SESSION_STATUS_RUNNING and created.last_seq >= 1
     again = (
         await mesh.stub.CreateQuoteRequest(pb.CreateQuoteRequestRequest(application=app, idempotency_key="core-42"))
     ).quote_request
     assert again.request_id == created.request_id
     events = await collect(
-        mesh.stub.StreamQuoteEvents(pb.StreamQuoteEventsRequest(request_id=created.request_id), timeout=30)
+        mesh.stub.StreamQuoteEvents(
+            pb.StreamQuoteEventsRequest(access_token=access(created.request_id), request_id=created.request_id),
+            timeout=30,
+        )
     )
     assert events[0].HasField("session_started") and events[-1].HasField("session_finished")
     # One insurer application per insurer, despite the repeated create.
@@ -152,12 +166,13 @@ async def test_missing_application_and_unknown_request_are_clear_errors(mesh: Me
         await mesh.stub.CreateQuoteRequest(pb.CreateQuoteRequestRequest())
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "application" in _violations(error.value)
+    # Without its token an unknown request is refused like any other: nothing says it is unknown.
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id="no-such-request"))
-    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert missing.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.aio.AioRpcError) as missing_stream:
         await collect(mesh.stub.StreamQuoteEvents(pb.StreamQuoteEventsRequest(request_id="no-such-request")))
-    assert missing_stream.value.code() == grpc.StatusCode.NOT_FOUND
+    assert missing_stream.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_cancelling_the_client_stops_the_gateways_polling() -> None:
@@ -166,7 +181,7 @@ async def test_cancelling_the_client_stops_the_gateways_polling() -> None:
         call = mesh.stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=60)
         request_id = ""
         async for response in call:
-            request_id = request_id or response.event.request_id
+            request_id = request_id or remember(response.event.request_id, response.access_token)
             if response.event.HasField("insurer_progress"):
                 break
         call.cancel()
@@ -190,12 +205,16 @@ async def test_cancelling_the_client_stops_the_gateways_polling() -> None:
         # test_gateway_service).
         assert await in_flight() == 0
         assert (await mesh.stats())["applications"], "the insurers were asked"
-        snapshot = (await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=request_id))).quote_request
+        snapshot = (
+            await mesh.stub.GetQuoteRequest(
+                pb.GetQuoteRequestRequest(access_token=access(request_id), request_id=request_id)
+            )
+        ).quote_request
         assert snapshot.status == Status.SESSION_STATUS_CANCELLED
 
 
 async def test_slow_insurers_get_deadline_and_session_ends_at_its_limit() -> None:
-    async with start_mesh(n=12, time_scale=0.05) as mesh:
+    async with start_mesh(n=14, time_scale=0.05) as mesh:
         request = pb.GetQuotesRequest(
             application=load_example(), time_limit=duration_pb2.Duration(seconds=1, nanos=500_000_000)
         )
@@ -209,7 +228,9 @@ async def test_slow_insurers_get_deadline_and_session_ends_at_its_limit() -> Non
         # The caller's limit became the session's deadline (when exactly a session ends against
         # its deadline is shown on a fake clock in test_session).
         snapshot = (
-            await mesh.stub.GetQuoteRequest(pb.GetQuoteRequestRequest(request_id=events[0].request_id))
+            await mesh.stub.GetQuoteRequest(
+                pb.GetQuoteRequestRequest(access_token=access(events[0].request_id), request_id=events[0].request_id)
+            )
         ).quote_request
         assert snapshot.deadline.ToDatetime() - snapshot.created_at.ToDatetime() == timedelta(seconds=1.5)
 

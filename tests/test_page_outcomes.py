@@ -43,6 +43,7 @@ from tests.browser_kit import (
     spaces,
     summary_of,
     valid_until,
+    wait_for,
 )
 from tests.conftest import serve_app
 from web_bridge.app import make_app
@@ -281,7 +282,7 @@ async def test_every_outcome_is_explained_and_the_summary_names_what_happened(
     await submit(page)
 
     # Streaming, held after the six offers: cheapest first, exact money in the page's format.
-    await page.wait_for_function("document.querySelectorAll('[data-testid=offer]').length === 6")
+    await wait_for(page, "document.querySelectorAll('[data-testid=offer]').length === 6")
     prices = [spaces(p) for p in await page.locator("[data-testid=offer-price]").all_inner_texts()]
     assert prices == [money(k, lang) for k in sorted(k for _, _, k in OFFERS)]
     assert prices[-1] == ("1 234 567,89 ₽" if lang == "ru" else "₽1,234,567.89")
@@ -298,7 +299,8 @@ async def test_every_outcome_is_explained_and_the_summary_names_what_happened(
 
     # The screen reader hears the count and best price, not six lines: at most two announcements,
     # seconds apart, the last with all six offers.
-    await page.wait_for_function(
+    await wait_for(
+        page,
         "(want) => (window.__announced.at(-1) || {}).text?.replace(/[\\u00a0\\u202f]/g, ' ') === want",
         arg=ANNOUNCED_SIX[lang],
     )
@@ -368,7 +370,7 @@ async def test_switching_language_mid_session_rerenders_everything_in_place(stac
     stack.aggregator.script = main_script()
     page = await open_page(browser, stack.page_url, locale="ru-RU")
     await submit(page)
-    await page.wait_for_function("document.querySelectorAll('[data-testid=offer]').length === 6")
+    await wait_for(page, "document.querySelectorAll('[data-testid=offer]').length === 6")
     first_price = page.locator("[data-testid=offer-price]").first
 
     await page.click("[data-testid=lang-en]")
@@ -509,7 +511,8 @@ async def test_busy_unreachable_and_unknown_violations_are_explained(stack: Stac
     for retry_s in (7, 1, 3, None):
         stack.aggregator.reject = busy(retry_s)
         await submit(page)
-        await page.wait_for_function(
+        await wait_for(
+            page,
             "(want) => document.querySelector('[data-testid=form-errors]').textContent === want",
             arg=BUSY[lang][retry_s],
         )
@@ -548,7 +551,8 @@ async def test_busy_unreachable_and_unknown_violations_are_explained(stack: Stac
     # Unreachable: after its retries, the page says so.
     stack.aggregator.reject = rpc_status.to_status(status_pb2.Status(code=code_pb2.UNAVAILABLE, message="down"))
     await submit(page)
-    await page.wait_for_function(
+    await wait_for(
+        page,
         "(want) => document.querySelector('[data-testid=form-errors]').textContent === want",
         arg="Сервис расчёта сейчас недоступен. Попробуйте ещё раз."
         if lang == "ru"

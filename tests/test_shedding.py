@@ -110,7 +110,7 @@ def test_the_smoothed_lag_follows_a_lasting_lag_more_than_a_lone_pause() -> None
 
 
 def test_settings_read_and_check_the_shedding_variables() -> None:
-    env = {"OSAGO_GATEWAYS": "alfa=127.0.0.1:1"}
+    env = {"OSAGO_GATEWAYS": "alfa=127.0.0.1:1", "OSAGO_DEV_INSECURE": "true"}
     default = AggregatorSettings.from_env(env)
     assert (default.max_sessions, default.shed_loop_lag_s, default.shed_retry_s) == (0, 0.25, 2.0)
     tuned = AggregatorSettings.from_env(

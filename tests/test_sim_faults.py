@@ -18,11 +18,11 @@ import pytest
 
 from insurer_sim.config import SimConfig
 from insurer_sim.fault_state import Fail, FaultState, Garble, Proceed, Throttle
-from insurer_sim.faults import Fault, FaultError, parse_fault
+from insurer_sim.faults import MODES, Fault, FaultError, parse_fault
 from insurer_sim.profiles import InsurerProfile
 from insurer_sim.server import SimServer
 from osago_cli import simctl
-from osago_cli.main import _parser
+from osago_cli.main import FAULT_MODES, _parser
 from osago_common.clock import FakeClock
 from tests.test_insurer_sim import calc_body, rest_body
 
@@ -624,6 +624,12 @@ def test_sim_parser_keeps_serving_and_takes_fault_and_heal(capsys: pytest.Captur
     with pytest.raises(SystemExit, match=r"^2$"):
         parser.parse_args(["sim", "heal"])
     assert "one of the arguments insurer --all is required" in capsys.readouterr().err
+
+
+def test_the_command_names_every_fault_mode_and_takes_a_late_callbacks_delay() -> None:
+    assert [mode for mode in MODES if mode not in FAULT_MODES] == []
+    args = _parser().parse_args(["sim", "fault", "sovcom", "callback_late", "--delay", "2.5"])
+    assert simctl.options_from(args) == {"delay_s": 2.5}
 
 
 async def osago(*argv: str) -> tuple[int, str, str]:

@@ -121,7 +121,7 @@ def _epts_short_number(app: application_pb2.Application) -> None:
 REJECTIONS: list[tuple[str, Mutation, str]] = [
     ("short VIN", _set("vehicle.vin", "XTAGFL110NY61234"), "vehicle.vin"),
     ("VIN with O", _set("vehicle.vin", "XTAGFL110NY61234O"), "vehicle.vin"),
-    ("VIN with Cyrillic", _set("vehicle.vin", "ХТАGFL110NY612345"), "vehicle.vin"),
+    ("VIN with a Cyrillic letter like no Latin one", _set("vehicle.vin", "ЖТАGFL110NY612345"), "vehicle.vin"),
     ("neither VIN nor body number", _set("vehicle.vin", ""), "vehicle.vin"),
     ("short body number", _all(_set("vehicle.vin", ""), _set("vehicle.body_number", "A1")), "vehicle.body_number"),
     ("missing plate", _set("vehicle.plate", ""), "vehicle.plate"),

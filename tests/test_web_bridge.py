@@ -30,6 +30,9 @@ from web_bridge.app import make_app
 from web_bridge.service import BridgeService
 from web_bridge.settings import DEFAULT_STATIC_DIR, BridgeSettings
 
+# The dev mode (plaintext): these tests are about the other settings.
+DEV_ENV = {"OSAGO_DEV_INSECURE": "true"}
+
 pytestmark = pytest.mark.functional
 
 Json = dict[str, Any]
@@ -57,16 +60,35 @@ async def bridge(mesh: Mesh, tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
+# Access tokens of the requests these tests created, by request id: `get` and `read_stream`
+# present the one of the request their URL names, as the creator would.
+TOKENS: dict[str, str] = {}
+
+
+def token_of(url: str) -> str:
+    parts = url.split(QUOTES + "/", 1)
+    request_id = parts[1].split("/", 1)[0].split("?", 1)[0] if len(parts) == 2 else ""
+    return TOKENS.get(request_id, "")
+
+
+def ws_protocols(request_id: str) -> tuple[str, ...]:
+    token = TOKENS.get(request_id, "")
+    return ("osago.v1", f"access-token.{token}") if token else ("osago.v1",)
+
+
 async def post(
     http: aiohttp.ClientSession, url: str, data: bytes | str | None = None, **kwargs: Any
 ) -> tuple[int, Json, Any]:
+    kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
     async with http.post(url, data=data, **kwargs) as response:
         assert response.content_type == "application/json", await response.text()
         return response.status, await response.json(), response.headers
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Json]:
-    async with http.get(url) as response:
+    token = token_of(url)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.get(url, headers=headers) as response:
         assert response.content_type == "application/json", await response.text()
         return response.status, await response.json()
 
@@ -74,13 +96,15 @@ async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Json]:
 async def create(http: aiohttp.ClientSession, bridge: str, document: Json | None = None, **kwargs: Any) -> Json:
     status, body, _ = await post(http, bridge + QUOTES, json.dumps(document or example()), **kwargs)
     assert status == 201, body
+    TOKENS[body["requestId"]] = body["accessToken"]
     return body
 
 
 async def read_stream(http: aiohttp.ClientSession, url: str) -> tuple[list[Json], int | None]:
     """Every JSON message of the WebSocket at `url` and the server's close code."""
     messages: list[Json] = []
-    async with http.ws_connect(url) as ws:
+    token = token_of(url)
+    async with http.ws_connect(url, protocols=("osago.v1", f"access-token.{token}") if token else ()) as ws:
         async for message in ws:
             assert message.type == aiohttp.WSMsgType.TEXT, message
             messages.append(json.loads(message.data))
@@ -166,7 +190,7 @@ async def test_resume_after_seq_gives_exactly_the_events_after_it(mesh: Mesh, br
 async def test_resume_mid_session_loses_and_repeats_nothing(mesh: Mesh, bridge: str) -> None:
     request_id = (await create(mesh.http, bridge))["requestId"]
     seen: list[Json] = []
-    async with mesh.http.ws_connect(ws_url(bridge, request_id)) as ws:
+    async with mesh.http.ws_connect(ws_url(bridge, request_id), protocols=ws_protocols(request_id)) as ws:
         seen.append(json.loads((await ws.receive()).data))
     rest, code = await read_stream(mesh.http, ws_url(bridge, request_id, f"?afterSeq={seen[-1]['seq']}"))
     assert code == 1000
@@ -202,7 +226,7 @@ async def test_a_client_that_leaves_cancels_the_aggregator_stream(tmp_path: Path
         await service.start()
         try:
             request_id = (await create(mesh.http, service.url))["requestId"]
-            async with mesh.http.ws_connect(ws_url(service.url, request_id)) as ws:
+            async with mesh.http.ws_connect(ws_url(service.url, request_id), protocols=ws_protocols(request_id)) as ws:
                 assert "sessionStarted" in json.loads((await ws.receive()).data)
             streams = service.streams
             await asyncio.wait_for(streams.idle.wait(), 5)
@@ -220,7 +244,7 @@ async def test_stopping_the_bridge_tells_open_streams_to_go_away() -> None:
         stopped = False
         try:
             request_id = (await create(mesh.http, service.url))["requestId"]
-            async with mesh.http.ws_connect(ws_url(service.url, request_id)) as ws:
+            async with mesh.http.ws_connect(ws_url(service.url, request_id), protocols=ws_protocols(request_id)) as ws:
                 assert "sessionStarted" in json.loads((await ws.receive()).data)
                 stopping = asyncio.create_task(service.stop())
                 # Events already on their way may come first; then the socket is closed "going away".
@@ -401,15 +425,19 @@ async def test_an_idempotency_key_too_long_is_400_naming_the_header(mesh: Mesh, 
     assert status == 400 and violations(body)["idempotency_key"]["parameter"] == "Idempotency-Key"
 
 
-async def test_an_unknown_request_is_404(mesh: Mesh, bridge: str) -> None:
-    status, body = await get(mesh.http, f"{bridge}{QUOTES}/no-such-request")
-    assert status == 404 and body["error"] == "not found"
+async def test_an_unknown_request_is_403_like_any_request_without_its_token(mesh: Mesh, bridge: str) -> None:
+    known = (await create(mesh.http, bridge))["requestId"]
+    unknown = await get(mesh.http, f"{bridge}{QUOTES}/no-such-request")
+    async with mesh.http.get(f"{bridge}{QUOTES}/{known}") as response:  # no token
+        existing = (response.status, await response.json())
+    assert unknown == existing
+    assert unknown[0] == 403 and unknown[1]["error"] == "forbidden"
 
 
-async def test_an_unknown_request_stream_sends_an_error_then_closes_4404(mesh: Mesh, bridge: str) -> None:
+async def test_an_unknown_request_stream_sends_an_error_then_closes_4403(mesh: Mesh, bridge: str) -> None:
     messages, code = await read_stream(mesh.http, ws_url(bridge, "no-such-request"))
-    assert code == 4404
-    assert messages == [{"error": "not found", "message": "no such quote request"}]
+    assert code == 4403
+    assert messages[0]["error"] == "forbidden"
 
 
 @pytest.mark.parametrize("query", ["?afterSeq=-1", "?afterSeq=two", "?after_seq=1.5"])
@@ -485,8 +513,9 @@ async def failing_bridge() -> AsyncIterator[str]:
     [
         ("unknown", 502, "upstream error", 1011),
         ("internal", 502, "upstream error", 1011),
-        ("permission_denied", 502, "upstream error", 1011),
-        ("resource_exhausted", 429, "busy", 1013),
+        ("permission_denied", 403, "forbidden", 4403),
+        ("unauthenticated", 502, "upstream error", 1011),
+        ("resource_exhausted", 429, "too many requests", 1013),
         ("slow", 504, "upstream timeout", None),
     ],
 )
@@ -511,7 +540,7 @@ async def test_a_busy_aggregator_is_429_with_retry_after_from_its_retry_info() -
     ):
         first = await create(http, bridge)
         status, body, headers = await post(http, bridge + QUOTES, json.dumps(example()))
-        assert (status, body["error"], body["retryAfterS"]) == (429, "busy", 3)
+        assert (status, body["error"], body["retryAfterS"]) == (429, "too many requests", 3)
         assert headers["Retry-After"] == "3"  # whole seconds, rounded up
         _, snapshot = await get(http, f"{bridge}{QUOTES}/{first['requestId']}")
         assert snapshot["status"] == "SESSION_STATUS_RUNNING"  # the running one is untouched
@@ -586,19 +615,19 @@ async def test_the_page_and_its_files_are_served(mesh: Mesh, tmp_path: Path) -> 
 
 def test_settings_from_the_environment() -> None:
     with pytest.raises(SettingsError, match="OSAGO_BRIDGE_AGGREGATOR"):
-        BridgeSettings.from_env({})
+        BridgeSettings.from_env(DEV_ENV | {})
     with pytest.raises(SettingsError, match="OSAGO_BRIDGE_PORT"):
-        BridgeSettings.from_env({"OSAGO_BRIDGE_AGGREGATOR": "a:1", "OSAGO_BRIDGE_PORT": "http"})
+        BridgeSettings.from_env(DEV_ENV | {"OSAGO_BRIDGE_AGGREGATOR": "a:1", "OSAGO_BRIDGE_PORT": "http"})
     settings = BridgeSettings.from_env(
-        {"OSAGO_BRIDGE_AGGREGATOR": "agg:50050", "OSAGO_BRIDGE_HOST": "0.0.0.0", "OSAGO_BRIDGE_PORT": "9000"}
+        DEV_ENV | {"OSAGO_BRIDGE_AGGREGATOR": "agg:50050", "OSAGO_BRIDGE_HOST": "0.0.0.0", "OSAGO_BRIDGE_PORT": "9000"}
     )
     assert (settings.aggregator_target, settings.host, settings.port) == ("agg:50050", "0.0.0.0", 9000)
     assert settings.page_dir == DEFAULT_STATIC_DIR
-    assert BridgeSettings.from_env({}, aggregator_target="x:1", port=0).port == 0
+    assert BridgeSettings.from_env(DEV_ENV | {}, aggregator_target="x:1", port=0).port == 0
 
 
 async def test_the_process_prints_its_address_and_stops_on_sigterm(mesh: Mesh) -> None:
-    env = {**os.environ, "OSAGO_BRIDGE_AGGREGATOR": mesh.target, "OSAGO_BRIDGE_PORT": "0"}
+    env = {**os.environ, **DEV_ENV, "OSAGO_BRIDGE_AGGREGATOR": mesh.target, "OSAGO_BRIDGE_PORT": "0"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "web_bridge", env=env, stdout=asyncio.subprocess.PIPE
     )

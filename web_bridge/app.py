@@ -10,6 +10,9 @@ endpoints, and the page's static files.
 | `GET /healthz` | liveness: the process answers |
 | `GET /readyz` | readiness: the aggregator's grpc.health.v1 status is SERVING, else 503 |
 | `GET /` and `GET /<file>` | the page: index.html and every file of the static directory |
+
+Every response carries the security headers, and every API call the origin check, of
+web_bridge.security.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from osago.v1 import aggregator_service_pb2, aggregator_service_pb2_grpc
 
 from osago_client.channel import open_channel
 from osago_client.client import resolve_target
-from web_bridge import grpc_web, problems, quotes, stream
+from web_bridge import grpc_web, problems, quotes, security, stream
 from web_bridge.problems import body, respond
 from web_bridge.settings import BridgeSettings
 from web_bridge.state import AGGREGATOR, SETTINGS, STREAMS, Aggregator, Streams
@@ -37,7 +40,10 @@ _SERVABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def make_app(settings: BridgeSettings) -> web.Application:
-    app = web.Application(middlewares=[problems.json_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[problems.json_errors, security.check_origin], client_max_size=settings.max_body_bytes
+    )
+    app.on_response_prepare.append(security.add_headers)
     app[SETTINGS] = settings
     app[STREAMS] = Streams()
     app.cleanup_ctx.append(_aggregator_channel)
@@ -55,7 +61,10 @@ def make_app(settings: BridgeSettings) -> web.Application:
 async def _aggregator_channel(app: web.Application) -> AsyncIterator[None]:
     """Opens the one channel to the aggregator (several instances: calls spread over them) for
     the application's lifetime."""
-    channel = open_channel(await resolve_target(app[SETTINGS].aggregator_target))
+    tls = app[SETTINGS].tls
+    credentials = tls.channel_credentials() if tls is not None else None
+    extra = tls.channel_options() if tls is not None else ()
+    channel = open_channel(await resolve_target(app[SETTINGS].aggregator_target), credentials, extra)
     app[AGGREGATOR] = Aggregator(
         channel=channel,
         stub=aggregator_service_pb2_grpc.AggregatorServiceStub(channel),

@@ -10,7 +10,8 @@ protocol of the production edge's grpc_web filter, so the page works unchanged b
 - `grpc-timeout` becomes the call's deadline, capped at the stream timeout; without it, unary
   calls get the request timeout and streams the stream timeout.
 - A client that goes away cancels the call (and so a `GetQuotes` session, after its grace).
-- Request headers travel as call metadata (`traceparent`, ...), but not the HTTP-only ones.
+- Request headers travel as call metadata (`traceparent`, ...), but not the HTTP-only ones nor
+  what only the bridge may say (`x-osago-client`: the client's address, which it adds).
 - A body that is not grpc-web framing is a 400, another content type a 415 (JSON, as elsewhere).
 """
 
@@ -43,6 +44,7 @@ from web_bridge.grpc_web_wire import (
     trailers_frame,
 )
 from web_bridge.problems import body, respond
+from web_bridge.security import client_address
 from web_bridge.state import AGGREGATOR, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,10 @@ HTTP_ONLY = frozenset(
         "dnt",
         "x-grpc-web",
         "x-user-agent",
+        # Only the bridge says who the client is; a browser cannot claim a customer or address.
+        "authorization",
+        "x-osago-customer",
+        "x-osago-client",
     }
 )
 OK = grpc.StatusCode.OK.value[0]
@@ -132,7 +138,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return trailers_only(mode, Status(UNIMPLEMENTED, f"unknown method {request.path}"))
     try:
         timeout_s = _timeout_s(request, streaming)
-        metadata = call_metadata(request.headers.items(), HTTP_ONLY)
+        metadata = [*call_metadata(request.headers.items(), HTTP_ONLY), ("x-osago-client", client_address(request))]
         message = request_message(mode.decode(await request.read()))
     except WireError as error:
         return respond(400, body("bad grpc-web request", str(error)))

@@ -6,7 +6,8 @@ JSON 500 "internal error" with a trace id in the log, never internal text.
 |---|---|---|
 | INVALID_ARGUMENT | 400 `invalid request` + `fieldViolations` | 4400 |
 | NOT_FOUND | 404 `not found` | 4404 |
-| RESOURCE_EXHAUSTED (the aggregator is busy) | 429 `busy` + `Retry-After` (from its RetryInfo) | 1013 (try again) |
+| PERMISSION_DENIED | 403 `forbidden` (the same whether or not the request exists) | 4403 |
+| RESOURCE_EXHAUSTED | 429 `too many requests` + `Retry-After` (from google.rpc.RetryInfo) | 1013 (try again) |
 | UNAVAILABLE, CANCELLED | 503 `upstream unavailable` | 1013 (try again) |
 | DEADLINE_EXCEEDED | 504 `upstream timeout` | 4504 |
 | anything else | 502 `upstream error` (trace id) | 1011 |
@@ -36,6 +37,7 @@ PARAMETERS = {"idempotency_key": "Idempotency-Key", "time_limit": "timeLimitS", 
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
+CLOSE_FORBIDDEN = 4403
 CLOSE_TIMEOUT = 4504
 CLOSE_TRY_AGAIN = 1013
 CLOSE_INTERNAL = 1011
@@ -84,13 +86,15 @@ def from_grpc(error: grpc.aio.AioRpcError) -> Upstream:
         return Upstream(400, CLOSE_BAD_REQUEST, invalid(violations))
     if failure.code == "NOT_FOUND":
         return Upstream(404, CLOSE_NOT_FOUND, body("not found", "no such quote request"))
+    if failure.code == "PERMISSION_DENIED":
+        text = "present the access token returned when this quote request was created"
+        return Upstream(403, CLOSE_FORBIDDEN, body("forbidden", text))
     if failure.code == "RESOURCE_EXHAUSTED":
-        # Busy: new sessions are refused for now. Retry-After in whole seconds, rounded up.
-        text = "the quote service is busy; try again shortly"
-        if failure.retry_after_s is None:
-            return Upstream(429, CLOSE_TRY_AGAIN, body("busy", text))
-        seconds = max(1, math.ceil(failure.retry_after_s))
-        return Upstream(429, CLOSE_TRY_AGAIN, body("busy", text, retryAfterS=seconds), {"Retry-After": str(seconds)})
+        wait = max(1, math.ceil(failure.retry_after_s or 1.0))
+        text = f"too many requests; retry in {wait} s"
+        return Upstream(
+            429, CLOSE_TRY_AGAIN, body("too many requests", text, retryAfterS=wait), {"Retry-After": str(wait)}
+        )
     if failure.code in ("UNAVAILABLE", "CANCELLED"):
         text = "the quote service is unavailable; try again shortly"
         return Upstream(503, CLOSE_TRY_AGAIN, body("upstream unavailable", text))

@@ -3,7 +3,9 @@
 Bodies use the protobuf JSON mapping (lowerCamelCase names, enums by name, int64 as strings).
 A create without an `Idempotency-Key` gets a generated one, so the channel's retries can never
 create a second request; a repeat with the same key and application answers 201 with the same
-request (the aggregator does not say whether it created it just now).
+request (the aggregator does not say whether it created it just now). The 201's `accessToken`
+is what reading the request needs: `Authorization: Bearer <accessToken>` on the GET (403
+without a valid one, whether or not the id exists), and on the WebSocket (web_bridge.stream).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
-from aiohttp import web
+from aiohttp import hdrs, web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from osago.v1 import aggregator_service_pb2 as pb
@@ -23,6 +25,7 @@ from osago.v1 import aggregator_service_pb2 as pb
 from web_bridge import problems
 from web_bridge.jsonmap import Violation, parse_application
 from web_bridge.problems import body, invalid, respond
+from web_bridge.security import client_address, require_json
 from web_bridge.state import AGGREGATOR, SETTINGS
 
 TIME_LIMIT_PARAMETERS = ("timeLimitS", "time_limit_s")
@@ -96,8 +99,21 @@ def _time_limit(request: web.Request, violations: list[Violation]) -> float | No
     return None
 
 
+def call_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """What the aggregator learns about the caller: the client's address (its rate limits)."""
+    return (("x-osago-client", client_address(request)),)
+
+
+def bearer(request: web.Request) -> str:
+    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 async def create_quote(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    refused = require_json(request)
+    if refused is not None:
+        return refused
     try:
         document = await read_document(request, settings.max_body_bytes)
     except BadBody as bad:
@@ -115,7 +131,9 @@ async def create_quote(request: web.Request) -> web.Response:
     if time_limit is not None:
         call.time_limit.FromTimedelta(timedelta(seconds=time_limit))
     try:
-        response = await request.app[AGGREGATOR].stub.CreateQuoteRequest(call, timeout=settings.request_timeout_s)
+        response = await request.app[AGGREGATOR].stub.CreateQuoteRequest(
+            call, timeout=settings.request_timeout_s, metadata=call_metadata(request)
+        )
     except grpc.aio.AioRpcError as error:
         failed = problems.from_grpc(error)
         return respond(failed.status, failed.payload, failed.headers)
@@ -125,10 +143,12 @@ async def create_quote(request: web.Request) -> web.Response:
 
 
 async def get_quote(request: web.Request) -> web.Response:
-    call = pb.GetQuoteRequestRequest(request_id=request.match_info["request_id"])
+    call = pb.GetQuoteRequestRequest(request_id=request.match_info["request_id"], access_token=bearer(request))
     timeout = request.app[SETTINGS].request_timeout_s
     try:
-        response = await request.app[AGGREGATOR].stub.GetQuoteRequest(call, timeout=timeout)
+        response = await request.app[AGGREGATOR].stub.GetQuoteRequest(
+            call, timeout=timeout, metadata=call_metadata(request)
+        )
     except grpc.aio.AioRpcError as error:
         failed = problems.from_grpc(error)
         return respond(failed.status, failed.payload, failed.headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass, field
 
 import grpc
@@ -30,13 +31,20 @@ class Streams:
     finished: int = 0
     abandoned: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # Open streams by client address (the per-client limit).
+    per_client: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    def add(self, ws: web.WebSocketResponse) -> None:
+    def add(self, ws: web.WebSocketResponse, client: str = "") -> None:
         self.open.add(ws)
+        self.per_client[client] += 1
         self.idle.clear()
 
-    def discard(self, ws: web.WebSocketResponse) -> None:
-        self.open.discard(ws)
+    def discard(self, ws: web.WebSocketResponse, client: str = "") -> None:
+        if ws in self.open:
+            self.open.discard(ws)
+            self.per_client[client] -= 1
+            if self.per_client[client] <= 0:
+                del self.per_client[client]
         if not self.open:
             self.idle.set()
 

@@ -116,3 +116,18 @@ DELETE FROM osago_requests WHERE id = %(id)s;
 
 -- name: drop_instance
 DELETE FROM osago_instances WHERE id = %(owner)s;
+
+-- name: purge_personal
+-- Erases the personal data of up to %(limit)s finished requests created before %(before)s; the
+-- rows, their events and answers stay. Rows another instance is purging are skipped.
+WITH due AS (
+    SELECT id FROM osago_requests
+    WHERE application IS NOT NULL AND status <> 'running' AND created_at < %(before)s
+    ORDER BY created_at
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE osago_requests r
+SET application = NULL, customer_id = '', idempotency_key = NULL, fingerprint = '', purged_at = %(now)s
+FROM due
+WHERE r.id = due.id;

@@ -1,5 +1,7 @@
 """What every insurer API dialect provides: building the two HTTP calls (create an application,
-poll it) and reading their answers into a few plain outcomes. Pure code: no I/O."""
+poll it) and reading their answers into a few plain outcomes; and what a dialect whose insurer
+calls back provides besides (the callback URL it writes into the create, the headers carrying a
+callback's signature, reading a callback's body). Pure code: no I/O."""
 
 from __future__ import annotations
 
@@ -86,6 +88,14 @@ class Declined:
     reason: str
 
 
+@dataclass(frozen=True)
+class Pushed:
+    """An outcome the insurer POSTed to the callback URL, for its application `application_id`."""
+
+    application_id: str
+    outcome: Offer | Declined
+
+
 CreateOutcome = Created | Rejected
 PollOutcome = NotReady | Offer | Declined | NotFound
 
@@ -109,3 +119,19 @@ class Dialect(Protocol):
 
     def parse_poll(self, response: HttpResponse) -> PollOutcome:
         """Reads the answer to a poll (status below 500, not 429); raises BadResponse."""
+
+
+class CallbackDialect(Dialect, Protocol):
+    """A dialect whose insurer POSTs the outcome to a URL given at creation; its poll is the
+    insurer's status endpoint, for the safety-net poll. The signature scheme is
+    insurer_gateway.signatures'; the dialect says where its parts travel."""
+
+    # The headers carrying the signature's timestamp and the signature.
+    timestamp_header: str
+    signature_header: str
+
+    def with_callback_url(self, url: str) -> CallbackDialect:
+        """The dialect writing `url` as the callback URL of every application it creates."""
+
+    def read_callback(self, body: bytes) -> Pushed:
+        """Reads a callback's body (already verified); raises BadResponse."""

@@ -35,6 +35,9 @@ class Dialect:
     # (insurer, id from the path, insurer base URL) -> reply
     poll: Callable[[SimInsurer, str, str], Reply]
     not_found: Reply
+    # The insurer POSTs each outcome to the URL given at creation (insurer_sim.webhooks); its
+    # poll path is then a status endpoint for partners whose callback went missing.
+    callbacks: bool = False
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
 // The page and the grpc-web calls share one origin (Envoy's listener routes
 // /osago.v1.AggregatorService/* to the aggregator and the rest to web_bridge), so the transport's
 // base URL is the page's own origin and nothing else is ever called. The request id goes into the
-// URL (?request=ID): a reload, or a link, replays the session's events from the start and follows
-// it on. Personal data never leaves the form except in the CreateQuoteRequest call: nothing is
-// logged, stored in the browser or put in the URL.
+// URL (?request=ID): a reload replays the session's events from the start and follows it on. The
+// request's access token (from CreateQuoteRequest) stays in this tab's sessionStorage, never in
+// the URL: a link opened elsewhere shows that the request cannot be shown there. Personal data
+// never leaves the form except in the CreateQuoteRequest call: nothing is logged, stored in the
+// browser or put in the URL.
 //
 // The page speaks Russian by default and English on request (i18n/): the language switch in the
 // header re-renders every text in place and is remembered; the browser's languages are the first
@@ -53,6 +55,25 @@ function requestIdFromUrl(): string | null {
   return id && id.length <= MAX_REQUEST_ID ? id : null;
 }
 
+const TOKEN_KEY = "osago.access.";
+
+/** The access token of a request this tab created (sessionStorage: gone with the tab). */
+function accessToken(requestId: string): string {
+  try {
+    return window.sessionStorage.getItem(TOKEN_KEY + requestId) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function rememberToken(requestId: string, token: string): void {
+  try {
+    window.sessionStorage.setItem(TOKEN_KEY + requestId, token);
+  } catch {
+    // Storage refused (private mode quota): the session is still followed from memory.
+  }
+}
+
 function setUrlRequest(requestId: string | null): void {
   const url = new URL(window.location.href);
   if (requestId) url.searchParams.set("request", requestId);
@@ -61,10 +82,10 @@ function setUrlRequest(requestId: string | null): void {
 }
 
 /** Shows request `requestId` and follows its events from the first one. */
-function follow(requestId: string): void {
+function follow(requestId: string, token: string = accessToken(requestId)): void {
   follower?.stop();
   view.reset(requestId);
-  const current = new EventFollower(client, requestId, {
+  const current = new EventFollower(client, requestId, token, {
     onEvent: (event) => {
       if (follower === current) view.apply(event);
     },
@@ -73,7 +94,9 @@ function follow(requestId: string): void {
     },
     onFatal: (error) => {
       if (follower !== current) return;
-      view.showFatal(msg(error.code === Code.NotFound ? "fatal.notFound" : "fatal.other"));
+      const text =
+        error.code === Code.NotFound ? "fatal.notFound" : error.code === Code.PermissionDenied ? "fatal.denied" : "fatal.other";
+      view.showFatal(msg(text));
     },
     deadlineMs: () => view.deadlineLocalMs(),
   });
@@ -143,8 +166,10 @@ async function submit(fresh: boolean): Promise<void> {
       form.showFormError(msg("form.noRequestId"));
       return;
     }
+    const token = response.quoteRequest?.accessToken ?? "";
+    rememberToken(requestId, token);
     setUrlRequest(requestId);
-    follow(requestId);
+    follow(requestId, token);
     view.focus();
   } catch (error) {
     const connectError = ConnectError.from(error);

@@ -37,6 +37,7 @@ export class EventFollower {
   constructor(
     private readonly client: Client<typeof AggregatorService>,
     readonly requestId: string,
+    private readonly accessToken: string,
     private readonly hooks: FollowerHooks,
   ) {}
 
@@ -79,7 +80,7 @@ export class EventFollower {
       let live = false;
       try {
         const stream = this.client.streamQuoteEvents(
-          { requestId: this.requestId, afterSeq: this.lastSeq },
+          { requestId: this.requestId, afterSeq: this.lastSeq, accessToken: this.accessToken },
           { signal: call.signal },
         );
         for await (const response of stream) {

@@ -29,7 +29,7 @@ from osago.v1 import events_pb2 as osago_dot_v1_dot_events__pb2
 from osago.v1 import quote_pb2 as osago_dot_v1_dot_quote__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!osago/v1/aggregator_service.proto\x12\x08osago.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aosago/v1/application.proto\x1a\x15osago/v1/events.proto\x1a\x14osago/v1/quote.proto\"\x95\x01\n\x10GetQuotesRequest\x12*\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x15.osago.v1.Application\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12-\n\ntime_limit\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x66resh\x18\x04 \x01(\x08\"8\n\x11GetQuotesResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.osago.v1.QuoteEvent\"\x9e\x01\n\x19\x43reateQuoteRequestRequest\x12*\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x15.osago.v1.Application\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12-\n\ntime_limit\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x66resh\x18\x04 \x01(\x08\"K\n\x1a\x43reateQuoteRequestResponse\x12-\n\rquote_request\x18\x01 \x01(\x0b\x32\x16.osago.v1.QuoteRequest\",\n\x16GetQuoteRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"H\n\x17GetQuoteRequestResponse\x12-\n\rquote_request\x18\x01 \x01(\x0b\x32\x16.osago.v1.QuoteRequest\"A\n\x18StreamQuoteEventsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"@\n\x19StreamQuoteEventsResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.osago.v1.QuoteEvent\"\xaf\x02\n\x0cQuoteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.osago.v1.SessionStatus\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08insurers\x18\x05 \x03(\x0b\x32\x14.osago.v1.InsurerRef\x12\x1f\n\x06quotes\x18\x06 \x03(\x0b\x32\x0f.osago.v1.Quote\x12)\n\x08\x66\x61ilures\x18\x07 \x03(\x0b\x32\x17.osago.v1.InsurerFailed\x12\x10\n\x08last_seq\x18\x08 \x01(\x03\x32\xf4\x02\n\x11\x41ggregatorService\x12\x46\n\tGetQuotes\x12\x1a.osago.v1.GetQuotesRequest\x1a\x1b.osago.v1.GetQuotesResponse0\x01\x12_\n\x12\x43reateQuoteRequest\x12#.osago.v1.CreateQuoteRequestRequest\x1a$.osago.v1.CreateQuoteRequestResponse\x12V\n\x0fGetQuoteRequest\x12 .osago.v1.GetQuoteRequestRequest\x1a!.osago.v1.GetQuoteRequestResponse\x12^\n\x11StreamQuoteEvents\x12\".osago.v1.StreamQuoteEventsRequest\x1a#.osago.v1.StreamQuoteEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!osago/v1/aggregator_service.proto\x12\x08osago.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aosago/v1/application.proto\x1a\x15osago/v1/events.proto\x1a\x14osago/v1/quote.proto\"\x95\x01\n\x10GetQuotesRequest\x12*\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x15.osago.v1.Application\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12-\n\ntime_limit\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x66resh\x18\x04 \x01(\x08\"N\n\x11GetQuotesResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.osago.v1.QuoteEvent\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\"\x9e\x01\n\x19\x43reateQuoteRequestRequest\x12*\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x15.osago.v1.Application\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12-\n\ntime_limit\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x66resh\x18\x04 \x01(\x08\"K\n\x1a\x43reateQuoteRequestResponse\x12-\n\rquote_request\x18\x01 \x01(\x0b\x32\x16.osago.v1.QuoteRequest\"B\n\x16GetQuoteRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\"H\n\x17GetQuoteRequestResponse\x12-\n\rquote_request\x18\x01 \x01(\x0b\x32\x16.osago.v1.QuoteRequest\"W\n\x18StreamQuoteEventsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x03 \x01(\t\"@\n\x19StreamQuoteEventsResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.osago.v1.QuoteEvent\"\xc5\x02\n\x0cQuoteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.osago.v1.SessionStatus\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08insurers\x18\x05 \x03(\x0b\x32\x14.osago.v1.InsurerRef\x12\x1f\n\x06quotes\x18\x06 \x03(\x0b\x32\x0f.osago.v1.Quote\x12)\n\x08\x66\x61ilures\x18\x07 \x03(\x0b\x32\x17.osago.v1.InsurerFailed\x12\x10\n\x08last_seq\x18\x08 \x01(\x03\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\t \x01(\t2\xf4\x02\n\x11\x41ggregatorService\x12\x46\n\tGetQuotes\x12\x1a.osago.v1.GetQuotesRequest\x1a\x1b.osago.v1.GetQuotesResponse0\x01\x12_\n\x12\x43reateQuoteRequest\x12#.osago.v1.CreateQuoteRequestRequest\x1a$.osago.v1.CreateQuoteRequestResponse\x12V\n\x0fGetQuoteRequest\x12 .osago.v1.GetQuoteRequestRequest\x1a!.osago.v1.GetQuoteRequestResponse\x12^\n\x11StreamQuoteEvents\x12\".osago.v1.StreamQuoteEventsRequest\x1a#.osago.v1.StreamQuoteEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETQUOTESREQUEST']._serialized_start=186
   _globals['_GETQUOTESREQUEST']._serialized_end=335
   _globals['_GETQUOTESRESPONSE']._serialized_start=337
-  _globals['_GETQUOTESRESPONSE']._serialized_end=393
-  _globals['_CREATEQUOTEREQUESTREQUEST']._serialized_start=396
-  _globals['_CREATEQUOTEREQUESTREQUEST']._serialized_end=554
-  _globals['_CREATEQUOTEREQUESTRESPONSE']._serialized_start=556
-  _globals['_CREATEQUOTEREQUESTRESPONSE']._serialized_end=631
-  _globals['_GETQUOTEREQUESTREQUEST']._serialized_start=633
-  _globals['_GETQUOTEREQUESTREQUEST']._serialized_end=677
-  _globals['_GETQUOTEREQUESTRESPONSE']._serialized_start=679
-  _globals['_GETQUOTEREQUESTRESPONSE']._serialized_end=751
-  _globals['_STREAMQUOTEEVENTSREQUEST']._serialized_start=753
-  _globals['_STREAMQUOTEEVENTSREQUEST']._serialized_end=818
-  _globals['_STREAMQUOTEEVENTSRESPONSE']._serialized_start=820
-  _globals['_STREAMQUOTEEVENTSRESPONSE']._serialized_end=884
-  _globals['_QUOTEREQUEST']._serialized_start=887
-  _globals['_QUOTEREQUEST']._serialized_end=1190
-  _globals['_AGGREGATORSERVICE']._serialized_start=1193
-  _globals['_AGGREGATORSERVICE']._serialized_end=1565
+  _globals['_GETQUOTESRESPONSE']._serialized_end=415
+  _globals['_CREATEQUOTEREQUESTREQUEST']._serialized_start=418
+  _globals['_CREATEQUOTEREQUESTREQUEST']._serialized_end=576
+  _globals['_CREATEQUOTEREQUESTRESPONSE']._serialized_start=578
+  _globals['_CREATEQUOTEREQUESTRESPONSE']._serialized_end=653
+  _globals['_GETQUOTEREQUESTREQUEST']._serialized_start=655
+  _globals['_GETQUOTEREQUESTREQUEST']._serialized_end=721
+  _globals['_GETQUOTEREQUESTRESPONSE']._serialized_start=723
+  _globals['_GETQUOTEREQUESTRESPONSE']._serialized_end=795
+  _globals['_STREAMQUOTEEVENTSREQUEST']._serialized_start=797
+  _globals['_STREAMQUOTEEVENTSREQUEST']._serialized_end=884
+  _globals['_STREAMQUOTEEVENTSRESPONSE']._serialized_start=886
+  _globals['_STREAMQUOTEEVENTSRESPONSE']._serialized_end=950
+  _globals['_QUOTEREQUEST']._serialized_start=953
+  _globals['_QUOTEREQUEST']._serialized_end=1278
+  _globals['_AGGREGATORSERVICE']._serialized_start=1281
+  _globals['_AGGREGATORSERVICE']._serialized_end=1653
 # @@protoc_insertion_point(module_scope)

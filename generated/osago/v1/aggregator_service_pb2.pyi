@@ -34,7 +34,7 @@ class GetQuotesRequest(message.Message):
     TIME_LIMIT_FIELD_NUMBER: builtins.int
     FRESH_FIELD_NUMBER: builtins.int
     idempotency_key: builtins.str
-    """Optional caller-chosen key (up to 128 characters); a retried call with the same key and
+    """Optional caller-chosen key (up to 128 printable characters); a retried call with the same key and
     application attaches to the same request instead of creating a second one.
     """
     fresh: builtins.bool
@@ -70,6 +70,11 @@ class GetQuotesResponse(message.Message):
     DESCRIPTOR: descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: builtins.int
+    ACCESS_TOKEN_FIELD_NUMBER: builtins.int
+    access_token: builtins.str
+    """Set on the first response only: the access token StreamQuoteEvents and GetQuoteRequest of
+    this request need (short-lived, bound to the request and the customer). A secret: never log it.
+    """
     @builtins.property
     def event(self) -> events_pb2.QuoteEvent:
         """The event."""
@@ -78,10 +83,11 @@ class GetQuotesResponse(message.Message):
         self,
         *,
         event: events_pb2.QuoteEvent | None = ...,
+        access_token: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["access_token", b"access_token", "event", b"event"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -96,7 +102,7 @@ class CreateQuoteRequestRequest(message.Message):
     TIME_LIMIT_FIELD_NUMBER: builtins.int
     FRESH_FIELD_NUMBER: builtins.int
     idempotency_key: builtins.str
-    """Optional caller-chosen key (up to 128 characters) that makes creation idempotent."""
+    """Optional caller-chosen key (up to 128 printable characters) that makes creation idempotent."""
     fresh: builtins.bool
     """Ask every insurer anew, even when an identical application was quoted a few minutes ago."""
     @builtins.property
@@ -150,16 +156,22 @@ class GetQuoteRequestRequest(message.Message):
     DESCRIPTOR: descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: builtins.int
+    ACCESS_TOKEN_FIELD_NUMBER: builtins.int
     request_id: builtins.str
     """The request's id."""
+    access_token: builtins.str
+    """The access token returned when the request was created; without a valid one for this
+    request and customer the call fails PERMISSION_DENIED, whether or not the id exists.
+    """
     def __init__(
         self,
         *,
         request_id: builtins.str = ...,
+        access_token: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["access_token", b"access_token", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -193,19 +205,23 @@ class StreamQuoteEventsRequest(message.Message):
 
     REQUEST_ID_FIELD_NUMBER: builtins.int
     AFTER_SEQ_FIELD_NUMBER: builtins.int
+    ACCESS_TOKEN_FIELD_NUMBER: builtins.int
     request_id: builtins.str
     """The request's id."""
     after_seq: builtins.int
     """Stream only events with seq greater than this; 0 streams from the start."""
+    access_token: builtins.str
+    """The access token returned when the request was created (see GetQuoteRequestRequest)."""
     def __init__(
         self,
         *,
         request_id: builtins.str = ...,
         after_seq: builtins.int = ...,
+        access_token: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["after_seq", b"after_seq", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["access_token", b"access_token", "after_seq", b"after_seq", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -245,12 +261,17 @@ class QuoteRequest(message.Message):
     QUOTES_FIELD_NUMBER: builtins.int
     FAILURES_FIELD_NUMBER: builtins.int
     LAST_SEQ_FIELD_NUMBER: builtins.int
+    ACCESS_TOKEN_FIELD_NUMBER: builtins.int
     request_id: builtins.str
     """Server-assigned id."""
     status: events_pb2.SessionStatus.ValueType
     """Where the session is."""
     last_seq: builtins.int
     """Sequence number of the last event logged; StreamQuoteEvents(after_seq = this) follows on."""
+    access_token: builtins.str
+    """Set only in the answer to CreateQuoteRequest (empty in snapshots): the access token
+    StreamQuoteEvents and GetQuoteRequest of this request need. A secret: never log it.
+    """
     @builtins.property
     def created_at(self) -> timestamp_pb2.Timestamp:
         """When the session started."""
@@ -282,9 +303,10 @@ class QuoteRequest(message.Message):
         quotes: abc.Iterable[quote_pb2.Quote] | None = ...,
         failures: abc.Iterable[events_pb2.InsurerFailed] | None = ...,
         last_seq: builtins.int = ...,
+        access_token: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at", "deadline", b"deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at", "deadline", b"deadline", "failures", b"failures", "insurers", b"insurers", "last_seq", b"last_seq", "quotes", b"quotes", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["access_token", b"access_token", "created_at", b"created_at", "deadline", b"deadline", "failures", b"failures", "insurers", b"insurers", "last_seq", b"last_seq", "quotes", b"quotes", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...

@@ -36,6 +36,30 @@ truncated to the 63 characters of a DNS label (validateValues refuses names that
 {{- printf "%s-gw-%s-headless" (include "osago.fullname" .ctx) .id | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The callback Service of a gateway whose insurer calls back (every replica behind it). */}}
+{{- define "osago.gatewayCallbacksName" -}}
+{{- printf "%s-gw-%s-callbacks" (include "osago.fullname" .ctx) .id | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The base URL an insurer that calls back is given (OSAGO_GATEWAY_CALLBACK_BASE_URL):
+callbacks.publicBaseUrl, else the in-cluster callback Service (only the demo simulator reaches
+it); (dict "ctx" $ "id" "sovcom").
+*/}}
+{{- define "osago.callbackBaseUrl" -}}
+{{- if .ctx.Values.callbacks.publicBaseUrl -}}
+{{- .ctx.Values.callbacks.publicBaseUrl -}}
+{{- else -}}
+{{- $service := include "osago.gatewayCallbacksName" . -}}
+{{- printf "http://%s:%v" (include "osago.serviceFqdn" (dict "ctx" .ctx "service" $service)) .ctx.Values.callbacks.service.port -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The simulator's variable holding one insurer's callback secret: OSAGO_SIM_CALLBACK_SECRET_<ID>. */}}
+{{- define "osago.simCallbackSecretVariable" -}}
+{{- printf "OSAGO_SIM_CALLBACK_SECRET_%s" (regexReplaceAll "[^A-Z0-9]" (upper .) "_") -}}
+{{- end -}}
+
 {{/* The fully qualified DNS name of a Service of this release; (dict "ctx" $ "service" NAME). */}}
 {{- define "osago.serviceFqdn" -}}
 {{- printf "%s.%s.svc.%s" .service .ctx.Release.Namespace .ctx.Values.clusterDomain -}}
@@ -349,6 +373,15 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
 {{- range $v.envoy.allowedOriginRegexes -}}
 {{- $origins = append $origins (dict "safe_regex" (dict "regex" .)) -}}
 {{- end -}}
+{{- /* `index` of a missing key is nil, which the slot renders as JSON null: plaintext. */ -}}
+{{- $listenerTls := index (dict) "none" -}}
+{{- if $v.envoy.tls.existingSecret -}}
+{{- $listenerTls = include "osago.envoyListenerTls" . | fromJson -}}
+{{- end -}}
+{{- $aggregatorTls := index (dict) "none" -}}
+{{- if $v.tls.enabled -}}
+{{- $aggregatorTls = include "osago.envoyAggregatorTls" . | fromJson -}}
+{{- end -}}
 {{- $slots := dict
   "admin_port" (int $v.envoy.adminPort)
   "listen_host" "0.0.0.0"
@@ -360,6 +393,8 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
   "ratelimit_max_tokens" (int $v.envoy.rateLimit.maxTokens)
   "ratelimit_tokens_per_fill" (int $v.envoy.rateLimit.tokensPerFill)
   "ratelimit_fill_interval" (printf "%.3fs" (float64 $v.envoy.rateLimit.fillIntervalSeconds))
+  "listener_tls" $listenerTls
+  "aggregator_tls" $aggregatorTls
 -}}
 {{- $text := .Files.Get "files/envoy.yaml" -}}
 {{- range $found := regexFindAll "(?m)[ \\t]+#[ \\t]*@[a-z_]+[ \\t]*$" $text -1 -}}
@@ -377,6 +412,20 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
 {{- $text = regexReplaceAll $pattern $text (printf "${1}%s${2}" $json) -}}
 {{- end -}}
 {{- $text -}}
+{{- end -}}
+
+{{/* Envoy's HTTPS for browsers (envoy.tls.existingSecret), as JSON. */}}
+{{- define "osago.envoyListenerTls" -}}
+{{- $files := dict "certificate_chain" (dict "filename" "/etc/envoy-tls/public/tls.crt") "private_key" (dict "filename" "/etc/envoy-tls/public/tls.key") -}}
+{{- $context := dict "alpn_protocols" (list "h2" "http/1.1") "tls_params" (dict "tls_minimum_protocol_version" "TLSv1_2") "tls_certificates" (list $files) -}}
+{{- dict "name" "envoy.transport_sockets.tls" "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" "common_tls_context" $context) | toJson -}}
+{{- end -}}
+
+{{/* Envoy's mTLS toward the aggregators (tls.enabled), as JSON. */}}
+{{- define "osago.envoyAggregatorTls" -}}
+{{- $files := dict "certificate_chain" (dict "filename" "/etc/envoy-tls/upstream/tls.crt") "private_key" (dict "filename" "/etc/envoy-tls/upstream/tls.key") -}}
+{{- $context := dict "alpn_protocols" (list "h2") "tls_certificates" (list $files) "validation_context" (dict "trusted_ca" (dict "filename" "/etc/envoy-tls/upstream/ca.crt")) -}}
+{{- dict "name" "envoy.transport_sockets.tls" "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" "common_tls_context" $context "sni" .Values.tls.aggregatorServerName) | toJson -}}
 {{- end -}}
 
 {{/* Refuses values that would render a broken mesh, each with the value to fix. */}}
@@ -413,8 +462,20 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
 {{- $messages = append $messages (printf "insurers[%d].id: %q is listed twice" $i $insurer.id) -}}
 {{- end -}}
 {{- $_ := set $seen $insurer.id true -}}
-{{- if not (has $cfg.dialect (list "rest" "calc")) -}}
-{{- $messages = append $messages (printf "insurers[%d].dialect: %q is not a dialect the gateway speaks (rest, calc)" $i $cfg.dialect) -}}
+{{- if not (has $cfg.dialect (list "rest" "calc" "push")) -}}
+{{- $messages = append $messages (printf "insurers[%d].dialect: %q is not a dialect the gateway speaks (rest, calc, push)" $i $cfg.dialect) -}}
+{{- end -}}
+{{- if eq $cfg.dialect "push" -}}
+{{- if not $v.callbacks.existingSecret -}}
+{{- $messages = append $messages (printf "callbacks.existingSecret: %q calls back (dialect push); name the Secret holding its callback secret under the key %q" $insurer.id $insurer.id) -}}
+{{- end -}}
+{{- if and $insurer.baseUrl (not $v.callbacks.publicBaseUrl) -}}
+{{- $messages = append $messages (printf "callbacks.publicBaseUrl: %q calls back (dialect push) from outside the cluster; set the public URL it reaches the gateways at" $insurer.id) -}}
+{{- end -}}
+{{- $callbacks := printf "%s-gw-%s-callbacks" (include "osago.fullname" $) $insurer.id -}}
+{{- if gt (len $callbacks) 63 -}}
+{{- $messages = append $messages (printf "insurers[%d].id: %q makes the Service name %s longer than 63 characters; use a shorter id or fullnameOverride" $i $insurer.id $callbacks) -}}
+{{- end -}}
 {{- end -}}
 {{- $long := printf "%s-gw-%s-headless" (include "osago.fullname" $) $insurer.id -}}
 {{- if gt (len $long) 63 -}}
@@ -432,6 +493,18 @@ have exactly one slot, so a new slot in envoy.yaml fails the chart instead of sh
 {{- end -}}
 {{- if and $v.envoy.enabled (not (or $v.envoy.allowedOrigins $v.envoy.allowedOriginRegexes)) -}}
 {{- $messages = append $messages "envoy.allowedOrigins / envoy.allowedOriginRegexes: list at least one browser origin" -}}
+{{- end -}}
+{{- if and $v.tls.enabled (not $v.accessTokens.existingSecret) -}}
+{{- $messages = append $messages "accessTokens.existingSecret: with tls.enabled every aggregator needs the same access-token keys (OSAGO_ACCESS_TOKEN_KEYS) from a Secret" -}}
+{{- end -}}
+{{- if and $v.tls.enabled (not (and $v.tls.caSecret $v.tls.secrets.aggregator $v.tls.secrets.gateway $v.tls.secrets.webBridge $v.tls.secrets.envoy)) -}}
+{{- $messages = append $messages "tls.caSecret and tls.secrets.*: with tls.enabled every service needs its certificate Secret and the CA" -}}
+{{- end -}}
+{{- if and $v.jwt.enabled (not $v.jwt.jwksSecret) -}}
+{{- $messages = append $messages "jwt.jwksSecret: the JWT port needs the JWKS of the signing keys" -}}
+{{- end -}}
+{{- if and $v.jwt.enabled (not $v.tls.enabled) -}}
+{{- $messages = append $messages "jwt.enabled: bearer tokens travel only over TLS; set tls.enabled" -}}
 {{- end -}}
 {{- if and $v.metrics.podMonitor.enabled (not $v.metrics.enabled) -}}
 {{- $messages = append $messages "metrics.podMonitor.enabled: needs metrics.enabled (the services serve no metrics port otherwise)" -}}
@@ -515,4 +588,58 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+TLS of one osago service (osago_common.tls): its certificate from its kubernetes.io/tls Secret and
+the CA, mounted at /etc/osago/tls; or, with tls.enabled false, the loud dev mode.
+(dict "ctx" $ "secret" .Values.tls.secrets.aggregator).
+*/}}
+{{- define "osago.tlsEnv" -}}
+{{- if .ctx.Values.tls.enabled }}
+- name: OSAGO_TLS_CERT
+  value: /etc/osago/tls/tls.crt
+- name: OSAGO_TLS_KEY
+  value: /etc/osago/tls/tls.key
+- name: OSAGO_TLS_CA
+  value: /etc/osago/tls/ca.crt
+{{- else }}
+- name: OSAGO_DEV_INSECURE
+  value: "true"
+{{- end }}
+{{- end -}}
+
+{{- define "osago.tlsVolumeMount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/osago/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The service's certificate and key and the CA, in one directory: (dict "ctx" $ "secret" name). */}}
+{{- define "osago.tlsVolume" -}}
+{{- if .ctx.Values.tls.enabled }}
+- name: tls
+  projected:
+    defaultMode: 0440
+    sources:
+      - secret:
+          name: {{ .secret }}
+          items:
+            - key: tls.crt
+              path: tls.crt
+            - key: tls.key
+              path: tls.key
+      - secret:
+          name: {{ .ctx.Values.tls.caSecret }}
+          items:
+            - key: {{ .ctx.Values.tls.caSecretKey }}
+              path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{/* The port kubelet's gRPC probes use: the plaintext health port under TLS, else the service's. */}}
+{{- define "osago.probePort" -}}
+{{- ternary .ctx.Values.tls.healthPort .port .ctx.Values.tls.enabled -}}
 {{- end -}}

@@ -161,6 +161,7 @@ export const en: Catalogue = {
   "fatal.title": "Cannot show this request",
   "fatal.notFound": "This quote request is unknown or has expired. Please fill in the application again.",
   "fatal.other": "This quote request cannot be shown.",
+  "fatal.denied": "This quote request can only be shown in the browser tab that submitted it, for a limited time. Please fill in the application again.",
 
   "insurer.pending": "Waiting",
   "insurer.pendingDetail": "Asked; waiting for an answer.",

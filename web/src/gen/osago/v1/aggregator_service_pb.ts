@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file osago/v1/aggregator_service.proto.
  */
 export const file_osago_v1_aggregator_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFvc2Fnby92MS9hZ2dyZWdhdG9yX3NlcnZpY2UucHJvdG8SCG9zYWdvLnYxIpUBChBHZXRRdW90ZXNSZXF1ZXN0EioKC2FwcGxpY2F0aW9uGAEgASgLMhUub3NhZ28udjEuQXBwbGljYXRpb24SFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEi0KCnRpbWVfbGltaXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFZnJlc2gYBCABKAgiOAoRR2V0UXVvdGVzUmVzcG9uc2USIwoFZXZlbnQYASABKAsyFC5vc2Fnby52MS5RdW90ZUV2ZW50Ip4BChlDcmVhdGVRdW90ZVJlcXVlc3RSZXF1ZXN0EioKC2FwcGxpY2F0aW9uGAEgASgLMhUub3NhZ28udjEuQXBwbGljYXRpb24SFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEi0KCnRpbWVfbGltaXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFZnJlc2gYBCABKAgiSwoaQ3JlYXRlUXVvdGVSZXF1ZXN0UmVzcG9uc2USLQoNcXVvdGVfcmVxdWVzdBgBIAEoCzIWLm9zYWdvLnYxLlF1b3RlUmVxdWVzdCIsChZHZXRRdW90ZVJlcXVlc3RSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkiSAoXR2V0UXVvdGVSZXF1ZXN0UmVzcG9uc2USLQoNcXVvdGVfcmVxdWVzdBgBIAEoCzIWLm9zYWdvLnYxLlF1b3RlUmVxdWVzdCJBChhTdHJlYW1RdW90ZUV2ZW50c1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAMiQAoZU3RyZWFtUXVvdGVFdmVudHNSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULm9zYWdvLnYxLlF1b3RlRXZlbnQirwIKDFF1b3RlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEicKBnN0YXR1cxgCIAEoDjIXLm9zYWdvLnYxLlNlc3Npb25TdGF0dXMSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZGVhZGxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKCGluc3VyZXJzGAUgAygLMhQub3NhZ28udjEuSW5zdXJlclJlZhIfCgZxdW90ZXMYBiADKAsyDy5vc2Fnby52MS5RdW90ZRIpCghmYWlsdXJlcxgHIAMoCzIXLm9zYWdvLnYxLkluc3VyZXJGYWlsZWQSEAoIbGFzdF9zZXEYCCABKAMy9AIKEUFnZ3JlZ2F0b3JTZXJ2aWNlEkYKCUdldFF1b3RlcxIaLm9zYWdvLnYxLkdldFF1b3Rlc1JlcXVlc3QaGy5vc2Fnby52MS5HZXRRdW90ZXNSZXNwb25zZTABEl8KEkNyZWF0ZVF1b3RlUmVxdWVzdBIjLm9zYWdvLnYxLkNyZWF0ZVF1b3RlUmVxdWVzdFJlcXVlc3QaJC5vc2Fnby52MS5DcmVhdGVRdW90ZVJlcXVlc3RSZXNwb25zZRJWCg9HZXRRdW90ZVJlcXVlc3QSIC5vc2Fnby52MS5HZXRRdW90ZVJlcXVlc3RSZXF1ZXN0GiEub3NhZ28udjEuR2V0UXVvdGVSZXF1ZXN0UmVzcG9uc2USXgoRU3RyZWFtUXVvdGVFdmVudHMSIi5vc2Fnby52MS5TdHJlYW1RdW90ZUV2ZW50c1JlcXVlc3QaIy5vc2Fnby52MS5TdHJlYW1RdW90ZUV2ZW50c1Jlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_osago_v1_application, file_osago_v1_events, file_osago_v1_quote]);
+  fileDesc("CiFvc2Fnby92MS9hZ2dyZWdhdG9yX3NlcnZpY2UucHJvdG8SCG9zYWdvLnYxIpUBChBHZXRRdW90ZXNSZXF1ZXN0EioKC2FwcGxpY2F0aW9uGAEgASgLMhUub3NhZ28udjEuQXBwbGljYXRpb24SFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEi0KCnRpbWVfbGltaXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFZnJlc2gYBCABKAgiTgoRR2V0UXVvdGVzUmVzcG9uc2USIwoFZXZlbnQYASABKAsyFC5vc2Fnby52MS5RdW90ZUV2ZW50EhQKDGFjY2Vzc190b2tlbhgCIAEoCSKeAQoZQ3JlYXRlUXVvdGVSZXF1ZXN0UmVxdWVzdBIqCgthcHBsaWNhdGlvbhgBIAEoCzIVLm9zYWdvLnYxLkFwcGxpY2F0aW9uEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRItCgp0aW1lX2xpbWl0GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWZyZXNoGAQgASgIIksKGkNyZWF0ZVF1b3RlUmVxdWVzdFJlc3BvbnNlEi0KDXF1b3RlX3JlcXVlc3QYASABKAsyFi5vc2Fnby52MS5RdW90ZVJlcXVlc3QiQgoWR2V0UXVvdGVSZXF1ZXN0UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGFjY2Vzc190b2tlbhgCIAEoCSJIChdHZXRRdW90ZVJlcXVlc3RSZXNwb25zZRItCg1xdW90ZV9yZXF1ZXN0GAEgASgLMhYub3NhZ28udjEuUXVvdGVSZXF1ZXN0IlcKGFN0cmVhbVF1b3RlRXZlbnRzUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIUCgxhY2Nlc3NfdG9rZW4YAyABKAkiQAoZU3RyZWFtUXVvdGVFdmVudHNSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULm9zYWdvLnYxLlF1b3RlRXZlbnQixQIKDFF1b3RlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEicKBnN0YXR1cxgCIAEoDjIXLm9zYWdvLnYxLlNlc3Npb25TdGF0dXMSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZGVhZGxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKCGluc3VyZXJzGAUgAygLMhQub3NhZ28udjEuSW5zdXJlclJlZhIfCgZxdW90ZXMYBiADKAsyDy5vc2Fnby52MS5RdW90ZRIpCghmYWlsdXJlcxgHIAMoCzIXLm9zYWdvLnYxLkluc3VyZXJGYWlsZWQSEAoIbGFzdF9zZXEYCCABKAMSFAoMYWNjZXNzX3Rva2VuGAkgASgJMvQCChFBZ2dyZWdhdG9yU2VydmljZRJGCglHZXRRdW90ZXMSGi5vc2Fnby52MS5HZXRRdW90ZXNSZXF1ZXN0Ghsub3NhZ28udjEuR2V0UXVvdGVzUmVzcG9uc2UwARJfChJDcmVhdGVRdW90ZVJlcXVlc3QSIy5vc2Fnby52MS5DcmVhdGVRdW90ZVJlcXVlc3RSZXF1ZXN0GiQub3NhZ28udjEuQ3JlYXRlUXVvdGVSZXF1ZXN0UmVzcG9uc2USVgoPR2V0UXVvdGVSZXF1ZXN0EiAub3NhZ28udjEuR2V0UXVvdGVSZXF1ZXN0UmVxdWVzdBohLm9zYWdvLnYxLkdldFF1b3RlUmVxdWVzdFJlc3BvbnNlEl4KEVN0cmVhbVF1b3RlRXZlbnRzEiIub3NhZ28udjEuU3RyZWFtUXVvdGVFdmVudHNSZXF1ZXN0GiMub3NhZ28udjEuU3RyZWFtUXVvdGVFdmVudHNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_osago_v1_application, file_osago_v1_events, file_osago_v1_quote]);
 
 /**
  * Input of GetQuotes.
@@ -34,7 +34,7 @@ export type GetQuotesRequest = Message<"osago.v1.GetQuotesRequest"> & {
   application?: Application | undefined;
 
   /**
-   * Optional caller-chosen key (up to 128 characters); a retried call with the same key and
+   * Optional caller-chosen key (up to 128 printable characters); a retried call with the same key and
    * application attaches to the same request instead of creating a second one.
    *
    * @generated from field: string idempotency_key = 2;
@@ -76,6 +76,14 @@ export type GetQuotesResponse = Message<"osago.v1.GetQuotesResponse"> & {
    * @generated from field: osago.v1.QuoteEvent event = 1;
    */
   event?: QuoteEvent | undefined;
+
+  /**
+   * Set on the first response only: the access token StreamQuoteEvents and GetQuoteRequest of
+   * this request need (short-lived, bound to the request and the customer). A secret: never log it.
+   *
+   * @generated from field: string access_token = 2;
+   */
+  accessToken: string;
 };
 
 /**
@@ -99,7 +107,7 @@ export type CreateQuoteRequestRequest = Message<"osago.v1.CreateQuoteRequestRequ
   application?: Application | undefined;
 
   /**
-   * Optional caller-chosen key (up to 128 characters) that makes creation idempotent.
+   * Optional caller-chosen key (up to 128 printable characters) that makes creation idempotent.
    *
    * @generated from field: string idempotency_key = 2;
    */
@@ -160,6 +168,14 @@ export type GetQuoteRequestRequest = Message<"osago.v1.GetQuoteRequestRequest"> 
    * @generated from field: string request_id = 1;
    */
   requestId: string;
+
+  /**
+   * The access token returned when the request was created; without a valid one for this
+   * request and customer the call fails PERMISSION_DENIED, whether or not the id exists.
+   *
+   * @generated from field: string access_token = 2;
+   */
+  accessToken: string;
 };
 
 /**
@@ -209,6 +225,13 @@ export type StreamQuoteEventsRequest = Message<"osago.v1.StreamQuoteEventsReques
    * @generated from field: int64 after_seq = 2;
    */
   afterSeq: bigint;
+
+  /**
+   * The access token returned when the request was created (see GetQuoteRequestRequest).
+   *
+   * @generated from field: string access_token = 3;
+   */
+  accessToken: string;
 };
 
 /**
@@ -300,6 +323,14 @@ export type QuoteRequest = Message<"osago.v1.QuoteRequest"> & {
    * @generated from field: int64 last_seq = 8;
    */
   lastSeq: bigint;
+
+  /**
+   * Set only in the answer to CreateQuoteRequest (empty in snapshots): the access token
+   * StreamQuoteEvents and GetQuoteRequest of this request need. A secret: never log it.
+   *
+   * @generated from field: string access_token = 9;
+   */
+  accessToken: string;
 };
 
 /**
