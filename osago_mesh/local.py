@@ -5,10 +5,9 @@ each a real server on a free localhost port, talking real HTTP and gRPC. The fun
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -53,11 +52,13 @@ async def start_mesh(
     aggregator_overrides: dict[str, Any] | None = None,
     ids: Sequence[str] | None = None,
     pki: DevPki | None = None,
+    sim_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[LocalMesh]:
     """Starts the first `n` insurers of the catalogue (or those of `ids`, in that order), their
     gateways and the aggregator. With `pki`, every gRPC link is mTLS (the gateways take only the
     aggregator's certificate), the aggregator also has a JWT port (`jwt_port`), and `channel`
-    calls as core-app."""
+    calls as core-app. `sim_overrides` changes simulated insurers' behaviour by id (e.g.
+    `{"sovcom": {"decline_rate": 0.0}}` for a test that needs its offer)."""
     gateway_tls = aggregator_tls = None
     if pki is not None:
         gateway_tls = TlsFiles(pki.cert("gateway"), pki.key("gateway"), pki.ca, allowed_peers=("aggregator",))
@@ -68,7 +69,10 @@ async def start_mesh(
     async with contextlib.AsyncExitStack() as stack:
         # Each insurer on its own port too, so `down` is a truly refused connection.
         config = SimConfig(
-            insurers=tuple(sim_profiles.profile(p.insurer_id) for p in profiles),
+            insurers=tuple(
+                replace(sim_profiles.profile(p.insurer_id), **(sim_overrides or {}).get(p.insurer_id, {}))
+                for p in profiles
+            ),
             time_scale=time_scale,
             seed=seed,
             insurer_ports=True,
@@ -104,14 +108,14 @@ async def start_mesh(
             orphan_grace_s=orphan_grace_s,
         )
         if pki is not None:
-            settings = dataclasses.replace(
+            settings = replace(
                 settings,
                 tls=aggregator_tls,
                 jwt_bind="127.0.0.1:0",
                 jwt=VerifierConfig(pki.jwks, reload_s=0.0),
                 access_keys=AccessKeys.parse(pki.access_keys),
             )
-        aggregator = AggregatorService(dataclasses.replace(settings, **(aggregator_overrides or {})))
+        aggregator = AggregatorService(replace(settings, **(aggregator_overrides or {})))
         port = await aggregator.start()
         stack.push_async_callback(aggregator.stop)
         target = f"127.0.0.1:{port}"
