@@ -111,7 +111,8 @@ class GrpcGateways:
                 call = self._stubs[insurer_id].RequestOffer(
                     request,
                     timeout=max(deadline - self._clock.monotonic(), 0.01),
-                    # The trace context of the caller's span (the session's `request_offer`).
+                    # The trace context of the caller's CLIENT span (the session's
+                    # `request_offer`; see osago_common.tracing for why by hand).
                     metadata=tracing.inject_metadata(),
                 )
                 try:

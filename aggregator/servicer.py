@@ -14,7 +14,6 @@ from aggregator.access import AccessTokens
 from aggregator.auth import customer_of
 from aggregator.core import Aggregator, check_request_id
 from aggregator.errors import abort_for, guarded, guarded_stream
-from osago_common import tracing
 from osago_common.grpc_guard import CALLER
 
 # Each RPC's context, as the generated servicer base (mypy-protobuf) declares it.
@@ -56,22 +55,19 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
             fits = max(remaining - CALLER_DEADLINE_MARGIN_S, 0.1)
             limit = fits if limit is None or limit <= 0 else min(limit, fits)
         application = request.application if request.HasField("application") else None
-        # The session's trace continues the caller's, when it sent one (`traceparent`). Current
-        # only here: never across this generator's yields.
         caller = CALLER.get()
         customer = customer_of(caller)
-        with tracing.attached(tracing.extract_context(context.invocation_metadata())):
-            try:
-                record, _ = await self._aggregator.create(
-                    application,
-                    request.idempotency_key,
-                    limit,
-                    fresh=request.fresh,
-                    customer_id=customer,
-                    limit_key=caller.limit_key,
-                )
-            except Exception as error:  # noqa: BLE001 - mapped to a status
-                await abort_for(context, error)
+        try:
+            record, _ = await self._aggregator.create(
+                application,
+                request.idempotency_key,
+                limit,
+                fresh=request.fresh,
+                customer_id=customer,
+                limit_key=caller.limit_key,
+            )
+        except Exception as error:  # noqa: BLE001 - mapped to a status
+            await abort_for(context, error)
         token = self._tokens.issue(record.request_id, customer)
         finished = False
         try:
@@ -91,19 +87,18 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
         application = request.application if request.HasField("application") else None
         caller = CALLER.get()
         customer = customer_of(caller)
-        with tracing.attached(tracing.extract_context(context.invocation_metadata())):
-            record, _ = await guarded(
-                context,
-                self._aggregator.create(
-                    application,
-                    request.idempotency_key,
-                    _time_limit(request),
-                    fresh=request.fresh,
-                    customer_id=customer,
-                    limit_key=caller.limit_key,
-                ),
-            )
-            snapshot = await guarded(context, self._aggregator.snapshot(record.request_id))
+        record, _ = await guarded(
+            context,
+            self._aggregator.create(
+                application,
+                request.idempotency_key,
+                _time_limit(request),
+                fresh=request.fresh,
+                customer_id=customer,
+                limit_key=caller.limit_key,
+            ),
+        )
+        snapshot = await guarded(context, self._aggregator.snapshot(record.request_id))
         snapshot.access_token = self._tokens.issue(record.request_id, customer)
         return pb.CreateQuoteRequestResponse(quote_request=snapshot)
 
@@ -114,8 +109,7 @@ class AggregatorServicer(aggregator_service_pb2_grpc.AggregatorServiceServicer):
             self._authorize(request.request_id, request.access_token)
         except Exception as error:  # noqa: BLE001 - mapped to a status
             await abort_for(context, error)
-        with tracing.attached(tracing.extract_context(context.invocation_metadata())):
-            snapshot = await guarded(context, self._aggregator.snapshot(request.request_id))
+        snapshot = await guarded(context, self._aggregator.snapshot(request.request_id))
         return pb.GetQuoteRequestResponse(quote_request=snapshot)
 
     async def StreamQuoteEvents(

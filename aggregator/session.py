@@ -175,7 +175,9 @@ class QuoteSession:
         return status
 
     async def _ask(self, insurer_id: str, name: str) -> None:
-        """One insurer's call, in its `request_offer` span (a child of the session's)."""
+        """One insurer's call, in its `request_offer` CLIENT span (a child of the session's,
+        parent of the gateway's SERVER span of each call: more than one when a call is resumed
+        on another replica)."""
         with tracing.tracer(__name__).start_as_current_span(
             "request_offer",
             kind=trace.SpanKind.CLIENT,

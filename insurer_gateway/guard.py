@@ -149,7 +149,8 @@ class InsurerGuard:
         attempt: int,
     ) -> T | Failed | _Transient:
         """One attempt (`attempt` counts from 1); past the breaker, traced as an `insurer_http`
-        span: step, attempt, HTTP status, and the failure with whether it may be retried."""
+        span: step, attempt, HTTP status, and the failure with whether it may be retried. The
+        HTTP call itself is its child, a CLIENT span of the aiohttp instrumentation."""
         if deadline - self._clock.monotonic() <= 0:
             return failed(Reason.DEADLINE, f"{step}: deadline reached")
         permit = self.breaker.try_acquire()
@@ -157,7 +158,7 @@ class InsurerGuard:
             return self._open_failure(step)
         with tracing.tracer(__name__).start_as_current_span(
             "insurer_http",
-            kind=trace.SpanKind.CLIENT,
+            kind=trace.SpanKind.INTERNAL,
             attributes={tracing.STEP: step, tracing.ATTEMPT: attempt},
             record_exception=False,
             set_status_on_exception=False,

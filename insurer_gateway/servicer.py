@@ -98,19 +98,15 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
         """Streams accepted → pending… → offer | failed. A cancelled call stops at once: the
         cancellation reaches the sleep or HTTP call in progress, which closes its connection.
 
-        Traced as a `RequestOffer` server span continuing the caller's trace (W3C trace context
-        in the call's metadata), parent of the `insurer_http` span of every HTTP attempt."""
+        Traced by the server's interceptor (osago_common.tracing.server_interceptors): its
+        SERVER span continues the caller's trace, is current here (so every HTTP attempt's
+        `insurer_http` span is its child) and is given the insurer, request id and outcome."""
         stats = self.stats
         stats.requests_total += 1
         stats.in_flight += 1
         got_offer = False
-        caller = tracing.extract_context(context.invocation_metadata())
-        span = tracing.tracer(__name__).start_span(
-            "RequestOffer",
-            context=caller,
-            kind=trace.SpanKind.SERVER,
-            attributes={tracing.INSURER_ID: self._settings.insurer_id},
-        )
+        span = trace.get_current_span()
+        span.set_attribute(tracing.INSURER_ID, self._settings.insurer_id)
         outcome = "cancelled"
         handler = asyncio.current_task()
         if handler is not None:
@@ -121,10 +117,7 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
             create = await self._prepare(request, context)
             span.set_attribute(tracing.REQUEST_ID, request.request_id)  # only once it is valid
             deadline = self._deadline(context)
-            # The span is current while the flow runs (so HTTP attempts are its children), but
-            # never across this generator's yields.
-            in_span = trace.set_span_in_context(span, caller)
-            async with contextlib.aclosing(tracing.stream_within(in_span, self._flow.run(create, deadline))) as updates:
+            async with contextlib.aclosing(self._flow.run(create, deadline)) as updates:
                 async for update in updates:
                     got_offer = got_offer or isinstance(update, Offer)
                     if isinstance(update, Offer):
@@ -159,7 +152,6 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
             if handler is not None:
                 self._calls.discard(handler)
             span.set_attribute(tracing.OUTCOME, outcome)
-            span.end()
             stats.in_flight -= 1
             if got_offer:
                 stats.offers_total += 1

@@ -13,6 +13,7 @@ from insurer_gateway.exchange import (
     HttpUnavailable,
 )
 from insurer_gateway.settings import GatewaySettings
+from osago_common import tracing
 
 # Insurer answers are a few kilobytes; a larger body is a broken insurer.
 MAX_BODY_BYTES = 1 << 20
@@ -25,6 +26,8 @@ def open_session(settings: GatewaySettings) -> aiohttp.ClientSession:
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=settings.http_timeout_s),
         raise_for_status=False,
+        # A CLIENT span per HTTP call, `traceparent` in its headers (osago_common.tracing).
+        trace_configs=tracing.http_client_trace_configs(),
     )
 
 

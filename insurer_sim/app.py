@@ -43,6 +43,7 @@ from insurer_sim.insurer import Offer, SimInsurer, Simulation
 from insurer_sim.listeners import LISTENERS, InsurerListeners
 from insurer_sim.state import DELIVERIES, ONLY_INSURER, SIMULATION, insurer_in_path
 from insurer_sim.webhooks import Deliveries, DeliveryError, Sender
+from osago_common import tracing
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def make_app(config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> web.Application:
 
 def _api_app(simulation: Simulation, only: str | None = None) -> web.Application:
     """The insurers' APIs (only insurer `only`'s, for its own listener), faults applied."""
-    app = web.Application(middlewares=[_json_errors, apply_faults])
+    # A SERVER span per request joining the gateway's trace (its `traceparent` header).
+    app = web.Application(middlewares=[tracing.http_server_middleware(), _json_errors, apply_faults])
     app[SIMULATION] = simulation
     if only is not None:
         app[ONLY_INSURER] = only

@@ -23,6 +23,7 @@ from osago.v1 import (
 from osago_client.channel import open_channel
 from osago_client.errors import QuoteError, from_rpc_error
 from osago_client.resume import EventCursor, backoff_delay
+from osago_common import tracing
 from osago_common.breaker import BreakerConfig, CircuitBreaker, Permit
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_options import replicas_target
@@ -111,6 +112,11 @@ class QuoteClient:
         self._stub: aggregator_service_pb2_grpc.AggregatorServiceStub | None = None
         self.breaker = CircuitBreaker(breaker, clock)
 
+    def _call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """This client's metadata, and the caller's trace context (`traceparent`), so the
+        aggregator's spans join the caller's trace (its own OpenTelemetry provider's)."""
+        return (*self._metadata, *tracing.inject_metadata())
+
     async def __aenter__(self) -> Self:
         self._channel = open_channel(await resolve_target(self._target), self._credentials, self._extra_options)
         self._stub = aggregator_service_pb2_grpc.AggregatorServiceStub(self._channel)
@@ -187,7 +193,7 @@ class QuoteClient:
     async def _unary(self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
         permit = self._permit()
         try:
-            response = await method(request, timeout=self._timeout_s, metadata=self._metadata)
+            response = await method(request, timeout=self._timeout_s, metadata=self._call_metadata())
         except grpc.aio.AioRpcError as error:
             _verdict(permit, error)
             raise from_rpc_error(error) from error
@@ -228,7 +234,7 @@ class QuoteClient:
         service = self._service()
 
         def open_session(timeout: float) -> _EventStream:
-            return service.GetQuotes(request, timeout=timeout, metadata=self._metadata)
+            return service.GetQuotes(request, timeout=timeout, metadata=self._call_metadata())
 
         async for event in self._follow(EventCursor(), open_session):
             yield event
@@ -294,7 +300,7 @@ class QuoteClient:
             request = aggregator_service_pb2.StreamQuoteEventsRequest(
                 request_id=cursor.request_id, after_seq=cursor.last_seq, access_token=cursor.access_token
             )
-            return self._service().StreamQuoteEvents(request, timeout=timeout, metadata=self._metadata)
+            return self._service().StreamQuoteEvents(request, timeout=timeout, metadata=self._call_metadata())
         return open_session(timeout)
 
 

@@ -1,7 +1,8 @@
 """Starting and stopping the project's grpc.aio servers the same way everywhere: the keepalive
 policy every channel of the project follows (osago_common.grpc_options), grpc.health.v1 and
-server reflection; TLS and the guard interceptor (osago_common.grpc_guard) when given, and then a
-plaintext port serving grpc.health.v1 alone for probes that cannot speak TLS (Kubernetes')."""
+server reflection; a SERVER span per call (osago_common.tracing, before any other interceptor);
+TLS and the guard interceptor (osago_common.grpc_guard) when given, and then a plaintext port
+serving grpc.health.v1 alone for probes that cannot speak TLS (Kubernetes')."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from osago_common import tracing
 from osago_common.grpc_options import SERVER_OPTIONS
 
 # The largest request message a server takes unless told otherwise (an application is a few KB);
@@ -33,7 +35,10 @@ class ServiceServer:
     ) -> None:
         options = (*SERVER_OPTIONS, ("grpc.max_receive_message_length", max_receive_bytes))
         self.server = grpc.aio.server(
-            options=options, maximum_concurrent_rpcs=maximum_concurrent_rpcs, interceptors=interceptors
+            options=options,
+            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+            # Tracing first: a call the guard refuses is traced too, and the span is current in it.
+            interceptors=[*tracing.server_interceptors(), *interceptors],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -1,14 +1,46 @@
-"""Tracing with the OpenTelemetry SDK, by hand: one TracerProvider per process (set up from the
-environment), W3C trace context carried in gRPC metadata, the trace id for logs and errors.
+"""Tracing with the OpenTelemetry SDK: one TracerProvider per process, set up from the standard
+OTel variables, W3C trace context carried over gRPC metadata and HTTP headers, and the trace id
+for logs and errors.
 
-Spans carry ids, insurer ids, reasons, counts and statuses: never names, licence or document
-numbers, VINs, plates or birth dates (nor exception texts, which may quote them). Exceptions are
-therefore never recorded by the span helpers here (`record_exception=False`).
+Who makes which span:
+- the kept instrumentation libraries where they work with grpc.aio and aiohttp: the SERVER span
+  of every gRPC call a project server takes (`aio_server_interceptor`; health and reflection
+  excluded), the CLIENT span of every HTTP call a gateway makes to its insurer
+  (`aiohttp-client`, which sends `traceparent`), and the SERVER span of every HTTP request
+  web_bridge and the simulator take (`aiohttp-server`);
+- by hand, what no library knows: `quote_session` (a session, whichever call started it),
+  `request_offer` (one insurer of a session, the CLIENT side of its gateway calls, across the
+  calls that resume it) and `insurer_http` (one attempt of the gateway's guard, with its step
+  and failure reason);
+- by hand, the gRPC client side: `inject_metadata()` at each call. The library's grpc.aio
+  client interceptors (opentelemetry-instrumentation-grpc 0.66b1) do not fit our calls: a
+  server-streaming call's span ends only when its response iterator is read to the end (the
+  interceptor returns an async generator that ends the span in its `finally`), while our
+  callers stop reading and cancel (the aggregator once an insurer has answered, web_bridge when
+  the browser leaves), so those spans stay open until garbage collection or forever (seen here:
+  no gateway call's span was ever exported); and on unary calls they keep the caller's
+  cancellation from reaching it (upstream issue open-telemetry/opentelemetry-python-contrib
+  #3271). Every grpc.aio interceptor also costs a task per call.
 
-Tracers are looked up at call time through `tracer(name)`, from the provider set by
-`set_tracer_provider_for_tests` when there is one, else the global one that `configure_tracing`
-installs; so tests collect spans with a provider of their own, while OpenTelemetry lets the
-global provider be set only once per process.
+Spans carry ids, insurer ids, reasons, counts, statuses and timings: never names, licence or
+document numbers, VINs, plates or birth dates (nor exception texts, which may quote them).
+The hand-made spans therefore never record exceptions (`record_exception=False`); the
+libraries record only what passes through gRPC and HTTP (methods, routes, status codes, the
+status messages our servers send, which never hold personal data).
+
+Export: when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, spans
+go to that OTLP/gRPC collector in batches (OTEL_TRACES_EXPORTER may also name `console`, or
+`none`; OTEL_SDK_DISABLED=true turns tracing off). The exporter and the resource read the other
+standard variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS,
+_CERTIFICATE, _TIMEOUT, OTEL_TRACES_SAMPLER, OTEL_BSP_*) as the SDK does. With no exporter, the
+provider samples nothing: spans are non-recording (no attributes kept, nothing queued), yet
+their trace ids are still made and carried, so logs and error messages of one session share one
+trace id across services at almost no cost.
+
+Tracers are looked up at call time through `tracer(name)` (the instrumentation libraries too,
+through `PROVIDER`), from the provider set by `set_tracer_provider_for_tests` when there is one,
+else the global one that `configure_tracing` installs; so tests collect spans with a provider of
+their own, while OpenTelemetry lets the global provider be set only once per process.
 """
 
 from __future__ import annotations
@@ -18,19 +50,36 @@ import sys
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from typing import TypeVar
 
+import aiohttp
+import grpc
+from aiohttp.typedefs import Middleware
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation import aiohttp_server
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from opentelemetry.instrumentation.aiohttp_server import create_aiohttp_middleware
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.util import types
+from opentelemetry.util.http import get_excluded_urls
 
-from osago_common.env import env_flag
+from osago_common.env import SettingsError, env_flag
 
 T = TypeVar("T")
 
-CONSOLE_VARIABLE = "OSAGO_TRACE_CONSOLE"
+# The standard OpenTelemetry variables this module reads itself (the SDK reads the others).
+DISABLED_VARIABLE = "OTEL_SDK_DISABLED"
+EXPORTER_VARIABLE = "OTEL_TRACES_EXPORTER"
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+SERVICE_NAME_VARIABLE = "OTEL_SERVICE_NAME"
+EXPORTERS = ("otlp", "console", "none")
 
 # Span attribute names, shared by every service.
 REQUEST_ID = "osago.request_id"
@@ -57,12 +106,46 @@ _test_provider: trace.TracerProvider | None = None
 _tracers: dict[str, trace.Tracer] = {}
 
 
+def exporters(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Where this process's spans go: "otlp" (when an OTLP endpoint is set), "console", both, or
+    nowhere (). Raises SettingsError for values this build cannot honour."""
+    if env_flag(env, DISABLED_VARIABLE):
+        return ()
+    names = [n.strip().lower() for n in env.get(EXPORTER_VARIABLE, "otlp").split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXPORTERS]
+    if unknown:
+        raise SettingsError(f"{EXPORTER_VARIABLE} must list {', '.join(EXPORTERS)}, got {env[EXPORTER_VARIABLE]!r}")
+    for variable in PROTOCOL_VARIABLES:
+        protocol = env.get(variable, "").strip().lower()
+        if protocol not in ("", "grpc"):
+            raise SettingsError(f"{variable}: only grpc is supported (OTLP over gRPC), got {env[variable]!r}")
+    found: list[str] = []
+    if "otlp" in names and otlp_endpoint(env):
+        found.append("otlp")
+    if "console" in names:
+        found.append("console")
+    return tuple(found)
+
+
+def otlp_endpoint(env: Mapping[str, str]) -> str:
+    """The collector's address from the standard variables (the traces-only one first), or ""."""
+    return next((value for name in ENDPOINT_VARIABLES if (value := env.get(name, "").strip())), "")
+
+
 def build_provider(service_name: str, env: Mapping[str, str]) -> TracerProvider:
-    """The provider `configure_tracing` installs: the service's name as its resource, spans
-    printed to stderr when OSAGO_TRACE_CONSOLE is on, else exported nowhere (still made, so
-    their trace ids reach logs and error messages and travel to the next service)."""
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
-    if env_flag(env, CONSOLE_VARIABLE):
+    """The provider `configure_tracing` installs: the service's name (OTEL_SERVICE_NAME when set)
+    in its resource; spans batched to the OTLP/gRPC collector and/or printed to stderr as
+    `exporters(env)` says, else sampled out (still made, so their trace ids reach logs and error
+    messages and travel to the next service, but recording and exporting nothing)."""
+    resource = Resource.create({SERVICE_NAME: env.get(SERVICE_NAME_VARIABLE, "").strip() or service_name})
+    chosen = exporters(env)
+    if not chosen:
+        return TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    # The sampler from OTEL_TRACES_SAMPLER (default: parent-based, always on).
+    provider = TracerProvider(resource=resource)
+    if "otlp" in chosen:
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint(env))))
+    if "console" in chosen:
         # stderr, with the logs: a service's stdout carries its `listening` line.
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
     return provider
@@ -70,7 +153,7 @@ def build_provider(service_name: str, env: Mapping[str, str]) -> TracerProvider:
 
 def configure_tracing(service_name: str, env: Mapping[str, str]) -> None:
     """Installs this process's global TracerProvider; a second call does nothing. Raises
-    SettingsError when OSAGO_TRACE_CONSOLE is malformed."""
+    SettingsError when the OTEL_* variables ask for what this build cannot do."""
     global _configured  # noqa: PLW0603 - one provider per process, as OpenTelemetry's own is global
     if _configured:
         return
@@ -78,6 +161,13 @@ def configure_tracing(service_name: str, env: Mapping[str, str]) -> None:
     trace.set_tracer_provider(provider)
     _configured = True
     _tracers.clear()
+
+
+def shutdown_tracing() -> None:
+    """Exports what is still queued (a stopping service): the global provider's shutdown."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
 
 
 def set_tracer_provider_for_tests(provider: trace.TracerProvider | None) -> None:
@@ -94,6 +184,74 @@ def tracer(name: str) -> trace.Tracer:
         provider = _test_provider if _test_provider is not None else trace.get_tracer_provider()
         found = _tracers[name] = provider.get_tracer(name)
     return found
+
+
+class _CurrentTracer(trace.ProxyTracer):
+    """A tracer that resolves to `tracer(name)` at every span, so an instrumentation library
+    built once (a server's interceptor) follows the provider of the moment."""
+
+    @property
+    def _tracer(self) -> trace.Tracer:
+        return tracer(self._instrumenting_module_name)
+
+
+class _CurrentProvider(trace.TracerProvider):
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: types.Attributes = None,
+    ) -> trace.Tracer:
+        return _CurrentTracer(instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
+
+
+# What the instrumentation libraries are given: the provider of the moment.
+PROVIDER: trace.TracerProvider = _CurrentProvider()
+
+# Health checks (probes every few seconds) and reflection make no traces.
+_TRACED_SERVICES = filters.negate(
+    filters.any_of(filters.service_name("grpc.health.v1.Health"), filters.service_prefix("grpc.reflection."))
+)
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """The first interceptor of every project gRPC server: a SERVER span per call, continuing the
+    caller's trace from the call's metadata (opentelemetry-instrumentation-grpc). It handles
+    server streaming in grpc.aio: the span stays current while the servicer's generator runs and
+    ends with the call, cancelled or not (tests/test_tracing.py checks both)."""
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        tracer_provider=PROVIDER, filter_=_TRACED_SERVICES
+    )
+    return [interceptor]
+
+
+def http_client_trace_configs() -> list[aiohttp.TraceConfig]:
+    """For an aiohttp ClientSession: a CLIENT span per request, `traceparent` in its headers
+    (opentelemetry-instrumentation-aiohttp-client). URLs are recorded without query strings'
+    values; our insurer URLs carry application ids, never personal data."""
+    return [create_trace_config(tracer_provider=PROVIDER)]
+
+
+def http_server_middleware() -> Middleware:
+    """For an aiohttp Application: a SERVER span per request continuing the caller's trace from
+    its headers (opentelemetry-instrumentation-aiohttp-server). The first middleware, so the
+    others' work is inside it.
+
+    The library's middleware reads module state that only its instrumentor sets (the excluded
+    URLs, the active-requests counter: None before, so every request fails with AttributeError),
+    and that instrumentor replaces `web.Application` process-wide by a subclass, which aiohttp
+    deprecates (a DeprecationWarning per subclass) and which inserts into the caller's
+    middleware list. So the state is set here, as the instrumentor would (the excluded URLs from
+    OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS, the counter from the global meter provider), and the
+    middleware is added to each application explicitly."""
+    if aiohttp_server._excluded_urls is None:
+        aiohttp_server._excluded_urls = get_excluded_urls("AIOHTTP_SERVER")
+        aiohttp_server.active_requests_counter = metrics.get_meter(aiohttp_server.__name__).create_up_down_counter(
+            name="http.server.active_requests", unit="{request}", description="Number of active HTTP server requests."
+        )
+    middleware: Middleware = create_aiohttp_middleware(tracer_provider=PROVIDER)
+    return middleware
 
 
 def current_trace_id() -> str:

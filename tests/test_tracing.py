@@ -29,6 +29,9 @@ from tests.conftest import load_example, start_mesh
 
 Attributes = dict[str, object]
 functional = pytest.mark.functional
+# The SERVER spans of the gRPC instrumentation (opentelemetry-instrumentation-grpc).
+AGGREGATOR_CALL = "/osago.v1.AggregatorService/GetQuotes"
+GATEWAY_CALL = "/osago.v1.InsurerGatewayService/RequestOffer"
 
 
 @pytest.fixture
@@ -48,6 +51,12 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [s for s in exporter.get_finished_spans() if s.name == name]
+
+
+def children(exporter: InMemorySpanExporter, parent: ReadableSpan) -> list[ReadableSpan]:
+    return [
+        s for s in exporter.get_finished_spans() if s.parent is not None and s.parent.span_id == parent.context.span_id
+    ]
 
 
 def attrs(span: ReadableSpan) -> Attributes:
@@ -104,10 +113,13 @@ async def test_a_session_is_one_trace_from_the_aggregator_through_every_gateway_
         finished = events[-1].session_finished
         [session] = await wait_for_spans(spans, "quote_session", 1)
         calls = await wait_for_spans(spans, "request_offer", 10)
-        served = await wait_for_spans(spans, "RequestOffer", 10)
+        served = await wait_for_spans(spans, GATEWAY_CALL, 10)
+        [call_span] = await wait_for_spans(spans, AGGREGATOR_CALL, 1)
 
     trace_id = session.context.trace_id
-    assert session.parent is None  # the caller sent no trace context: a new trace
+    assert call_span.parent is None  # the caller sent no trace context: a new trace
+    assert call_span.kind is trace.SpanKind.SERVER and call_span.context.trace_id == trace_id
+    assert session.parent is not None and session.parent.span_id == call_span.context.span_id
     expected_status = events_pb2.SessionStatus.Name(finished.status).removeprefix("SESSION_STATUS_").lower()
     assert attrs(session) == {
         "osago.request_id": request_id,
@@ -146,6 +158,14 @@ async def test_a_session_is_one_trace_from_the_aggregator_through_every_gateway_
         assert steps[0] == "create" and set(steps) <= {"create", "poll"}
         assert all(200 <= attrs(h)["osago.http.status_code"] < 300 for h in attempts)  # type: ignore[operator]
         assert all(h.context.trace_id == trace_id for h in attempts)
+        # Each attempt's HTTP call: a CLIENT span of the aiohttp instrumentation, whose
+        # `traceparent` the simulator's server span (aiohttp-server) continued.
+        for attempt in attempts:
+            [client] = children(spans, attempt)
+            assert client.kind is trace.SpanKind.CLIENT
+            assert attrs(client)["http.status_code"] == attrs(attempt)["osago.http.status_code"]
+            [insurer] = children(spans, client)
+            assert insurer.kind is trace.SpanKind.SERVER and insurer.name.startswith(str(attrs(client)["http.method"]))
     assert len(http) == sum(1 for h in http if h.context.trace_id == trace_id)
 
     # No personal data anywhere: names, licence numbers, VIN, plate, birth dates.
@@ -170,11 +190,14 @@ async def test_a_session_continues_the_trace_of_a_caller_that_sent_one(spans: In
         call = mesh.stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30, metadata=metadata)
         events = [r.event async for r in call]
         [session] = await wait_for_spans(spans, "quote_session", 1)
-        served = await wait_for_spans(spans, "RequestOffer", 2)
+        served = await wait_for_spans(spans, GATEWAY_CALL, 2)
+        [call_span] = await wait_for_spans(spans, AGGREGATOR_CALL, 1)
 
     assert dict(metadata).keys() == {"traceparent"}
     assert session.context.trace_id == caller.get_span_context().trace_id
-    assert session.parent is not None and session.parent.span_id == caller.get_span_context().span_id
+    assert call_span.parent is not None and call_span.parent.span_id == caller.get_span_context().span_id
+    assert call_span.parent.is_remote
+    assert session.parent is not None and session.parent.span_id == call_span.context.span_id
     assert attrs(session)["osago.request_id"] == events[0].request_id
     assert {s.context.trace_id for s in served} == {caller.get_span_context().trace_id}
 
@@ -263,13 +286,33 @@ async def test_http_attempts_are_spans_and_breaker_rejections_are_events(spans: 
     ]
 
 
-def test_tracing_is_configured_from_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+def test_tracing_is_configured_from_the_standard_otel_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
+    assert tracing.exporters({}) == ()  # no endpoint: nothing exported
+    assert tracing.exporters(endpoint) == ("otlp",)
+    assert tracing.exporters({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317"}) == ("otlp",)
+    assert tracing.exporters({**endpoint, "OTEL_TRACES_EXPORTER": "none"}) == ()
+    assert tracing.exporters({**endpoint, "OTEL_SDK_DISABLED": "true"}) == ()
+    assert tracing.exporters({**endpoint, "OTEL_TRACES_EXPORTER": "otlp,console"}) == ("otlp", "console")
+    assert tracing.exporters({"OTEL_TRACES_EXPORTER": "console"}) == ("console",)
+    with pytest.raises(SettingsError, match="OTEL_TRACES_EXPORTER"):
+        tracing.exporters({"OTEL_TRACES_EXPORTER": "zipkin"})
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_PROTOCOL"):
+        tracing.exporters({**endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+
+    # Not exporting: spans are made (their trace ids travel and reach logs) but record nothing.
     quiet = tracing.build_provider("osago-test", {})
     assert quiet.resource.attributes["service.name"] == "osago-test"
+    with quiet.get_tracer(__name__).start_as_current_span("cheap") as span:
+        assert span.get_span_context().is_valid and not span.is_recording()
+        flags = dict(tracing.inject_metadata())["traceparent"].rsplit("-", 1)[1]
+        assert int(flags, 16) & 1 == 0  # W3C "sampled" flag off
     quiet.shutdown()
-    with pytest.raises(SettingsError, match="OSAGO_TRACE_CONSOLE"):
-        tracing.build_provider("osago-test", {"OSAGO_TRACE_CONSOLE": "maybe"})
-    console = tracing.build_provider("osago-test", {"OSAGO_TRACE_CONSOLE": "1"})
+    named = tracing.build_provider("osago-test", {"OTEL_SERVICE_NAME": "osago-gateway-alfa"})
+    assert named.resource.attributes["service.name"] == "osago-gateway-alfa"
+    named.shutdown()
+
+    console = tracing.build_provider("osago-test", {"OTEL_TRACES_EXPORTER": "console"})
     console.get_tracer(__name__).start_span("printed", attributes={"osago.request_id": "r-1"}).end()
     console.force_flush()
     console.shutdown()

@@ -29,6 +29,7 @@ from osago.v1 import aggregator_service_pb2, aggregator_service_pb2_grpc
 
 from osago_client.channel import open_channel
 from osago_client.client import resolve_target
+from osago_common import tracing
 from web_bridge import grpc_web, problems, quotes, security, stream
 from web_bridge.problems import body, respond
 from web_bridge.settings import BridgeSettings
@@ -41,7 +42,10 @@ _SERVABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 def make_app(settings: BridgeSettings) -> web.Application:
     app = web.Application(
-        middlewares=[problems.json_errors, security.check_origin], client_max_size=settings.max_body_bytes
+        # Tracing first: a SERVER span per request (joining the browser's or the edge's trace),
+        # current while the others run, so the aggregator calls made inside are its children.
+        middlewares=[tracing.http_server_middleware(), problems.json_errors, security.check_origin],
+        client_max_size=settings.max_body_bytes,
     )
     app.on_response_prepare.append(security.add_headers)
     app[SETTINGS] = settings

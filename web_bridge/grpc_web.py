@@ -29,6 +29,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2
 from osago.v1 import aggregator_service_pb2
 
+from osago_common import tracing
 from web_bridge import problems
 from web_bridge.grpc_web_wire import (
     Metadata,
@@ -67,6 +68,9 @@ HTTP_ONLY = frozenset(
     {
         "host",
         "connection",
+        # The trace context goes on as this request's span's, not as the browser sent it.
+        "traceparent",
+        "tracestate",
         "keep-alive",
         "proxy-connection",
         "te",
@@ -138,7 +142,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return trailers_only(mode, Status(UNIMPLEMENTED, f"unknown method {request.path}"))
     try:
         timeout_s = _timeout_s(request, streaming)
-        metadata = [*call_metadata(request.headers.items(), HTTP_ONLY), ("x-osago-client", client_address(request))]
+        metadata = [
+            *call_metadata(request.headers.items(), HTTP_ONLY),
+            ("x-osago-client", client_address(request)),
+            # This request's span (which continued the browser's `traceparent`, if it sent one).
+            *tracing.inject_metadata(),
+        ]
         message = request_message(mode.decode(await request.read()))
     except WireError as error:
         return respond(400, body("bad grpc-web request", str(error)))

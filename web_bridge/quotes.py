@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from osago.v1 import aggregator_service_pb2 as pb
 
+from osago_common import tracing
 from web_bridge import problems
 from web_bridge.jsonmap import Violation, parse_application
 from web_bridge.problems import body, invalid, respond
@@ -100,8 +101,9 @@ def _time_limit(request: web.Request, violations: list[Violation]) -> float | No
 
 
 def call_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
-    """What the aggregator learns about the caller: the client's address (its rate limits)."""
-    return (("x-osago-client", client_address(request)),)
+    """What the aggregator learns about the caller: the client's address (its rate limits), and
+    the trace context of this request's span (so the aggregator's spans are its children)."""
+    return (("x-osago-client", client_address(request)), *tracing.inject_metadata())
 
 
 def bearer(request: web.Request) -> str:
