@@ -141,11 +141,11 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
             trace_id = tracing.trace_id(span) or uuid.uuid4().hex
             # The exception's text may quote application data: log its type and stack only.
             log.error(
-                "RequestOffer failed: trace_id=%s request_id=%s error=%s\n%s",
+                "RequestOffer failed: trace_id=%s error=%s\n%s",
                 trace_id,
-                request.request_id,
                 type(exc).__name__,
                 "".join(traceback.format_tb(exc.__traceback__)),
+                extra={"request_id": request.request_id, "insurer_id": self._settings.insurer_id},
             )
             await context.abort(grpc.StatusCode.UNKNOWN, "internal error")
         finally:
@@ -241,14 +241,8 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
         return quote
 
     def _log(self, request_id: str, update: Update) -> None:
-        insurer = self._settings.insurer_id
+        ids = {"request_id": request_id, "insurer_id": self._settings.insurer_id}
         if isinstance(update, Failed):
-            log.info(
-                "no offer: request_id=%s insurer=%s reason=%s detail=%s",
-                request_id,
-                insurer,
-                update.reason.name,
-                update.detail,
-            )
+            log.info("no offer: reason=%s detail=%s", update.reason.name, update.detail, extra=ids)
         elif isinstance(update, Offer):
-            log.debug("offer: request_id=%s insurer=%s offer_id=%s", request_id, insurer, update.offer_id)
+            log.debug("offer: offer_id=%s", update.offer_id, extra=ids)

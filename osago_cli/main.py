@@ -275,14 +275,14 @@ def _run(args: argparse.Namespace) -> int:
         from aggregator.service import serve_forever as serve_aggregator
         from aggregator.settings import AggregatorSettings
 
-        configure_tracing("osago-aggregator", env)
+        configure_tracing(SERVICE_NAMES["aggregator"], env)
         asyncio.run(serve_aggregator(AggregatorSettings.from_env(env)))
         return 0
     if args.command == "bridge":
         from web_bridge.service import serve_forever as serve_bridge
         from web_bridge.settings import BridgeSettings
 
-        configure_tracing("osago-bridge", env)
+        configure_tracing(SERVICE_NAMES["bridge"], env)
         asyncio.run(serve_bridge(BridgeSettings.from_env(env)))
         return 0
     if args.command == "gateway":
@@ -295,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
             "OSAGO_GATEWAY_BIND": args.bind,
         }
         gateway_env = dict(env) | {name: value for name, value in given.items() if value}
-        configure_tracing("osago-gateway", gateway_env)
+        configure_tracing(SERVICE_NAMES["gateway"], gateway_env)
         asyncio.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
         return 0
     if args.command == "sim" and args.sim_command is not None:
@@ -317,6 +317,7 @@ def _run(args: argparse.Namespace) -> int:
         ):
             if value is not None:
                 sim_env[name] = str(value)
+        configure_tracing(SERVICE_NAMES["sim"], sim_env)
         asyncio.run(serve_sim(SimConfig.from_env(sim_env)))
         return 0
     if args.command == "bench" and args.bench == "load":
@@ -364,10 +365,20 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+# The name each service gives itself in logs and traces (the chart's OTEL_SERVICE_NAME values).
+SERVICE_NAMES = {
+    "aggregator": "osago-aggregator",
+    "gateway": "osago-gateway",
+    "bridge": "osago-bridge",
+    "sim": "osago-sim",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(os.environ.get("OSAGO_LOG_LEVEL", "INFO"))
     try:
+        service = SERVICE_NAMES.get(args.command, "osago")
+        configure_logging(os.environ.get("OSAGO_LOG_LEVEL", "INFO"), service=service, env=os.environ)
         return _run(args)
     except SettingsError as error:
         print(f"osago {args.command}: configuration error: {error}", file=sys.stderr)

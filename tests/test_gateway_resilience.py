@@ -240,7 +240,9 @@ async def test_a_full_bulkhead_fails_the_next_call_at_once(caplog: pytest.LogCap
         # behind it (it would then have reached the insurer, or ended DEADLINE).
         assert not hanging.done()
         assert outcome(updates) == quote_pb2.FAILURE_REASON_UNAVAILABLE
-        assert "request_id=req-next insurer=alfa reason=UNAVAILABLE detail=create: 1 calls in flight" in caplog.text
+        [refused] = [r for r in caplog.records if getattr(r, "request_id", None) == "req-next"]
+        assert refused.getMessage() == "no offer: reason=UNAVAILABLE detail=create: 1 calls in flight"
+        assert getattr(refused, "insurer_id", None) == "alfa"
         assert insurer.requests == 1
         hanging.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -1,10 +1,12 @@
-"""Personal data: a whole session's logs (every logger, DEBUG), spans and operator-facing
+"""Personal data: a whole session's logs (every logger, DEBUG, as records and as the JSON lines
+a log store receives), spans and operator-facing
 counters hold none of the application's personal fields, nor do the errors a wrong application
 gets; and the purge erases the personal data of old finished requests while their events and
 the insurers' answers stay (both stores, one contract)."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +28,7 @@ from aggregator.postgres import PostgresRequestStore
 from aggregator.store import MemoryRequestStore, RequestRecord, RequestStore
 from osago_common import tracing
 from osago_common.clock import FakeClock
+from osago_common.logs import JsonLineFormatter
 from tests.conftest import EXAMPLES, start_mesh
 from web_bridge.service import BridgeService
 from web_bridge.settings import BridgeSettings
@@ -81,6 +84,10 @@ async def test_a_whole_sessions_logs_spans_counters_and_errors_hold_no_personal_
     caplog: pytest.LogCaptureFixture, spans: InMemorySpanExporter
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    json_log = io.StringIO()
+    json_handler = logging.StreamHandler(json_log)
+    json_handler.setFormatter(JsonLineFormatter("osago-test"))
+    logging.getLogger().addHandler(json_handler)
     document = application_json()
     answers: list[str] = []
     async with start_mesh(n=4, time_scale=0.02) as mesh:
@@ -118,6 +125,7 @@ async def test_a_whole_sessions_logs_spans_counters_and_errors_hold_no_personal_
             answers.append(str(health))
         finally:
             await bridge.stop()
+            logging.getLogger().removeHandler(json_handler)
     assert len(answers) >= 6
     # The insurers' own systems (the simulator) are sent the application by design: their
     # records are theirs, not ours.
@@ -127,6 +135,21 @@ async def test_a_whole_sessions_logs_spans_counters_and_errors_hold_no_personal_
     traced = "\n".join(s.to_json() for s in spans.get_finished_spans())
     assert spans.get_finished_spans() and leaks(traced) == []
     assert leaks("\n".join(answers)) == []
+
+    # The JSON lines: each one object, none with personal data; the gateways' lines about the
+    # session carry its trace id (the session span's, which continued web_bridge's request).
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    ours_json = [line for line in lines if not str(line["logger"]).startswith("insurer_sim")]
+    assert len(ours_json) > 10 and leaks(json.dumps(ours_json, ensure_ascii=False)) == []
+    [session] = [s for s in spans.get_finished_spans() if s.name == "quote_session"]
+    session_trace = f"{session.context.trace_id:032x}"
+    about = [
+        line
+        for line in ours_json
+        if line.get("request_id") == created["requestId"] and str(line["logger"]).startswith("insurer_gateway")
+    ]
+    assert len(about) >= 4 and {line["trace_id"] for line in about} == {session_trace}
+    assert {str(line["insurer"]) for line in about} <= set(mesh.gateway_targets)
 
 
 # --- the purge ------------------------------------------------------------------------------------
