@@ -333,3 +333,32 @@ def test_the_test_provider_replaces_the_global_one_and_can_be_removed() -> None:
     tracing.tracer(__name__).start_span("elsewhere").end()
     assert [s.name for s in first.get_finished_spans()] == ["kept"]
     provider.shutdown()
+
+
+@functional
+async def test_a_stream_the_caller_cancels_still_ends_its_server_spans_cleanly(
+    spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gRPC instrumentation's server span holds the trace context across the servicer's
+    yields: a call cancelled mid-stream must still end it (and every gateway's), in its own
+    task's context, without "Failed to detach context"."""
+    caplog.set_level(logging.DEBUG)
+    async with start_mesh(n=3, time_scale=0.5) as mesh:
+        call = mesh.stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30)
+        # Once every gateway is at work on its insurer (each said so), the caller goes away.
+        working: set[str] = set()
+        async for response in call:
+            if response.event.HasField("insurer_progress"):
+                working.add(response.event.insurer_progress.insurer_id)
+            if len(working) == 3:
+                break
+        call.cancel()
+        [server] = await wait_for_spans(spans, AGGREGATOR_CALL, 1)
+        # The session, orphaned, is cancelled after its grace period; the gateways' calls with it.
+        [session] = await wait_for_spans(spans, "quote_session", 1)
+        served = await wait_for_spans(spans, GATEWAY_CALL, 3)
+    assert server.end_time is not None and server.kind is trace.SpanKind.SERVER
+    assert session.context.trace_id == server.context.trace_id
+    assert {s.context.trace_id for s in served} == {server.context.trace_id}
+    assert all(s.end_time is not None for s in served)
+    assert "Failed to detach context" not in caplog.text
