@@ -45,23 +45,19 @@ their own, while OpenTelemetry lets the global provider be set only once per pro
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
 import aiohttp
 import grpc
 from aiohttp.typedefs import Middleware
-from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation import aiohttp_server
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.instrumentation.aiohttp_server import create_aiohttp_middleware
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.propagators.textmap import Setter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -70,8 +66,6 @@ from opentelemetry.util import types
 from opentelemetry.util.http import get_excluded_urls
 
 from osago_common.env import SettingsError, env_flag
-
-T = TypeVar("T")
 
 # The standard OpenTelemetry variables this module reads itself (the SDK reads the others).
 DISABLED_VARIABLE = "OTEL_SDK_DISABLED"
@@ -98,8 +92,6 @@ RETRYABLE = "osago.retryable"
 TAKEN_OVER = "osago.taken_over"
 
 Metadata = tuple[tuple[str, str], ...]
-# What grpc.aio's ServicerContext.invocation_metadata() gives (values of "-bin" keys are bytes).
-InvocationMetadata = Iterable[tuple[str, str | bytes]]
 
 _configured = False
 _test_provider: trace.TracerProvider | None = None
@@ -161,13 +153,6 @@ def configure_tracing(service_name: str, env: Mapping[str, str]) -> None:
     trace.set_tracer_provider(provider)
     _configured = True
     _tracers.clear()
-
-
-def shutdown_tracing() -> None:
-    """Exports what is still queued (a stopping service): the global provider's shutdown."""
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.shutdown()
 
 
 def set_tracer_provider_for_tests(provider: trace.TracerProvider | None) -> None:
@@ -270,18 +255,7 @@ class _MetadataSetter(Setter[list[tuple[str, str]]]):
         carrier.append((key.lower(), value))
 
 
-class _MetadataGetter(Getter[InvocationMetadata]):
-    def get(self, carrier: InvocationMetadata, key: str) -> list[str] | None:
-        key = key.lower()
-        values = [v for k, v in carrier if k.lower() == key and isinstance(v, str)]
-        return values or None
-
-    def keys(self, carrier: InvocationMetadata) -> list[str]:
-        return [k for k, _ in carrier]
-
-
 _SETTER = _MetadataSetter()
-_GETTER = _MetadataGetter()
 
 
 def inject_metadata() -> Metadata:
@@ -290,36 +264,3 @@ def inject_metadata() -> Metadata:
     carrier: list[tuple[str, str]] = []
     propagate.inject(carrier, setter=_SETTER)
     return tuple(carrier)
-
-
-def extract_context(invocation_metadata: InvocationMetadata | None) -> Context:
-    """The caller's trace context from a call's metadata (an empty context when it sent none)."""
-    return propagate.extract(tuple(invocation_metadata or ()), getter=_GETTER)
-
-
-@contextlib.contextmanager
-def attached(ctx: Context) -> Iterator[None]:
-    """Makes `ctx` current for the block. Never hold it across a `yield` of an async generator
-    (see `stream_within`)."""
-    token = otel_context.attach(ctx)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
-
-
-async def stream_within(ctx: Context, stream: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
-    """`stream`'s items, each produced with `ctx` current, so spans made while producing them
-    are its children. The context is made current only around each step, never across a yield:
-    a generator closed later by the event loop (a cancelled gRPC call) would detach it in
-    another task's context. Closes `stream` when closed."""
-    try:
-        while True:
-            with attached(ctx):
-                try:
-                    item = await anext(stream)
-                except StopAsyncIteration:
-                    return
-            yield item
-    finally:
-        await stream.aclose()
