@@ -328,8 +328,10 @@ async def test_offers_and_declines_log_no_personal_data(caplog: pytest.LogCaptur
     async with running("alfa", "reso") as mesh:
         await collect(mesh.stubs["alfa"], request("req-log"))
         await collect(mesh.stubs["reso"], request("req-log", make_application(application_pb2.VEHICLE_PURPOSE_TAXI)))
-    assert "req-log" in caplog.text
-    assert not [word for word in PERSONAL_DATA if word in caplog.text]
+    # The request id travels as the records' `extra` (the log formats show it), never the person.
+    assert [r for r in caplog.records if getattr(r, "request_id", None) == "req-log"]
+    logged = caplog.text + "\n".join(str(r.__dict__) for r in caplog.records)
+    assert not [word for word in PERSONAL_DATA if word in logged]
 
 
 async def test_health_is_serving_and_status_reports_the_gateway() -> None:
