@@ -77,7 +77,7 @@ def make_app(config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> web.Application:
 def _api_app(simulation: Simulation, only: str | None = None) -> web.Application:
     """The insurers' APIs (only insurer `only`'s, for its own listener), faults applied."""
     # A SERVER span per request joining the gateway's trace (its `traceparent` header).
-    app = web.Application(middlewares=[tracing.http_server_middleware(), _json_errors, apply_faults])
+    app = web.Application(middlewares=[*tracing.http_server_middlewares(), _json_errors, apply_faults])
     app[SIMULATION] = simulation
     if only is not None:
         app[ONLY_INSURER] = only

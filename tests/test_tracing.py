@@ -361,3 +361,18 @@ async def test_a_stream_the_caller_cancels_still_ends_its_server_spans_cleanly(
     assert {s.context.trace_id for s in served} == {server.context.trace_id}
     assert all(s.end_time is not None for s in served)
     assert "Failed to detach context" not in caplog.text
+
+
+def test_http_instrumentation_is_left_out_when_nothing_is_recorded() -> None:
+    """Its cost (every request's attributes built even for a span that records nothing) is paid
+    only where spans are recorded: an exporter configured, or a test collecting them."""
+    assert not tracing.recording()  # this test process never configured an exporter
+    assert tracing.http_client_trace_configs() == [] and tracing.http_server_middlewares() == []
+    provider = TracerProvider(shutdown_on_exit=False)
+    tracing.set_tracer_provider_for_tests(provider)
+    try:
+        assert tracing.recording()
+        assert len(tracing.http_client_trace_configs()) == 1 and len(tracing.http_server_middlewares()) == 1
+    finally:
+        tracing.set_tracer_provider_for_tests(None)
+        provider.shutdown()

@@ -44,7 +44,7 @@ def make_app(settings: BridgeSettings) -> web.Application:
     app = web.Application(
         # Tracing first: a SERVER span per request (joining the browser's or the edge's trace),
         # current while the others run, so the aggregator calls made inside are its children.
-        middlewares=[tracing.http_server_middleware(), problems.json_errors, security.check_origin],
+        middlewares=[*tracing.http_server_middlewares(), problems.json_errors, security.check_origin],
         client_max_size=settings.max_body_bytes,
     )
     app.on_response_prepare.append(security.add_headers)
