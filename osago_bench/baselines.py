@@ -34,6 +34,7 @@ from insurer_gateway.offers import ReadyTimes, poll_wait
 from insurer_gateway.settings import GatewaySettings
 from insurer_gateway.transport import AiohttpTransport
 from osago_bench.workers import announce_ready, report_result, until_released
+from osago_common import loop
 from osago_common.clock import SYSTEM_CLOCK
 from osago_common.dates import moscow_today
 
@@ -271,11 +272,11 @@ def main() -> None:
     arguments = parser.parse_args()
     params = json.loads(arguments.params)
     if arguments.mode == "grpc-server":
-        asyncio.run(grpc_server(arguments.result))
+        loop.run(grpc_server(arguments.result))
     elif arguments.mode == "grpc-client":
-        asyncio.run(grpc_client(result=arguments.result, **params))
+        loop.run(grpc_client(result=arguments.result, **params))
     else:
-        asyncio.run(fanout(result=arguments.result, **params))
+        loop.run(fanout(result=arguments.result, **params))
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from osago_common import loop
 from osago_common.env import SettingsError
 from osago_common.insurers import CATALOGUE
 from osago_common.logs import configure_logging
@@ -270,20 +270,20 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"osago up: {error}", file=sys.stderr)
             return 2
-        return asyncio.run(run_mesh(options))
+        return loop.run(run_mesh(options))
     if args.command == "aggregator":
         from aggregator.service import serve_forever as serve_aggregator
         from aggregator.settings import AggregatorSettings
 
         configure_tracing("osago-aggregator", env)
-        asyncio.run(serve_aggregator(AggregatorSettings.from_env(env)))
+        loop.run(serve_aggregator(AggregatorSettings.from_env(env)))
         return 0
     if args.command == "bridge":
         from web_bridge.service import serve_forever as serve_bridge
         from web_bridge.settings import BridgeSettings
 
         configure_tracing("osago-bridge", env)
-        asyncio.run(serve_bridge(BridgeSettings.from_env(env)))
+        loop.run(serve_bridge(BridgeSettings.from_env(env)))
         return 0
     if args.command == "gateway":
         from insurer_gateway.service import serve_forever as serve_gateway
@@ -296,7 +296,7 @@ def _run(args: argparse.Namespace) -> int:
         }
         gateway_env = dict(env) | {name: value for name, value in given.items() if value}
         configure_tracing("osago-gateway", gateway_env)
-        asyncio.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
+        loop.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
         return 0
     if args.command == "sim" and args.sim_command is not None:
         from osago_cli.simctl import run_simctl
@@ -317,12 +317,12 @@ def _run(args: argparse.Namespace) -> int:
         ):
             if value is not None:
                 sim_env[name] = str(value)
-        asyncio.run(serve_sim(SimConfig.from_env(sim_env)))
+        loop.run(serve_sim(SimConfig.from_env(sim_env)))
         return 0
     if args.command == "bench" and args.bench == "load":
         from osago_bench.cli import run_load_command
 
-        return asyncio.run(run_load_command(args))
+        return loop.run(run_load_command(args))
     if args.command == "bench":
         from pathlib import Path
 
@@ -333,7 +333,7 @@ def _run(args: argparse.Namespace) -> int:
             from osago_bench.fuzz import FuzzConfig, run_fuzz_command
 
             fuzz_config = FuzzConfig(seconds=args.seconds, seed=args.seed, concurrency=args.concurrency)
-            return asyncio.run(run_fuzz_command(fuzz_config, as_json=args.json))
+            return loop.run(run_fuzz_command(fuzz_config, as_json=args.json))
         application = Path(args.file) if args.file else DEFAULT_APPLICATION
         if args.bench == "failover":
             from osago_bench.cli import run_failover_command
@@ -348,19 +348,19 @@ def _run(args: argparse.Namespace) -> int:
                 postgres_url=args.postgres_url,
                 redis_url=args.redis_url,
             )
-            return asyncio.run(run_failover_command(failover_config, application, as_json=args.json))
+            return loop.run(run_failover_command(failover_config, application, as_json=args.json))
         config = MatrixConfig(
             sessions_per_wave=args.sessions, waves=args.waves, limit_s=args.limit, processes=not args.in_process
         )
-        return asyncio.run(run_faults(as_json=args.json, modes=args.modes, config=config, application=application))
+        return loop.run(run_faults(as_json=args.json, modes=args.modes, config=config, application=application))
     if args.command == "health":
         from osago_cli.health import run_health
 
-        return asyncio.run(run_health(args.target, args.service, args.timeout))
+        return loop.run(run_health(args.target, args.service, args.timeout))
     if args.command == "quote":
         from osago_cli.quote import run_quote
 
-        return asyncio.run(run_quote(args.file, args.target, args.json, time_limit_s=args.time_limit, fresh=args.fresh))
+        return loop.run(run_quote(args.file, args.target, args.json, time_limit_s=args.time_limit, fresh=args.fresh))
     raise AssertionError(args.command)
 
 
