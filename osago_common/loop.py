@@ -1,9 +1,9 @@
 """The event loop every service process runs on: uvloop, unless `OSAGO_EVENT_LOOP=asyncio`.
 
-uvloop (libuv) runs asyncio's transports, timers and callbacks in C; measured on the mesh's own
-traffic (`osago bench load`, and an aiohttp client and server exchanging small JSON bodies) it
-cuts the CPU an HTTP request costs by about a third, and a gRPC stream's a little. grpc.aio and
-aiohttp work on any asyncio loop. Tests that run services inside pytest's loop use the standard
+uvloop (libuv) runs asyncio's transports, timers and callbacks in C, where the profiles of the
+simulator and the gateways find much of their time (docs/BENCHMARKS.md compares the two loops
+with `osago bench load --env OSAGO_EVENT_LOOP=asyncio`). grpc.aio and aiohttp work on any
+asyncio loop. Tests that run services inside pytest's loop use the standard
 one; the service processes (`osago aggregator`, `osago gateway`, ...) use this.
 """
 
