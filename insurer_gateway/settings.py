@@ -58,6 +58,7 @@ from insurer_gateway.retry import RetryPolicy
 from osago_common import insurers
 from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.metrics import MetricsEndpoint
 from osago_common.tls import TlsFiles, tls_from_env
 
 
@@ -138,6 +139,8 @@ class GatewaySettings:
     tls: TlsFiles | None = None
     # Plaintext grpc.health.v1 alone, for probes that cannot speak TLS.
     health_bind: str | None = None
+    # Where Prometheus scrapes /metrics (osago_common.metrics); no port: nowhere.
+    metrics: MetricsEndpoint = dataclasses.field(default_factory=MetricsEndpoint)
 
     @property
     def callbacks(self) -> bool:
@@ -266,6 +269,7 @@ class GatewaySettings:
             "callback_secret": env.get("OSAGO_GATEWAY_CALLBACK_SECRET") or None,
             "tls": tls_from_env(env),
             "health_bind": env.get("OSAGO_GATEWAY_HEALTH_BIND") or None,
+            "metrics": MetricsEndpoint.from_env(env),
         }
         for field, variable in _NUMBERS.items():
             default = getattr(cls, field)

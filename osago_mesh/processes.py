@@ -179,7 +179,9 @@ async def process_mesh(
     edge = choose_edge(options.edge) if web else None
     profiles = insurers.first(options.insurers)
     # The dev mode (osago_common.tls): plaintext links and no authentication, on one machine.
-    base_env = {**os.environ, "OSAGO_DEV_INSECURE": "true", **(env or {}), "PYTHONUNBUFFERED": "1"}
+    # Every service's metrics on a free port (each prints it: `Child.metrics`).
+    metrics_env = {"OSAGO_METRICS_HOST": options.host, "OSAGO_METRICS_PORT": "0"}
+    base_env = {**os.environ, "OSAGO_DEV_INSECURE": "true", **metrics_env, **(env or {}), "PYTHONUNBUFFERED": "1"}
     children: dict[str, Child] = {}
 
     async def start(name: str, args: list[str], own: dict[str, str]) -> Child:
