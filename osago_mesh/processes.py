@@ -122,6 +122,12 @@ class RunningMesh:
     # The run's certificates and keys (a secure mesh), else None.
     pki: DevPki | None = None
 
+    @property
+    def metrics(self) -> dict[str, str]:
+        """Each service's Prometheus endpoint by name ("aggregator 1", "gateway alfa 1", ...):
+        its /metrics URL (every service serves one on a free port)."""
+        return {name: f"http://{c.metrics}/metrics" for name, c in self.children.items() if c.metrics}
+
     def client_credentials(self) -> grpc.ChannelCredentials | None:
         """A core-app's credentials toward the aggregator (mTLS), or None (the dev mode)."""
         return self.pki.channel_credentials() if self.pki is not None else None
