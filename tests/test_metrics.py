@@ -24,6 +24,7 @@ from osago_common.clock import FakeClock
 from osago_common.metrics import Collect, MetricsEndpoint, breaker_metrics, new_registry
 from tests.conftest import EXAMPLES, load_example, start_mesh
 from tests.metrics_kit import Scrape, promtool_check, scrape
+from tests.test_chart import HISTOGRAMS, METRICS
 from web_bridge.service import BridgeService
 from web_bridge.settings import BridgeSettings
 
@@ -222,7 +223,7 @@ async def test_a_session_refused_by_load_shedding_is_counted_shed_and_the_runnin
 
 
 @pytest.mark.functional
-async def test_the_bridge_counts_its_streams_and_every_endpoint_passes_promtool() -> None:
+async def test_the_bridge_counts_its_streams_and_every_endpoint_passes_promtool_and_has_the_charts_metrics() -> None:
     async with start_mesh(n=2, time_scale=0.02) as mesh, aiohttp.ClientSession() as http:
         bridge = BridgeService(
             BridgeSettings(aggregator_target=mesh.target, port=0, metrics=MetricsEndpoint("127.0.0.1", 0))
@@ -252,5 +253,18 @@ async def test_the_bridge_counts_its_streams_and_every_endpoint_passes_promtool(
             promtool_check(after.text)
         finally:
             await bridge.stop()
+        texts = [after.text]
         for url in mesh.metrics.values():
-            promtool_check((await scrape(http, url)).text)
+            texts.append((await scrape(http, url)).text)
+            promtool_check(texts[-1])
+        # Every name the chart's alerts and dashboard may use is exported, with its type.
+        types = {
+            line.split()[2]: line.split()[3]
+            for text in texts
+            for line in text.splitlines()
+            if line.startswith("# TYPE")
+        }
+        assert {name: types.get(name) for name in METRICS} == {
+            name: "histogram" if name in HISTOGRAMS else "gauge" if name.endswith(("_state", "_running")) else "counter"
+            for name in METRICS
+        }
