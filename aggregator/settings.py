@@ -1,4 +1,5 @@
-"""The aggregator's settings, read from an injectable environment."""
+"""The aggregator's settings, read from an injectable environment (the variables are listed in
+the README's configuration table; OSAGO_METRICS_PORT / OSAGO_METRICS_HOST in osago_common.metrics)."""
 
 from __future__ import annotations
 
