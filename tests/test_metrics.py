@@ -21,6 +21,7 @@ from aggregator.metrics import LATE_AFTER_S, AggregatorMetrics
 from aggregator.session import reason_name
 from osago_common.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from osago_common.clock import FakeClock
+from osago_common.env import SettingsError
 from osago_common.metrics import Collect, MetricsEndpoint, breaker_metrics, new_registry
 from tests.conftest import EXAMPLES, load_example, start_mesh
 from tests.metrics_kit import Scrape, promtool_check, scrape
@@ -268,3 +269,22 @@ async def test_the_bridge_counts_its_streams_and_every_endpoint_passes_promtool_
             name: "histogram" if name in HISTOGRAMS else "gauge" if name.endswith(("_state", "_running")) else "counter"
             for name in METRICS
         }
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, MetricsEndpoint("127.0.0.1", None)),
+        ({"OSAGO_METRICS_PORT": ""}, MetricsEndpoint("127.0.0.1", None)),
+        ({"OSAGO_METRICS_PORT": "0"}, MetricsEndpoint("127.0.0.1", 0)),
+        ({"OSAGO_METRICS_PORT": "9464", "OSAGO_METRICS_HOST": "0.0.0.0"}, MetricsEndpoint("0.0.0.0", 9464)),
+    ],
+)
+def test_the_metrics_endpoint_is_off_unless_a_port_is_given(env: dict[str, str], expected: MetricsEndpoint) -> None:
+    assert MetricsEndpoint.from_env(env) == expected
+
+
+@pytest.mark.parametrize("port", ["metrics", "-1", "65536"])
+def test_a_metrics_port_that_is_no_port_is_refused_naming_the_variable(port: str) -> None:
+    with pytest.raises(SettingsError, match="OSAGO_METRICS_PORT"):
+        MetricsEndpoint.from_env({"OSAGO_METRICS_PORT": port})
