@@ -20,9 +20,9 @@ from datetime import date, timedelta
 from typing import Any
 
 from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2, quote_pb2
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 
-from aggregator.admission import Admission
+from aggregator.admission import LIMITS, Admission
 from aggregator.bus import BusUnavailable, EventBus
 from aggregator.cache import ResultCache
 from aggregator.live import is_final
@@ -137,6 +137,13 @@ class Aggregator:
 
     def _instance_metrics(self) -> list[Metric]:
         """The counts this instance keeps anyway, read at scrape time."""
+        refused = CounterMetricFamily(
+            "osago_sessions_rate_limited",
+            "New sessions refused by the rate limits on creation, by the limit: the customer's or the instance's.",
+            labels=["limit"],
+        )
+        for limit in LIMITS:
+            refused.add_metric([limit], self._admission.refused[limit] if self._admission is not None else 0)
         return [
             gauge("osago_sessions_running", "Sessions running on this instance.", len(self.runner.running)),
             counter("osago_sessions_shed", "New sessions refused by load shedding.", self.shedding.shed_total),
@@ -145,6 +152,7 @@ class Aggregator:
                 "Sessions taken over from an instance whose lease lapsed or that released them.",
                 self.runner.taken_over_total,
             ),
+            refused,
         ]
 
     @property

@@ -30,6 +30,7 @@ from web_bridge.service import BridgeService
 from web_bridge.settings import BridgeSettings
 
 Status = events_pb2.SessionStatus
+NEVER_DECLINES = {"alfa": {"decline_rate": 0.0}}
 
 
 async def session(stub: object, time_limit_s: float | None = None) -> list[events_pb2.QuoteEvent]:
@@ -176,10 +177,11 @@ async def test_an_insurer_failing_every_call_is_retried_then_its_breaker_opens()
 
 @pytest.mark.functional
 async def test_a_quota_with_room_makes_calls_wait_and_one_without_refuses_them() -> None:
-    # One call every 0.2 s: the first poll after the create waits for its slot.
-    waiting = {"rate_limit_per_s": 5.0, "rate_limit_burst": 1}
+    # One call a second: the first poll after the create waits for its slot. (alfa declines 2 %
+    # of applications: not here.)
+    waiting = {"rate_limit_per_s": 1.0, "rate_limit_burst": 1}
     async with (
-        start_mesh(ids=["alfa"], time_scale=0.02, gateway_overrides=waiting) as mesh,
+        start_mesh(ids=["alfa"], time_scale=0.02, gateway_overrides=waiting, sim_overrides=NEVER_DECLINES) as mesh,
         aiohttp.ClientSession() as http,
     ):
         events = await session(mesh.stub)
@@ -187,10 +189,16 @@ async def test_a_quota_with_room_makes_calls_wait_and_one_without_refuses_them()
         alfa = await scrape(http, mesh.metrics["gateway alfa"])
         assert alfa.value("osago_quota_waits_total", insurer="alfa") >= 1
         assert alfa.value("osago_quota_refusals_total", insurer="alfa") == 0
-    # One call every 100 s: after the create no poll fits in a 2 s session.
+    # One call every 100 s: after the create no poll fits in a 3 s session.
     refusing = {"rate_limit_per_s": 0.01, "rate_limit_burst": 1}
     async with (
-        start_mesh(ids=["alfa"], time_scale=0.02, session_limit_s=2.0, gateway_overrides=refusing) as mesh,
+        start_mesh(
+            ids=["alfa"],
+            time_scale=0.02,
+            session_limit_s=3.0,
+            gateway_overrides=refusing,
+            sim_overrides=NEVER_DECLINES,
+        ) as mesh,
         aiohttp.ClientSession() as http,
     ):
         events = await session(mesh.stub)
@@ -221,6 +229,25 @@ async def test_a_session_refused_by_load_shedding_is_counted_shed_and_the_runnin
         assert aggregator.value("osago_sessions_shed_total") == 1
         assert aggregator.value("osago_sessions_started_total") == 1
         assert aggregator.value("osago_sessions_running") == 1
+
+
+@pytest.mark.functional
+async def test_a_customer_over_its_creation_limit_is_counted_rate_limited_not_shed() -> None:
+    limits = {"customer_create_burst": 1, "customer_create_per_min": 1.0}
+    async with (
+        start_mesh(ids=["alfa"], time_scale=0.02, aggregator_overrides=limits) as mesh,
+        aiohttp.ClientSession() as http,
+    ):
+        request = pb.CreateQuoteRequestRequest(application=load_example())
+        await mesh.stub.CreateQuoteRequest(request, timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await mesh.stub.CreateQuoteRequest(request, timeout=5)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        aggregator = await scrape(http, mesh.metrics["aggregator"])
+        assert aggregator.value("osago_sessions_rate_limited_total", limit="customer") == 1
+        assert aggregator.value("osago_sessions_rate_limited_total", limit="instance") == 0
+        assert aggregator.value("osago_sessions_shed_total") == 0
+        assert aggregator.value("osago_sessions_started_total") == 1
 
 
 @pytest.mark.functional
