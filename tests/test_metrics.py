@@ -273,7 +273,20 @@ async def test_the_bridge_counts_its_streams_and_every_endpoint_passes_promtool_
                 messages = [m.data async for m in ws]
                 assert "sessionFinished" in messages[-1]
                 during = await scrape(http, url)
+            async with http.get(f"{bridge.url}/osago/nothing-here") as response:
+                assert response.status == 404
             after = await scrape(http, url)
+            requests = {
+                (labels["route"], labels["code"]): value
+                for (name, label_set), value in after.samples.items()
+                if name == "osago_bridge_http_requests_total"
+                for labels in [dict(label_set)]
+            }
+            assert requests == {
+                ("/osago/quotes", "201"): 1,
+                ("/osago/quotes/{request_id}/stream", "101"): 1,
+                ("unmatched", "404"): 1,
+            }
             assert during.value("osago_bridge_streams_closed_total", by="server") == 1
             assert after.value("osago_bridge_streams_open") == 0
             assert after.value("osago_bridge_streams_closed_total", by="client") == 0

@@ -36,7 +36,7 @@ class BridgeService:
     async def start(self) -> int:
         if self._runner is not None:
             raise RuntimeError("web_bridge is already started")
-        app = make_app(self.settings)
+        app = make_app(self.settings, self.metrics)
         runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S, access_log_class=QuietProbesAccessLogger)
         await runner.setup()
         try:
