@@ -27,6 +27,7 @@ METRICS = {
     "osago_sessions_finished_total",
     "osago_sessions_running",
     "osago_sessions_shed_total",
+    "osago_sessions_rate_limited_total",
     "osago_sessions_late_total",
     "osago_session_duration_seconds",
     "osago_event_delivery_lag_seconds",
