@@ -141,6 +141,10 @@ async def test_a_sessions_counters_match_what_the_customer_saw_and_the_insurers_
             assert gateway.value("osago_insurer_retries_total", insurer=insurer_id) == 0
             assert gateway.value("osago_gateway_calls_in_flight", insurer=insurer_id) == 0
             assert request_id not in gateway.text
+            # A registry per service: in one process, each gateway serves its own insurer only.
+            insurers = {v for (_, labels), _v in gateway.samples.items() for k, v in labels if k == "insurer"}
+            assert insurers == {insurer_id}
+            assert "osago_sessions_started_total" not in gateway.names()
             promtool_check(gateway.text)
         promtool_check(aggregator.text)
 
