@@ -1,4 +1,5 @@
-"""The aggregator's settings, read from an injectable environment."""
+"""The aggregator's settings, read from an injectable environment (the variables are listed in
+the README's configuration table; OSAGO_METRICS_PORT / OSAGO_METRICS_HOST in osago_common.metrics)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
 from osago_common.grpc_guard import StreamLimits
 from osago_common.grpc_options import replicas_target
+from osago_common.metrics import MetricsEndpoint
 from osago_common.service_tokens import DEFAULT_AUDIENCE, VerifierConfig
 from osago_common.tls import TlsFiles, tls_from_env
 
@@ -110,6 +112,8 @@ class AggregatorSettings:
     # after `retention_s`).
     personal_data_retention_s: float = 3 * 86400.0
     purge_interval_s: float = 3600.0
+    # Where Prometheus scrapes /metrics (osago_common.metrics); no port: nowhere.
+    metrics: MetricsEndpoint = field(default_factory=MetricsEndpoint)
 
     @property
     def dev(self) -> bool:
@@ -167,6 +171,7 @@ class AggregatorSettings:
             max_message_bytes=env_int(env, "OSAGO_MAX_MESSAGE_BYTES", cls.max_message_bytes),
             personal_data_retention_s=env_float(env, "OSAGO_PERSONAL_DATA_RETENTION_S", cls.personal_data_retention_s),
             purge_interval_s=env_float(env, "OSAGO_PURGE_INTERVAL_S", cls.purge_interval_s),
+            metrics=MetricsEndpoint.from_env(env),
         )
         settings = replace(settings, **overrides)
         if settings.tls is not None and settings.access_keys is None:

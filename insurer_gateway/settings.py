@@ -43,6 +43,7 @@
 | OSAGO_GATEWAY_CALLBACK_POLL_FACTOR | 2.0 | the safety-net poll comes this many times the insurer's recent time-to-offer p95 after the create |
 | OSAGO_GATEWAY_CALLBACK_POLL_MIN_S | 1.0 | ...and never sooner than this |
 | OSAGO_GATEWAY_CALLBACK_POLL_DEFAULT_S | 10.0 | ...or this long after it while no time-to-offer is known yet |
+| OSAGO_METRICS_PORT / OSAGO_METRICS_HOST | unset (none) / 127.0.0.1 | Prometheus metrics at `/metrics` on their own port (osago_common.metrics; 0: a free one) |
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from insurer_gateway.retry import RetryPolicy
 from osago_common import insurers
 from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.metrics import MetricsEndpoint
 from osago_common.tls import TlsFiles, tls_from_env
 
 
@@ -138,6 +140,8 @@ class GatewaySettings:
     tls: TlsFiles | None = None
     # Plaintext grpc.health.v1 alone, for probes that cannot speak TLS.
     health_bind: str | None = None
+    # Where Prometheus scrapes /metrics (osago_common.metrics); no port: nowhere.
+    metrics: MetricsEndpoint = dataclasses.field(default_factory=MetricsEndpoint)
 
     @property
     def callbacks(self) -> bool:
@@ -266,6 +270,7 @@ class GatewaySettings:
             "callback_secret": env.get("OSAGO_GATEWAY_CALLBACK_SECRET") or None,
             "tls": tls_from_env(env),
             "health_bind": env.get("OSAGO_GATEWAY_HEALTH_BIND") or None,
+            "metrics": MetricsEndpoint.from_env(env),
         }
         for field, variable in _NUMBERS.items():
             default = getattr(cls, field)
