@@ -4,8 +4,8 @@ While a test that is not marked `functional` runs (its set-up and call, so fixtu
 that it triggers too; not its tear-down, which may end what functional tests started), binding a
 socket, creating a gRPC server or starting a child process raises `ServerInUnitTest` and fails
 the test, even when the code under test swallows the exception. `pytest -m "not functional"`
-(`make unit`) therefore starts nothing: no Redis, no
-mesh, no aiohttp or gRPC server on a port, no Envoy, no Chromium, no subprocess.
+(`make unit`) therefore starts nothing: no Redis, no mesh, no aiohttp or gRPC server on a port,
+no Envoy, no Chromium, no subprocess.
 
 Binds and child processes are caught with an audit hook (`sys.addaudithook`: every Python-level
 `socket.bind`, `subprocess.Popen` and `os.posix_spawn`/`exec`); gRPC binds inside its C core, so
