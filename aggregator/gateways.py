@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 
 import grpc
 from opentelemetry import propagate, trace
@@ -135,7 +135,7 @@ class GrpcGateways:
 
     async def request_offer(
         self, insurer_id: str, request_id: str, application: application_pb2.Application, timeout_s: float
-    ) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
+    ) -> AsyncGenerator[gateway_service_pb2.RequestOfferResponse, None]:
         if self._clock.monotonic() < self._refusing_until.get(insurer_id, 0.0):
             trace.get_current_span().add_event("osago.gateway_refusing")
             yield failed(Reason.FAILURE_REASON_CIRCUIT_OPEN, CIRCUIT_OPEN_MESSAGE)
