@@ -265,3 +265,47 @@ async def test_the_gateway_s_spans_of_an_ask_are_children_of_the_caller_s_span()
     assert served[0].parent is not None
     assert served[0].parent.span_id == parent.get_span_context().span_id
     assert served[0].context.trace_id == parent.get_span_context().trace_id
+
+
+async def rest(call: Any) -> list[gateway_service_pb2.OffersResponse]:
+    return [response async for response in call]
+
+
+async def test_a_bad_ask_fails_alone_and_a_drain_ends_the_stream_unavailable() -> None:
+    async with simulator(SLOW, time_scale=0.5) as sim_url, gateway(sim_url, SLOW) as service:
+        outgoing: asyncio.Queue[gateway_service_pb2.OffersRequest] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[gateway_service_pb2.OffersRequest]:
+            while True:
+                yield await outgoing.get()
+
+        def ask(call_id: int, request_id: str) -> gateway_service_pb2.OffersRequest:
+            return gateway_service_pb2.OffersRequest(
+                ask=gateway_service_pb2.OffersRequest.Ask(
+                    call_id=call_id, request_id=request_id, application=make_application()
+                )
+            )
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            call = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel).Offers(requests())
+            outgoing.put_nowait(ask(1, "bad request id"))  # a space: not a request id
+            outgoing.put_nowait(ask(2, "req-good"))
+            outgoing.put_nowait(ask(2, "req-good"))  # the same call_id again: ignored
+            outgoing.put_nowait(
+                gateway_service_pb2.OffersRequest(cancel=gateway_service_pb2.OffersRequest.Cancel(call_id=99))
+            )
+            got: dict[int, list[str]] = {}
+            async for response in call:
+                got.setdefault(response.call_id, []).append(str(response.update.WhichOneof("update")))
+                if response.call_id == 1:
+                    assert response.update.failed.reason == Reason.FAILURE_REASON_INTERNAL
+                if got.get(2) == ["accepted"] and 1 in got:
+                    break
+            assert got == {1: ["failed"], 2: ["accepted"]}
+            assert (await status(service.port)).in_flight == 1
+            await service.drain()
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await rest(call)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        await until_idle(service.port)
+        assert (await sim_stats(sim_url, "req-good", SLOW))["applications"] == 1
