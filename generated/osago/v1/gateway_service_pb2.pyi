@@ -361,13 +361,13 @@ class GetGatewayStatusResponse(message.Message):
     breaker_state: BreakerState.ValueType
     """Circuit breaker state."""
     in_flight: builtins.int
-    """RequestOffer calls now running."""
+    """Asks now running: RequestOffer calls and asks on Offers streams."""
     requests_total: builtins.int
-    """RequestOffer calls since start."""
+    """Asks since start: RequestOffer calls and asks on Offers streams."""
     offers_total: builtins.int
     """Offers obtained since start."""
     failures_total: builtins.int
-    """Calls that ended without an offer, since start."""
+    """Asks that ended without an offer, since start."""
     retries_total: builtins.int
     """Retries made since start."""
     rejected_by_breaker_total: builtins.int

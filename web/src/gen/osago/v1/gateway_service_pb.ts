@@ -376,14 +376,14 @@ export type GetGatewayStatusResponse = Message<"osago.v1.GetGatewayStatusRespons
   breakerState: BreakerState;
 
   /**
-   * RequestOffer calls now running.
+   * Asks now running: RequestOffer calls and asks on Offers streams.
    *
    * @generated from field: int32 in_flight = 5;
    */
   inFlight: number;
 
   /**
-   * RequestOffer calls since start.
+   * Asks since start: RequestOffer calls and asks on Offers streams.
    *
    * @generated from field: int64 requests_total = 6;
    */
@@ -397,7 +397,7 @@ export type GetGatewayStatusResponse = Message<"osago.v1.GetGatewayStatusRespons
   offersTotal: bigint;
 
   /**
-   * Calls that ended without an offer, since start.
+   * Asks that ended without an offer, since start.
    *
    * @generated from field: int64 failures_total = 8;
    */
