@@ -46,6 +46,7 @@ OffersContext: TypeAlias = grpc.aio.ServicerContext[AsyncIterator[OffersRequest]
 StatusContext: TypeAlias = grpc.aio.ServicerContext[StatusRequest, Awaitable[StatusResponse]]
 
 DRAINING_MESSAGE = "the insurer gateway is restarting; ask another replica"
+UNREADABLE_MESSAGE = "a message of the stream is not an osago.v1.OffersRequest (protobuf wire format)"
 # What an Offers ask gets where RequestOffer would end INVALID_ARGUMENT or UNKNOWN: the stream
 # carries other asks, so one ask's failure is a message, not the stream's status.
 INVALID_ASK_MESSAGE = "the insurer's gateway refused the request"
@@ -65,8 +66,10 @@ class AskFailed(Exception):
 
 
 # An Offers stream's outgoing queue: the next response, or `_DRAIN` (end the stream with
-# UNAVAILABLE), or `_END` (the caller closed its side and every ask has finished).
+# UNAVAILABLE), `_UNREADABLE` (INVALID_ARGUMENT), or `_END` (the caller closed its side and every
+# ask has finished).
 _DRAIN = object()
+_UNREADABLE = object()
 _END = object()
 
 
@@ -197,6 +200,10 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
                 item = await out.get()
                 if item is _DRAIN:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
+                if item is _UNREADABLE:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, "a message of the stream is not an OffersRequest"
+                    )
                 if item is _END:
                     return
                 assert isinstance(item, OffersResponse)
@@ -216,7 +223,23 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
         out: asyncio.Queue[object],
     ) -> None:
         """Starts each ask and stops each cancelled one until the caller closes its side, then
-        lets the running asks finish and ends the stream."""
+        lets the running asks finish and ends the stream. A stream that cannot be read (a
+        message that is not an OffersRequest) is ended with INVALID_ARGUMENT."""
+        try:
+            await self._start_asks(requests, asks, out)
+        except Exception as exc:  # noqa: BLE001 - gRPC's deserialising raises whatever protobuf raised
+            log.warning("Offers stream unreadable: error=%s", type(exc).__name__)
+            out.put_nowait(_UNREADABLE)
+            return
+        await asyncio.gather(*asks.values(), return_exceptions=True)
+        out.put_nowait(_END)
+
+    async def _start_asks(
+        self,
+        requests: AsyncIterator[OffersRequest],
+        asks: dict[int, asyncio.Task[None]],
+        out: asyncio.Queue[object],
+    ) -> None:
         async for message in requests:
             kind = message.WhichOneof("kind")
             if kind == "ask":
@@ -230,8 +253,6 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
                 running = asks.get(message.cancel.call_id)
                 if running is not None:
                     running.cancel()
-        await asyncio.gather(*asks.values(), return_exceptions=True)
-        out.put_nowait(_END)
 
     async def _run_ask(self, ask: gateway_service_pb2.OffersRequest.Ask, out: asyncio.Queue[object]) -> None:
         """One ask of an Offers stream: its updates onto the stream's queue, ending with an
@@ -252,11 +273,8 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
         except TimeoutError:
             reason, message = quote_pb2.FAILURE_REASON_DEADLINE, MESSAGES[Reason.DEADLINE]
         except InvalidAsk as invalid:
-            log.warning(
-                "ask refused: request_id=%s fields=%s",
-                ask.request_id[:MAX_REQUEST_ID_CHARS],
-                ",".join(field for field, _ in invalid.violations),
-            )
+            # The request id itself may be what is wrong (anything a caller sent): not logged.
+            log.warning("ask refused: call_id=%s fields=%s", call_id, ",".join(f for f, _ in invalid.violations))
             reason, message = quote_pb2.FAILURE_REASON_INTERNAL, INVALID_ASK_MESSAGE
         except AskFailed:
             reason, message = quote_pb2.FAILURE_REASON_INTERNAL, FAILED_ASK_MESSAGE

@@ -309,3 +309,17 @@ async def test_a_bad_ask_fails_alone_and_a_drain_ends_the_stream_unavailable() -
             assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
         await until_idle(service.port)
         assert (await sim_stats(sim_url, "req-good", SLOW))["applications"] == 1
+
+
+async def test_bytes_that_are_not_an_offers_request_end_the_stream_invalid_argument() -> None:
+    async with simulator(FAST) as sim_url, gateway(sim_url, FAST) as service:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            offers: Any = channel.stream_stream("/osago.v1.InsurerGatewayService/Offers")
+
+            async def garbage() -> AsyncIterator[bytes]:
+                yield b"\xff\xff\xff\xff"  # a field number 0x1fffffff of a wire type that does not exist
+
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await rest(offers(garbage()))
+        assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (await status(service.port)).requests_total == 0
