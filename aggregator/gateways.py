@@ -127,7 +127,7 @@ class GrpcGateways:
             stub = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel)
             self._stubs[endpoint.insurer_id] = stub
             if streams > 0:
-                self._pools[endpoint.insurer_id] = OffersPool(stub, streams, stream_asks)
+                self._pools[endpoint.insurer_id] = OffersPool(stub, streams, stream_asks, clock=clock)
 
     def pool(self, insurer_id: str) -> OffersPool | None:
         """The Offers streams to this insurer's gateway (None: asked with RequestOffer calls)."""

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from aggregator.gateways import GrpcGateways
+from aggregator.offer_streams import MAX_AGE_S
 from aggregator.settings import GatewayEndpoint, grpc_target
 from insurer_gateway.service import GatewayService
 from insurer_gateway.settings import GatewaySettings
@@ -30,6 +31,7 @@ from insurer_sim.config import SimConfig
 from insurer_sim.profiles import profile
 from insurer_sim.server import SimServer
 from osago_common import tracing
+from osago_common.clock import FakeClock
 from osago_common.tls import tls_from_env
 from osago_mesh.devpki import make_dev_pki
 from tests.test_gateway_service import make_application
@@ -90,11 +92,11 @@ async def status(port: int) -> gateway_service_pb2.GetGatewayStatusResponse:
         return await stub.GetGatewayStatus(gateway_service_pb2.GetGatewayStatusRequest(), timeout=5)
 
 
-async def until_idle(port: int) -> None:
-    """Waits until the gateway has no ask in flight (its status, asked every 20 ms, for at most
-    ten seconds)."""
+async def until_idle(port: int, asks: int = 0) -> None:
+    """Waits until the gateway has no more than `asks` in flight (its status, asked every 20 ms,
+    for at most ten seconds)."""
     for _ in range(500):
-        if not (await status(port)).in_flight:
+        if (await status(port)).in_flight <= asks:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the gateway still has asks in flight")
@@ -323,3 +325,32 @@ async def test_bytes_that_are_not_an_offers_request_end_the_stream_invalid_argum
                 await rest(offers(garbage()))
         assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert (await status(service.port)).requests_total == 0
+
+
+async def test_an_old_stream_takes_no_new_asks_and_closes_once_its_asks_are_answered() -> None:
+    clock = FakeClock()
+    async with simulator(SLOW, time_scale=0.5) as sim_url, gateway(sim_url, SLOW) as service:
+        endpoint = GatewayEndpoint(SLOW, "MAKS", f"127.0.0.1:{service.port}")
+        gateways = GrpcGateways((endpoint,), clock=clock, streams=1)
+        pool = gateways.pool(SLOW)
+        assert pool is not None
+        try:
+            first = gateways.request_offer(SLOW, "req-old", make_application(), 30.0)
+            assert (await anext(first)).WhichOneof("update") == "accepted"
+            await clock.advance(MAX_AGE_S)
+            second = gateways.request_offer(SLOW, "req-new", make_application(), 30.0)
+            assert (await anext(second)).WhichOneof("update") == "accepted"
+            # The old stream still carries its ask; the new one takes every new ask.
+            assert pool.streams == 1 and (await status(service.port)).in_flight == 2
+            assert pool.retiring == 1
+            await first.aclose()  # cancelled on the old stream, which then closes
+            await until_idle(service.port, asks=1)
+            for _ in range(500):
+                if not pool.retiring:
+                    break
+                await asyncio.sleep(0.02)
+            assert pool.retiring == 0 and pool.streams == 1
+            await second.aclose()
+            await until_idle(service.port)
+        finally:
+            await gateways.close()
