@@ -267,7 +267,10 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
                 updates = self._updates(ask.request_id, application, budget, ask_trace_context(ask))
                 async with contextlib.aclosing(updates):
                     async for update in updates:
-                        last = update.WhichOneof("update")
+                        kind = update.WhichOneof("update")
+                        if kind == "pending" and last == "pending":
+                            continue  # a heartbeat: the stream has its own keepalive
+                        last = kind
                         out.put_nowait(OffersResponse(call_id=call_id, update=update))
             return
         except TimeoutError:

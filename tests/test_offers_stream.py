@@ -25,13 +25,16 @@ from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 from aggregator.gateways import GrpcGateways
 from aggregator.offer_streams import MAX_AGE_S
 from aggregator.settings import GatewayEndpoint, grpc_target
+from insurer_gateway.offers import Accepted, Failed, Pending, Update
+from insurer_gateway.outcomes import Reason as OutcomeReason
 from insurer_gateway.service import GatewayService
+from insurer_gateway.servicer import GatewayServicer
 from insurer_gateway.settings import GatewaySettings
 from insurer_sim.config import SimConfig
 from insurer_sim.profiles import profile
 from insurer_sim.server import SimServer
 from osago_common import tracing
-from osago_common.clock import FakeClock
+from osago_common.clock import SYSTEM_CLOCK, FakeClock
 from osago_common.tls import tls_from_env
 from osago_mesh.devpki import make_dev_pki
 from tests.test_gateway_service import make_application
@@ -354,3 +357,43 @@ async def test_an_old_stream_takes_no_new_asks_and_closes_once_its_asks_are_answ
             await until_idle(service.port)
         finally:
             await gateways.close()
+
+
+class ScriptedFlow:
+    """An insurer flow that says accepted, pending three times, then declines (no HTTP)."""
+
+    guard = None
+
+    def prepare(self, request_id: str, application: object) -> object:
+        return object()
+
+    async def run(self, create: object, deadline: float) -> AsyncIterator[Update]:
+        yield Accepted("app-1")
+        for polls in (1, 2, 3):
+            yield Pending(polls)
+        yield Failed(OutcomeReason.DECLINED, "declined")
+
+
+async def test_an_offers_ask_gets_one_pending_where_request_offer_repeats_it() -> None:
+    settings = GatewaySettings.from_env(
+        DEV_ENV | {"OSAGO_GATEWAY_INSURER": FAST, "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9/insurers/alfa"}
+    )
+    flow: Any = ScriptedFlow()
+    servicer = GatewayServicer(settings, flow, SYSTEM_CLOCK, SYSTEM_CLOCK.now())
+    server = grpc.aio.server()
+    gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        kinds = {}
+        for streams in (0, 1):
+            gateways = GrpcGateways((GatewayEndpoint(FAST, "Alfa", f"127.0.0.1:{port}"),), streams=streams)
+            try:
+                updates = gateways.request_offer(FAST, f"req-{streams}", make_application(), 5.0)
+                kinds[streams] = [str(u.WhichOneof("update")) async for u in updates]
+            finally:
+                await gateways.close()
+    finally:
+        await server.stop(0)
+    assert kinds[0] == ["accepted", "pending", "pending", "pending", "failed"]
+    assert kinds[1] == ["accepted", "pending", "failed"]

@@ -192,7 +192,8 @@ class OffersResponse(message.Message):
     @builtins.property
     def update(self) -> RequestOfferResponse:
         """The update, as RequestOffer streams it: accepted, pending, then the offer or a failure,
-        which is the ask's last message.
+        which is the ask's last message. Only changes of state are sent: one pending at most (the
+        stream's own keepalive says the gateway is there, where RequestOffer repeats pending).
         """
 
     def __init__(

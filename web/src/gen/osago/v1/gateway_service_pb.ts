@@ -181,7 +181,8 @@ export type OffersResponse = Message<"osago.v1.OffersResponse"> & {
 
   /**
    * The update, as RequestOffer streams it: accepted, pending, then the offer or a failure,
-   * which is the ask's last message.
+   * which is the ask's last message. Only changes of state are sent: one pending at most (the
+   * stream's own keepalive says the gateway is there, where RequestOffer repeats pending).
    *
    * @generated from field: osago.v1.RequestOfferResponse update = 2;
    */
