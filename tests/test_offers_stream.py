@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
-from aggregator.gateways import GrpcGateways
+from aggregator.gateways import UNIMPLEMENTED_RETRY_S, GrpcGateways
 from aggregator.offer_streams import MAX_AGE_S
 from aggregator.settings import GatewayEndpoint, grpc_target
 from insurer_gateway.offers import Accepted, Failed, Pending, Update
@@ -397,3 +397,44 @@ async def test_an_offers_ask_gets_one_pending_where_request_offer_repeats_it() -
         await server.stop(0)
     assert kinds[0] == ["accepted", "pending", "pending", "pending", "failed"]
     assert kinds[1] == ["accepted", "pending", "failed"]
+
+
+class OlderGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
+    """A gateway of a version before Offers: RequestOffer only (Offers answers UNIMPLEMENTED)."""
+
+    async def RequestOffer(
+        self, request: gateway_service_pb2.RequestOfferRequest, context: Any
+    ) -> AsyncIterator[gateway_service_pb2.RequestOfferResponse]:
+        yield gateway_service_pb2.RequestOfferResponse(
+            failed=gateway_service_pb2.OfferFailed(reason=Reason.FAILURE_REASON_DECLINED, message="declined")
+        )
+
+
+class MethodLog(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        self.methods.append(details.method.rsplit("/", 1)[1])
+        return await continuation(details)
+
+
+async def test_a_gateway_without_offers_is_asked_with_request_offer_calls_for_a_while() -> None:
+    called = MethodLog()
+    server = grpc.aio.server(interceptors=[called])
+    gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(OlderGateway(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    clock = FakeClock()
+    gateways = GrpcGateways((GatewayEndpoint(FAST, "Alfa", f"127.0.0.1:{port}"),), clock=clock, streams=2)
+    try:
+        for n in range(3):
+            updates = [u async for u in gateways.request_offer(FAST, f"req-old-{n}", make_application(), 5.0)]
+            assert [u.failed.reason for u in updates] == [Reason.FAILURE_REASON_DECLINED]
+        assert called.methods == ["Offers", "RequestOffer", "RequestOffer", "RequestOffer"]
+        await clock.advance(UNIMPLEMENTED_RETRY_S)
+        [u async for u in gateways.request_offer(FAST, "req-old-later", make_application(), 5.0)]
+        assert called.methods[4:] == ["Offers", "RequestOffer"]  # tried again once the while passed
+    finally:
+        await gateways.close()
+        await server.stop(0)
