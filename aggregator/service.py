@@ -59,7 +59,14 @@ class AggregatorService:
     async def start(self) -> int:
         s = self.settings
         warn_if_insecure(s.tls)
-        gateways = GrpcGateways(s.gateways, s.breaker(), self._clock, tls=s.tls)
+        gateways = GrpcGateways(
+            s.gateways,
+            s.breaker(),
+            self._clock,
+            tls=s.tls,
+            streams=s.gateway_streams,
+            stream_asks=s.gateway_stream_asks,
+        )
         self._stack.push_async_callback(gateways.close)
         store: RequestStore
         bus: EventBus

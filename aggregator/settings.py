@@ -40,6 +40,11 @@ class AggregatorSettings:
     # The gateways are asked to finish this much before the session deadline, so their last
     # answer reaches the session before it closes.
     gateway_margin_s: float = 0.1
+    # Asks go to each gateway as messages over this many long-lived Offers streams (at least as
+    # many as the gateway has replicas, so round-robin reaches each), another stream opening
+    # while every one carries `gateway_stream_asks` asks; 0: one RequestOffer call per ask.
+    gateway_streams: int = 4
+    gateway_stream_asks: int = 250
     # After a GetQuotes caller goes away, the session keeps running this long for a
     # StreamQuoteEvents to pick it up; with nobody watching it is then cancelled.
     orphan_grace_s: float = 5.0
@@ -135,6 +140,8 @@ class AggregatorSettings:
             gateways=parse_gateways(env_str(env, "OSAGO_GATEWAYS", "")) if env.get("OSAGO_GATEWAYS") else (),
             session_limit_s=env_float(env, "OSAGO_SESSION_LIMIT_S", cls.session_limit_s),
             gateway_margin_s=env_float(env, "OSAGO_GATEWAY_MARGIN_S", cls.gateway_margin_s),
+            gateway_streams=env_int(env, "OSAGO_GATEWAY_STREAMS", cls.gateway_streams),
+            gateway_stream_asks=env_int(env, "OSAGO_GATEWAY_STREAM_ASKS", cls.gateway_stream_asks),
             orphan_grace_s=env_float(env, "OSAGO_ORPHAN_GRACE_S", cls.orphan_grace_s),
             retention_s=env_float(env, "OSAGO_RETENTION_S", cls.retention_s),
             instance_name=env_str(env, "OSAGO_INSTANCE_NAME", ""),
@@ -199,6 +206,10 @@ class AggregatorSettings:
             raise SettingsError("OSAGO_SESSION_LIMIT_S must be between 0 and 600 seconds")
         if bool(settings.postgres_url) != bool(settings.redis_url):
             raise SettingsError("OSAGO_POSTGRES_URL and OSAGO_REDIS_URL go together: set both or neither")
+        if settings.gateway_streams < 0 or settings.gateway_stream_asks < 1:
+            raise SettingsError(
+                "OSAGO_GATEWAY_STREAMS must be 0 (a call per ask) or more, OSAGO_GATEWAY_STREAM_ASKS at least 1"
+            )
         if settings.max_sessions < 0:
             raise SettingsError("OSAGO_MAX_SESSIONS must be 0 (no cap) or a positive number of sessions")
         if settings.shed_loop_lag_s < 0:

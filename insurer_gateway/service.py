@@ -160,7 +160,8 @@ class GatewayService:
 
     async def drain(self) -> None:
         """A stopping replica: NOT_SERVING first (callers' round-robin skips it), then every
-        RequestOffer in flight ends with UNAVAILABLE, so the aggregator asks another replica."""
+        RequestOffer in flight and every Offers stream ends with UNAVAILABLE, so the aggregator
+        asks another replica (which resumes each insurer application)."""
         if self._server is not None:
             await self._server.health.enter_graceful_shutdown()
         if self.servicer is not None:
