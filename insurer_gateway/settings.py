@@ -11,10 +11,11 @@
 | OSAGO_GATEWAY_HTTP_MAX_CONNECTIONS | 1000 | HTTP connection pool size toward the insurer |
 | OSAGO_GATEWAY_POLL_INTERVAL_S | 1.0 | poll interval when the insurer gives no hint |
 | OSAGO_GATEWAY_MIN_POLL_INTERVAL_S | 0.01 | lower bound of any poll interval |
-| OSAGO_GATEWAY_MAX_POLL_INTERVAL_S | 5.0 | upper bound of any poll interval |
+| OSAGO_GATEWAY_MAX_POLL_INTERVAL_S | 5.0 | upper bound of a poll interval, but for hints that have proved right and Retry-After; the pace after the vague-hint schedule |
 | OSAGO_GATEWAY_PENDING_HEARTBEAT_S | 5.0 | least time between two "pending" updates |
 | OSAGO_GATEWAY_MAX_CALL_S | 120.0 | deadline of a RequestOffer call that carries none |
-| OSAGO_GATEWAY_READY_WINDOW | 20 | offers remembered to estimate the insurer's median time-to-offer (first poll without hint) |
+| OSAGO_GATEWAY_READY_WINDOW | 20 | offers remembered to estimate the insurer's time-to-offer (first poll without hint, the vague-hint schedule), and verdicts on its hints |
+| OSAGO_GATEWAY_VAGUE_POLL_QUANTILES | 0.2,0.5,0.8,0.95 | for an insurer whose hints are vague: poll at these quantiles of its learned time-to-offer (insurer_gateway.polling) |
 | OSAGO_GATEWAY_BREAKER_WINDOW_TYPE | count | breaker sliding window: "count" (last N calls) or "time" (last N seconds) |
 | OSAGO_GATEWAY_BREAKER_WINDOW | 20 | breaker window size: calls, or seconds for a time window |
 | OSAGO_GATEWAY_BREAKER_MIN_CALLS | 10 | calls in the window before the breaker may open |
@@ -42,7 +43,7 @@
 | OSAGO_GATEWAY_CALLBACK_KEEP_S | 600 | how long a callback's outcome is kept for a stream that asks later (re-routed, resumed) |
 | OSAGO_GATEWAY_CALLBACK_POLL_FACTOR | 2.0 | the safety-net poll comes this many times the insurer's recent time-to-offer p95 after the create |
 | OSAGO_GATEWAY_CALLBACK_POLL_MIN_S | 1.0 | ...and never sooner than this |
-| OSAGO_GATEWAY_CALLBACK_POLL_DEFAULT_S | 10.0 | ...or this long after it while no time-to-offer is known yet |
+| OSAGO_GATEWAY_CALLBACK_POLL_DEFAULT_S | 30.0 | ...or this long after it while no time-to-offer is known yet |
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ class GatewaySettings:
     # Observed time-to-offer of this many recent offers; their median paces the first poll of
     # an application the insurer gave no hint for.
     ready_window: int = 20
+    # An insurer whose hints are vague is polled at these quantiles of its learned time-to-offer
+    # (then every max_poll_interval_s): see insurer_gateway.polling and docs/BENCHMARKS.md.
+    vague_poll_quantiles: tuple[float, ...] = (0.2, 0.5, 0.8, 0.95)
     # Circuit breaker (see osago_common.breaker): window type and size, when it opens, how
     # long it stays open, how many probes it lets through half-open.
     breaker_window_type: str = "count"
@@ -132,7 +136,10 @@ class GatewaySettings:
     # and one last poll comes just before the deadline.
     callback_poll_factor: float = 2.0
     callback_poll_min_s: float = 1.0
-    callback_poll_default_s: float = 10.0
+    # The default is half a 60 s session: a safety-net poll is paid for by every application whose
+    # callback is slower than it, so before anything is learned it waits long (10 s cost an
+    # insurer with an 8 s median a poll on a third of its applications).
+    callback_poll_default_s: float = 30.0
     # mTLS (osago_common.tls): only clients with a certificate our CA issued (the aggregator)
     # may call; None: the dev mode, plaintext.
     tls: TlsFiles | None = None
@@ -166,6 +173,8 @@ class GatewaySettings:
             raise SettingsError("min_poll_interval_s must not exceed max_poll_interval_s")
         if self.poll_backoff < 1.0:
             raise SettingsError("poll_backoff must be at least 1.0")
+        if not self.vague_poll_quantiles or not all(0 < q <= 1 for q in self.vague_poll_quantiles):
+            raise SettingsError("vague_poll_quantiles must be one or more numbers in (0, 1]")
         if self.http_max_connections < 1:
             raise SettingsError("http_max_connections must be at least 1")
         if self.final_poll_lead_s < 0 or self.deadline_margin_s < 0:
@@ -266,6 +275,7 @@ class GatewaySettings:
             "callback_secret": env.get("OSAGO_GATEWAY_CALLBACK_SECRET") or None,
             "tls": tls_from_env(env),
             "health_bind": env.get("OSAGO_GATEWAY_HEALTH_BIND") or None,
+            "vague_poll_quantiles": _quantiles(env, "OSAGO_GATEWAY_VAGUE_POLL_QUANTILES", cls.vague_poll_quantiles),
         }
         for field, variable in _NUMBERS.items():
             default = getattr(cls, field)
@@ -275,6 +285,17 @@ class GatewaySettings:
                 fields[field] = env_float(env, variable, default)
         fields.update(overrides)
         return cls(**fields)
+
+
+def _quantiles(env: Mapping[str, str], variable: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """A comma-separated list of quantiles, e.g. "0.2,0.5,0.8,0.95" (checked by the settings)."""
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        return tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{variable} must be comma-separated numbers, got {raw!r}") from None
 
 
 # Numeric settings read by name from the environment, each with its field's default.

@@ -52,6 +52,7 @@ SETTINGS = GatewaySettings(
     dialect="push",
     base_url="http://insurer",
     callback_secret=SECRET,
+    callback_poll_default_s=10.0,  # shorter than the default: the tests' sessions are short
 )
 CREATE = HttpCall("POST", "/v3/quotations", {"Idempotency-Key": "req-1:sovcom"}, {"partner_ref": "req-1"})
 

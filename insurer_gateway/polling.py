@@ -1,0 +1,277 @@
+"""When to poll an insurer next: the policy, as pure functions of what was learned about the
+insurer and where one application stands, so that the gateway's offer flow, the load benchmark's
+bare fan-out and the offline polling benchmark (`osago bench polling`) poll by the very same
+rules, and tests can compute every schedule by hand.
+
+What is learned per insurer (`PollLearning`, kept across its applications):
+
+- its times-to-offer (`ReadyTimes`): each offer's time after the create is known only to lie
+  between the last "not ready" and the poll that found it (exactly, when a callback said so);
+- whether its hints can be trusted (`HintRecord`): a hint "ready in h seconds" promises the
+  outcome at that moment, and the first poll at or after the promise either finds the outcome
+  (the hint was right) or does not (wrong). An insurer whose recent hints were mostly right is
+  *trusted*; one with more than `VAGUE_SHARE` of them wrong is *vague* (a fixed cadence such as
+  "ask again in 1 s", or an estimate that means nothing); too few verdicts: *unknown*.
+
+The policy (`poll_wait`):
+
+- trusted hints are followed as given, however long (the session's remaining time bounds them:
+  the flow makes one last poll just before the deadline instead of one past it);
+- unknown hints are followed, clamped to [min_poll_interval_s, max_poll_interval_s] (as every
+  hint was before trust was learned);
+- vague hints are ignored once enough times-to-offer are known: the polls come at the learned
+  quantiles of the insurer's time-to-offer (`vague_poll_quantiles` of `GatewaySettings`, e.g. its
+  p20, p50, p80 and p95), then every max_poll_interval_s; a Retry-After is still honoured as the
+  earliest next poll;
+- Retry-After without a more precise hint in the body is honoured as is (not capped);
+- no hint at all: the insurer's median time-to-offer (or the default interval), growing by
+  `poll_backoff` per hintless poll, clamped.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import statistics
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from insurer_gateway.settings import GatewaySettings
+
+__all__ = [
+    "HintRecord",
+    "Learned",
+    "PollLearning",
+    "ReadyTimes",
+    "Tracker",
+    "Trust",
+    "next_poll",
+    "poll_wait",
+    "scheduled_wait",
+]
+
+# Hints are vague when more than this share of the recent verdicts on them were wrong.
+VAGUE_SHARE = 0.25
+# Verdicts needed before hints are trusted or found vague.
+MIN_VERDICTS = 3
+# A poll this close before a promised moment counts as at it (float rounding of clock readings).
+PROMISE_SLACK_S = 1e-6
+# Times-to-offer needed before the vague-hint schedule is drawn from them.
+MIN_TIMES = 5
+
+
+class Trust(enum.Enum):
+    UNKNOWN = "unknown"
+    TRUSTED = "trusted"
+    VAGUE = "vague"
+
+
+class ReadyTimes:
+    """How long the insurer's recent offers took from its accepting the application.
+
+    Each time is known to lie in a bracket: after the last "not ready" and no later than the
+    poll that found the offer (a callback gives it exactly: a bracket of width 0). The median
+    paces hintless first polls from the brackets' middles (first polls that always find the
+    offer pull it down, first polls that come too early push it up, so it settles near the
+    insurer's real time). The quantiles spread each time evenly over its bracket: the share of
+    offers ready by any poll moment of a past schedule is then counted exactly, and the learned
+    distribution does not collapse onto the moments polls happened to be made at.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._brackets: deque[tuple[float, float]] = deque(maxlen=size)
+
+    def record(self, seconds: float) -> None:
+        """A time known exactly."""
+        self.record_bracket(seconds, seconds)
+
+    def record_bracket(self, after: float, by: float) -> None:
+        """A time known to lie in [after, by]."""
+        lo = max(0.0, min(after, by))
+        self._brackets.append((lo, max(lo, by)))
+
+    def __len__(self) -> int:
+        return len(self._brackets)
+
+    def median(self) -> float | None:
+        return statistics.median((lo + hi) / 2 for lo, hi in self._brackets) if self._brackets else None
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile (0 < q <= 1) of the recent times (with exact times: the nearest rank)."""
+        found = self.quantiles((q,))
+        return found[0] if found else None
+
+    def quantiles(self, qs: Sequence[float]) -> list[float]:
+        """The qs-quantiles, each time spread evenly over its bracket ([] when none is known)."""
+        return bracket_quantiles(list(self._brackets), qs)
+
+
+def bracket_quantiles(brackets: Sequence[tuple[float, float]], qs: Sequence[float]) -> list[float]:
+    """The qs-quantiles (smallest x with F(x) >= q) of the mixture of uniform distributions over
+    `brackets` (a bracket of width 0 is a point). F is piecewise linear between the brackets'
+    ends, with jumps at the points, so it is evaluated at those ends and interpolated."""
+    n = len(brackets)
+    if n == 0:
+        return []
+    ends = sorted({v for b in brackets for v in b})
+
+    def cdf(x: float) -> float:
+        total = 0.0
+        for lo, hi in brackets:
+            if x >= hi:
+                total += 1.0
+            elif x > lo:
+                total += (x - lo) / (hi - lo)
+        return total / n
+
+    at = [cdf(x) for x in ends]
+    out: list[float] = []
+    for q in qs:
+        goal = q - 1e-12
+        i = next((k for k, f in enumerate(at) if f >= goal), len(ends) - 1)
+        if i == 0:
+            out.append(ends[0])
+            continue
+        a, b = ends[i - 1], ends[i]
+        slope = sum(1.0 / (hi - lo) for lo, hi in brackets if hi > lo and lo <= a and hi >= b) / n
+        before_b = at[i - 1] + slope * (b - a)  # F just before b (a point mass at b jumps after)
+        if slope > 0 and goal <= before_b:
+            out.append(a + (q - at[i - 1]) / slope)
+        else:
+            out.append(b)
+    return out
+
+
+class HintRecord:
+    """Whether the insurer's recent hints came true (one verdict per application at most)."""
+
+    def __init__(self, size: int) -> None:
+        self._verdicts: deque[bool] = deque(maxlen=size)
+
+    def record(self, right: bool) -> None:
+        self._verdicts.append(right)
+
+    def trust(self) -> Trust:
+        if len(self._verdicts) < MIN_VERDICTS:
+            return Trust.UNKNOWN
+        wrong = sum(1 for v in self._verdicts if not v)
+        return Trust.VAGUE if wrong > VAGUE_SHARE * len(self._verdicts) else Trust.TRUSTED
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What the policy knows of the insurer: its median time-to-offer (brackets' middles), whether
+    its hints are trusted, and the vague-hint schedule (seconds after the create, ascending;
+    empty until MIN_TIMES times are known)."""
+
+    median: float | None = None
+    trust: Trust = Trust.UNKNOWN
+    schedule: tuple[float, ...] = ()
+
+
+class PollLearning:
+    """What one insurer's applications teach the policy (see the module's docstring)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._quantiles = settings.vague_poll_quantiles
+        self.ready_times = ReadyTimes(settings.ready_window)
+        self.hints = HintRecord(settings.ready_window)
+        self._schedule: tuple[float, ...] = ()
+        self._stale = True  # the schedule is recomputed (once) after new times
+
+    def learned(self) -> Learned:
+        trust = self.hints.trust()
+        if trust is Trust.VAGUE and self._stale:
+            self._stale = False
+            points = self.ready_times.quantiles(self._quantiles) if len(self.ready_times) >= MIN_TIMES else []
+            self._schedule = tuple(sorted(set(points)))
+        return Learned(self.ready_times.median(), trust, self._schedule if trust is Trust.VAGUE else ())
+
+    def offer_time(self, after: float, by: float) -> None:
+        self.ready_times.record_bracket(after, by)
+        self._stale = True
+
+
+class Tracker:
+    """One application's polls, for learning: times in seconds after the create was answered.
+
+    `start(hint)` with the create's hint; `answered(sent, received, ready, hint, offer)` for each
+    poll's answer (`ready`: it carried the outcome, an offer or a decline).
+    """
+
+    def __init__(self, learning: PollLearning) -> None:
+        self._learning = learning
+        self._promised: float | None = None
+        self._judged = False
+        self.not_ready_at = 0.0
+
+    def start(self, hint: float | None) -> None:
+        if hint is not None:
+            self._promised = hint
+
+    def answered(self, sent: float, received: float, ready: bool, hint: float | None, offer: bool) -> None:
+        if not self._judged and self._promised is not None and sent >= self._promised - PROMISE_SLACK_S:
+            self._judged = True
+            self._learning.hints.record(ready)
+        if ready:
+            if offer:
+                self._learning.offer_time(self.not_ready_at, sent)
+            return
+        self.not_ready_at = received
+        if hint is not None and not self._judged:
+            promise = received + hint
+            self._promised = promise if self._promised is None else min(self._promised, promise)
+
+
+def scheduled_wait(schedule: Sequence[float], elapsed: float, s: GatewaySettings) -> float:
+    """The pause from `elapsed` (seconds after the create) to the next point of the vague-hint
+    schedule later than min_poll_interval_s from now; past its last point, the next multiple of
+    max_poll_interval_s after it."""
+    for point in schedule:
+        if point > elapsed + s.min_poll_interval_s:
+            return point - elapsed
+    last = schedule[-1]
+    steps = math.floor(max(0.0, elapsed - last) / s.max_poll_interval_s) + 1
+    return max(last + steps * s.max_poll_interval_s - elapsed, s.min_poll_interval_s)
+
+
+def poll_wait(
+    s: GatewaySettings,
+    learned: Learned,
+    hint: float | None,
+    retry_after: float | None,
+    hintless: int,
+    elapsed: float,
+) -> tuple[float, float | None]:
+    """The pause before the next poll, and the insurer's Retry-After when it sets the pause (the
+    earliest moment the insurer allows)."""
+    if learned.trust is Trust.VAGUE and learned.schedule and (hint is not None or retry_after is not None):
+        wait = scheduled_wait(learned.schedule, elapsed, s)
+        if retry_after is not None and retry_after > wait:
+            return max(retry_after, s.min_poll_interval_s), retry_after
+        return wait, None
+    if hint is not None and hint != retry_after:
+        if learned.trust is Trust.TRUSTED:
+            return max(hint, s.min_poll_interval_s), None
+        return min(max(hint, s.min_poll_interval_s), s.max_poll_interval_s), None
+    if retry_after is not None:
+        return max(retry_after, s.min_poll_interval_s), retry_after
+    base = learned.median if learned.median is not None else s.default_poll_interval_s
+    growth = s.poll_backoff ** min(hintless, 64)  # bounded: a float power can overflow
+    return min(max(base * growth, s.min_poll_interval_s), s.max_poll_interval_s), None
+
+
+def next_poll(
+    s: GatewaySettings, wait: float, floor: float | None, remaining: float, final_used: bool
+) -> tuple[float, bool] | None:
+    """The pause before the next poll given the session's `remaining` seconds, and whether it is
+    the last one; None: give up (the deadline). A poll that would come too late is replaced by
+    one last poll final_poll_lead_s before the deadline, unless the insurer asked (`floor`, its
+    Retry-After) not to come that early."""
+    if wait < remaining:
+        return wait, final_used
+    last = max(0.0, remaining - s.final_poll_lead_s)
+    if final_used or remaining <= 0 or (floor is not None and floor > last):
+        return None
+    return last, True
