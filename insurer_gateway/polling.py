@@ -21,8 +21,10 @@ The policy (`poll_wait`):
   hint was before trust was learned);
 - vague hints are ignored once enough times-to-offer are known: the polls come at the learned
   quantiles of the insurer's time-to-offer (`vague_poll_quantiles` of `GatewaySettings`, e.g. its
-  p20, p50, p80 and p95), then every max_poll_interval_s; a Retry-After is still honoured as the
-  earliest next poll;
+  p20, p50, p80 and p95), then at the schedule's last gap, backing off by `poll_backoff` up to
+  max_poll_interval_s; no two polls of the schedule further apart than `vague_poll_max_gap_s`
+  (when set: a gap wider is split evenly); a Retry-After is still honoured as the earliest next
+  poll;
 - Retry-After without a more precise hint in the body is honoured as is (not capped);
 - no hint at all: the insurer's median time-to-offer (or the default interval), growing by
   `poll_backoff` per hintless poll, clamped.
@@ -175,6 +177,7 @@ class PollLearning:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self._quantiles = settings.vague_poll_quantiles
+        self._max_gap = settings.vague_poll_max_gap_s
         self.ready_times = ReadyTimes(settings.ready_window)
         self.hints = HintRecord(settings.ready_window)
         self._schedule: tuple[float, ...] = ()
@@ -185,7 +188,7 @@ class PollLearning:
         if trust is Trust.VAGUE and self._stale:
             self._stale = False
             points = self.ready_times.quantiles(self._quantiles) if len(self.ready_times) >= MIN_TIMES else []
-            self._schedule = tuple(sorted(set(points)))
+            self._schedule = fill_gaps(sorted(set(points)), self._max_gap)
         return Learned(self.ready_times.median(), trust, self._schedule if trust is Trust.VAGUE else ())
 
     def offer_time(self, after: float, by: float) -> None:
@@ -224,16 +227,39 @@ class Tracker:
             self._promised = promise if self._promised is None else min(self._promised, promise)
 
 
+def fill_gaps(points: Sequence[float], max_gap: float) -> tuple[float, ...]:
+    """The points, with gaps wider than `max_gap` (0: no limit) split evenly."""
+    if max_gap <= 0 or not points:
+        return tuple(points)
+    out = [points[0]]
+    for point in points[1:]:
+        start = out[-1]
+        pieces = math.ceil((point - start) / max_gap - 1e-9)
+        out += [start + (point - start) * k / pieces for k in range(1, pieces)]
+        out.append(point)
+    return tuple(out)
+
+
 def scheduled_wait(schedule: Sequence[float], elapsed: float, s: GatewaySettings) -> float:
     """The pause from `elapsed` (seconds after the create) to the next point of the vague-hint
-    schedule later than min_poll_interval_s from now; past its last point, the next multiple of
-    max_poll_interval_s after it."""
+    schedule later than min_poll_interval_s from now. Past its last point the polls go on at its
+    last gap (the last point itself when it is alone), growing by poll_backoff, at most
+    max_poll_interval_s apart."""
+    soon = elapsed + s.min_poll_interval_s
     for point in schedule:
-        if point > elapsed + s.min_poll_interval_s:
+        if point > soon:
             return point - elapsed
-    last = schedule[-1]
-    steps = math.floor(max(0.0, elapsed - last) / s.max_poll_interval_s) + 1
-    return max(last + steps * s.max_poll_interval_s - elapsed, s.min_poll_interval_s)
+    at = schedule[-1]
+    gap = at - schedule[-2] if len(schedule) > 1 else at
+    cap = min(s.max_poll_interval_s, s.vague_poll_max_gap_s) if s.vague_poll_max_gap_s > 0 else s.max_poll_interval_s
+    gap = max(min(gap, cap), s.min_poll_interval_s)
+    for _ in range(10_000):  # bounded: each step is at least min_poll_interval_s
+        gap = min(gap, cap)
+        at += gap
+        if at > soon:
+            break
+        gap *= s.poll_backoff
+    return max(at - elapsed, s.min_poll_interval_s)
 
 
 def poll_wait(

@@ -15,7 +15,8 @@
 | OSAGO_GATEWAY_PENDING_HEARTBEAT_S | 5.0 | least time between two "pending" updates |
 | OSAGO_GATEWAY_MAX_CALL_S | 120.0 | deadline of a RequestOffer call that carries none |
 | OSAGO_GATEWAY_READY_WINDOW | 20 | offers remembered to estimate the insurer's time-to-offer (first poll without hint, the vague-hint schedule), and verdicts on its hints |
-| OSAGO_GATEWAY_VAGUE_POLL_QUANTILES | 0.2,0.5,0.8,0.95 | for an insurer whose hints are vague: poll at these quantiles of its learned time-to-offer (insurer_gateway.polling) |
+| OSAGO_GATEWAY_VAGUE_POLL_QUANTILES | 0.05,0.95 | for an insurer whose hints are vague: poll at these quantiles of its learned time-to-offer (insurer_gateway.polling) |
+| OSAGO_GATEWAY_VAGUE_POLL_MAX_GAP_S | 1.0 | ...and never more than this apart (0: no limit) |
 | OSAGO_GATEWAY_BREAKER_WINDOW_TYPE | count | breaker sliding window: "count" (last N calls) or "time" (last N seconds) |
 | OSAGO_GATEWAY_BREAKER_WINDOW | 20 | breaker window size: calls, or seconds for a time window |
 | OSAGO_GATEWAY_BREAKER_MIN_CALLS | 10 | calls in the window before the breaker may open |
@@ -91,9 +92,14 @@ class GatewaySettings:
     # Observed time-to-offer of this many recent offers; their median paces the first poll of
     # an application the insurer gave no hint for.
     ready_window: int = 20
-    # An insurer whose hints are vague is polled at these quantiles of its learned time-to-offer
-    # (then every max_poll_interval_s): see insurer_gateway.polling and docs/BENCHMARKS.md.
-    vague_poll_quantiles: tuple[float, ...] = (0.2, 0.5, 0.8, 0.95)
+    # An insurer whose hints are vague is polled at these quantiles of its learned time-to-offer,
+    # never more than `vague_poll_max_gap_s` apart (0: no limit; a wider gap is split evenly):
+    # see insurer_gateway.polling. The default, from its 5th to its 95th percentile every second
+    # at most, keeps the detection delay's p95 under 1 s with the fewest polls; the trade-off
+    # between requests and delay, and other points on it: `osago bench polling`,
+    # docs/BENCHMARKS.md.
+    vague_poll_quantiles: tuple[float, ...] = (0.05, 0.95)
+    vague_poll_max_gap_s: float = 1.0
     # Circuit breaker (see osago_common.breaker): window type and size, when it opens, how
     # long it stays open, how many probes it lets through half-open.
     breaker_window_type: str = "count"
@@ -175,6 +181,8 @@ class GatewaySettings:
             raise SettingsError("poll_backoff must be at least 1.0")
         if not self.vague_poll_quantiles or not all(0 < q <= 1 for q in self.vague_poll_quantiles):
             raise SettingsError("vague_poll_quantiles must be one or more numbers in (0, 1]")
+        if self.vague_poll_max_gap_s < 0:
+            raise SettingsError("vague_poll_max_gap_s must not be negative")
         if self.http_max_connections < 1:
             raise SettingsError("http_max_connections must be at least 1")
         if self.final_poll_lead_s < 0 or self.deadline_margin_s < 0:
@@ -301,6 +309,7 @@ def _quantiles(env: Mapping[str, str], variable: str, default: tuple[float, ...]
 # Numeric settings read by name from the environment, each with its field's default.
 _NUMBERS: dict[str, str] = {
     "ready_window": "OSAGO_GATEWAY_READY_WINDOW",
+    "vague_poll_max_gap_s": "OSAGO_GATEWAY_VAGUE_POLL_MAX_GAP_S",
     "breaker_window": "OSAGO_GATEWAY_BREAKER_WINDOW",
     "breaker_min_calls": "OSAGO_GATEWAY_BREAKER_MIN_CALLS",
     "breaker_failure_rate": "OSAGO_GATEWAY_BREAKER_FAILURE_RATE",

@@ -153,6 +153,21 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_bench_load(benches)
 
+    polling = benches.add_parser(
+        "polling",
+        help="offline: the polling policy's requests per application against detection delay, per simulated insurer",
+    )
+    polling.add_argument("--insurers", type=int, default=10, help="simulated insurers (default %(default)s)")
+    polling.add_argument(
+        "--applications", type=int, default=2000, help="applications counted per insurer (default %(default)s)"
+    )
+    polling.add_argument(
+        "--warmup", type=int, default=100, help="applications learned from first (default %(default)s)"
+    )
+    polling.add_argument("--rtt", type=float, default=0.002, help="an HTTP round trip, seconds (default %(default)s)")
+    polling.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
+    polling.add_argument("--json", action="store_true", help="one JSON object per insurer and policy choice")
+
     health = commands.add_parser("health", help="check a gRPC service's grpc.health.v1 status (exit 0 when SERVING)")
     health.add_argument("--target", required=True, help="host:port, or any gRPC target such as dns:///name:port")
     health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
@@ -319,6 +334,10 @@ def _run(args: argparse.Namespace) -> int:
                 sim_env[name] = str(value)
         asyncio.run(serve_sim(SimConfig.from_env(sim_env)))
         return 0
+    if args.command == "bench" and args.bench == "polling":
+        from osago_bench.cli import run_polling_command
+
+        return run_polling_command(args)
     if args.command == "bench" and args.bench == "load":
         from osago_bench.cli import run_load_command
 

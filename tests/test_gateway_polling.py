@@ -21,6 +21,7 @@ from insurer_gateway.polling import (
     Tracker,
     Trust,
     bracket_quantiles,
+    fill_gaps,
     next_poll,
     poll_wait,
     scheduled_wait,
@@ -75,14 +76,22 @@ def test_the_first_poll_at_or_after_a_promise_judges_the_hint_once_per_applicati
 # --- the schedule -----------------------------------------------------------------------------
 
 SCHEDULE = (3.0, 4.0, 5.5, 7.0)
+# The quartile-like choice, without a limit on gaps.
+QUARTILES = dataclasses.replace(SETTINGS, vague_poll_quantiles=(0.2, 0.5, 0.8, 0.95), vague_poll_max_gap_s=0.0)
 
 
-def test_the_vague_schedule_polls_at_its_points_then_every_max_interval() -> None:
-    s = SETTINGS  # min 0.01 s, max 5 s
+def test_the_vague_schedule_polls_at_its_points_then_at_its_last_gap_backing_off() -> None:
+    s = QUARTILES  # min 0.01 s, max 5 s, backoff 1.5, no limit on gaps
     assert scheduled_wait(SCHEDULE, 0.0, s) == 3.0
     assert scheduled_wait(SCHEDULE, 3.005, s) == pytest.approx(0.995)  # just polled at 3: next 4
-    assert scheduled_wait(SCHEDULE, 7.02, s) == pytest.approx(4.98)  # 7 + 5
-    assert scheduled_wait(SCHEDULE, 12.03, s) == pytest.approx(4.97)  # 7 + 2 × 5
+    # Past 7: gaps of 1.5 (the last one), 2.25, 3.375, then 5 (capped): 8.5, 10.75, 14.125, 19.125.
+    assert scheduled_wait(SCHEDULE, 7.02, s) == pytest.approx(1.48)
+    assert scheduled_wait(SCHEDULE, 12.03, s) == pytest.approx(2.095)
+    assert scheduled_wait(SCHEDULE, 14.2, s) == pytest.approx(4.925)
+    # One point alone: its own length is the gap.
+    assert scheduled_wait((2.0,), 2.05, s) == pytest.approx(1.95)
+    # With a limit on gaps (1 s), the tail keeps to it.
+    assert scheduled_wait(SCHEDULE, 7.02, SETTINGS) == pytest.approx(0.98)
 
 
 def test_poll_wait_follows_trusted_hints_uncapped_and_unknown_ones_capped() -> None:
@@ -114,9 +123,12 @@ def test_a_poll_that_would_come_too_late_becomes_one_last_poll_before_the_deadli
 
 def test_the_vague_quantiles_are_a_setting() -> None:
     env = {**DEV_ENV, "OSAGO_GATEWAY_INSURER": "alfa", "OSAGO_GATEWAY_BASE_URL": "http://x"}
-    assert GatewaySettings.from_env(env).vague_poll_quantiles == (0.2, 0.5, 0.8, 0.95)
-    chosen = GatewaySettings.from_env({**env, "OSAGO_GATEWAY_VAGUE_POLL_QUANTILES": "0.5, 0.9"})
-    assert chosen.vague_poll_quantiles == (0.5, 0.9)
+    default = GatewaySettings.from_env(env)
+    assert (default.vague_poll_quantiles, default.vague_poll_max_gap_s) == ((0.05, 0.95), 1.0)
+    chosen = GatewaySettings.from_env(
+        {**env, "OSAGO_GATEWAY_VAGUE_POLL_QUANTILES": "0.5, 0.9", "OSAGO_GATEWAY_VAGUE_POLL_MAX_GAP_S": "2"}
+    )
+    assert (chosen.vague_poll_quantiles, chosen.vague_poll_max_gap_s) == ((0.5, 0.9), 2.0)
     for bad in ("0.5,1.5", "half"):
         with pytest.raises(SettingsError):
             GatewaySettings.from_env({**env, "OSAGO_GATEWAY_VAGUE_POLL_QUANTILES": bad})
@@ -207,7 +219,7 @@ async def _drain(flow: OfferFlow, clock: FakeClock) -> str:
 
 
 async def test_vague_hints_give_way_to_polls_at_the_learned_quantiles() -> None:
-    flow, clock, insurer = modelled(honest=False)
+    flow, clock, insurer = modelled(honest=False, settings=QUARTILES)
     # While too few times are known, every second, as the insurer says; each application's
     # first poll (at 1 s, as promised) finds nothing: the hints are wrong.
     for ready in (2.5, 3.5, 4.5, 5.5, 6.5):
@@ -222,12 +234,34 @@ async def test_vague_hints_give_way_to_polls_at_the_learned_quantiles() -> None:
 
 
 async def test_the_chosen_quantiles_shape_the_schedule() -> None:
-    settings = dataclasses.replace(SETTINGS, vague_poll_quantiles=(0.5, 0.95))
+    settings = dataclasses.replace(QUARTILES, vague_poll_quantiles=(0.5, 0.95))
     flow, clock, insurer = modelled(honest=False, settings=settings)
     for ready in (2.5, 3.5, 4.5, 5.5, 6.5):
         await apply(flow, clock, insurer, ready)
     assert flow.learning.learned().schedule == pytest.approx((4.5, 6.75))
     assert await apply(flow, clock, insurer, 5.2) == pytest.approx([4.5, 6.75])
+
+
+async def taught_vague() -> tuple[OfferFlow, FakeClock, Modelled]:
+    """A vague insurer's flow after five applications ready at 2.5, 3.5, ... 6.5 s (polled every
+    second, so each known within a second: uniform over [2, 7] together)."""
+    flow, clock, insurer = modelled(honest=False)
+    for ready in (2.5, 3.5, 4.5, 5.5, 6.5):
+        await apply(flow, clock, insurer, ready)
+    return flow, clock, insurer
+
+
+async def test_by_default_vague_hints_give_way_to_polls_a_second_apart_from_p5_to_p95() -> None:
+    flow, clock, insurer = await taught_vague()
+    # p5 = 2.25, p95 = 6.75; 4.5 s between them, split into 5 gaps of 0.9 s.
+    assert flow.learning.learned().schedule == pytest.approx((2.25, 3.15, 4.05, 4.95, 5.85, 6.75))
+    assert await apply(flow, clock, insurer, 5.2) == pytest.approx([2.25, 3.15, 4.05, 4.95, 5.85])
+
+
+async def test_past_the_schedule_the_polls_go_on_at_its_last_gap() -> None:
+    flow, clock, insurer = await taught_vague()
+    # On at the last gap (0.9 s), then ×1.5 capped at 1 s: 7.65, 8.65.
+    assert await apply(flow, clock, insurer, 8.0) == pytest.approx([2.25, 3.15, 4.05, 4.95, 5.85, 6.75, 7.65, 8.65])
 
 
 def schedule_of(settings: GatewaySettings, times: Sequence[float]) -> tuple[float, ...]:
@@ -240,5 +274,13 @@ def schedule_of(settings: GatewaySettings, times: Sequence[float]) -> tuple[floa
 
 
 def test_the_schedule_needs_five_times() -> None:
-    assert schedule_of(SETTINGS, (1.0, 2.0, 3.0, 4.0)) == ()
-    assert schedule_of(SETTINGS, (1.0, 2.0, 3.0, 4.0, 5.0)) == (1.0, 3.0, 4.0, 5.0)  # nearest ranks
+    assert schedule_of(QUARTILES, (1.0, 2.0, 3.0, 4.0)) == ()
+    assert schedule_of(QUARTILES, (1.0, 2.0, 3.0, 4.0, 5.0)) == (1.0, 3.0, 4.0, 5.0)  # nearest ranks
+    # The default: p5 = 1 and p95 = 5 (nearest ranks), 4 s between them in gaps of at most 1 s.
+    assert schedule_of(SETTINGS, (1.0, 2.0, 3.0, 4.0, 5.0)) == (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def test_gaps_wider_than_the_maximum_are_split_evenly() -> None:
+    assert fill_gaps((1.0, 3.5, 4.0), 1.0) == pytest.approx((1.0, 1.8333333, 2.6666667, 3.5, 4.0))
+    assert fill_gaps((1.0, 3.0), 1.0) == (1.0, 2.0, 3.0)  # exactly two gaps of 1 s
+    assert fill_gaps((1.0, 9.0), 0.0) == (1.0, 9.0)  # no limit
