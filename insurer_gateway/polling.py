@@ -55,12 +55,15 @@ __all__ = [
 
 # Hints are vague when more than this share of the recent verdicts on them were wrong.
 VAGUE_SHARE = 0.25
-# Verdicts needed before hints are trusted or found vague.
+# Verdicts needed before hints are trusted or found vague, and how many recent ones count.
 MIN_VERDICTS = 3
+VERDICTS = 20
 # A poll this close before a promised moment counts as at it (float rounding of clock readings).
 PROMISE_SLACK_S = 1e-6
-# Times-to-offer needed before the vague-hint schedule is drawn from them.
-MIN_TIMES = 5
+# Times-to-offer needed before the vague-hint schedule is drawn from them (the first offers of a
+# cold start are the fastest: fewer would give a schedule too early). Once drawn, it is drawn
+# again after every tenth of the window's times is new.
+MIN_TIMES = 20
 
 
 class Trust(enum.Enum):
@@ -112,36 +115,36 @@ class ReadyTimes:
 def bracket_quantiles(brackets: Sequence[tuple[float, float]], qs: Sequence[float]) -> list[float]:
     """The qs-quantiles (smallest x with F(x) >= q) of the mixture of uniform distributions over
     `brackets` (a bracket of width 0 is a point). F is piecewise linear between the brackets'
-    ends, with jumps at the points, so it is evaluated at those ends and interpolated."""
+    ends, jumping at the points: one sweep over the ends, in order, finds every quantile."""
     n = len(brackets)
     if n == 0:
         return []
-    ends = sorted({v for b in brackets for v in b})
-
-    def cdf(x: float) -> float:
-        total = 0.0
-        for lo, hi in brackets:
-            if x >= hi:
-                total += 1.0
-            elif x > lo:
-                total += (x - lo) / (hi - lo)
-        return total / n
-
-    at = [cdf(x) for x in ends]
-    out: list[float] = []
-    for q in qs:
-        goal = q - 1e-12
-        i = next((k for k, f in enumerate(at) if f >= goal), len(ends) - 1)
-        if i == 0:
-            out.append(ends[0])
-            continue
-        a, b = ends[i - 1], ends[i]
-        slope = sum(1.0 / (hi - lo) for lo, hi in brackets if hi > lo and lo <= a and hi >= b) / n
-        before_b = at[i - 1] + slope * (b - a)  # F just before b (a point mass at b jumps after)
-        if slope > 0 and goal <= before_b:
-            out.append(a + (q - at[i - 1]) / slope)
+    changes: dict[float, list[float]] = {}  # at x: [jump of F, change of its slope]
+    for lo, hi in brackets:
+        if hi > lo:
+            w = 1.0 / (hi - lo) / n
+            changes.setdefault(lo, [0.0, 0.0])[1] += w
+            changes.setdefault(hi, [0.0, 0.0])[1] -= w
         else:
-            out.append(b)
+            changes.setdefault(lo, [0.0, 0.0])[0] += 1.0 / n
+    wanted = sorted((q - 1e-12, k) for k, q in enumerate(qs))
+    out = [0.0] * len(qs)
+    f = slope = 0.0
+    at = prev = min(changes)
+    i = 0
+    for at in sorted(changes):
+        left = f + slope * (at - prev)  # F just before `at`
+        while i < len(wanted) and wanted[i][0] <= left:
+            goal, k = wanted[i]
+            out[k] = min(at, prev + max(0.0, goal + 1e-12 - f) / slope) if slope > 0 else prev
+            i += 1
+        jump, turn = changes[at]
+        f, slope, prev = left + jump, slope + turn, at
+        while i < len(wanted) and wanted[i][0] <= f:
+            out[wanted[i][1]] = at
+            i += 1
+    for _, k in wanted[i:]:  # rounding left F a hair under 1 at the end
+        out[k] = at
     return out
 
 
@@ -179,21 +182,23 @@ class PollLearning:
         self._quantiles = settings.vague_poll_quantiles
         self._max_gap = settings.vague_poll_max_gap_s
         self.ready_times = ReadyTimes(settings.ready_window)
-        self.hints = HintRecord(settings.ready_window)
+        self.hints = HintRecord(VERDICTS)
         self._schedule: tuple[float, ...] = ()
-        self._stale = True  # the schedule is recomputed (once) after new times
+        self._new = 0  # times recorded since the schedule was drawn
+        self._drawn = False
 
     def learned(self) -> Learned:
         trust = self.hints.trust()
-        if trust is Trust.VAGUE and self._stale:
-            self._stale = False
-            points = self.ready_times.quantiles(self._quantiles) if len(self.ready_times) >= MIN_TIMES else []
+        known = len(self.ready_times)
+        if trust is Trust.VAGUE and known >= MIN_TIMES and (not self._drawn or self._new >= max(1, known // 10)):
+            self._drawn, self._new = True, 0
+            points = self.ready_times.quantiles(self._quantiles)
             self._schedule = fill_gaps(sorted(set(points)), self._max_gap)
         return Learned(self.ready_times.median(), trust, self._schedule if trust is Trust.VAGUE else ())
 
     def offer_time(self, after: float, by: float) -> None:
         self.ready_times.record_bracket(after, by)
-        self._stale = True
+        self._new += 1
 
 
 class Tracker:

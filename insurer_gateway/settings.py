@@ -14,7 +14,7 @@
 | OSAGO_GATEWAY_MAX_POLL_INTERVAL_S | 5.0 | upper bound of a poll interval, but for hints that have proved right and Retry-After; the pace after the vague-hint schedule |
 | OSAGO_GATEWAY_PENDING_HEARTBEAT_S | 5.0 | least time between two "pending" updates |
 | OSAGO_GATEWAY_MAX_CALL_S | 120.0 | deadline of a RequestOffer call that carries none |
-| OSAGO_GATEWAY_READY_WINDOW | 20 | offers remembered to estimate the insurer's time-to-offer (first poll without hint, the vague-hint schedule), and verdicts on its hints |
+| OSAGO_GATEWAY_READY_WINDOW | 100 | offers remembered to estimate the insurer's time-to-offer (first poll without hint, the vague-hint schedule) |
 | OSAGO_GATEWAY_VAGUE_POLL_QUANTILES | 0.05,0.95 | for an insurer whose hints are vague: poll at these quantiles of its learned time-to-offer (insurer_gateway.polling) |
 | OSAGO_GATEWAY_VAGUE_POLL_MAX_GAP_S | 1.0 | ...and never more than this apart (0: no limit) |
 | OSAGO_GATEWAY_BREAKER_WINDOW_TYPE | count | breaker sliding window: "count" (last N calls) or "time" (last N seconds) |
@@ -90,8 +90,9 @@ class GatewaySettings:
     # The deadline of a RequestOffer call that carries none.
     max_call_s: float = 120.0
     # Observed time-to-offer of this many recent offers; their median paces the first poll of
-    # an application the insurer gave no hint for.
-    ready_window: int = 20
+    # an application the insurer gave no hint for, their quantiles the polls of one whose hints
+    # are vague (a hundred: twenty made that schedule jump from one draw to the next).
+    ready_window: int = 100
     # An insurer whose hints are vague is polled at these quantiles of its learned time-to-offer,
     # never more than `vague_poll_max_gap_s` apart (0: no limit; a wider gap is split evenly):
     # see insurer_gateway.polling. The default, from its 5th to its 95th percentile every second

@@ -78,6 +78,9 @@ def test_the_first_poll_at_or_after_a_promise_judges_the_hint_once_per_applicati
 SCHEDULE = (3.0, 4.0, 5.5, 7.0)
 # The quartile-like choice, without a limit on gaps.
 QUARTILES = dataclasses.replace(SETTINGS, vague_poll_quantiles=(0.2, 0.5, 0.8, 0.95), vague_poll_max_gap_s=0.0)
+# Twenty applications to learn from (the fewest a schedule is drawn from): ready at 2.5, 3.5, ...
+# 6.5 s, four times over.
+TEACHING = (2.5, 3.5, 4.5, 5.5, 6.5) * 4
 
 
 def test_the_vague_schedule_polls_at_its_points_then_at_its_last_gap_backing_off() -> None:
@@ -220,13 +223,13 @@ async def _drain(flow: OfferFlow, clock: FakeClock) -> str:
 
 async def test_vague_hints_give_way_to_polls_at_the_learned_quantiles() -> None:
     flow, clock, insurer = modelled(honest=False, settings=QUARTILES)
-    # While too few times are known, every second, as the insurer says; each application's
-    # first poll (at 1 s, as promised) finds nothing: the hints are wrong.
-    for ready in (2.5, 3.5, 4.5, 5.5, 6.5):
+    # While too few times are known (twenty), every second, as the insurer says; each
+    # application's first poll (at 1 s, as promised) finds nothing: the hints are wrong.
+    for ready in TEACHING:
         polls = await apply(flow, clock, insurer, ready)
         assert polls == [float(n) for n in range(1, int(ready) + 2)]
     assert flow.learning.hints.trust() is Trust.VAGUE
-    # Learned: ready in [2, 3], [3, 4], ... [6, 7]: uniform over [2, 7], F(x) = (x - 2) / 5, so
+    # Learned: ready in [2, 3], [3, 4], ... [6, 7] (each four times): uniform over [2, 7], F(x) = (x - 2) / 5, so
     # p20 = 3, p50 = 4.5, p80 = 6, p95 = 6.75.
     assert flow.learning.learned().schedule == pytest.approx((3.0, 4.5, 6.0, 6.75))
     # Ready at 5.2 s: polled at 3, 4.5 and 6 (found 0.8 s late), not at 1, 2, ... 6.
@@ -236,17 +239,17 @@ async def test_vague_hints_give_way_to_polls_at_the_learned_quantiles() -> None:
 async def test_the_chosen_quantiles_shape_the_schedule() -> None:
     settings = dataclasses.replace(QUARTILES, vague_poll_quantiles=(0.5, 0.95))
     flow, clock, insurer = modelled(honest=False, settings=settings)
-    for ready in (2.5, 3.5, 4.5, 5.5, 6.5):
+    for ready in TEACHING:
         await apply(flow, clock, insurer, ready)
     assert flow.learning.learned().schedule == pytest.approx((4.5, 6.75))
     assert await apply(flow, clock, insurer, 5.2) == pytest.approx([4.5, 6.75])
 
 
 async def taught_vague() -> tuple[OfferFlow, FakeClock, Modelled]:
-    """A vague insurer's flow after five applications ready at 2.5, 3.5, ... 6.5 s (polled every
-    second, so each known within a second: uniform over [2, 7] together)."""
+    """A vague insurer's flow after twenty applications ready at 2.5, 3.5, ... 6.5 s four times
+    (polled every second, so each known within a second: uniform over [2, 7] together)."""
     flow, clock, insurer = modelled(honest=False)
-    for ready in (2.5, 3.5, 4.5, 5.5, 6.5):
+    for ready in TEACHING:
         await apply(flow, clock, insurer, ready)
     return flow, clock, insurer
 
@@ -273,11 +276,25 @@ def schedule_of(settings: GatewaySettings, times: Sequence[float]) -> tuple[floa
     return learning.learned().schedule
 
 
-def test_the_schedule_needs_five_times() -> None:
-    assert schedule_of(QUARTILES, (1.0, 2.0, 3.0, 4.0)) == ()
-    assert schedule_of(QUARTILES, (1.0, 2.0, 3.0, 4.0, 5.0)) == (1.0, 3.0, 4.0, 5.0)  # nearest ranks
+def test_the_schedule_needs_twenty_times() -> None:
+    times = (1.0, 2.0, 3.0, 4.0, 5.0) * 4
+    assert schedule_of(QUARTILES, times[:19]) == ()
+    assert schedule_of(QUARTILES, times) == (1.0, 3.0, 4.0, 5.0)  # nearest ranks
     # The default: p5 = 1 and p95 = 5 (nearest ranks), 4 s between them in gaps of at most 1 s.
-    assert schedule_of(SETTINGS, (1.0, 2.0, 3.0, 4.0, 5.0)) == (1.0, 2.0, 3.0, 4.0, 5.0)
+    assert schedule_of(SETTINGS, times) == (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def test_the_schedule_is_drawn_again_after_a_tenth_of_the_times_is_new() -> None:
+    learning = PollLearning(SETTINGS)
+    for _ in range(3):
+        learning.hints.record(False)
+    for _ in range(20):
+        learning.offer_time(2.0, 2.0)
+    assert learning.learned().schedule == (2.0,)
+    learning.offer_time(9.0, 9.0)  # one new of 21: not yet (a tenth is 2)
+    assert learning.learned().schedule == (2.0,)
+    learning.offer_time(9.0, 9.0)  # two: p5 = 2, p95 = 9 (nearest rank 21 of 22), gaps of 7/7 = 1 s
+    assert learning.learned().schedule == (2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
 
 
 def test_gaps_wider_than_the_maximum_are_split_evenly() -> None:
