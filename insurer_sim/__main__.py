@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from insurer_sim.config import SimConfig
-from insurer_sim.server import serve_forever
+from insurer_sim.server import run_process, serve_forever
 
 
 def main() -> None:
-    asyncio.run(serve_forever(SimConfig.from_env(os.environ)))
+    run_process(serve_forever(SimConfig.from_env(os.environ)))
 
 
 if __name__ == "__main__":

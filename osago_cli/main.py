@@ -319,6 +319,7 @@ def _run(args: argparse.Namespace) -> int:
         return run_simctl(args)
     if args.command == "sim":
         from insurer_sim.config import SimConfig
+        from insurer_sim.server import run_process
         from insurer_sim.server import serve_forever as serve_sim
 
         sim_env = dict(env)
@@ -332,7 +333,7 @@ def _run(args: argparse.Namespace) -> int:
         ):
             if value is not None:
                 sim_env[name] = str(value)
-        asyncio.run(serve_sim(SimConfig.from_env(sim_env)))
+        run_process(serve_sim(SimConfig.from_env(sim_env)))
         return 0
     if args.command == "bench" and args.bench == "polling":
         from osago_bench.cli import run_polling_command
