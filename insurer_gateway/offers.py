@@ -157,7 +157,7 @@ class OfferFlow:
                 yield refused
                 return
             now = self._clock.monotonic()
-            wait, floor = poll_wait(s, self.learning.learned(), hint, retry_after, hintless, now - accepted_at)
+            wait, floor = poll_wait(s, track.learned(), hint, retry_after, hintless, now - accepted_at)
             step = next_poll(s, wait, floor, deadline - now, final_used)
             if step is None:
                 yield failed(Reason.DEADLINE, f"still pending after {polls} polls")

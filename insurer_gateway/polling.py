@@ -32,6 +32,7 @@ The policy (`poll_wait`):
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import statistics
@@ -204,15 +205,25 @@ class PollLearning:
 class Tracker:
     """One application's polls, for learning: times in seconds after the create was answered.
 
-    `start(hint)` with the create's hint; `answered(sent, received, ready, hint, offer)` for each
-    poll's answer (`ready`: it carried the outcome, an offer or a decline).
+    `start(hint)` with the create's hint; `learned()` before each poll: what the policy knows,
+    with the first vague-hint schedule this application got kept for the rest of it (a schedule
+    drawn anew meanwhile shifts its points: following each new one made polls come a fraction of
+    a gap after the last); `answered(sent, received, ready, hint, offer)` for each poll's answer
+    (`ready`: it carried the outcome, an offer or a decline).
     """
 
     def __init__(self, learning: PollLearning) -> None:
         self._learning = learning
         self._promised: float | None = None
         self._judged = False
+        self._schedule: tuple[float, ...] = ()
         self.not_ready_at = 0.0
+
+    def learned(self) -> Learned:
+        learned = self._learning.learned()
+        if not self._schedule:
+            self._schedule = learned.schedule
+        return dataclasses.replace(learned, schedule=self._schedule) if self._schedule else learned
 
     def start(self, hint: float | None) -> None:
         if hint is not None:

@@ -145,6 +145,20 @@ def requests_per_application(
     return {insurer: (n, requests) for insurer, (n, requests) in totals.items()}
 
 
+def requests_of_each_application(
+    applications: Iterable[Mapping[str, Any]], references: Collection[str]
+) -> dict[str, list[float]]:
+    """Per insurer, the HTTP requests of each application of the sessions `references` (counted
+    as `requests_per_application` counts them)."""
+    wanted = set(references)
+    out: dict[str, list[float]] = defaultdict(list)
+    for a in applications:
+        if a.get("reference") in wanted:
+            requests = int(a.get("creates", 1)) + int(a["polls"]) + int(a.get("callbacks", 0))
+            out[str(a["insurer_id"])].append(float(requests))
+    return dict(out)
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The nearest-rank q-th percentile (0 < q <= 100); None for no values."""
     if not values:

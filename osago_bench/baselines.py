@@ -180,7 +180,7 @@ class FanOut:
         track.start(hint)
         while True:
             now = time.monotonic()
-            wait, floor = poll_wait(s, insurer.learning.learned(), hint, retry_after, hintless, now - accepted_at)
+            wait, floor = poll_wait(s, track.learned(), hint, retry_after, hintless, now - accepted_at)
             step = next_poll(s, wait, floor, deadline - now, final_used)  # the gateways' last poll too
             if step is None:
                 return "deadline"

@@ -22,6 +22,7 @@ from osago_bench.accounting import (
     detection_delays,
     lag_legs,
     percentile,
+    requests_of_each_application,
     requests_per_application,
 )
 from osago_common.insurers import BY_ID
@@ -186,6 +187,7 @@ def build_report(run: Measured) -> dict[str, Any]:
     upstream, downstream = lag_legs(seen)
     delays = detection_delays(seen, ledger)
     requests = requests_per_application(run.applications, references)
+    spread = requests_of_each_application(run.applications, references)
     all_delays = [d for values in delays.values() for d in values]
     apps = sum(n for n, _ in requests.values())
     http_requests = sum(r for _, r in requests.values())
@@ -198,6 +200,9 @@ def build_report(run: Measured) -> dict[str, Any]:
             "requests_per_application": round(requests[insurer][1] / requests[insurer][0], 2)
             if requests.get(insurer, (0, 0))[0]
             else None,
+            # How the requests spread over the applications (nearest ranks).
+            "requests_p50": percentile(spread.get(insurer, []), 50),
+            "requests_p95": percentile(spread.get(insurer, []), 95),
         }
         for insurer in sorted(set(delays) | set(requests))
     }

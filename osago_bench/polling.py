@@ -126,7 +126,7 @@ def _application(
     track.start(hint)
     final_used = False
     while True:
-        learned = learning.learned() if judge_hints else Learned(learning.ready_times.median(), Trust.UNKNOWN)
+        learned = track.learned() if judge_hints else Learned(learning.ready_times.median(), Trust.UNKNOWN)
         wait, floor = poll_wait(s, learned, hint, None, 0, now)
         step = next_poll(s, wait, floor, deadline - now, final_used)
         if step is None:

@@ -301,3 +301,18 @@ def test_gaps_wider_than_the_maximum_are_split_evenly() -> None:
     assert fill_gaps((1.0, 3.5, 4.0), 1.0) == pytest.approx((1.0, 1.8333333, 2.6666667, 3.5, 4.0))
     assert fill_gaps((1.0, 3.0), 1.0) == (1.0, 2.0, 3.0)  # exactly two gaps of 1 s
     assert fill_gaps((1.0, 9.0), 0.0) == (1.0, 9.0)  # no limit
+
+
+def test_an_application_keeps_the_first_schedule_it_got() -> None:
+    learning = PollLearning(SETTINGS)
+    for _ in range(3):
+        learning.hints.record(False)
+    for _ in range(20):
+        learning.offer_time(2.0, 2.0)
+    track = Tracker(learning)
+    assert track.learned().schedule == (2.0,)
+    for _ in range(2):  # drawn anew for applications starting now: 2 to 9 in gaps of 1 s
+        learning.offer_time(9.0, 9.0)
+    assert learning.learned().schedule == (2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
+    assert track.learned().schedule == (2.0,)
+    assert Tracker(learning).learned().schedule == (2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
