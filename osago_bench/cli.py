@@ -4,6 +4,7 @@ customers and what they cost), printed as a table or JSON."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from osago_bench.load_report import passed
 from osago_bench.load_report import table as load_table
 from osago_bench.polling import PollingConfig, run_polling
 from osago_bench.polling import table as polling_table
+from osago_bench.simcost import SimCostConfig, measure
+from osago_bench.simcost import line as simcost_line
 
 DEFAULT_APPLICATION = Path(__file__).resolve().parent.parent / "examples" / "moscow-young-driver.json"
 
@@ -156,4 +159,13 @@ def run_polling_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> i
             print(json.dumps(point.to_json(), ensure_ascii=False), file=out)
     else:
         print(polling_table(points, config), file=out)
+    return 0
+
+
+def run_simcost(
+    config: SimCostConfig, application: application_pb2.Application, as_json: bool, out: TextIO = sys.stdout
+) -> int:
+    """`osago bench sim`: one line (or JSON object) of the simulator's CPU per HTTP request."""
+    result = asyncio.run(measure(config, application))
+    print(json.dumps(result) if as_json else simcost_line(result), file=out)
     return 0
