@@ -153,6 +153,30 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_bench_load(benches)
 
+    polling = benches.add_parser(
+        "polling",
+        help="offline: the polling policy's requests per application against detection delay, per simulated insurer",
+    )
+    polling.add_argument("--insurers", type=int, default=10, help="simulated insurers (default %(default)s)")
+    polling.add_argument(
+        "--applications", type=int, default=2000, help="applications counted per insurer (default %(default)s)"
+    )
+    polling.add_argument(
+        "--warmup", type=int, default=100, help="applications learned from first (default %(default)s)"
+    )
+    polling.add_argument("--rtt", type=float, default=0.002, help="an HTTP round trip, seconds (default %(default)s)")
+    polling.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
+    polling.add_argument("--json", action="store_true", help="one JSON object per insurer and policy choice")
+
+    simcost = benches.add_parser("sim", help="the insurer simulator's CPU per HTTP request under a fixed request mix")
+    simcost.add_argument("--seconds", type=float, default=15.0, help="how long to drive it (default %(default)s)")
+    simcost.add_argument("--concurrency", type=int, default=100, help="clients at once (default %(default)s)")
+    simcost.add_argument("--polls", type=int, default=10, help="polls per application (default %(default)s)")
+    simcost.add_argument("--sim", help="a running simulator's URL (with --pid)")
+    simcost.add_argument("--pid", type=int, help="the running simulator's process id")
+    simcost.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
+    simcost.add_argument("--json", action="store_true", help="the result as one JSON object")
+
     health = commands.add_parser("health", help="check a gRPC service's grpc.health.v1 status (exit 0 when SERVING)")
     health.add_argument("--target", required=True, help="host:port, or any gRPC target such as dns:///name:port")
     health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
@@ -319,6 +343,24 @@ def _run(args: argparse.Namespace) -> int:
                 sim_env[name] = str(value)
         loop.run(serve_sim(SimConfig.from_env(sim_env)))
         return 0
+    if args.command == "bench" and args.bench == "sim":
+        from pathlib import Path
+
+        from osago_bench.cli import DEFAULT_APPLICATION, load_application, run_simcost
+        from osago_bench.simcost import SimCostConfig
+
+        if (args.sim is None) != (args.pid is None) or args.seconds <= 0 or args.concurrency < 1 or args.polls < 0:
+            print("osago bench sim: --sim and --pid go together; --seconds, --concurrency positive", file=sys.stderr)
+            return 2
+        simcost_config = SimCostConfig(
+            seconds=args.seconds, concurrency=args.concurrency, polls=args.polls, sim=args.sim, pid=args.pid
+        )
+        sim_application = load_application(Path(args.file) if args.file else DEFAULT_APPLICATION)
+        return run_simcost(simcost_config, sim_application, args.json)
+    if args.command == "bench" and args.bench == "polling":
+        from osago_bench.cli import run_polling_command
+
+        return run_polling_command(args)
     if args.command == "bench" and args.bench == "load":
         from osago_bench.cli import run_load_command
 
