@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test unit check-generated check-web check-deploy generate web lint typecheck bench-faults bench-load clean
+.PHONY: setup browser prometheus demo test unit check-generated check-web check-deploy generate web lint typecheck bench-faults bench-load clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ check-web: setup
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# Debian's Prometheus: the metrics tests run a private server and promtool on every endpoint.
+prometheus:
+	@test -x /usr/bin/prometheus -a -x /usr/bin/promtool || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
 # Regenerates into a scratch copy and fails when the committed generated/ differs.
 check-generated: setup
 	scripts/check-generated.sh
@@ -62,7 +66,7 @@ unit: setup
 
 # The whole suite with branch coverage of the project's packages (pyproject [tool.coverage]);
 # fails when the total drops below fail_under.
-test: setup browser check-generated check-web check-deploy lint typecheck
+test: setup browser prometheus check-generated check-web check-deploy lint typecheck
 	$(PY) -m pytest -q --cov --cov-report=term-missing:skip-covered
 
 bench-faults: setup

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
+# The limits a creation may be refused by: the customer's own, or this instance's.
+LIMITS = ("customer", "instance")
+
 
 class RateLimited(Exception):
     """Too many sessions created; `retry_after_s` says when one more will be accepted."""
@@ -53,6 +56,8 @@ class Admission:
         self._max = max_customers
         self._total = _Bucket(total.burst, clock.monotonic())
         self._customers: OrderedDict[str, _Bucket] = OrderedDict()
+        # Creations refused, by the limit that refused them (osago_sessions_rate_limited_total).
+        self.refused = dict.fromkeys(LIMITS, 0)
 
     def admit(self, key: str) -> None:
         """Takes a token from the customer's bucket and the instance's, or raises RateLimited
@@ -69,10 +74,12 @@ class Admission:
             self._customers.move_to_end(key)
             bucket.refill(self._customer_rate, now)
         if bucket.tokens < 1.0:
+            self.refused["customer"] += 1
             raise RateLimited(
                 "too many quote requests from this customer; retry later", bucket.wait_s(self._customer_rate)
             )
         if self._total.tokens < 1.0:
+            self.refused["instance"] += 1
             raise RateLimited("the quote service is busy; retry later", self._total.wait_s(self._total_rate))
         bucket.tokens -= 1.0
         self._total.tokens -= 1.0

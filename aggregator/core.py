@@ -20,11 +20,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2, quote_pb2
+from prometheus_client.core import CounterMetricFamily, Metric
 
-from aggregator.admission import Admission
+from aggregator.admission import LIMITS, Admission
 from aggregator.bus import BusUnavailable, EventBus
 from aggregator.cache import ResultCache
 from aggregator.live import is_final
+from aggregator.metrics import AggregatorMetrics
 from aggregator.runner import SessionRunner
 from aggregator.session import OfferSource, session_started
 from aggregator.settings import AggregatorSettings
@@ -32,6 +34,7 @@ from aggregator.shedding import LoadShedding, LoopLag
 from aggregator.store import RUNNING, RequestRecord, RequestStore, StoreUnavailable
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.dates import default_policy_start, moscow_today
+from osago_common.metrics import Collect, counter, gauge
 from osago_common.validation import FieldViolation, normalise_text, normalise_vin, validate_application
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,7 @@ class Aggregator:
         owner: str | None = None,
         shared: bool = False,
         admission: Admission | None = None,
+        metrics: AggregatorMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -104,8 +108,16 @@ class Aggregator:
         # With a shared store a draining instance hands its sessions over; alone it finishes them.
         self._shared = shared
         self._admission = admission
+        self.metrics = metrics if metrics is not None else AggregatorMetrics(g.insurer_id for g in settings.gateways)
         self.runner = SessionRunner(
-            settings, source, store, bus, cache, clock, owner or new_instance_id(settings.instance_name)
+            settings,
+            source,
+            store,
+            bus,
+            cache,
+            clock,
+            owner or new_instance_id(settings.instance_name),
+            self.metrics,
         )
         self._insurers = tuple((g.insurer_id, g.insurer_name) for g in settings.gateways)
         self._watchers: collections.Counter[str] = collections.Counter()
@@ -121,6 +133,27 @@ class Aggregator:
         self.shedding = LoadShedding(
             settings.max_sessions, settings.shed_loop_lag_s, settings.shed_retry_s, LoopLag(clock)
         )
+        self.metrics.registry.register(Collect(self._instance_metrics))
+
+    def _instance_metrics(self) -> list[Metric]:
+        """The counts this instance keeps anyway, read at scrape time."""
+        refused = CounterMetricFamily(
+            "osago_sessions_rate_limited",
+            "New sessions refused by the rate limits on creation, by the limit: the customer's or the instance's.",
+            labels=["limit"],
+        )
+        for limit in LIMITS:
+            refused.add_metric([limit], self._admission.refused[limit] if self._admission is not None else 0)
+        return [
+            gauge("osago_sessions_running", "Sessions running on this instance.", len(self.runner.running)),
+            counter("osago_sessions_shed", "New sessions refused by load shedding.", self.shedding.shed_total),
+            counter(
+                "osago_sessions_taken_over",
+                "Sessions taken over from an instance whose lease lapsed or that released them.",
+                self.runner.taken_over_total,
+            ),
+            refused,
+        ]
 
     @property
     def owner(self) -> str:
@@ -251,6 +284,7 @@ class Aggregator:
                 quote.from_cache = True
                 from_cache[quote.insurer_id] = quote
         running = self.runner.start(record, lease, application, [first], from_cache)
+        self.metrics.started.inc()
         running.task.add_done_callback(lambda _t: self._finished(record.request_id))
         return record, True
 
@@ -279,6 +313,9 @@ class Aggregator:
             raise InvalidRequest([FieldViolation("after_seq", "must not be negative")])
         check_request_id(request_id)
         self._watchers[request_id] += 1
+        # Events written from now on reach this client live: their delivery lag is measured
+        # (those written before are a replay).
+        since = self._clock.now().timestamp()
         try:
             last = after_seq
             record: RequestRecord | None = None
@@ -288,6 +325,7 @@ class Aggregator:
                 running = self.runner.running.get(request_id)
                 if running is not None and not running.live.closed:
                     async for event in running.live.follow(last):
+                        self._measure(event, since)
                         yield event
                         last = event.seq
                         if is_final(event):
@@ -311,6 +349,7 @@ class Aggregator:
                 for event in batch:
                     if event.seq != last + 1:
                         break  # a gap: the next round reads it from the store
+                    self._measure(event, since)
                     yield event
                     last = event.seq
                     if is_final(event):
@@ -319,6 +358,12 @@ class Aggregator:
             self._watchers[request_id] -= 1
             if self._watchers[request_id] <= 0:
                 del self._watchers[request_id]
+
+    def _measure(self, event: events_pb2.QuoteEvent, since: float) -> None:
+        """The delivery lag of an event written while its client listened (`since`)."""
+        written = event.time.seconds + event.time.nanos / 1e9
+        if written >= since:
+            self.metrics.delivery_lag.observe(max(0.0, self._clock.now().timestamp() - written))
 
     async def _get(self, request_id: str) -> RequestRecord:
         try:

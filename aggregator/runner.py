@@ -22,6 +22,7 @@ from osago.v1 import application_pb2, events_pb2, quote_pb2
 from aggregator.bus import BusUnavailable, EventBus
 from aggregator.cache import ResultCache
 from aggregator.live import LiveStream
+from aggregator.metrics import AggregatorMetrics
 from aggregator.session import OfferSource, QuoteSession, SessionPlan
 from aggregator.settings import AggregatorSettings
 from aggregator.store import Claim, Lease, LeaseLost, RequestRecord, RequestStore, StoreUnavailable
@@ -57,6 +58,7 @@ class SessionRunner:
         cache: ResultCache,
         clock: Clock,
         owner: str,
+        metrics: AggregatorMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._source = source
@@ -68,6 +70,7 @@ class SessionRunner:
         self.running: dict[str, Running] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.taken_over_total = 0
+        self.metrics = metrics if metrics is not None else AggregatorMetrics(g.insurer_id for g in settings.gateways)
 
     def start(
         self,
@@ -101,6 +104,7 @@ class SessionRunner:
             self._clock,
             keep_until=record.deadline + timedelta(seconds=s.retention_s),
             give_up_at=plan.deadline + s.store_grace_s,
+            on_logged=self.metrics.event_logged,
         )
         session = QuoteSession(
             plan, self._source, writer, self._clock, gateway_margin_s=s.gateway_margin_s, history=history
@@ -116,6 +120,10 @@ class SessionRunner:
         if self.running.get(request_id) is running:
             del self.running[request_id]
         running.live.close()
+        status = running.session.status
+        if status is not None:  # its final event was logged here (CANCELLED included)
+            record = running.record
+            self.metrics.session_finished(status, record.created_at, record.deadline, self._clock.now())
         if task.cancelled():
             return
         error = task.exception()

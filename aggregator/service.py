@@ -18,6 +18,7 @@ from aggregator.bus import EventBus, MemoryEventBus, RedisEventBus
 from aggregator.cache import MemoryResultCache, RedisResultCache, ResultCache
 from aggregator.core import Aggregator
 from aggregator.gateways import GrpcGateways
+from aggregator.metrics import AggregatorMetrics
 from aggregator.postgres import PostgresRequestStore
 from aggregator.servicer import AggregatorServicer
 from aggregator.settings import AggregatorSettings
@@ -25,6 +26,7 @@ from aggregator.store import MemoryRequestStore, RequestStore
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_guard import Guard
 from osago_common.grpc_server import ServiceServer
+from osago_common.metrics import Collect, MetricsServer, breaker_metrics, serve_metrics
 from osago_common.service_tokens import TokenVerifier
 from osago_common.serving import until_signalled
 from osago_common.tls import warn_if_insecure
@@ -51,11 +53,20 @@ class AggregatorService:
         self.jwt_port = 0
         self.health_port = 0
         self.guard: Guard | None = None
+        # The metrics endpoint, when OSAGO_METRICS_PORT is set.
+        self.metrics_server: MetricsServer | None = None
 
     async def start(self) -> int:
         s = self.settings
         warn_if_insecure(s.tls)
-        gateways = GrpcGateways(s.gateways, s.breaker(), self._clock, tls=s.tls)
+        gateways = GrpcGateways(
+            s.gateways,
+            s.breaker(),
+            self._clock,
+            tls=s.tls,
+            streams=s.gateway_streams,
+            stream_asks=s.gateway_stream_asks,
+        )
         self._stack.push_async_callback(gateways.close)
         store: RequestStore
         bus: EventBus
@@ -67,6 +78,8 @@ class AggregatorService:
         else:
             store, bus, cache = MemoryRequestStore(), MemoryEventBus(self._clock), MemoryResultCache(self._clock)
         total, per_customer = s.create_rates()
+        metrics = AggregatorMetrics(g.insurer_id for g in s.gateways)
+        metrics.registry.register(Collect(lambda: breaker_metrics(gateways.breakers)))
         aggregator = Aggregator(
             s,
             gateways,
@@ -76,6 +89,7 @@ class AggregatorService:
             self._clock,
             shared=bool(s.postgres_url),
             admission=Admission(total, per_customer, self._clock),
+            metrics=metrics,
         )
         self.aggregator = aggregator
         self._stack.push_async_callback(aggregator.close)
@@ -108,6 +122,9 @@ class AggregatorService:
         self._stack.push_async_callback(server.stop, 1.0)
         monitor = asyncio.create_task(self._watch_backends(aggregator, server), name="backend-health")
         self._stack.push_async_callback(_cancel, monitor)
+        self.metrics_server = await serve_metrics(metrics.registry, s.metrics)
+        if self.metrics_server is not None:
+            self._stack.push_async_callback(self.metrics_server.stop)
         return self.port
 
     async def _watch_backends(self, aggregator: Aggregator, server: ServiceServer) -> None:
@@ -147,6 +164,8 @@ async def serve_forever(settings: AggregatorSettings) -> None:
     host = settings.bind.rsplit(":", 1)[0]
     if service.jwt_port:
         log.info("bearer-token port %s", service.jwt_port)
+    if service.metrics_server is not None:
+        print(f"metrics {service.metrics_server.address}", flush=True)
     print(f"listening {host}:{port}", flush=True)
     try:
         await until_signalled()

@@ -115,6 +115,8 @@ class QuoteSession:
         self._tally = _Tally()
         for event in history:
             self._tally.count(event)
+        # The SessionStatus this session finished with, once its final event is logged here.
+        self.status: int | None = None
         # Why unanswered insurer calls were stopped: "deadline", "cancelled" or "detached".
         self._stopped = "deadline"
         self._detached = False
@@ -293,9 +295,10 @@ class QuoteSession:
             )
         )
         await self._events.append(event)
+        self.status = int(status)
         # The session's span (started by whoever runs the session); a no-op without one.
         trace.get_current_span().set_attributes(
-            {tracing.STATUS: _status_name(status), tracing.QUOTES: quotes, tracing.FAILED: len(failures)}
+            {tracing.STATUS: status_name(status), tracing.QUOTES: quotes, tracing.FAILED: len(failures)}
         )
         return int(status)
 
@@ -331,7 +334,7 @@ def reason_name(reason: Reason.ValueType) -> str:
         return str(reason)
 
 
-def _status_name(status: Status.ValueType) -> str:
+def status_name(status: Status.ValueType) -> str:
     return str(Status.Name(status)).removeprefix("SESSION_STATUS_").lower()
 
 

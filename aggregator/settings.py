@@ -1,4 +1,5 @@
-"""The aggregator's settings, read from an injectable environment."""
+"""The aggregator's settings, read from an injectable environment (the variables are listed in
+the README's configuration table; OSAGO_METRICS_PORT / OSAGO_METRICS_HOST in osago_common.metrics)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
 from osago_common.grpc_guard import StreamLimits
 from osago_common.grpc_options import replicas_target
+from osago_common.metrics import MetricsEndpoint
 from osago_common.service_tokens import DEFAULT_AUDIENCE, VerifierConfig
 from osago_common.tls import TlsFiles, tls_from_env
 
@@ -38,6 +40,11 @@ class AggregatorSettings:
     # The gateways are asked to finish this much before the session deadline, so their last
     # answer reaches the session before it closes.
     gateway_margin_s: float = 0.1
+    # Asks go to each gateway as messages over this many long-lived Offers streams (at least as
+    # many as the gateway has replicas, so round-robin reaches each), another stream opening
+    # while every one carries `gateway_stream_asks` asks; 0: one RequestOffer call per ask.
+    gateway_streams: int = 4
+    gateway_stream_asks: int = 250
     # After a GetQuotes caller goes away, the session keeps running this long for a
     # StreamQuoteEvents to pick it up; with nobody watching it is then cancelled.
     orphan_grace_s: float = 5.0
@@ -110,6 +117,8 @@ class AggregatorSettings:
     # after `retention_s`).
     personal_data_retention_s: float = 3 * 86400.0
     purge_interval_s: float = 3600.0
+    # Where Prometheus scrapes /metrics (osago_common.metrics); no port: nowhere.
+    metrics: MetricsEndpoint = field(default_factory=MetricsEndpoint)
 
     @property
     def dev(self) -> bool:
@@ -131,6 +140,8 @@ class AggregatorSettings:
             gateways=parse_gateways(env_str(env, "OSAGO_GATEWAYS", "")) if env.get("OSAGO_GATEWAYS") else (),
             session_limit_s=env_float(env, "OSAGO_SESSION_LIMIT_S", cls.session_limit_s),
             gateway_margin_s=env_float(env, "OSAGO_GATEWAY_MARGIN_S", cls.gateway_margin_s),
+            gateway_streams=env_int(env, "OSAGO_GATEWAY_STREAMS", cls.gateway_streams),
+            gateway_stream_asks=env_int(env, "OSAGO_GATEWAY_STREAM_ASKS", cls.gateway_stream_asks),
             orphan_grace_s=env_float(env, "OSAGO_ORPHAN_GRACE_S", cls.orphan_grace_s),
             retention_s=env_float(env, "OSAGO_RETENTION_S", cls.retention_s),
             instance_name=env_str(env, "OSAGO_INSTANCE_NAME", ""),
@@ -167,6 +178,7 @@ class AggregatorSettings:
             max_message_bytes=env_int(env, "OSAGO_MAX_MESSAGE_BYTES", cls.max_message_bytes),
             personal_data_retention_s=env_float(env, "OSAGO_PERSONAL_DATA_RETENTION_S", cls.personal_data_retention_s),
             purge_interval_s=env_float(env, "OSAGO_PURGE_INTERVAL_S", cls.purge_interval_s),
+            metrics=MetricsEndpoint.from_env(env),
         )
         settings = replace(settings, **overrides)
         if settings.tls is not None and settings.access_keys is None:
@@ -194,6 +206,10 @@ class AggregatorSettings:
             raise SettingsError("OSAGO_SESSION_LIMIT_S must be between 0 and 600 seconds")
         if bool(settings.postgres_url) != bool(settings.redis_url):
             raise SettingsError("OSAGO_POSTGRES_URL and OSAGO_REDIS_URL go together: set both or neither")
+        if settings.gateway_streams < 0 or settings.gateway_stream_asks < 1:
+            raise SettingsError(
+                "OSAGO_GATEWAY_STREAMS must be 0 (a call per ask) or more, OSAGO_GATEWAY_STREAM_ASKS at least 1"
+            )
         if settings.max_sessions < 0:
             raise SettingsError("OSAGO_MAX_SESSIONS must be 0 (no cap) or a positive number of sessions")
         if settings.shed_loop_lag_s < 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from osago.v1 import events_pb2
@@ -36,6 +37,7 @@ class SessionWriter:
         *,
         keep_until: datetime,
         give_up_at: float,
+        on_logged: Callable[[events_pb2.QuoteEvent], None] | None = None,
     ) -> None:
         self.lease = lease
         self._next = next_seq
@@ -47,12 +49,16 @@ class SessionWriter:
         # On the clock's monotonic scale: past it, an unreachable store fails the write.
         self._give_up_at = give_up_at
         self._lock = asyncio.Lock()
+        # Told of every event once it is committed (the metrics count the insurers' answers).
+        self._on_logged = on_logged
 
     async def append(self, event: events_pb2.QuoteEvent) -> events_pb2.QuoteEvent:
         async with self._lock:
             event.seq = self._next
             await self._commit(event)
             self._next += 1
+            if self._on_logged is not None:
+                self._on_logged(event)
             self._live.append(event)
             try:
                 await self._bus.publish([event], self._keep_until)

@@ -21,11 +21,12 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import AsyncGenerator
+from datetime import datetime
 
 from insurer_gateway.dialects import CallbackDialect, Created, Declined, NotFound, NotReady, Offer, PollOutcome
 from insurer_gateway.exchange import BadResponse, HttpFunction
 from insurer_gateway.guard import InsurerGuard
-from insurer_gateway.inbox import CallbackInbox
+from insurer_gateway.inbox import CallbackInbox, unseal
 from insurer_gateway.offers import OfferFlow, Pending, Update
 from insurer_gateway.outcomes import MESSAGES, Failed, Reason, failed
 from insurer_gateway.settings import GatewaySettings
@@ -113,7 +114,7 @@ class CallbackFlow(OfferFlow):
                     last_failure = answer
                     continue
                 last_failure = None
-                end = _polled(answer[0])
+                end = _polled(answer[0], self._clock.now())
                 if end is not None:
                     yield end
                     return
@@ -146,9 +147,11 @@ class CallbackFlow(OfferFlow):
                 sleeper.cancel()
         return arrival.result() if arrival.done() and not arrival.cancelled() else None
 
-    def _delivered(self, body: bytes, accepted_at: float | None) -> Offer | Failed:
-        """The update a callback's body makes; an offer's time is learned when the stream saw it
-        arrive (`accepted_at`: when it began waiting)."""
+    def _delivered(self, data: bytes, accepted_at: float | None) -> Offer | Failed:
+        """The update a callback makes; an offer's time is learned when the stream saw it arrive
+        (`accepted_at`: when it began waiting). The offer is stamped `obtained_at` with the moment
+        the endpoint accepted the callback (a body stored unsealed: now)."""
+        body, received = unseal(data)
         try:
             pushed = self._callbacks.read_callback(body)
         except BadResponse as exc:  # verified and read once already by the endpoint
@@ -158,18 +161,19 @@ class CallbackFlow(OfferFlow):
             return Failed(Reason.DECLINED, pushed.outcome.reason or MESSAGES[Reason.DECLINED], "declined")
         if accepted_at is not None:
             self.ready_times.record(self._clock.monotonic() - accepted_at)
-        return pushed.outcome
+        return dataclasses.replace(pushed.outcome, obtained_at=received or self._clock.now())
 
 
-def _polled(outcome: PollOutcome) -> Offer | Failed | None:
-    """What a safety-net poll's answer ends the stream with (None: still pending)."""
+def _polled(outcome: PollOutcome, received: datetime) -> Offer | Failed | None:
+    """What a safety-net poll's answer, received at `received`, ends the stream with (None:
+    still pending)."""
     if isinstance(outcome, NotReady):
         return None
     if isinstance(outcome, Declined):
         return Failed(Reason.DECLINED, outcome.reason or MESSAGES[Reason.DECLINED], "declined")
     if isinstance(outcome, NotFound):
         return failed(Reason.INSURER_ERROR, "poll: the insurer lost the application (404)")
-    return outcome
+    return dataclasses.replace(outcome, obtained_at=received)
 
 
 def _no_callback(polls: int, last_failure: Failed | None) -> Failed:

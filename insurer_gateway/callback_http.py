@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 
 from insurer_gateway.dialects import CallbackDialect
 from insurer_gateway.exchange import BadResponse
-from insurer_gateway.inbox import CallbackInbox, InboxUnavailable
+from insurer_gateway.inbox import CallbackInbox, InboxUnavailable, seal
 from insurer_gateway.settings import GatewaySettings
 from insurer_gateway.signatures import Verdict, verify
 from osago_common.clock import Clock
@@ -105,7 +105,7 @@ class CallbackServer:
         try:
             if not await self._inbox.first_sight(f"{pushed.application_id}:{signature.strip()}"):
                 return self._answer("replayed", 409, {"error": "this signed callback was received already"})
-            new = await self._inbox.deliver(pushed.application_id, body)
+            new = await self._inbox.deliver(pushed.application_id, seal(body, self._clock.now()))
         except InboxUnavailable as exc:
             log.warning("callback not stored: insurer=%s application=%s %s", s.insurer_id, pushed.application_id, exc)
             self.counts["unavailable"] += 1

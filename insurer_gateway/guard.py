@@ -70,7 +70,10 @@ class InsurerGuard:
         clock: Clock,
         limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
+        observe_call: Callable[[str, float], None] | None = None,
     ) -> None:
+        """`observe_call(step, seconds)` is told how long every HTTP call that reached the
+        insurer took, whatever its outcome (osago_insurer_call_duration_seconds)."""
         self._settings = settings
         self._clock = clock
         self.breaker = CircuitBreaker(settings.breaker_config(), clock, self._on_transition)
@@ -86,6 +89,7 @@ class InsurerGuard:
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter; nothing secret is drawn
         self.retries_total = 0  # retries sent to the insurer
         self.rate_limited_total = 0  # attempts our quota refused
+        self._observe_call = observe_call
 
     @property
     def breaker_state(self) -> BreakerState:
@@ -201,7 +205,7 @@ class InsurerGuard:
             if timeout <= 0:
                 return failed(Reason.DEADLINE, f"{step}: deadline reached")
             self.retries_total += retry
-            response = await http(call, timeout)
+            response = await self._timed(http, call, timeout, step)
         except HttpTimeout:
             if timeout < limit:  # cut short by our deadline: no verdict on the insurer
                 return failed(Reason.DEADLINE, f"{step}: deadline reached during the call")
@@ -232,6 +236,19 @@ class InsurerGuard:
             return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
         permit.success(duration)
         return parsed
+
+    async def _timed(self, http: HttpFunction, call: HttpCall, timeout: float, step: str) -> HttpResponse:
+        """The call, its duration observed unless it was cancelled (no answer, no verdict)."""
+        if self._observe_call is None:
+            return await http(call, timeout)
+        started = self._clock.monotonic()
+        try:
+            response = await http(call, timeout)
+        except (HttpTimeout, HttpUnavailable, HttpProtocolError):
+            self._observe_call(step, self._clock.monotonic() - started)
+            raise
+        self._observe_call(step, self._clock.monotonic() - started)
+        return response
 
     def _retry_after(self, response: HttpResponse) -> float | None:
         return retry_after_s(response.headers, self._clock.now())

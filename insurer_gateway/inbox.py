@@ -15,6 +15,11 @@ application id:
 `first_sight` remembers each (application, signature) for the replay window, so a callback
 replayed within it is refused; one replayed later fails the timestamp window.
 
+What the endpoint stores is the body sealed with the moment it accepted it (`seal`), so the
+stream that takes it, on whichever replica and however late, stamps the offer with that moment
+(`unseal`): the gateway obtained the offer when the callback was accepted, not when the stream
+got round to it. The inbox itself keeps and hands over bytes, whatever they hold.
+
 Two implementations: `LocalInbox` (in-process, for a single replica: no Redis configured) and
 `RedisInbox` (shared by every replica). Redis unreachable: a callback whose stream is held here is
 still delivered; any other is refused (InboxUnavailable, the endpoint answers 503 and the insurer
@@ -30,6 +35,7 @@ import hashlib
 import logging
 from collections import deque
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 import redis.asyncio
@@ -46,6 +52,28 @@ SEEN_KEY_PREFIX = "osago:callback-seen:"
 CHANNEL_PREFIX = "osago:callbacks:"
 # The subscriber wakes this often when idle, so a dead connection is noticed (a health check).
 LISTEN_TIMEOUT_S = 5.0
+
+
+# A sealed body: this marker, the acceptance time (ISO 8601), a newline, then the body as the
+# insurer sent it (a JSON body never starts with the marker).
+SEAL = b"@"
+
+
+def seal(body: bytes, accepted_at: datetime) -> bytes:
+    """The body as the inbox keeps it: with the moment the endpoint accepted it."""
+    return SEAL + accepted_at.isoformat().encode() + b"\n" + body
+
+
+def unseal(data: bytes) -> tuple[bytes, datetime | None]:
+    """The body and the moment it was accepted (None: a body stored without a seal)."""
+    if not data.startswith(SEAL):
+        return data, None
+    stamp, newline, body = data[len(SEAL) :].partition(b"\n")
+    try:
+        accepted_at = datetime.fromisoformat(stamp.decode())
+    except (UnicodeDecodeError, ValueError):
+        return data, None
+    return (body, accepted_at) if newline else (data, None)
 
 
 class InboxUnavailable(Exception):

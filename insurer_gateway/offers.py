@@ -5,19 +5,18 @@ every call goes through the insurer's guard (breaker, quota, bulkhead, retries).
 The injected HTTP function must finish within the timeout it is given: it answers an
 `HttpResponse` or raises one of the `TransportError`s of insurer_gateway.exchange.
 
-Polling adapts to the insurer: the first poll comes at its hint, else at the median time its
-recent offers took; hintless polls then back off by `poll_backoff` up to the cap. A Retry-After
-header on a pending answer is honoured as the earliest next poll (not capped), unless the body
-carries a more precise hint of its own (the simulator's "calc" insurer sends both: exact
-milliseconds in the body, whole seconds rounded up in the header).
+Polling adapts to the insurer (insurer_gateway.polling): its hints are followed once they have
+proved right, however long; hints that prove vague are replaced by polls at the learned
+quantiles of its time-to-offer; without hints, the median time its recent offers took, backing
+off by `poll_backoff` up to the cap. A Retry-After header on a pending answer is honoured as the
+earliest next poll (not capped), unless the body carries a more precise hint of its own (the
+simulator's "calc" insurer sends both: exact milliseconds in the body, whole seconds rounded up
+in the header).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import statistics
-from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -38,6 +37,7 @@ from insurer_gateway.dialects.mapping import iso_date
 from insurer_gateway.exchange import HttpCall, HttpFunction, HttpResponse, retry_after_s
 from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.outcomes import MESSAGES, Failed, Reason, failed
+from insurer_gateway.polling import PollLearning, ReadyTimes, Tracker, next_poll, poll_wait
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import Clock
 from osago_common.dates import default_policy_start, moscow_today
@@ -73,31 +73,6 @@ class Pending:
 Update = Accepted | Pending | Offer | Failed
 
 
-class ReadyTimes:
-    """How long the insurer's recent offers took from its accepting the application.
-
-    Each offer's time is estimated as the middle between the last "not ready" and the poll that
-    found it: first polls that always find the offer pull the median down, first polls that come
-    too early push it up, so it settles near the insurer's real time.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._times: deque[float] = deque(maxlen=size)
-
-    def record(self, seconds: float) -> None:
-        self._times.append(max(0.0, seconds))
-
-    def median(self) -> float | None:
-        return statistics.median(self._times) if self._times else None
-
-    def quantile(self, q: float) -> float | None:
-        """The nearest-rank q-quantile (0 < q <= 1) of the recent times: their tail."""
-        if not self._times:
-            return None
-        ordered = sorted(self._times)
-        return ordered[max(1, math.ceil(q * len(ordered))) - 1]
-
-
 class OfferFlow:
     """The create-then-poll conversation with one insurer, as a stream of updates."""
 
@@ -114,7 +89,8 @@ class OfferFlow:
         self._http = http
         self._clock = clock
         self.guard = guard or InsurerGuard(settings, clock)
-        self.ready_times = ReadyTimes(settings.ready_window)
+        self.learning = PollLearning(settings)
+        self.ready_times = self.learning.ready_times
 
     def prepare(self, request_id: str, application: application_pb2.Application) -> HttpCall:
         """The call creating the insurer application; raises InvalidApplication.
@@ -167,8 +143,10 @@ class OfferFlow:
     async def _poll(self, created: Created, retry_after: float | None, deadline: float) -> AsyncGenerator[Update, None]:
         s = self._settings
         call = self._dialect.poll_request(created.application_id)
-        accepted_at = not_ready_at = self._clock.monotonic()
+        accepted_at = self._clock.monotonic()
         hint = created.poll_hint_s
+        track = Tracker(self.learning)
+        track.start(hint)
         hintless = 0
         polls = 0
         last_pending: float | None = None
@@ -178,17 +156,13 @@ class OfferFlow:
             if refused is not None:  # the breaker opened meanwhile: no point waiting to poll
                 yield refused
                 return
-            wait, floor = self._wait(hint, retry_after, hintless)
-            remaining = deadline - self._clock.monotonic()
-            if wait >= remaining:
-                # The next regular poll would come too late: make one last poll just before the
-                # deadline (unless the insurer asked us not to come that early), then give up.
-                last = max(0.0, remaining - s.final_poll_lead_s)
-                if final_used or remaining <= 0 or (floor is not None and floor > last):
-                    yield failed(Reason.DEADLINE, f"still pending after {polls} polls")
-                    return
-                final_used = True
-                wait = last
+            now = self._clock.monotonic()
+            wait, floor = poll_wait(s, track.learned(), hint, retry_after, hintless, now - accepted_at)
+            step = next_poll(s, wait, floor, deadline - now, final_used)
+            if step is None:
+                yield failed(Reason.DEADLINE, f"still pending after {polls} polls")
+                return
+            wait, final_used = step
             await self._clock.sleep(wait)
             sent_at = self._clock.monotonic()
             answer = await self.guard.send(self._http, call, deadline, "poll", self._read_poll)
@@ -198,40 +172,20 @@ class OfferFlow:
                 yield answer
                 return
             outcome, retry_after = answer
+            now = self._clock.monotonic()
+            ready = isinstance(outcome, Offer | Declined)
+            hint = outcome.poll_hint_s if isinstance(outcome, NotReady) else None
+            track.answered(sent_at - accepted_at, now - accepted_at, ready, hint, isinstance(outcome, Offer))
             if isinstance(outcome, NotReady):
-                hint = outcome.poll_hint_s
                 hintless = 0 if hint is not None or retry_after is not None else hintless + 1
-                now = not_ready_at = self._clock.monotonic()
                 if last_pending is None or now - last_pending >= s.pending_heartbeat_s:
                     last_pending = now
                     yield Pending(polls)
                 continue
             if isinstance(outcome, Offer):
-                self.ready_times.record((not_ready_at + sent_at) / 2 - accepted_at)
                 yield dataclasses.replace(outcome, obtained_at=received)
             elif isinstance(outcome, Declined):
                 yield Failed(Reason.DECLINED, outcome.reason or MESSAGES[Reason.DECLINED], "declined")
             elif isinstance(outcome, NotFound):
                 yield failed(Reason.INSURER_ERROR, "poll: the insurer lost the application (404)")
             return
-
-    def _wait(self, hint: float | None, retry_after: float | None, hintless: int) -> tuple[float, float | None]:
-        return poll_wait(self._settings, self.ready_times.median(), hint, retry_after, hintless)
-
-
-def poll_wait(
-    s: GatewaySettings, median: float | None, hint: float | None, retry_after: float | None, hintless: int
-) -> tuple[float, float | None]:
-    """The pause before the next poll, and the insurer's Retry-After when it sets the pause.
-
-    The body's own hint (clamped) wins; else Retry-After, honoured as is; else a growing pause
-    from the insurer's median time-to-offer (or the default interval), clamped. (A function of
-    its own so that the load benchmark's bare baseline polls by the very same policy.)
-    """
-    if hint is not None and hint != retry_after:
-        return min(max(hint, s.min_poll_interval_s), s.max_poll_interval_s), None
-    if retry_after is not None:
-        return max(retry_after, s.min_poll_interval_s), retry_after
-    base = median if median is not None else s.default_poll_interval_s
-    growth = s.poll_backoff ** min(hintless, 64)  # bounded: a float power can overflow
-    return min(max(base * growth, s.min_poll_interval_s), s.max_poll_interval_s), None

@@ -54,8 +54,14 @@ class RateLimiter(Protocol):
     async def try_acquire(self) -> float:
         """0.0 when a token was taken now, else the seconds to wait for one (nothing taken)."""
 
+    @property
+    def waits_total(self) -> int:
+        """Calls `acquire` admitted after a wait for their slot (osago_quota_waits_total)."""
+
 
 class _Reserver(Protocol):
+    waits_total: int
+
     async def reserve(self, max_wait_us: int | None) -> tuple[bool, int]: ...
 
 
@@ -80,6 +86,7 @@ async def _acquire(limiter: _Reserver, clock: Clock, deadline: float | None) -> 
         # past the deadline: give up on it rather than sleep past the deadline or call early.
         return False
     if wait > 0:
+        limiter.waits_total += 1
         await clock.sleep(wait)
     return True
 
@@ -91,6 +98,7 @@ class LocalRateLimiter:
         self.config = config
         self._clock = clock
         self._tat_us: int | None = None
+        self.waits_total = 0
 
     async def reserve(self, max_wait_us: int | None) -> tuple[bool, int]:
         """(admitted, µs until the slot): reserves a slot unless its wait exceeds `max_wait_us`."""
@@ -158,6 +166,7 @@ class RedisRateLimiter:
         self._key = key
         self._clock = clock
         self._server_time = server_time
+        self.waits_total = 0
 
     async def reserve(self, max_wait_us: int | None) -> tuple[bool, int]:
         """(admitted, µs until the slot), atomically in Redis; see LocalRateLimiter.reserve."""
@@ -201,6 +210,10 @@ class FallbackRateLimiter:
     @property
     def failing(self) -> bool:
         return self._retry_at is not None
+
+    @property
+    def waits_total(self) -> int:
+        return self._shared.waits_total + self._local.waits_total
 
     async def acquire(self, deadline: float | None) -> bool:
         if self._cooling():

@@ -19,6 +19,7 @@ from insurer_gateway.callback_http import CallbackServer
 from insurer_gateway.dialects import CALLBACK_DIALECTS, DIALECTS
 from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.inbox import CallbackInbox, LocalInbox, RedisInbox
+from insurer_gateway.metrics import GatewayMetrics
 from insurer_gateway.offers import OfferFlow
 from insurer_gateway.ratelimit import (
     FallbackRateLimiter,
@@ -33,6 +34,7 @@ from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.env import SettingsError
 from osago_common.grpc_guard import CertificateAuth, Guard
 from osago_common.grpc_server import ServiceServer
+from osago_common.metrics import MetricsServer, serve_metrics
 from osago_common.serving import until_signalled
 from osago_common.tls import warn_if_insecure
 
@@ -55,6 +57,9 @@ class GatewayService:
         self.callbacks: CallbackServer | None = None
         self.callback_url: str | None = None
         self.inbox: CallbackInbox | None = None
+        # This gateway's series, served on OSAGO_METRICS_PORT when set.
+        self.metrics = GatewayMetrics(settings.insurer_id)
+        self.metrics_server: MetricsServer | None = None
 
     async def start(self) -> int:
         """Opens the HTTP session, starts serving and returns the bound port."""
@@ -65,12 +70,13 @@ class GatewayService:
             session = open_session(s)
             self._stack.push_async_callback(session.close)
             transport = AiohttpTransport(session, s.base_url)
-            guard = InsurerGuard(s, self._clock, self._rate_limiter())
+            guard = InsurerGuard(s, self._clock, self._rate_limiter(), observe_call=self.metrics.observe_call)
             if s.callbacks:
                 flow: OfferFlow = await self._callback_flow(transport, guard)
             else:
                 flow = OfferFlow(s, DIALECTS[s.dialect], transport, self._clock, guard)
             self.servicer = GatewayServicer(s, flow, self._clock, self._clock.now())
+            self.metrics.watch(guard, self.servicer.stats)
             warn_if_insecure(s.tls)
             server = ServiceServer(
                 s.bind,
@@ -82,6 +88,9 @@ class GatewayService:
             server.add_service_name(SERVICE_NAME)
             self._server = server
             self.port = await server.start()
+            self.metrics_server = await serve_metrics(self.metrics.registry, s.metrics)
+            if self.metrics_server is not None:
+                self._stack.push_async_callback(self.metrics_server.stop)
         except BaseException:
             await self.stop(0)
             raise
@@ -151,7 +160,8 @@ class GatewayService:
 
     async def drain(self) -> None:
         """A stopping replica: NOT_SERVING first (callers' round-robin skips it), then every
-        RequestOffer in flight ends with UNAVAILABLE, so the aggregator asks another replica."""
+        RequestOffer in flight and every Offers stream ends with UNAVAILABLE, so the aggregator
+        asks another replica (which resumes each insurer application)."""
         if self._server is not None:
             await self._server.health.enter_graceful_shutdown()
         if self.servicer is not None:
@@ -176,6 +186,8 @@ async def serve_forever(settings: GatewaySettings) -> None:
         host = settings.bind.rsplit(":", 1)[0]
         if service.callbacks is not None:
             print(f"callbacks {service.callback_url} (port {service.callbacks.port})", flush=True)
+        if service.metrics_server is not None:
+            print(f"metrics {service.metrics_server.address}", flush=True)
         print(f"listening {host}:{port}", flush=True)
         await until_signalled()
         await service.drain()

@@ -11,10 +11,12 @@
 | OSAGO_GATEWAY_HTTP_MAX_CONNECTIONS | 1000 | HTTP connection pool size toward the insurer |
 | OSAGO_GATEWAY_POLL_INTERVAL_S | 1.0 | poll interval when the insurer gives no hint |
 | OSAGO_GATEWAY_MIN_POLL_INTERVAL_S | 0.01 | lower bound of any poll interval |
-| OSAGO_GATEWAY_MAX_POLL_INTERVAL_S | 5.0 | upper bound of any poll interval |
+| OSAGO_GATEWAY_MAX_POLL_INTERVAL_S | 5.0 | upper bound of a poll interval, but for hints that have proved right and Retry-After; the pace after the vague-hint schedule |
 | OSAGO_GATEWAY_PENDING_HEARTBEAT_S | 5.0 | least time between two "pending" updates |
 | OSAGO_GATEWAY_MAX_CALL_S | 120.0 | deadline of a RequestOffer call that carries none |
-| OSAGO_GATEWAY_READY_WINDOW | 20 | offers remembered to estimate the insurer's median time-to-offer (first poll without hint) |
+| OSAGO_GATEWAY_READY_WINDOW | 100 | offers remembered to estimate the insurer's time-to-offer (first poll without hint, the vague-hint schedule) |
+| OSAGO_GATEWAY_VAGUE_POLL_QUANTILES | 0.05,0.95 | for an insurer whose hints are vague: poll at these quantiles of its learned time-to-offer (insurer_gateway.polling) |
+| OSAGO_GATEWAY_VAGUE_POLL_MAX_GAP_S | 1.0 | ...and never more than this apart (0: no limit) |
 | OSAGO_GATEWAY_BREAKER_WINDOW_TYPE | count | breaker sliding window: "count" (last N calls) or "time" (last N seconds) |
 | OSAGO_GATEWAY_BREAKER_WINDOW | 20 | breaker window size: calls, or seconds for a time window |
 | OSAGO_GATEWAY_BREAKER_MIN_CALLS | 10 | calls in the window before the breaker may open |
@@ -42,7 +44,8 @@
 | OSAGO_GATEWAY_CALLBACK_KEEP_S | 600 | how long a callback's outcome is kept for a stream that asks later (re-routed, resumed) |
 | OSAGO_GATEWAY_CALLBACK_POLL_FACTOR | 2.0 | the safety-net poll comes this many times the insurer's recent time-to-offer p95 after the create |
 | OSAGO_GATEWAY_CALLBACK_POLL_MIN_S | 1.0 | ...and never sooner than this |
-| OSAGO_GATEWAY_CALLBACK_POLL_DEFAULT_S | 10.0 | ...or this long after it while no time-to-offer is known yet |
+| OSAGO_GATEWAY_CALLBACK_POLL_DEFAULT_S | 30.0 | ...or this long after it while no time-to-offer is known yet |
+| OSAGO_METRICS_PORT / OSAGO_METRICS_HOST | unset (none) / 127.0.0.1 | Prometheus metrics at `/metrics` on their own port (osago_common.metrics; 0: a free one) |
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from insurer_gateway.retry import RetryPolicy
 from osago_common import insurers
 from osago_common.breaker import BreakerConfig
 from osago_common.env import SettingsError, env_float, env_int, env_str
+from osago_common.metrics import MetricsEndpoint
 from osago_common.tls import TlsFiles, tls_from_env
 
 
@@ -88,8 +92,17 @@ class GatewaySettings:
     # The deadline of a RequestOffer call that carries none.
     max_call_s: float = 120.0
     # Observed time-to-offer of this many recent offers; their median paces the first poll of
-    # an application the insurer gave no hint for.
-    ready_window: int = 20
+    # an application the insurer gave no hint for, their quantiles the polls of one whose hints
+    # are vague (a hundred: twenty made that schedule jump from one draw to the next).
+    ready_window: int = 100
+    # An insurer whose hints are vague is polled at these quantiles of its learned time-to-offer,
+    # never more than `vague_poll_max_gap_s` apart (0: no limit; a wider gap is split evenly):
+    # see insurer_gateway.polling. The default, from its 5th to its 95th percentile every second
+    # at most, keeps the detection delay's p95 under 1 s with the fewest polls; the trade-off
+    # between requests and delay, and other points on it: `osago bench polling`,
+    # docs/BENCHMARKS.md.
+    vague_poll_quantiles: tuple[float, ...] = (0.05, 0.95)
+    vague_poll_max_gap_s: float = 1.0
     # Circuit breaker (see osago_common.breaker): window type and size, when it opens, how
     # long it stays open, how many probes it lets through half-open.
     breaker_window_type: str = "count"
@@ -132,12 +145,17 @@ class GatewaySettings:
     # and one last poll comes just before the deadline.
     callback_poll_factor: float = 2.0
     callback_poll_min_s: float = 1.0
-    callback_poll_default_s: float = 10.0
+    # The default is half a 60 s session: a safety-net poll is paid for by every application whose
+    # callback is slower than it, so before anything is learned it waits long (10 s cost an
+    # insurer with an 8 s median a poll on a third of its applications).
+    callback_poll_default_s: float = 30.0
     # mTLS (osago_common.tls): only clients with a certificate our CA issued (the aggregator)
     # may call; None: the dev mode, plaintext.
     tls: TlsFiles | None = None
     # Plaintext grpc.health.v1 alone, for probes that cannot speak TLS.
     health_bind: str | None = None
+    # Where Prometheus scrapes /metrics (osago_common.metrics); no port: nowhere.
+    metrics: MetricsEndpoint = dataclasses.field(default_factory=MetricsEndpoint)
 
     @property
     def callbacks(self) -> bool:
@@ -166,6 +184,10 @@ class GatewaySettings:
             raise SettingsError("min_poll_interval_s must not exceed max_poll_interval_s")
         if self.poll_backoff < 1.0:
             raise SettingsError("poll_backoff must be at least 1.0")
+        if not self.vague_poll_quantiles or not all(0 < q <= 1 for q in self.vague_poll_quantiles):
+            raise SettingsError("vague_poll_quantiles must be one or more numbers in (0, 1]")
+        if self.vague_poll_max_gap_s < 0:
+            raise SettingsError("vague_poll_max_gap_s must not be negative")
         if self.http_max_connections < 1:
             raise SettingsError("http_max_connections must be at least 1")
         if self.final_poll_lead_s < 0 or self.deadline_margin_s < 0:
@@ -266,6 +288,8 @@ class GatewaySettings:
             "callback_secret": env.get("OSAGO_GATEWAY_CALLBACK_SECRET") or None,
             "tls": tls_from_env(env),
             "health_bind": env.get("OSAGO_GATEWAY_HEALTH_BIND") or None,
+            "metrics": MetricsEndpoint.from_env(env),
+            "vague_poll_quantiles": _quantiles(env, "OSAGO_GATEWAY_VAGUE_POLL_QUANTILES", cls.vague_poll_quantiles),
         }
         for field, variable in _NUMBERS.items():
             default = getattr(cls, field)
@@ -277,9 +301,21 @@ class GatewaySettings:
         return cls(**fields)
 
 
+def _quantiles(env: Mapping[str, str], variable: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """A comma-separated list of quantiles, e.g. "0.2,0.5,0.8,0.95" (checked by the settings)."""
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        return tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{variable} must be comma-separated numbers, got {raw!r}") from None
+
+
 # Numeric settings read by name from the environment, each with its field's default.
 _NUMBERS: dict[str, str] = {
     "ready_window": "OSAGO_GATEWAY_READY_WINDOW",
+    "vague_poll_max_gap_s": "OSAGO_GATEWAY_VAGUE_POLL_MAX_GAP_S",
     "breaker_window": "OSAGO_GATEWAY_BREAKER_WINDOW",
     "breaker_min_calls": "OSAGO_GATEWAY_BREAKER_MIN_CALLS",
     "breaker_failure_rate": "OSAGO_GATEWAY_BREAKER_FAILURE_RATE",

@@ -28,6 +28,8 @@ def open_session(settings: GatewaySettings) -> aiohttp.ClientSession:
         raise_for_status=False,
         # A CLIENT span per HTTP call, `traceparent` in its headers (osago_common.tracing).
         trace_configs=tracing.http_client_trace_configs(),
+        # Insurer APIs are called without cookies: no jar to store and filter them per request.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
@@ -65,8 +67,10 @@ class AiohttpTransport:
 
 
 async def _read(response: aiohttp.ClientResponse) -> bytes:
-    if response.content_length is not None and response.content_length > MAX_BODY_BYTES:
-        raise HttpProtocolError(f"body of {response.content_length} bytes is too large")
+    if response.content_length is not None:
+        if response.content_length > MAX_BODY_BYTES:
+            raise HttpProtocolError(f"body of {response.content_length} bytes is too large")
+        return await response.read()  # the length is known and small: in one go
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from insurer_sim.config import SimConfig
 from insurer_sim.server import serve_forever
+from osago_common import loop
 
 
 def main() -> None:
-    asyncio.run(serve_forever(SimConfig.from_env(os.environ)))
+    loop.run(serve_forever(SimConfig.from_env(os.environ)))
 
 
 if __name__ == "__main__":

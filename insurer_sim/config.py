@@ -10,6 +10,7 @@
 | `OSAGO_SIM_INSURER_PORTS` | `false` | also serve each insurer's API on a free port of its own (`true`), listed as `base_url` by `/_sim/insurers`, so that the `down` fault refuses connections |
 | `OSAGO_SIM_CALLBACK_SECRET` | random | the secret every insurer with callbacks signs them with (shared with the partner's gateways) |
 | `OSAGO_SIM_CALLBACK_SECRET_<ID>` | the above | insurer ID's own secret (the id upper-cased: `OSAGO_SIM_CALLBACK_SECRET_SOVCOM`) |
+| `OSAGO_METRICS_PORT` / `OSAGO_METRICS_HOST` | unset (none) / `127.0.0.1` | the process's own Prometheus metrics (CPU, memory) at `/metrics` (osago_common.metrics; 0: a free port) |
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from insurer_sim.profiles import PROFILES, InsurerProfile, first, profile
 from osago_common.env import SettingsError, env_flag, env_float, env_int, env_str
+from osago_common.metrics import MetricsEndpoint
 
 # Insurers whose "ready in" hints are a fixed polling cadence rather than an honest estimate.
 VAGUE_HINTS: frozenset[str] = frozenset({"reso", "vsk", "soglasie", "tstrah", "zetta", "ugoria"})
@@ -40,6 +42,8 @@ class SimConfig:
     # at random per run (callbacks nobody can verify).
     callback_secret: str | None = field(default=None, repr=False)
     callback_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Where the process's metrics are served; no port: nowhere.
+    metrics: MetricsEndpoint = field(default_factory=MetricsEndpoint)
 
     def __post_init__(self) -> None:
         if not self.insurers:
@@ -80,6 +84,8 @@ class SimConfig:
         if "callback_secrets" not in values:
             own = {p.insurer_id: env.get(secret_variable(p.insurer_id)) for p in values["insurers"]}
             values["callback_secrets"] = {i: secret for i, secret in own.items() if secret}
+        if "metrics" not in values:
+            values["metrics"] = MetricsEndpoint.from_env(env)
         return cls(**values)
 
 

@@ -11,6 +11,7 @@ from insurer_sim.config import SimConfig
 from insurer_sim.listeners import BACKLOG, LISTENERS, SHUTDOWN_GRACE_S
 from insurer_sim.state import origin
 from osago_common.clock import SYSTEM_CLOCK, Clock
+from osago_common.metrics import MetricsServer, new_registry, serve_metrics
 from osago_common.serving import until_signalled
 
 
@@ -23,6 +24,8 @@ class SimServer:
         self._runner: web.AppRunner | None = None
         self._app: web.Application | None = None
         self._url: str | None = None
+        # The process's own metrics (CPU, memory), when a metrics port is configured.
+        self.metrics_server: MetricsServer | None = None
 
     async def start(self) -> str:
         if self._runner is not None:
@@ -36,6 +39,7 @@ class SimServer:
             site = web.TCPSite(runner, self._config.host, self._config.port, backlog=BACKLOG)
             await site.start()
             host, port = runner.addresses[0][:2]
+            self.metrics_server = await serve_metrics(new_registry(), self._config.metrics)
         except BaseException:
             await runner.cleanup()
             raise
@@ -47,6 +51,9 @@ class SimServer:
         runner, self._runner, self._app, self._url = self._runner, None, None, None
         if runner is not None:
             await runner.cleanup()
+        metrics, self.metrics_server = self.metrics_server, None
+        if metrics is not None:
+            await metrics.stop()
 
     @property
     def url(self) -> str:
@@ -76,5 +83,7 @@ class SimServer:
 async def serve_forever(config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> None:
     """Serves until cancelled, SIGTERM or SIGINT; prints one line, "listening http://HOST:PORT"."""
     async with SimServer(config, clock) as server:
+        if server.metrics_server is not None:
+            print(f"metrics {server.metrics_server.address}", flush=True)
         print(f"listening {server.url}", flush=True)
         await until_signalled()

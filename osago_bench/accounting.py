@@ -130,7 +130,8 @@ def requests_per_application(
     applications: Iterable[Mapping[str, Any]], references: Collection[str]
 ) -> dict[str, tuple[int, int]]:
     """Per insurer, (applications, HTTP requests) of the sessions `references`, from the
-    simulator's per-application counts: every create (replays included) and every poll."""
+    simulator's per-application counts: every create (replays included), every poll, and every
+    callback delivery attempt (an insurer that calls back)."""
     wanted = set(references)
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for application in applications:
@@ -138,8 +139,24 @@ def requests_per_application(
             continue
         entry = totals[str(application["insurer_id"])]
         entry[0] += 1
-        entry[1] += int(application.get("creates", 1)) + int(application["polls"])
+        entry[1] += (
+            int(application.get("creates", 1)) + int(application["polls"]) + int(application.get("callbacks", 0))
+        )
     return {insurer: (n, requests) for insurer, (n, requests) in totals.items()}
+
+
+def requests_of_each_application(
+    applications: Iterable[Mapping[str, Any]], references: Collection[str]
+) -> dict[str, list[float]]:
+    """Per insurer, the HTTP requests of each application of the sessions `references` (counted
+    as `requests_per_application` counts them)."""
+    wanted = set(references)
+    out: dict[str, list[float]] = defaultdict(list)
+    for a in applications:
+        if a.get("reference") in wanted:
+            requests = int(a.get("creates", 1)) + int(a["polls"]) + int(a.get("callbacks", 0))
+            out[str(a["insurer_id"])].append(float(requests))
+    return dict(out)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -5,7 +5,7 @@ shows as a ratio rather than an absolute that depends on the machine:
   the run had customers (`grpc-server`, read by `grpc-client`): the least CPU a Python process
   can spend sending one event to a client;
 - a bare asyncio fan-out (`fanout`): per session, every insurer's create and then its polls by
-  the gateways' very policy (insurer_gateway.offers.poll_wait), over the gateways' aiohttp
+  the gateways' very policy (insurer_gateway.polling), over the gateways' aiohttp
   transport and dialects, against the same simulator, with no gRPC, no storage, no breaker,
   quota, retries, tracing or logging: the least CPU getting the offers can cost.
 
@@ -28,12 +28,13 @@ import grpc
 from osago.v1 import application_pb2
 
 from aggregator.core import normalised
-from insurer_gateway.dialects import DIALECTS, Dialect, NotReady, Offer, Rejected
+from insurer_gateway.dialects import DIALECTS, Declined, Dialect, NotReady, Offer, Rejected
 from insurer_gateway.exchange import HttpResponse, TransportError, retry_after_s
-from insurer_gateway.offers import ReadyTimes, poll_wait
+from insurer_gateway.polling import PollLearning, Tracker, next_poll, poll_wait
 from insurer_gateway.settings import GatewaySettings
 from insurer_gateway.transport import AiohttpTransport
 from osago_bench.workers import announce_ready, report_result, until_released
+from osago_common import loop
 from osago_common.clock import SYSTEM_CLOCK
 from osago_common.dates import moscow_today
 
@@ -134,7 +135,7 @@ class _Insurer:
             insurer_id=insurer_id, insurer_name=insurer_id, dialect=dialect, base_url=base_url
         )
         self.dialect: Dialect = DIALECTS[dialect]
-        self.ready_times = ReadyTimes(self.settings.ready_window)
+        self.learning = PollLearning(self.settings)
         connector = aiohttp.TCPConnector(limit=self.settings.http_max_connections)
         self.http = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         self.transport = AiohttpTransport(self.http, base_url)
@@ -175,15 +176,16 @@ class FanOut:
         retry_after = retry_after_s(response.headers, SYSTEM_CLOCK.now())
         hint, hintless, final_used = created.poll_hint_s, 0, False
         poll = dialect.poll_request(created.application_id)
-        accepted_at = not_ready_at = time.monotonic()
+        accepted_at = time.monotonic()
+        track = Tracker(insurer.learning)
+        track.start(hint)
         while True:
-            wait, floor = poll_wait(s, insurer.ready_times.median(), hint, retry_after, hintless)
-            remaining = deadline - time.monotonic()
-            if wait >= remaining:  # the gateways' last poll just before the deadline
-                last = max(0.0, remaining - s.final_poll_lead_s)
-                if final_used or remaining <= 0 or (floor is not None and floor > last):
-                    return "deadline"
-                final_used, wait = True, last
+            now = time.monotonic()
+            wait, floor = poll_wait(s, track.learned(), hint, retry_after, hintless, now - accepted_at)
+            step = next_poll(s, wait, floor, deadline - now, final_used)  # the gateways' last poll too
+            if step is None:
+                return "deadline"
+            wait, final_used = step
             await asyncio.sleep(wait)
             sent_at = time.monotonic()
             response = await self._call(insurer, poll, deadline)
@@ -191,13 +193,14 @@ class FanOut:
                 return "failed"
             outcome = dialect.parse_poll(response)
             retry_after = retry_after_s(response.headers, SYSTEM_CLOCK.now())
+            hint = outcome.poll_hint_s if isinstance(outcome, NotReady) else None
+            ready = isinstance(outcome, Offer | Declined)
+            now = time.monotonic()
+            track.answered(sent_at - accepted_at, now - accepted_at, ready, hint, isinstance(outcome, Offer))
             if isinstance(outcome, NotReady):
-                hint = outcome.poll_hint_s
                 hintless = 0 if hint is not None or retry_after is not None else hintless + 1
-                not_ready_at = time.monotonic()
                 continue
             if isinstance(outcome, Offer):
-                insurer.ready_times.record((not_ready_at + sent_at) / 2 - accepted_at)
                 return "offer"
             return type(outcome).__name__.lower()
 
@@ -271,11 +274,11 @@ def main() -> None:
     arguments = parser.parse_args()
     params = json.loads(arguments.params)
     if arguments.mode == "grpc-server":
-        asyncio.run(grpc_server(arguments.result))
+        loop.run(grpc_server(arguments.result))
     elif arguments.mode == "grpc-client":
-        asyncio.run(grpc_client(result=arguments.result, **params))
+        loop.run(grpc_client(result=arguments.result, **params))
     else:
-        asyncio.run(fanout(result=arguments.result, **params))
+        loop.run(fanout(result=arguments.result, **params))
 
 
 if __name__ == "__main__":

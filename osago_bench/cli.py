@@ -4,6 +4,7 @@ customers and what they cost), printed as a table or JSON."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,10 @@ from osago_bench.faults import SCENARIOS, MatrixConfig, ModeReport, run_matrix
 from osago_bench.load import BenchError, LoadConfig, run_load
 from osago_bench.load_report import passed
 from osago_bench.load_report import table as load_table
+from osago_bench.polling import PollingConfig, run_polling
+from osago_bench.polling import table as polling_table
+from osago_bench.simcost import SimCostConfig, measure
+from osago_bench.simcost import line as simcost_line
 
 DEFAULT_APPLICATION = Path(__file__).resolve().parent.parent / "examples" / "moscow-young-driver.json"
 
@@ -135,3 +140,32 @@ async def run_failover_command(
     else:
         print(failover_table(report), file=out)
     return 0 if report.ok else 1
+
+
+def run_polling_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """`osago bench polling`: the trade-off table (or JSON lines); always 0, it checks no target."""
+    if args.insurers < 1 or args.applications < 1 or args.warmup < 0 or args.rtt < 0:
+        print(
+            "osago bench polling: --insurers and --applications at least 1, --warmup and --rtt not negative",
+            file=sys.stderr,
+        )
+        return 2
+    config = PollingConfig(
+        insurers=args.insurers, applications=args.applications, warmup=args.warmup, rtt_s=args.rtt, seed=args.seed
+    )
+    points = run_polling(config)
+    if args.json:
+        for point in points:
+            print(json.dumps(point.to_json(), ensure_ascii=False), file=out)
+    else:
+        print(polling_table(points, config), file=out)
+    return 0
+
+
+def run_simcost(
+    config: SimCostConfig, application: application_pb2.Application, as_json: bool, out: TextIO = sys.stdout
+) -> int:
+    """`osago bench sim`: one line (or JSON object) of the simulator's CPU per HTTP request."""
+    result = asyncio.run(measure(config, application))
+    print(json.dumps(result) if as_json else simcost_line(result), file=out)
+    return 0

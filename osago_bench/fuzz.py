@@ -14,8 +14,9 @@ Entry points and what is sent (from one seeded generator, so a run can be repeat
 - **websocket**: unknown ids, forged tokens, floods of messages.
 
 Every answer is classed (a gRPC code, an HTTP status, a WebSocket close code). The run fails on
-an UNKNOWN or INTERNAL status, an HTTP 5xx, a service process that exited, or services that are
-not healthy afterwards (health SERVING, /readyz 200, and one real session finishing).
+an UNKNOWN or INTERNAL status, an HTTP 5xx, a call left without an answer for CALL_TIMEOUT_S (a
+hang), a service process that exited, or services that are not healthy afterwards (health
+SERVING, /readyz 200, and one real session finishing).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class FuzzReport:
     answers: dict[str, collections.Counter[str]] = field(default_factory=dict)
     crashes: int = 0
     bad: list[str] = field(default_factory=list)
-    # Calls that got no answer in time, for the record (not failures: the client gave up).
+    # Calls that got no answer within the call timeout: a hang, so a failure.
     unanswered: list[str] = field(default_factory=list)
     healthy_after: bool = False
     session_after: str = ""
@@ -106,7 +107,8 @@ class FuzzReport:
 
     @property
     def ok(self) -> bool:
-        return not self.bad and self.crashes == 0 and self.healthy_after and self.session_after == "ok"
+        clean = not self.bad and not self.unanswered and self.crashes == 0
+        return clean and self.healthy_after and self.session_after == "ok"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -233,9 +233,10 @@ async def _sim_json(http: aiohttp.ClientSession, sim: str, path: str, **params: 
 
 
 async def _sim_requests(http: aiohttp.ClientSession, sim: str) -> int:
-    """Every HTTP request the simulated insurers have answered so far (creates, replays, polls)."""
+    """Every HTTP request the simulated insurers have made so far: answered (creates, replays,
+    polls) and sent (callback delivery attempts)."""
     stats = await _sim_json(http, sim, "/_sim/stats", reference="\x00none")
-    return sum(i["creates"] + i["replays"] + i["polls"] for i in stats["insurers"].values())
+    return sum(i["creates"] + i["replays"] + i["polls"] + i.get("callbacks", 0) for i in stats["insurers"].values())
 
 
 @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ from osago.v1 import aggregator_service_pb2_grpc, application_pb2, events_pb2, q
 
 from osago_bench.accounting import percentile
 from osago_bench.workers import announce_ready, report_result
+from osago_common import loop
 from osago_common.grpc_errors import retry_delay_s
 from osago_common.grpc_guard import CUSTOMER_KEY
 
@@ -233,4 +234,4 @@ if __name__ == "__main__":
     parser.add_argument("plan", type=Path)
     parser.add_argument("--result", type=Path, required=True)
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.plan, arguments.result))
+    loop.run(main(arguments.plan, arguments.result))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from osago_common import loop
 from osago_common.env import SettingsError
 from osago_common.insurers import CATALOGUE
 from osago_common.logs import configure_logging
@@ -153,6 +153,30 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_bench_load(benches)
 
+    polling = benches.add_parser(
+        "polling",
+        help="offline: the polling policy's requests per application against detection delay, per simulated insurer",
+    )
+    polling.add_argument("--insurers", type=int, default=10, help="simulated insurers (default %(default)s)")
+    polling.add_argument(
+        "--applications", type=int, default=2000, help="applications counted per insurer (default %(default)s)"
+    )
+    polling.add_argument(
+        "--warmup", type=int, default=100, help="applications learned from first (default %(default)s)"
+    )
+    polling.add_argument("--rtt", type=float, default=0.002, help="an HTTP round trip, seconds (default %(default)s)")
+    polling.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
+    polling.add_argument("--json", action="store_true", help="one JSON object per insurer and policy choice")
+
+    simcost = benches.add_parser("sim", help="the insurer simulator's CPU per HTTP request under a fixed request mix")
+    simcost.add_argument("--seconds", type=float, default=15.0, help="how long to drive it (default %(default)s)")
+    simcost.add_argument("--concurrency", type=int, default=100, help="clients at once (default %(default)s)")
+    simcost.add_argument("--polls", type=int, default=10, help="polls per application (default %(default)s)")
+    simcost.add_argument("--sim", help="a running simulator's URL (with --pid)")
+    simcost.add_argument("--pid", type=int, help="the running simulator's process id")
+    simcost.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
+    simcost.add_argument("--json", action="store_true", help="the result as one JSON object")
+
     health = commands.add_parser("health", help="check a gRPC service's grpc.health.v1 status (exit 0 when SERVING)")
     health.add_argument("--target", required=True, help="host:port, or any gRPC target such as dns:///name:port")
     health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
@@ -270,20 +294,20 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"osago up: {error}", file=sys.stderr)
             return 2
-        return asyncio.run(run_mesh(options))
+        return loop.run(run_mesh(options))
     if args.command == "aggregator":
         from aggregator.service import serve_forever as serve_aggregator
         from aggregator.settings import AggregatorSettings
 
         configure_tracing(SERVICE_NAMES["aggregator"], env)
-        asyncio.run(serve_aggregator(AggregatorSettings.from_env(env)))
+        loop.run(serve_aggregator(AggregatorSettings.from_env(env)))
         return 0
     if args.command == "bridge":
         from web_bridge.service import serve_forever as serve_bridge
         from web_bridge.settings import BridgeSettings
 
         configure_tracing(SERVICE_NAMES["bridge"], env)
-        asyncio.run(serve_bridge(BridgeSettings.from_env(env)))
+        loop.run(serve_bridge(BridgeSettings.from_env(env)))
         return 0
     if args.command == "gateway":
         from insurer_gateway.service import serve_forever as serve_gateway
@@ -296,7 +320,7 @@ def _run(args: argparse.Namespace) -> int:
         }
         gateway_env = dict(env) | {name: value for name, value in given.items() if value}
         configure_tracing(SERVICE_NAMES["gateway"], gateway_env)
-        asyncio.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
+        loop.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
         return 0
     if args.command == "sim" and args.sim_command is not None:
         from osago_cli.simctl import run_simctl
@@ -318,12 +342,30 @@ def _run(args: argparse.Namespace) -> int:
             if value is not None:
                 sim_env[name] = str(value)
         configure_tracing(SERVICE_NAMES["sim"], sim_env)
-        asyncio.run(serve_sim(SimConfig.from_env(sim_env)))
+        loop.run(serve_sim(SimConfig.from_env(sim_env)))
         return 0
+    if args.command == "bench" and args.bench == "sim":
+        from pathlib import Path
+
+        from osago_bench.cli import DEFAULT_APPLICATION, load_application, run_simcost
+        from osago_bench.simcost import SimCostConfig
+
+        if (args.sim is None) != (args.pid is None) or args.seconds <= 0 or args.concurrency < 1 or args.polls < 0:
+            print("osago bench sim: --sim and --pid go together; --seconds, --concurrency positive", file=sys.stderr)
+            return 2
+        simcost_config = SimCostConfig(
+            seconds=args.seconds, concurrency=args.concurrency, polls=args.polls, sim=args.sim, pid=args.pid
+        )
+        sim_application = load_application(Path(args.file) if args.file else DEFAULT_APPLICATION)
+        return run_simcost(simcost_config, sim_application, args.json)
+    if args.command == "bench" and args.bench == "polling":
+        from osago_bench.cli import run_polling_command
+
+        return run_polling_command(args)
     if args.command == "bench" and args.bench == "load":
         from osago_bench.cli import run_load_command
 
-        return asyncio.run(run_load_command(args))
+        return loop.run(run_load_command(args))
     if args.command == "bench":
         from pathlib import Path
 
@@ -334,7 +376,7 @@ def _run(args: argparse.Namespace) -> int:
             from osago_bench.fuzz import FuzzConfig, run_fuzz_command
 
             fuzz_config = FuzzConfig(seconds=args.seconds, seed=args.seed, concurrency=args.concurrency)
-            return asyncio.run(run_fuzz_command(fuzz_config, as_json=args.json))
+            return loop.run(run_fuzz_command(fuzz_config, as_json=args.json))
         application = Path(args.file) if args.file else DEFAULT_APPLICATION
         if args.bench == "failover":
             from osago_bench.cli import run_failover_command
@@ -349,19 +391,19 @@ def _run(args: argparse.Namespace) -> int:
                 postgres_url=args.postgres_url,
                 redis_url=args.redis_url,
             )
-            return asyncio.run(run_failover_command(failover_config, application, as_json=args.json))
+            return loop.run(run_failover_command(failover_config, application, as_json=args.json))
         config = MatrixConfig(
             sessions_per_wave=args.sessions, waves=args.waves, limit_s=args.limit, processes=not args.in_process
         )
-        return asyncio.run(run_faults(as_json=args.json, modes=args.modes, config=config, application=application))
+        return loop.run(run_faults(as_json=args.json, modes=args.modes, config=config, application=application))
     if args.command == "health":
         from osago_cli.health import run_health
 
-        return asyncio.run(run_health(args.target, args.service, args.timeout))
+        return loop.run(run_health(args.target, args.service, args.timeout))
     if args.command == "quote":
         from osago_cli.quote import run_quote
 
-        return asyncio.run(run_quote(args.file, args.target, args.json, time_limit_s=args.time_limit, fresh=args.fresh))
+        return loop.run(run_quote(args.file, args.target, args.json, time_limit_s=args.time_limit, fresh=args.fresh))
     raise AssertionError(args.command)
 
 

@@ -41,6 +41,8 @@ async def run_mesh(options: MeshOptions) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with process_mesh(options) as mesh:
+            endpoints = "; ".join(f"{name} {url}" for name, url in mesh.metrics.items())
+            print(f"osago up: Prometheus metrics: {endpoints}", file=sys.stderr)
             print(mesh.ready_line(), flush=True)
             exited = [asyncio.create_task(p.wait()) for p in mesh.processes]
             stopping = asyncio.create_task(stop.wait())

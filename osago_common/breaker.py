@@ -165,6 +165,8 @@ class CircuitBreaker:
         self._probes_slow = 0
         self.rejected_total = 0
         self.opened_total = 0
+        # State changes by the state entered (osago_breaker_transitions_total).
+        self.transitions = dict.fromkeys(BreakerState, 0)
 
     @property
     def state(self) -> BreakerState:
@@ -236,6 +238,7 @@ class CircuitBreaker:
         before = self._state
         self._state = to
         self._epoch += 1
+        self.transitions[to] += 1
         self._probes_in_flight = self._probes_succeeded = self._probes_slow = 0
         if to is BreakerState.OPEN:
             self._opened_at = self.clock.monotonic()

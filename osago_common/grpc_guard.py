@@ -2,6 +2,12 @@
 
 - **undecodable requests**: bytes that are not the method's protobuf message end the call with
   INVALID_ARGUMENT naming the message type (never UNKNOWN with a Python exception's name);
+- **cut-short requests**: a unary request whose stream ends before its message is whole (or
+  without one) ends the call with INVALID_ARGUMENT at once. grpc.aio's own unary-request path
+  waits forever for such a message (seen with grpcio 1.85: the receive never completes, so the
+  call hangs until the client gives up), while its streaming-request path reads the end of the
+  stream; so every unary-request method is served here as a streaming-request one that reads
+  exactly one message. The wire is the same either way: clients see no difference;
 - **authentication**: the server's `Authenticate` names the caller (a certificate's identity, a
   bearer token's subject) or refuses it (UNAUTHENTICATED / PERMISSION_DENIED); grpc.health.v1
   stays open for probes. Once per call, never per message. The caller is then `CALLER.get()`;
@@ -114,6 +120,16 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return parse
 
 
+async def _one_request(context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    """The single request message of a unary-request call; a missing or cut-short one (the
+    stream ended first) ends the call with INVALID_ARGUMENT."""
+    request = await context.read()
+    if request is grpc.aio.EOF:
+        violation = ("request", "is missing or cut short: the stream ended before one whole message")
+        await context.abort_with_status(invalid_argument([violation]))
+    return request
+
+
 def resource_exhausted(message: str, retry_after_s: float) -> grpc.Status:
     """RESOURCE_EXHAUSTED with google.rpc.RetryInfo: how long to wait before trying again."""
     delay = duration_pb2.Duration()
@@ -178,29 +194,28 @@ class Guard(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async def unary_unary(_: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                request = await _one_request(context)
                 await self._admit(request, context, guarded)
                 try:
                     return await unary(request, context)
                 except Exception as error:  # noqa: BLE001 - the last boundary before the wire
                     await _internal(context, error)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                parse,
-                handler.response_serializer,
-            )
+            return grpc.stream_unary_rpc_method_handler(unary_unary, parse, handler.response_serializer)
         if handler.unary_stream is not None:
             stream = handler.unary_stream
             if not inspect.isasyncgenfunction(stream):  # writes with context.write (health Watch)
 
-                async def unary_writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                async def unary_writer(_: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                    request = await _one_request(context)
                     await self._admit(request, context, guarded)
                     await stream(request, context)
 
-                return grpc.unary_stream_rpc_method_handler(unary_writer, parse, handler.response_serializer)
+                return grpc.stream_stream_rpc_method_handler(unary_writer, parse, handler.response_serializer)
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            async def unary_stream(_: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                request = await _one_request(context)
                 caller = await self._admit(request, context, guarded)
                 key = await self._open_stream(caller, context) if guarded else None
                 try:
@@ -212,7 +227,7 @@ class Guard(grpc.aio.ServerInterceptor):
                     if key is not None:
                         self._close_stream(key)
 
-            return grpc.unary_stream_rpc_method_handler(unary_stream, parse, handler.response_serializer)
+            return grpc.stream_stream_rpc_method_handler(unary_stream, parse, handler.response_serializer)
         # Client streaming (server reflection): authentication only, messages as they come.
         if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
             bidi = handler.stream_stream

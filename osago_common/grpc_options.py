@@ -33,11 +33,20 @@ KEEPALIVE: Options = (
     ("grpc.keepalive_permit_without_calls", 1),
 )
 
+# Calls that arrived but that the server's event loop has not taken yet (it is busy): gRPC's C
+# core cancels them beyond 1000 (3000 at once), before any code of ours sees them, so a burst of
+# customers would be cancelled rather than reach the guard's stream limits and the aggregator's
+# load shedding, which answer RESOURCE_EXHAUSTED with a time to retry. Above the aggregator's
+# OSAGO_MAX_CONCURRENT_RPCS, the largest number of calls any server of the project takes.
+MAX_PENDING_CALLS = 25_000
+
 SERVER_OPTIONS: Options = (
     *KEEPALIVE,
     ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.max_concurrent_streams", 10_000),
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
 )
 
 

@@ -4,15 +4,16 @@ for logs and errors.
 
 Who makes which span:
 - the kept instrumentation libraries where they work with grpc.aio and aiohttp: the SERVER span
-  of every gRPC call a project server takes (`aio_server_interceptor`; health and reflection
-  excluded), the CLIENT span of every HTTP call a gateway makes to its insurer
-  (`aiohttp-client`, which sends `traceparent`), and the SERVER span of every HTTP request
-  web_bridge and the simulator take (`aiohttp-server`); the HTTP ones only when spans are
-  recorded (see `recording`);
-- by hand, what no library knows: `quote_session` (a session, whichever call started it),
-  `request_offer` (one insurer of a session, the CLIENT side of its gateway calls, across the
-  calls that resume it) and `insurer_http` (one attempt of the gateway's guard, with its step
-  and failure reason);
+  of every gRPC call the aggregator takes (`aio_server_interceptor`; health and reflection
+  excluded, and the gateways' service: see `_TRACED_SERVICES`), the CLIENT span of every HTTP
+  call a gateway makes to its insurer (`aiohttp-client`, which sends `traceparent`), and the
+  SERVER span of every HTTP request web_bridge and the simulator take (`aiohttp-server`); the
+  HTTP ones only when spans are recorded (see `recording`);
+- by hand, what no library knows: a gateway's SERVER span per ask (RequestOffer, or an ask of
+  an Offers stream, continuing the trace context the ask carries), `quote_session` (a session,
+  whichever call started it), `request_offer` (one insurer of a session, the CLIENT side of its
+  gateway calls, across the calls that resume it) and `insurer_http` (one attempt of the
+  gateway's guard, with its step and failure reason);
 - by hand, the gRPC client side: `inject_metadata()` at each call. The library's grpc.aio
   client interceptors (opentelemetry-instrumentation-grpc 0.66b1) do not fit our calls: a
   server-streaming call's span ends only when its response iterator is read to the end (the
@@ -47,19 +48,23 @@ their own, while OpenTelemetry lets the global provider be set only once per pro
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
+from typing import TypeVar
 
 import aiohttp
 import grpc
 from aiohttp.typedefs import Middleware
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation import aiohttp_server
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.instrumentation.aiohttp_server import create_aiohttp_middleware
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-from opentelemetry.propagators.textmap import Setter
+from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -93,7 +98,11 @@ FAILURE = "osago.failure"
 RETRYABLE = "osago.retryable"
 TAKEN_OVER = "osago.taken_over"
 
+T = TypeVar("T")
+
 Metadata = tuple[tuple[str, str], ...]
+# What grpc.aio's ServicerContext.invocation_metadata() gives (values of "-bin" keys are bytes).
+InvocationMetadata = Iterable[tuple[str, str | bytes]]
 
 _configured = False
 _exporting = False
@@ -205,9 +214,17 @@ class _CurrentProvider(trace.TracerProvider):
 # What the instrumentation libraries are given: the provider of the moment.
 PROVIDER: trace.TracerProvider = _CurrentProvider()
 
-# Health checks (probes every few seconds) and reflection make no traces.
+# Health checks (probes every few seconds) and reflection make no traces. Nor does the library
+# trace the gateways' service: its Offers stream multiplexes the asks of many sessions (each with
+# its own trace context in the ask) over one long-lived bidirectional call, so one span per call
+# would join unrelated traces; the gateway makes a SERVER span per ask by hand, RequestOffer's
+# the same way (insurer_gateway/servicer.py).
 _TRACED_SERVICES = filters.negate(
-    filters.any_of(filters.service_name("grpc.health.v1.Health"), filters.service_prefix("grpc.reflection."))
+    filters.any_of(
+        filters.service_name("grpc.health.v1.Health"),
+        filters.service_prefix("grpc.reflection."),
+        filters.service_name("osago.v1.InsurerGatewayService"),
+    )
 )
 
 
@@ -277,7 +294,18 @@ class _MetadataSetter(Setter[list[tuple[str, str]]]):
         carrier.append((key.lower(), value))
 
 
+class _MetadataGetter(Getter[InvocationMetadata]):
+    def get(self, carrier: InvocationMetadata, key: str) -> list[str] | None:
+        key = key.lower()
+        values = [v for k, v in carrier if k.lower() == key and isinstance(v, str)]
+        return values or None
+
+    def keys(self, carrier: InvocationMetadata) -> list[str]:
+        return [k for k, _ in carrier]
+
+
 _SETTER = _MetadataSetter()
+_GETTER = _MetadataGetter()
 
 
 def inject_metadata() -> Metadata:
@@ -286,3 +314,36 @@ def inject_metadata() -> Metadata:
     carrier: list[tuple[str, str]] = []
     propagate.inject(carrier, setter=_SETTER)
     return tuple(carrier)
+
+
+def extract_context(invocation_metadata: InvocationMetadata | None) -> Context:
+    """The caller's trace context from a call's metadata (an empty context when it sent none)."""
+    return propagate.extract(tuple(invocation_metadata or ()), getter=_GETTER)
+
+
+@contextlib.contextmanager
+def attached(ctx: Context) -> Iterator[None]:
+    """Makes `ctx` current for the block. Never hold it across a `yield` of an async generator
+    (see `stream_within`)."""
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+async def stream_within(ctx: Context, stream: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
+    """`stream`'s items, each produced with `ctx` current, so spans made while producing them
+    are its children. The context is made current only around each step, never across a yield:
+    a generator closed later by the event loop (a cancelled gRPC call) would detach it in
+    another task's context. Closes `stream` when closed."""
+    try:
+        while True:
+            with attached(ctx):
+                try:
+                    item = await anext(stream)
+                except StopAsyncIteration:
+                    return
+            yield item
+    finally:
+        await stream.aclose()

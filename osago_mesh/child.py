@@ -18,6 +18,8 @@ class Child:
         self.name = name
         self.process = process
         self.address = ""
+        # Its Prometheus endpoint, `host:port`, when it printed `metrics ADDRESS` (before listening).
+        self.metrics = ""
         self._drain: asyncio.Task[None] | None = None
 
     @classmethod
@@ -41,6 +43,8 @@ class Child:
             if not line:
                 raise RuntimeError(f"{self.name} exited before listening (code {await self.process.wait()})")
             text = line.decode().strip()
+            if text.startswith("metrics "):
+                self.metrics = text.split(" ", 1)[1]
             if text.startswith("listening "):
                 self.address = text.split(" ", 1)[1]
                 self._drain = asyncio.create_task(self._drain_stdout())

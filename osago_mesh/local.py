@@ -23,6 +23,7 @@ from insurer_sim import profiles as sim_profiles
 from insurer_sim.config import SimConfig
 from insurer_sim.server import SimServer
 from osago_common import insurers
+from osago_common.metrics import MetricsEndpoint
 from osago_common.service_tokens import VerifierConfig
 from osago_common.tls import TlsFiles
 from osago_mesh.client import Mesh
@@ -39,6 +40,8 @@ class LocalMesh(Mesh):
     aggregator: AggregatorService
     # The secret the insurers that call back sign with, and their gateways verify with.
     callback_secret: str = field(default="", repr=False)
+    # Each service's Prometheus endpoint ("aggregator", "gateway alfa", ...): its /metrics URL.
+    metrics: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
@@ -58,7 +61,8 @@ async def start_mesh(
     gateways and the aggregator. With `pki`, every gRPC link is mTLS (the gateways take only the
     aggregator's certificate), the aggregator also has a JWT port (`jwt_port`), and `channel`
     calls as core-app. `sim_overrides` changes simulated insurers' behaviour by id (e.g.
-    `{"sovcom": {"decline_rate": 0.0}}` for a test that needs its offer)."""
+    `{"sovcom": {"decline_rate": 0.0}}` for a test that needs its offer). Every service serves
+    its metrics on a free port (`metrics`: their URLs)."""
     gateway_tls = aggregator_tls = None
     if pki is not None:
         gateway_tls = TlsFiles(pki.cert("gateway"), pki.key("gateway"), pki.ca, allowed_peers=("aggregator",))
@@ -95,6 +99,7 @@ async def start_mesh(
                     dialect=p.dialect,
                     base_url=base_urls[p.insurer_id],
                     tls=gateway_tls,
+                    metrics=METRICS,
                     **{"callback_secret": callback_secret, **(gateway_overrides or {})},
                 )
             )
@@ -106,6 +111,7 @@ async def start_mesh(
             gateways=tuple(GatewayEndpoint(p.insurer_id, p.name, f"127.0.0.1:{ports[p.insurer_id]}") for p in profiles),
             session_limit_s=session_limit_s,
             orphan_grace_s=orphan_grace_s,
+            metrics=METRICS,
         )
         if pki is not None:
             settings = replace(
@@ -138,4 +144,16 @@ async def start_mesh(
             gateway_ports=ports,
             aggregator=aggregator,
             callback_secret=callback_secret,
+            metrics=_metrics_urls(aggregator, gateways),
         )
+
+
+# A free port on the loopback for every service's /metrics.
+METRICS = MetricsEndpoint("127.0.0.1", 0)
+
+
+def _metrics_urls(aggregator: AggregatorService, gateways: dict[str, GatewayService]) -> dict[str, str]:
+    servers = {"aggregator": aggregator.metrics_server} | {
+        f"gateway {i}": g.metrics_server for i, g in gateways.items()
+    }
+    return {name: server.url for name, server in servers.items() if server is not None}

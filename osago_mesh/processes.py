@@ -122,6 +122,12 @@ class RunningMesh:
     # The run's certificates and keys (a secure mesh), else None.
     pki: DevPki | None = None
 
+    @property
+    def metrics(self) -> dict[str, str]:
+        """Each service's Prometheus endpoint by name ("aggregator 1", "gateway alfa 1", ...):
+        its /metrics URL (every service serves one on a free port)."""
+        return {name: f"http://{c.metrics}/metrics" for name, c in self.children.items() if c.metrics}
+
     def client_credentials(self) -> grpc.ChannelCredentials | None:
         """A core-app's credentials toward the aggregator (mTLS), or None (the dev mode)."""
         return self.pki.channel_credentials() if self.pki is not None else None
@@ -179,7 +185,9 @@ async def process_mesh(
     edge = choose_edge(options.edge) if web else None
     profiles = insurers.first(options.insurers)
     # The dev mode (osago_common.tls): plaintext links and no authentication, on one machine.
-    base_env = {**os.environ, "OSAGO_DEV_INSECURE": "true", **(env or {}), "PYTHONUNBUFFERED": "1"}
+    # Every service's metrics on a free port (each prints it: `Child.metrics`).
+    metrics_env = {"OSAGO_METRICS_HOST": options.host, "OSAGO_METRICS_PORT": "0"}
+    base_env = {**os.environ, "OSAGO_DEV_INSECURE": "true", **metrics_env, **(env or {}), "PYTHONUNBUFFERED": "1"}
     children: dict[str, Child] = {}
 
     async def start(name: str, args: list[str], own: dict[str, str]) -> Child:

@@ -1,10 +1,11 @@
 """A pytest plugin that keeps unit tests free of servers.
 
-While a test that is not marked `functional` runs (its set-up, call and tear-down, so fixtures of
-any scope that it triggers too), binding a socket, creating a gRPC server or starting a child
-process raises `ServerInUnitTest` and fails the test, even when the code under test swallows the
-exception. `pytest -m "not functional"` (`make unit`) therefore starts nothing: no Redis, no
-mesh, no aiohttp or gRPC server on a port, no Envoy, no Chromium, no subprocess.
+While a test that is not marked `functional` runs (its set-up and call, so fixtures of any scope
+that it triggers too; not its tear-down, which may end what functional tests started), binding a
+socket, creating a gRPC server or starting a child process raises `ServerInUnitTest` and fails
+the test, even when the code under test swallows the exception. `pytest -m "not functional"`
+(`make unit`) therefore starts nothing: no Redis, no mesh, no aiohttp or gRPC server on a port,
+no Envoy, no Chromium, no subprocess.
 
 Binds and child processes are caught with an audit hook (`sys.addaudithook`: every Python-level
 `socket.bind`, `subprocess.Popen` and `os.posix_spawn`/`exec`); gRPC binds inside its C core, so
@@ -84,3 +85,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
         outcome.force_exception(
             ServerInUnitTest(f"{item.nodeid} is not marked functional but did {', '.join(GUARD.violations)}")
         )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    """A unit test's tear-down also ends the broader fixtures no later test needs (the session's
+    Postgres after the last test, a module's mesh after its last): stopping what functional
+    tests started is not the unit test starting anything."""
+    GUARD.test = None
+    yield

@@ -110,14 +110,15 @@ def test_lag_and_detection_delay_count_each_offer_at_its_first_arrival() -> None
     assert {k: [round(v, 3) for v in vs] for k, vs in delays.items()} == {"alfa": [0.6], "ingos": [1.0]}
 
 
-def test_requests_per_application_add_creates_and_polls_of_the_sessions_asked_about() -> None:
+def test_requests_per_application_add_creates_polls_and_callbacks_of_the_sessions_asked_about() -> None:
     applications = [
-        {"reference": "r1", "insurer_id": "alfa", "creates": 1, "polls": 2},
-        {"reference": "r2", "insurer_id": "alfa", "creates": 2, "polls": 3},  # a replayed create
-        {"reference": "r1", "insurer_id": "ingos", "creates": 1, "polls": 0},
-        {"reference": "bare-1", "insurer_id": "alfa", "creates": 1, "polls": 9},  # not ours
+        {"reference": "r1", "insurer_id": "alfa", "creates": 1, "polls": 2, "callbacks": 0},
+        {"reference": "r2", "insurer_id": "alfa", "creates": 2, "polls": 3, "callbacks": 0},  # a replayed create
+        {"reference": "r1", "insurer_id": "ingos", "creates": 1, "polls": 0, "callbacks": 0},
+        {"reference": "r1", "insurer_id": "sovcom", "creates": 1, "polls": 0, "callbacks": 2},  # one retried
+        {"reference": "bare-1", "insurer_id": "alfa", "creates": 1, "polls": 9, "callbacks": 0},  # not ours
     ]
-    assert requests_per_application(applications, {"r1", "r2"}) == {"alfa": (2, 8), "ingos": (1, 1)}
+    assert requests_per_application(applications, {"r1", "r2"}) == {"alfa": (2, 8), "ingos": (1, 1), "sovcom": (1, 3)}
 
 
 def test_percentiles_are_nearest_rank() -> None:

@@ -24,7 +24,7 @@ from osago.v1 import events_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
 from insurer_gateway.callback_http import CallbackServer
 from insurer_gateway.dialects import PushDialect
-from insurer_gateway.inbox import CallbackInbox, InboxUnavailable, LocalInbox, RedisInbox
+from insurer_gateway.inbox import CallbackInbox, InboxUnavailable, LocalInbox, RedisInbox, unseal
 from insurer_gateway.service import GatewayService
 from insurer_gateway.settings import GatewaySettings
 from insurer_sim.config import SimConfig
@@ -108,7 +108,8 @@ async def test_the_endpoint_accepts_a_signed_callback_once_and_refuses_every_for
         body = completed("Q-1")
         with inbox.waiting("Q-1") as arrival:
             assert await post(http, url, body, sign(body, now)) == (200, {"status": "accepted"})
-            assert arrival.result() == body
+            # The body as it came, with the moment the endpoint accepted it.
+            assert unseal(arrival.result()) == (body, clock.now())
         # Forgeries change nothing: each is refused, naming the header at fault.
         forged = completed("Q-2", premium={"amount_minor": 1, "currency": "RUB"})
         refusals = [
@@ -128,7 +129,8 @@ async def test_the_endpoint_accepts_a_signed_callback_once_and_refuses_every_for
         assert status == 409
         again = completed("Q-1", number="SC-other")
         assert await post(http, url, again, sign(again, now + 1)) == (200, {"status": "duplicate"})
-        assert await inbox.stored("Q-1") == body
+        stored = await inbox.stored("Q-1")
+        assert stored is not None and unseal(stored) == (body, clock.now())
         # Validly signed but off the schema; another insurer's path; a wrong method; too large.
         junk = b'{"event": "quotation.completed"}'
         status, answer = await post(http, url, junk, sign(junk, now))

@@ -19,13 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "osago"
 NAMESPACE = "osago"
 
-# The metric names the services export (Prometheus conventions); histograms also as _bucket,
-# _sum and _count.
+# The metric names the services export (Prometheus conventions), which the alerts and the
+# dashboard may use; histograms also as _bucket, _sum and _count. tests/test_metrics.py checks
+# that the running services export every one of them.
 METRICS = {
     "osago_sessions_started_total",
     "osago_sessions_finished_total",
     "osago_sessions_running",
     "osago_sessions_shed_total",
+    "osago_sessions_rate_limited_total",
     "osago_sessions_late_total",
     "osago_session_duration_seconds",
     "osago_event_delivery_lag_seconds",
@@ -350,3 +352,22 @@ def test_without_tls_the_chart_runs_the_loud_dev_mode(helm: Path, tmp_path: Path
     assert env["OSAGO_DEV_INSECURE"] == "true" and "OSAGO_TLS_CERT" not in env
     envoy = find(docs, "ConfigMap", "osago-envoy")["data"]["envoy.yaml"]
     assert "transport_socket: null  # @aggregator_tls" in envoy
+
+
+@pytest.mark.functional
+def test_every_osago_pod_serves_metrics_on_its_metrics_port_and_is_scraped(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    deployments = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] != "osago-envoy"]
+    assert len(deployments) >= 4  # aggregator, the gateways, web_bridge, the simulator
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        env = env_of(deployment)
+        assert (env["OSAGO_METRICS_PORT"], env["OSAGO_METRICS_HOST"]) == ("9464", "0.0.0.0"), name
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container["ports"], name
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("9464", "/metrics")
+    off = render(helm, tmp_path, "--set", "metrics.enabled=false")
+    for deployment in (d for d in off if d["kind"] == "Deployment" and d["metadata"]["name"] != "osago-envoy"):
+        assert not {"OSAGO_METRICS_PORT", "OSAGO_METRICS_HOST"} & set(env_of(deployment))

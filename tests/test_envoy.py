@@ -266,6 +266,33 @@ async def test_invalid_application_is_trailers_only_invalid_argument_with_detail
         assert violations == ["application.vehicle.vin"]
 
 
+@pytest.mark.parametrize("method", ["GetQuotes", "CreateQuoteRequest"])
+async def test_a_body_cut_short_is_invalid_argument_at_once_not_a_hung_call(tmp_path: Path, method: str) -> None:
+    """A grpc-web body that ends inside a frame (or before one) is refused with INVALID_ARGUMENT
+    naming the request; before, the call hung until the stream's 65 s cap. The client waits far
+    less than that, so a hang fails the test."""
+    request = pb.CreateQuoteRequestRequest(application=load_example()).SerializeToString()
+    if method == "GetQuotes":
+        request = pb.GetQuotesRequest(application=load_example()).SerializeToString()
+    whole = frame(request)
+    async with envoy_mesh(tmp_path) as bridge, aiohttp.ClientSession() as http:
+        for body in (whole[:-10], whole[:5], whole[:3], b""):
+            url = f"{bridge.url}/osago.v1.AggregatorService/{method}"
+            timeout = aiohttp.ClientTimeout(total=20)
+            async with http.post(url, data=body, headers=GRPC_WEB_HEADERS, timeout=timeout) as response:
+                assert response.status == 200
+                assert response.headers["grpc-status"] == "3", (len(body), dict(response.headers))
+                details = status_pb2.Status.FromString(b64decode_unpadded(response.headers["grpc-status-details-bin"]))
+            bad = error_details_pb2.BadRequest()
+            assert details.details[0].Unpack(bad)
+            assert [v.field for v in bad.field_violations] == ["request"]
+        # The whole frame still works.
+        async with http.post(url, data=whole, headers=GRPC_WEB_HEADERS) as response:
+            assert "grpc-status" not in response.headers  # not trailers-only: an answer came
+            *_, (flag, trailers) = parse_frames(await response.read())
+        assert flag == TRAILERS and parse_trailers(trailers)["grpc-status"] == "0"
+
+
 async def test_grpc_web_text_mode_streams_base64_frames(tmp_path: Path) -> None:
     async with envoy_mesh(tmp_path) as bridge, aiohttp.ClientSession() as http:
         text_type = "application/grpc-web-text"

@@ -33,7 +33,7 @@ from insurer_gateway.dialects import (
 )
 from insurer_gateway.exchange import BadResponse, HttpCall, HttpResponse, HttpTimeout
 from insurer_gateway.guard import InsurerGuard
-from insurer_gateway.inbox import LocalInbox
+from insurer_gateway.inbox import LocalInbox, seal, unseal
 from insurer_gateway.offers import Accepted, Failed, Pending, Reason, Update
 from insurer_gateway.settings import GatewaySettings
 from insurer_gateway.signatures import Verdict, verify
@@ -52,6 +52,7 @@ SETTINGS = GatewaySettings(
     dialect="push",
     base_url="http://insurer",
     callback_secret=SECRET,
+    callback_poll_default_s=10.0,  # shorter than the default: the tests' sessions are short
 )
 CREATE = HttpCall("POST", "/v3/quotations", {"Idempotency-Key": "req-1:sovcom"}, {"partner_ref": "req-1"})
 
@@ -293,6 +294,15 @@ async def test_the_inbox_keeps_the_first_body_wakes_its_waiter_and_forgets_after
     assert await inbox.stored("Q-1") is None and inbox.kept == 0
 
 
+def test_a_sealed_body_keeps_the_moment_it_was_accepted() -> None:
+    at = datetime(2026, 1, 15, 9, 0, 3, 250000, tzinfo=UTC)
+    body = b'{"quotation_id": "Q-1"}'
+    assert seal(body, at) == b"@2026-01-15T09:00:03.250000+00:00\n" + body
+    assert unseal(seal(body, at)) == (body, at)
+    assert unseal(body) == (body, None)  # stored by something other than the endpoint
+    assert unseal(b"@not a time\n{}") == (b"@not a time\n{}", None)
+
+
 async def test_the_inbox_remembers_what_it_saw_for_the_window(clock: FakeClock) -> None:
     inbox = LocalInbox(clock, keep_s=600, window_s=300)
     assert await inbox.first_sight("Q-1:sig-a") is True
@@ -334,6 +344,9 @@ class Run:
     inbox: LocalInbox
     flow: CallbackFlow
     insurer: Insurer
+    # When the gateway obtained each offer of the last run (Offer.obtained_at), in seconds after
+    # the run's start; the offers in the updates are compared without it.
+    obtained: list[float] = field(default_factory=list)
 
     async def __call__(
         self,
@@ -342,20 +355,28 @@ class Run:
         deadline: float = 60.0,
         meanwhile: Sequence[tuple[float, Callable[[], None]]] = (),
     ) -> list[tuple[float, Update]]:
-        """Runs one application from now: `callbacks` are (seconds after now, body) delivered,
-        `meanwhile` (seconds after now, what happens then)."""
+        """Runs one application from now: `callbacks` are (seconds after now, body) delivered
+        as the endpoint delivers them (sealed with the moment), `meanwhile` (seconds after now,
+        what happens then)."""
         self.insurer.steps = steps
         self.insurer.calls.clear()
+        self.obtained.clear()
         start = self.clock.monotonic()
+        started_at = self.clock.now()
         updates: list[tuple[float, Update]] = []
 
         async def consume() -> None:
             async for update in self.flow.run(CREATE, start + deadline):
-                updates.append((round(self.clock.monotonic() - start, 6), update))
+                seen = update
+                if isinstance(update, Offer):
+                    assert update.obtained_at is not None, "an offer without obtained_at"
+                    self.obtained.append(round((update.obtained_at - started_at).total_seconds(), 6))
+                    seen = dataclasses.replace(update, obtained_at=None)
+                updates.append((round(self.clock.monotonic() - start, 6), seen))
 
         async def call_back(after: float, body: bytes) -> None:
             await self.clock.sleep(after)
-            await self.inbox.deliver(json.loads(body)["quotation_id"], body)
+            await self.inbox.deliver(json.loads(body)["quotation_id"], seal(body, self.clock.now()))
 
         async def later(after: float, happen: Callable[[], None]) -> None:
             await self.clock.sleep(after)
@@ -392,6 +413,7 @@ async def test_the_offer_arrives_with_the_callback_and_no_poll_is_made() -> None
     run = make_run()
     updates = await run([CREATED], callbacks=[(2.5, completed())])
     assert updates == [(0.0, Accepted("Q-1")), (2.5, OFFER)]
+    assert run.obtained == [2.5]  # obtained when the callback was accepted
     assert [call.method for _, call in run.insurer.calls] == ["POST"]
     assert (run.flow.callbacks_total, run.flow.safety_polls_total) == (1, 0)
 
@@ -432,6 +454,7 @@ async def test_the_safety_net_poll_gets_an_offer_whose_callback_never_came() -> 
     run = make_run()
     updates = await run([CREATED, COMPLETED])
     assert updates == [(0.0, Accepted("Q-1")), (5.0, Pending(0)), (10.0, Pending(0)), (10.0, OFFER)]
+    assert run.obtained == [10.0]  # the poll's answer
     assert run.flow.safety_polls_total == 1
 
 
@@ -464,6 +487,8 @@ async def test_a_stored_callback_whose_wake_up_was_missed_is_found_before_pollin
     updates = await run([CREATED, PENDING], callbacks=[(3.0, completed())])
     assert updates[-1] == (10.0, OFFER)
     assert run.insurer.polls == []
+    # Obtained when the endpoint accepted the callback (3 s), not when the stream found it.
+    assert run.obtained == [3.0]
 
 
 async def test_a_failed_safety_poll_ends_nothing_and_the_callback_still_ends_the_wait() -> None:

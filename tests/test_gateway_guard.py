@@ -601,6 +601,7 @@ class FlakyShared:
 
     down: bool = True
     calls: int = 0
+    waits_total: int = 0
 
     async def acquire(self, deadline: float | None) -> bool:
         self.calls += 1

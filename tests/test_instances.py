@@ -25,6 +25,7 @@ from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb
 from osago_client import QuoteClient
 from osago_mesh.processes import MeshOptions, RunningMesh, process_mesh
 from tests.conftest import access, load_example, remember, remembered
+from tests.metrics_kit import scrape
 
 pytestmark = pytest.mark.functional
 
@@ -124,6 +125,14 @@ async def test_a_killed_instance_s_session_is_taken_over_and_followed_elsewhere_
         await assert_exactly_the_ledger(running, seen + rest)
         # The session was resumed: insurers that had not answered were asked again.
         assert any(e.HasField("quote_received") or e.HasField("insurer_failed") for e in rest)
+        # The other instance's metrics say so: one session taken over, and finished there.
+        assert set(running.metrics) == set(running.children)
+        async with aiohttp.ClientSession() as http:
+            other = await scrape(http, running.metrics["aggregator 2"])
+        assert other.value("osago_sessions_taken_over_total") == 1
+        assert other.value("osago_sessions_started_total") == 0
+        assert other.total("osago_sessions_finished_total") == 1
+        assert other.value("osago_sessions_running") == 0
 
 
 async def test_moving_to_the_other_instance_mid_stream_continues_exactly() -> None:

@@ -183,7 +183,7 @@ async def test_a_session_is_one_trace_from_the_client_to_every_insurer_http_call
 
     [session] = await received.wait_for(trace_id, "quote_session")
     asks = await received.wait_for(trace_id, "request_offer", INSURERS)
-    served = await received.wait_for(trace_id, "/osago.v1.InsurerGatewayService/RequestOffer", INSURERS)
+    served = await received.wait_for(trace_id, "RequestOffer", INSURERS)
     [call] = await received.wait_for(trace_id, "/osago.v1.AggregatorService/GetQuotes")
     spans = by_id(received.of_trace(trace_id))
 
@@ -258,7 +258,7 @@ async def test_a_session_started_through_web_bridge_joins_the_browsers_trace(
     [bridge] = await received.wait_for(trace_id, "POST /osago/quotes")
     [create] = await received.wait_for(trace_id, "/osago.v1.AggregatorService/CreateQuoteRequest")
     [session] = await received.wait_for(trace_id, "quote_session")
-    served = await received.wait_for(trace_id, "/osago.v1.InsurerGatewayService/RequestOffer", INSURERS)
+    served = await received.wait_for(trace_id, "RequestOffer", INSURERS)
     assert bridge.service == "osago-bridge" and bridge.span.kind == SERVER
     assert bridge.parent_id == f"{context.span_id:016x}"  # the browser's span
     assert bridge.attributes["http.status_code"] == "201"

@@ -1,8 +1,8 @@
 """Personal data: a whole session's logs (every logger, DEBUG, as records and as the JSON lines
-a log store receives), spans and operator-facing
-counters hold none of the application's personal fields, nor do the errors a wrong application
-gets; and the purge erases the personal data of old finished requests while their events and
-the insurers' answers stay (both stores, one contract)."""
+a log store receives), spans, operator-facing counters and every service's Prometheus metrics
+hold none of the application's personal fields, nor do the errors a wrong application gets; and
+the purge erases the personal data of old finished requests while their events and the
+insurers' answers stay (both stores, one contract)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ from aggregator.store import MemoryRequestStore, RequestRecord, RequestStore
 from osago_common import tracing
 from osago_common.clock import FakeClock
 from osago_common.logs import JsonLineFormatter
+from osago_common.metrics import MetricsEndpoint
 from tests.conftest import EXAMPLES, start_mesh
+from tests.metrics_kit import scrape
 from web_bridge.service import BridgeService
 from web_bridge.settings import BridgeSettings
 
@@ -80,7 +82,7 @@ def leaks(text: str) -> list[str]:
 
 
 @pytest.mark.functional
-async def test_a_whole_sessions_logs_spans_counters_and_errors_hold_no_personal_data(
+async def test_a_whole_sessions_logs_spans_counters_metrics_and_errors_hold_no_personal_data(
     caplog: pytest.LogCaptureFixture, spans: InMemorySpanExporter
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -91,7 +93,9 @@ async def test_a_whole_sessions_logs_spans_counters_and_errors_hold_no_personal_
     document = application_json()
     answers: list[str] = []
     async with start_mesh(n=4, time_scale=0.02) as mesh:
-        bridge = BridgeService(BridgeSettings(aggregator_target=mesh.target, port=0))
+        bridge = BridgeService(
+            BridgeSettings(aggregator_target=mesh.target, port=0, metrics=MetricsEndpoint("127.0.0.1", 0))
+        )
         await bridge.start()
         try:
             async with aiohttp.ClientSession() as http:
@@ -123,6 +127,16 @@ async def test_a_whole_sessions_logs_spans_counters_and_errors_hold_no_personal_
                 answers.append(json_format.MessageToJson(await mesh.gateway_status(insurer_id)))
             health = await health_pb2_grpc.HealthStub(mesh.channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             answers.append(str(health))
+            # What Prometheus scrapes from every service.
+            assert bridge.metrics_server is not None
+            endpoints = [*mesh.metrics.values(), bridge.metrics_server.url]
+            assert len(endpoints) == 6
+            async with aiohttp.ClientSession() as http:
+                for url in endpoints:
+                    scraped = await scrape(http, url)
+                    assert any(name.startswith("osago_") for name in scraped.names())
+                    assert created["requestId"] not in scraped.text
+                    answers.append(scraped.text)
         finally:
             await bridge.stop()
             logging.getLogger().removeHandler(json_handler)

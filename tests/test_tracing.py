@@ -31,7 +31,7 @@ Attributes = dict[str, object]
 functional = pytest.mark.functional
 # The SERVER spans of the gRPC instrumentation (opentelemetry-instrumentation-grpc).
 AGGREGATOR_CALL = "/osago.v1.AggregatorService/GetQuotes"
-GATEWAY_CALL = "/osago.v1.InsurerGatewayService/RequestOffer"
+GATEWAY_CALL = "RequestOffer"  # by hand, one per ask (osago_common.tracing)
 
 
 @pytest.fixture

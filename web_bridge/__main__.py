@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
+from osago_common import loop
 from web_bridge.service import serve_forever
 from web_bridge.settings import BridgeSettings
 
 
 def main() -> None:
-    asyncio.run(serve_forever(BridgeSettings.from_env(os.environ)))
+    loop.run(serve_forever(BridgeSettings.from_env(os.environ)))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from osago_client.channel import open_channel
 from osago_client.client import resolve_target
 from osago_common import tracing
 from web_bridge import grpc_web, problems, quotes, security, stream
+from web_bridge.metrics import BridgeMetrics
 from web_bridge.problems import body, respond
 from web_bridge.settings import BridgeSettings
 from web_bridge.state import AGGREGATOR, SETTINGS, STREAMS, Aggregator, Streams
@@ -40,11 +41,14 @@ SERVICE = aggregator_service_pb2.DESCRIPTOR.services_by_name["AggregatorService"
 _SERVABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def make_app(settings: BridgeSettings) -> web.Application:
+def make_app(settings: BridgeSettings, metrics: BridgeMetrics | None = None) -> web.Application:
+    """The application; with `metrics`, every request is counted."""
+    counting = [metrics.count_requests] if metrics is not None else []
     app = web.Application(
-        # Tracing first: a SERVER span per request (joining the browser's or the edge's trace),
-        # current while the others run, so the aggregator calls made inside are its children.
-        middlewares=[*tracing.http_server_middlewares(), problems.json_errors, security.check_origin],
+        # Counting outermost; then tracing: a SERVER span per request (joining the browser's or the
+        # edge's trace), current while the others run, so the aggregator calls made inside are its
+        # children.
+        middlewares=[*counting, *tracing.http_server_middlewares(), problems.json_errors, security.check_origin],
         client_max_size=settings.max_body_bytes,
     )
     app.on_response_prepare.append(security.add_headers)

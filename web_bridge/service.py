@@ -7,8 +7,10 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from osago_common.metrics import MetricsServer, serve_metrics
 from osago_common.serving import until_signalled
 from web_bridge.app import make_app
+from web_bridge.metrics import BridgeMetrics
 from web_bridge.settings import BridgeSettings
 from web_bridge.state import STREAMS, Streams
 
@@ -27,17 +29,22 @@ class BridgeService:
         self._runner: web.AppRunner | None = None
         self._app: web.Application | None = None
         self.port = 0
+        # web_bridge's series, served on OSAGO_METRICS_PORT when set.
+        self.metrics = BridgeMetrics()
+        self.metrics_server: MetricsServer | None = None
 
     async def start(self) -> int:
         if self._runner is not None:
             raise RuntimeError("web_bridge is already started")
-        app = make_app(self.settings)
+        app = make_app(self.settings, self.metrics)
         runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S, access_log_class=QuietProbesAccessLogger)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.settings.host, self.settings.port, backlog=BACKLOG)
             await site.start()
             self.port = int(runner.addresses[0][1])
+            self.metrics.watch(app[STREAMS])
+            self.metrics_server = await serve_metrics(self.metrics.registry, self.settings.metrics)
         except BaseException:
             await runner.cleanup()
             raise
@@ -63,6 +70,9 @@ class BridgeService:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        metrics, self.metrics_server = self.metrics_server, None
+        if metrics is not None:
+            await metrics.stop()
 
 
 class QuietProbesAccessLogger(AccessLogger):
@@ -78,6 +88,8 @@ async def serve_forever(settings: BridgeSettings) -> None:
     service = BridgeService(settings)
     await service.start()
     try:
+        if service.metrics_server is not None:
+            print(f"metrics {service.metrics_server.address}", flush=True)
         print(f"listening {service.url}", flush=True)
         await until_signalled()
     finally:

@@ -12,17 +12,19 @@
 | `OSAGO_BRIDGE_TRUST_FORWARDED` | behind a trusted edge: the client's address is the last `X-Forwarded-For` hop | `false` |
 | `OSAGO_BRIDGE_MAX_STREAMS` / `OSAGO_BRIDGE_MAX_STREAMS_PER_CLIENT` | open WebSocket streams in total, and per client address | `5000` / `10` |
 | `OSAGO_BRIDGE_SEND_TIMEOUT_S` | a WebSocket client that does not take an event within this long is cut off | `10` |
+| `OSAGO_METRICS_PORT` / `OSAGO_METRICS_HOST` | Prometheus metrics at `/metrics` on their own port (osago_common.metrics; 0: a free one) | unset (none) / `127.0.0.1` |
 | `OSAGO_TLS_*` / `OSAGO_DEV_INSECURE` | TLS toward the aggregator with this service's client certificate (osago_common.tls) | required |
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from osago_common.env import SettingsError, env_flag, env_float, env_int, env_str
+from osago_common.metrics import MetricsEndpoint
 from osago_common.resources import package_path
 from osago_common.tls import TlsFiles, tls_from_env
 
@@ -60,6 +62,8 @@ class BridgeSettings:
     send_timeout_s: float = 10.0
     # Messages a WebSocket client may send (it has nothing to say): more closes the socket.
     max_client_messages: int = 16
+    # Where Prometheus scrapes /metrics (osago_common.metrics); no port: nowhere.
+    metrics: MetricsEndpoint = field(default_factory=MetricsEndpoint)
 
     @property
     def page_dir(self) -> Path:
@@ -86,6 +90,7 @@ class BridgeSettings:
             max_streams=env_int(env, "OSAGO_BRIDGE_MAX_STREAMS", cls.max_streams),
             max_streams_per_client=env_int(env, "OSAGO_BRIDGE_MAX_STREAMS_PER_CLIENT", cls.max_streams_per_client),
             send_timeout_s=env_float(env, "OSAGO_BRIDGE_SEND_TIMEOUT_S", cls.send_timeout_s),
+            metrics=MetricsEndpoint.from_env(env),
         )
         settings = replace(settings, **overrides)
         settings.check()

@@ -75,6 +75,140 @@ class RequestOfferRequest(message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 @typing.final
+class OffersRequest(message.Message):
+    """One message from the caller on an Offers stream: a new ask, or the end of one."""
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    @typing.final
+    class Ask(message.Message):
+        """An ask for an insurer's offer: what RequestOffer's request and call carry."""
+
+        DESCRIPTOR: descriptor.Descriptor
+
+        CALL_ID_FIELD_NUMBER: builtins.int
+        REQUEST_ID_FIELD_NUMBER: builtins.int
+        APPLICATION_FIELD_NUMBER: builtins.int
+        TIMEOUT_FIELD_NUMBER: builtins.int
+        TRACEPARENT_FIELD_NUMBER: builtins.int
+        TRACESTATE_FIELD_NUMBER: builtins.int
+        call_id: builtins.int
+        """Chosen by the caller, unique among the asks running on this stream; every update of
+        this ask comes back with it. A call_id already running is ignored.
+        """
+        request_id: builtins.str
+        """The aggregator's quote request id; with the insurer it identifies the insurer
+        application, so asking again (on this or another stream, of any replica) resumes it.
+        """
+        traceparent: builtins.str
+        """The W3C trace context of the caller's span for this ask (`traceparent` header value), so
+        the gateway's spans of the ask are its children. Empty: not traced by the caller.
+        """
+        tracestate: builtins.str
+        """The W3C `tracestate` header value going with traceparent; often empty."""
+        @builtins.property
+        def application(self) -> application_pb2.Application:
+            """The application, already validated by the aggregator."""
+
+        @builtins.property
+        def timeout(self) -> duration_pb2.Duration:
+            """How long the ask may take from when the gateway receives it: the remaining time of the
+            caller's session, what a RequestOffer call's deadline says. Zero or absent: the gateway's
+            own longest call (OSAGO_GATEWAY_MAX_CALL_S).
+            """
+
+        def __init__(
+            self,
+            *,
+            call_id: builtins.int = ...,
+            request_id: builtins.str = ...,
+            application: application_pb2.Application | None = ...,
+            timeout: duration_pb2.Duration | None = ...,
+            traceparent: builtins.str = ...,
+            tracestate: builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = typing.Literal["application", b"application", "timeout", b"timeout"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = typing.Literal["application", b"application", "call_id", b"call_id", "request_id", b"request_id", "timeout", b"timeout", "traceparent", b"traceparent", "tracestate", b"tracestate"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @typing.final
+    class Cancel(message.Message):
+        """The caller no longer wants an ask's answer (its session ended): the gateway stops working
+        on it (no more polls) and sends nothing more for it.
+        """
+
+        DESCRIPTOR: descriptor.Descriptor
+
+        CALL_ID_FIELD_NUMBER: builtins.int
+        call_id: builtins.int
+        """The call_id of the ask to stop; an unknown or finished one is ignored."""
+        def __init__(
+            self,
+            *,
+            call_id: builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = typing.Literal["call_id", b"call_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ASK_FIELD_NUMBER: builtins.int
+    CANCEL_FIELD_NUMBER: builtins.int
+    @builtins.property
+    def ask(self) -> OffersRequest.Ask:
+        """Start an ask."""
+
+    @builtins.property
+    def cancel(self) -> OffersRequest.Cancel:
+        """Stop an ask."""
+
+    def __init__(
+        self,
+        *,
+        ask: OffersRequest.Ask | None = ...,
+        cancel: OffersRequest.Cancel | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = typing.Literal["ask", b"ask", "cancel", b"cancel", "kind", b"kind"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["ask", b"ask", "cancel", b"cancel", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = typing.Literal["ask", "cancel"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+@typing.final
+class OffersResponse(message.Message):
+    """One update of one ask on an Offers stream."""
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: builtins.int
+    UPDATE_FIELD_NUMBER: builtins.int
+    call_id: builtins.int
+    """The ask this update belongs to (OffersRequest.Ask.call_id)."""
+    @builtins.property
+    def update(self) -> RequestOfferResponse:
+        """The update, as RequestOffer streams it: accepted, pending, then the offer or a failure,
+        which is the ask's last message. Only changes of state are sent: one pending at most (the
+        stream's own keepalive says the gateway is there, where RequestOffer repeats pending).
+        """
+
+    def __init__(
+        self,
+        *,
+        call_id: builtins.int = ...,
+        update: RequestOfferResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = typing.Literal["update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["call_id", b"call_id", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
 class RequestOfferResponse(message.Message):
     """One stage of an insurer's work on an application."""
 
@@ -228,13 +362,13 @@ class GetGatewayStatusResponse(message.Message):
     breaker_state: BreakerState.ValueType
     """Circuit breaker state."""
     in_flight: builtins.int
-    """RequestOffer calls now running."""
+    """Asks now running: RequestOffer calls and asks on Offers streams."""
     requests_total: builtins.int
-    """RequestOffer calls since start."""
+    """Asks since start: RequestOffer calls and asks on Offers streams."""
     offers_total: builtins.int
     """Offers obtained since start."""
     failures_total: builtins.int
-    """Calls that ended without an offer, since start."""
+    """Asks that ended without an offer, since start."""
     retries_total: builtins.int
     """Retries made since start."""
     rejected_by_breaker_total: builtins.int

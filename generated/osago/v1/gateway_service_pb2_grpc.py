@@ -41,6 +41,11 @@ class InsurerGatewayServiceStub:
                 request_serializer=osago_dot_v1_dot_gateway__service__pb2.RequestOfferRequest.SerializeToString,
                 response_deserializer=osago_dot_v1_dot_gateway__service__pb2.RequestOfferResponse.FromString,
                 _registered_method=True)
+        self.Offers = channel.stream_stream(
+                '/osago.v1.InsurerGatewayService/Offers',
+                request_serializer=osago_dot_v1_dot_gateway__service__pb2.OffersRequest.SerializeToString,
+                response_deserializer=osago_dot_v1_dot_gateway__service__pb2.OffersResponse.FromString,
+                _registered_method=True)
         self.GetGatewayStatus = channel.unary_unary(
                 '/osago.v1.InsurerGatewayService/GetGatewayStatus',
                 request_serializer=osago_dot_v1_dot_gateway__service__pb2.GetGatewayStatusRequest.SerializeToString,
@@ -63,6 +68,20 @@ class InsurerGatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Offers(self, request_iterator, context):
+        """Many asks over one long-lived stream: each ask is a message, not a call, so the aggregator
+        keeps a few of these per gateway instead of one RequestOffer call per session and insurer
+        (whose set-up, metadata, deadline and teardown cost more than the answers they carry).
+        Bidirectional because asks and cancels go one way while every ask's updates, tagged with
+        its call_id, come back the other, interleaved. Each ask runs as RequestOffer would (the same
+        resumption by request_id, its own deadline) and ends with an offer or a failure. When the
+        stream ends (the caller goes away, or the gateway drains with UNAVAILABLE) every ask still
+        running on it stops; the caller asks again on another stream, which resumes the application.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetGatewayStatus(self, request, context):
         """Reports the gateway's state for operators: insurer, breaker, limits, counters.
         """
@@ -77,6 +96,11 @@ def add_InsurerGatewayServiceServicer_to_server(servicer, server):
                     servicer.RequestOffer,
                     request_deserializer=osago_dot_v1_dot_gateway__service__pb2.RequestOfferRequest.FromString,
                     response_serializer=osago_dot_v1_dot_gateway__service__pb2.RequestOfferResponse.SerializeToString,
+            ),
+            'Offers': grpc.stream_stream_rpc_method_handler(
+                    servicer.Offers,
+                    request_deserializer=osago_dot_v1_dot_gateway__service__pb2.OffersRequest.FromString,
+                    response_serializer=osago_dot_v1_dot_gateway__service__pb2.OffersResponse.SerializeToString,
             ),
             'GetGatewayStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetGatewayStatus,
@@ -113,6 +137,33 @@ class InsurerGatewayService:
             '/osago.v1.InsurerGatewayService/RequestOffer',
             osago_dot_v1_dot_gateway__service__pb2.RequestOfferRequest.SerializeToString,
             osago_dot_v1_dot_gateway__service__pb2.RequestOfferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Offers(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/osago.v1.InsurerGatewayService/Offers',
+            osago_dot_v1_dot_gateway__service__pb2.OffersRequest.SerializeToString,
+            osago_dot_v1_dot_gateway__service__pb2.OffersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,16 @@ class InsurerGatewayServiceStub:
     each stage to the customer. The call's deadline bounds all work; cancelling it stops polling.
     Calling again with the same request_id resumes the insurer application already created.
     """
+    Offers: aio.StreamStreamMultiCallable[gateway_service_pb2.OffersRequest, gateway_service_pb2.OffersResponse]
+    """Many asks over one long-lived stream: each ask is a message, not a call, so the aggregator
+    keeps a few of these per gateway instead of one RequestOffer call per session and insurer
+    (whose set-up, metadata, deadline and teardown cost more than the answers they carry).
+    Bidirectional because asks and cancels go one way while every ask's updates, tagged with
+    its call_id, come back the other, interleaved. Each ask runs as RequestOffer would (the same
+    resumption by request_id, its own deadline) and ends with an offer or a failure. When the
+    stream ends (the caller goes away, or the gateway drains with UNAVAILABLE) every ask still
+    running on it stops; the caller asks again on another stream, which resumes the application.
+    """
     GetGatewayStatus: aio.UnaryUnaryMultiCallable[gateway_service_pb2.GetGatewayStatusRequest, gateway_service_pb2.GetGatewayStatusResponse]
     """Reports the gateway's state for operators: insurer, breaker, limits, counters."""
 
@@ -40,6 +50,21 @@ class InsurerGatewayServiceServicer:
         Server-streaming because insurers take from seconds to minutes and the aggregator reports
         each stage to the customer. The call's deadline bounds all work; cancelling it stops polling.
         Calling again with the same request_id resumes the insurer application already created.
+        """
+
+    def Offers(
+        self,
+        request_iterator: abc.AsyncIterator[gateway_service_pb2.OffersRequest],
+        context: aio.ServicerContext[abc.AsyncIterator[gateway_service_pb2.OffersRequest], abc.AsyncIterator[gateway_service_pb2.OffersResponse]],
+    ) -> abc.AsyncIterator[gateway_service_pb2.OffersResponse]:
+        """Many asks over one long-lived stream: each ask is a message, not a call, so the aggregator
+        keeps a few of these per gateway instead of one RequestOffer call per session and insurer
+        (whose set-up, metadata, deadline and teardown cost more than the answers they carry).
+        Bidirectional because asks and cancels go one way while every ask's updates, tagged with
+        its call_id, come back the other, interleaved. Each ask runs as RequestOffer would (the same
+        resumption by request_id, its own deadline) and ends with an offer or a failure. When the
+        stream ends (the caller goes away, or the gateway drains with UNAVAILABLE) every ask still
+        running on it stops; the caller asks again on another stream, which resumes the application.
         """
 
     def GetGatewayStatus(

@@ -216,14 +216,18 @@ successThreshold: {{ .probe.successThreshold }}
 {{- end -}}
 
 {{/*
-Environment every osago service reads: the metrics port, the log format, and the standard
+Environment every osago service reads: the metrics endpoint (none without the variable), the log format, and the standard
 OpenTelemetry variables when traces are exported. Call with
 (dict "ctx" $ "service" "osago-aggregator" "attributes" (dict "osago.insurer" "alfa")).
 */}}
 {{- define "osago.commonEnv" -}}
 {{- $v := .ctx.Values -}}
+{{- if $v.metrics.enabled }}
 - name: OSAGO_METRICS_PORT
-  value: {{ ternary $v.metrics.port 0 $v.metrics.enabled | quote }}
+  value: {{ $v.metrics.port | quote }}
+- name: OSAGO_METRICS_HOST
+  value: "0.0.0.0"
+{{- end }}
 - name: OSAGO_LOG_FORMAT
   value: {{ $v.observability.logFormat | quote }}
 - name: OSAGO_LOG_LEVEL

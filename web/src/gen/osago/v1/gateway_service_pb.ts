@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file osago/v1/gateway_service.proto.
  */
 export const file_osago_v1_gateway_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5vc2Fnby92MS9nYXRld2F5X3NlcnZpY2UucHJvdG8SCG9zYWdvLnYxIlUKE1JlcXVlc3RPZmZlclJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIqCgthcHBsaWNhdGlvbhgCIAEoCzIVLm9zYWdvLnYxLkFwcGxpY2F0aW9uIsMBChRSZXF1ZXN0T2ZmZXJSZXNwb25zZRIrCghhY2NlcHRlZBgBIAEoCzIXLm9zYWdvLnYxLk9mZmVyQWNjZXB0ZWRIABIpCgdwZW5kaW5nGAIgASgLMhYub3NhZ28udjEuT2ZmZXJQZW5kaW5nSAASIAoFb2ZmZXIYAyABKAsyDy5vc2Fnby52MS5RdW90ZUgAEicKBmZhaWxlZBgEIAEoCzIVLm9zYWdvLnYxLk9mZmVyRmFpbGVkSABCCAoGdXBkYXRlIi8KDU9mZmVyQWNjZXB0ZWQSHgoWaW5zdXJlcl9hcHBsaWNhdGlvbl9pZBgBIAEoCSIdCgxPZmZlclBlbmRpbmcSDQoFcG9sbHMYASABKAUidwoLT2ZmZXJGYWlsZWQSJwoGcmVhc29uGAEgASgOMhcub3NhZ28udjEuRmFpbHVyZVJlYXNvbhIPCgdtZXNzYWdlGAIgASgJEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIhkKF0dldEdhdGV3YXlTdGF0dXNSZXF1ZXN0IvQCChhHZXRHYXRld2F5U3RhdHVzUmVzcG9uc2USJQoHaW5zdXJlchgBIAEoCzIULm9zYWdvLnYxLkluc3VyZXJSZWYSDwoHZGlhbGVjdBgCIAEoCRIQCghiYXNlX3VybBgDIAEoCRItCg1icmVha2VyX3N0YXRlGAQgASgOMhYub3NhZ28udjEuQnJlYWtlclN0YXRlEhEKCWluX2ZsaWdodBgFIAEoBRIWCg5yZXF1ZXN0c190b3RhbBgGIAEoAxIUCgxvZmZlcnNfdG90YWwYByABKAMSFgoOZmFpbHVyZXNfdG90YWwYCCABKAMSLgoKc3RhcnRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmV0cmllc190b3RhbBgKIAEoAxIhChlyZWplY3RlZF9ieV9icmVha2VyX3RvdGFsGAsgASgDEhwKFGJyZWFrZXJfb3BlbmVkX3RvdGFsGAwgASgDKnwKDEJyZWFrZXJTdGF0ZRIdChlCUkVBS0VSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlJFQUtFUl9TVEFURV9DTE9TRUQQARIWChJCUkVBS0VSX1NUQVRFX09QRU4QAhIbChdCUkVBS0VSX1NUQVRFX0hBTEZfT1BFThADMsMBChVJbnN1cmVyR2F0ZXdheVNlcnZpY2USTwoMUmVxdWVzdE9mZmVyEh0ub3NhZ28udjEuUmVxdWVzdE9mZmVyUmVxdWVzdBoeLm9zYWdvLnYxLlJlcXVlc3RPZmZlclJlc3BvbnNlMAESWQoQR2V0R2F0ZXdheVN0YXR1cxIhLm9zYWdvLnYxLkdldEdhdGV3YXlTdGF0dXNSZXF1ZXN0GiIub3NhZ28udjEuR2V0R2F0ZXdheVN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_osago_v1_application, file_osago_v1_quote]);
+  fileDesc("Ch5vc2Fnby92MS9nYXRld2F5X3NlcnZpY2UucHJvdG8SCG9zYWdvLnYxIlUKE1JlcXVlc3RPZmZlclJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIqCgthcHBsaWNhdGlvbhgCIAEoCzIVLm9zYWdvLnYxLkFwcGxpY2F0aW9uIr4CCg1PZmZlcnNSZXF1ZXN0EioKA2FzaxgBIAEoCzIbLm9zYWdvLnYxLk9mZmVyc1JlcXVlc3QuQXNrSAASMAoGY2FuY2VsGAIgASgLMh4ub3NhZ28udjEuT2ZmZXJzUmVxdWVzdC5DYW5jZWxIABqrAQoDQXNrEg8KB2NhbGxfaWQYASABKAQSEgoKcmVxdWVzdF9pZBgCIAEoCRIqCgthcHBsaWNhdGlvbhgDIAEoCzIVLm9zYWdvLnYxLkFwcGxpY2F0aW9uEioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLdHJhY2VwYXJlbnQYBSABKAkSEgoKdHJhY2VzdGF0ZRgGIAEoCRoZCgZDYW5jZWwSDwoHY2FsbF9pZBgBIAEoBEIGCgRraW5kIlEKDk9mZmVyc1Jlc3BvbnNlEg8KB2NhbGxfaWQYASABKAQSLgoGdXBkYXRlGAIgASgLMh4ub3NhZ28udjEuUmVxdWVzdE9mZmVyUmVzcG9uc2UiwwEKFFJlcXVlc3RPZmZlclJlc3BvbnNlEisKCGFjY2VwdGVkGAEgASgLMhcub3NhZ28udjEuT2ZmZXJBY2NlcHRlZEgAEikKB3BlbmRpbmcYAiABKAsyFi5vc2Fnby52MS5PZmZlclBlbmRpbmdIABIgCgVvZmZlchgDIAEoCzIPLm9zYWdvLnYxLlF1b3RlSAASJwoGZmFpbGVkGAQgASgLMhUub3NhZ28udjEuT2ZmZXJGYWlsZWRIAEIICgZ1cGRhdGUiLwoNT2ZmZXJBY2NlcHRlZBIeChZpbnN1cmVyX2FwcGxpY2F0aW9uX2lkGAEgASgJIh0KDE9mZmVyUGVuZGluZxINCgVwb2xscxgBIAEoBSJ3CgtPZmZlckZhaWxlZBInCgZyZWFzb24YASABKA4yFy5vc2Fnby52MS5GYWlsdXJlUmVhc29uEg8KB21lc3NhZ2UYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iGQoXR2V0R2F0ZXdheVN0YXR1c1JlcXVlc3Qi9AIKGEdldEdhdGV3YXlTdGF0dXNSZXNwb25zZRIlCgdpbnN1cmVyGAEgASgLMhQub3NhZ28udjEuSW5zdXJlclJlZhIPCgdkaWFsZWN0GAIgASgJEhAKCGJhc2VfdXJsGAMgASgJEi0KDWJyZWFrZXJfc3RhdGUYBCABKA4yFi5vc2Fnby52MS5CcmVha2VyU3RhdGUSEQoJaW5fZmxpZ2h0GAUgASgFEhYKDnJlcXVlc3RzX3RvdGFsGAYgASgDEhQKDG9mZmVyc190b3RhbBgHIAEoAxIWCg5mYWlsdXJlc190b3RhbBgIIAEoAxIuCgpzdGFydGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZXRyaWVzX3RvdGFsGAogASgDEiEKGXJlamVjdGVkX2J5X2JyZWFrZXJfdG90YWwYCyABKAMSHAoUYnJlYWtlcl9vcGVuZWRfdG90YWwYDCABKAMqfAoMQnJlYWtlclN0YXRlEh0KGUJSRUFLRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCUkVBS0VSX1NUQVRFX0NMT1NFRBABEhYKEkJSRUFLRVJfU1RBVEVfT1BFThACEhsKF0JSRUFLRVJfU1RBVEVfSEFMRl9PUEVOEAMyhAIKFUluc3VyZXJHYXRld2F5U2VydmljZRJPCgxSZXF1ZXN0T2ZmZXISHS5vc2Fnby52MS5SZXF1ZXN0T2ZmZXJSZXF1ZXN0Gh4ub3NhZ28udjEuUmVxdWVzdE9mZmVyUmVzcG9uc2UwARI/CgZPZmZlcnMSFy5vc2Fnby52MS5PZmZlcnNSZXF1ZXN0Ghgub3NhZ28udjEuT2ZmZXJzUmVzcG9uc2UoATABElkKEEdldEdhdGV3YXlTdGF0dXMSIS5vc2Fnby52MS5HZXRHYXRld2F5U3RhdHVzUmVxdWVzdBoiLm9zYWdvLnYxLkdldEdhdGV3YXlTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_osago_v1_application, file_osago_v1_quote]);
 
 /**
  * Input of RequestOffer.
@@ -45,6 +45,156 @@ export type RequestOfferRequest = Message<"osago.v1.RequestOfferRequest"> & {
  */
 export const RequestOfferRequestSchema: GenMessage<RequestOfferRequest> = /*@__PURE__*/
   messageDesc(file_osago_v1_gateway_service, 0);
+
+/**
+ * One message from the caller on an Offers stream: a new ask, or the end of one.
+ *
+ * @generated from message osago.v1.OffersRequest
+ */
+export type OffersRequest = Message<"osago.v1.OffersRequest"> & {
+  /**
+   * What the caller says.
+   *
+   * @generated from oneof osago.v1.OffersRequest.kind
+   */
+  kind: {
+    /**
+     * Start an ask.
+     *
+     * @generated from field: osago.v1.OffersRequest.Ask ask = 1;
+     */
+    value: OffersRequest_Ask;
+    case: "ask";
+  } | {
+    /**
+     * Stop an ask.
+     *
+     * @generated from field: osago.v1.OffersRequest.Cancel cancel = 2;
+     */
+    value: OffersRequest_Cancel;
+    case: "cancel";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message osago.v1.OffersRequest.
+ * Use `create(OffersRequestSchema)` to create a new message.
+ */
+export const OffersRequestSchema: GenMessage<OffersRequest> = /*@__PURE__*/
+  messageDesc(file_osago_v1_gateway_service, 1);
+
+/**
+ * An ask for an insurer's offer: what RequestOffer's request and call carry.
+ *
+ * @generated from message osago.v1.OffersRequest.Ask
+ */
+export type OffersRequest_Ask = Message<"osago.v1.OffersRequest.Ask"> & {
+  /**
+   * Chosen by the caller, unique among the asks running on this stream; every update of
+   * this ask comes back with it. A call_id already running is ignored.
+   *
+   * @generated from field: uint64 call_id = 1;
+   */
+  callId: bigint;
+
+  /**
+   * The aggregator's quote request id; with the insurer it identifies the insurer
+   * application, so asking again (on this or another stream, of any replica) resumes it.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+
+  /**
+   * The application, already validated by the aggregator.
+   *
+   * @generated from field: osago.v1.Application application = 3;
+   */
+  application?: Application | undefined;
+
+  /**
+   * How long the ask may take from when the gateway receives it: the remaining time of the
+   * caller's session, what a RequestOffer call's deadline says. Zero or absent: the gateway's
+   * own longest call (OSAGO_GATEWAY_MAX_CALL_S).
+   *
+   * @generated from field: google.protobuf.Duration timeout = 4;
+   */
+  timeout?: Duration | undefined;
+
+  /**
+   * The W3C trace context of the caller's span for this ask (`traceparent` header value), so
+   * the gateway's spans of the ask are its children. Empty: not traced by the caller.
+   *
+   * @generated from field: string traceparent = 5;
+   */
+  traceparent: string;
+
+  /**
+   * The W3C `tracestate` header value going with traceparent; often empty.
+   *
+   * @generated from field: string tracestate = 6;
+   */
+  tracestate: string;
+};
+
+/**
+ * Describes the message osago.v1.OffersRequest.Ask.
+ * Use `create(OffersRequest_AskSchema)` to create a new message.
+ */
+export const OffersRequest_AskSchema: GenMessage<OffersRequest_Ask> = /*@__PURE__*/
+  messageDesc(file_osago_v1_gateway_service, 1, 0);
+
+/**
+ * The caller no longer wants an ask's answer (its session ended): the gateway stops working
+ * on it (no more polls) and sends nothing more for it.
+ *
+ * @generated from message osago.v1.OffersRequest.Cancel
+ */
+export type OffersRequest_Cancel = Message<"osago.v1.OffersRequest.Cancel"> & {
+  /**
+   * The call_id of the ask to stop; an unknown or finished one is ignored.
+   *
+   * @generated from field: uint64 call_id = 1;
+   */
+  callId: bigint;
+};
+
+/**
+ * Describes the message osago.v1.OffersRequest.Cancel.
+ * Use `create(OffersRequest_CancelSchema)` to create a new message.
+ */
+export const OffersRequest_CancelSchema: GenMessage<OffersRequest_Cancel> = /*@__PURE__*/
+  messageDesc(file_osago_v1_gateway_service, 1, 1);
+
+/**
+ * One update of one ask on an Offers stream.
+ *
+ * @generated from message osago.v1.OffersResponse
+ */
+export type OffersResponse = Message<"osago.v1.OffersResponse"> & {
+  /**
+   * The ask this update belongs to (OffersRequest.Ask.call_id).
+   *
+   * @generated from field: uint64 call_id = 1;
+   */
+  callId: bigint;
+
+  /**
+   * The update, as RequestOffer streams it: accepted, pending, then the offer or a failure,
+   * which is the ask's last message. Only changes of state are sent: one pending at most (the
+   * stream's own keepalive says the gateway is there, where RequestOffer repeats pending).
+   *
+   * @generated from field: osago.v1.RequestOfferResponse update = 2;
+   */
+  update?: RequestOfferResponse | undefined;
+};
+
+/**
+ * Describes the message osago.v1.OffersResponse.
+ * Use `create(OffersResponseSchema)` to create a new message.
+ */
+export const OffersResponseSchema: GenMessage<OffersResponse> = /*@__PURE__*/
+  messageDesc(file_osago_v1_gateway_service, 2);
 
 /**
  * One stage of an insurer's work on an application.
@@ -97,7 +247,7 @@ export type RequestOfferResponse = Message<"osago.v1.RequestOfferResponse"> & {
  * Use `create(RequestOfferResponseSchema)` to create a new message.
  */
 export const RequestOfferResponseSchema: GenMessage<RequestOfferResponse> = /*@__PURE__*/
-  messageDesc(file_osago_v1_gateway_service, 1);
+  messageDesc(file_osago_v1_gateway_service, 3);
 
 /**
  * The insurer accepted the application.
@@ -118,7 +268,7 @@ export type OfferAccepted = Message<"osago.v1.OfferAccepted"> & {
  * Use `create(OfferAcceptedSchema)` to create a new message.
  */
 export const OfferAcceptedSchema: GenMessage<OfferAccepted> = /*@__PURE__*/
-  messageDesc(file_osago_v1_gateway_service, 2);
+  messageDesc(file_osago_v1_gateway_service, 4);
 
 /**
  * The insurer is still computing.
@@ -139,7 +289,7 @@ export type OfferPending = Message<"osago.v1.OfferPending"> & {
  * Use `create(OfferPendingSchema)` to create a new message.
  */
 export const OfferPendingSchema: GenMessage<OfferPending> = /*@__PURE__*/
-  messageDesc(file_osago_v1_gateway_service, 3);
+  messageDesc(file_osago_v1_gateway_service, 5);
 
 /**
  * The insurer gave no offer.
@@ -175,7 +325,7 @@ export type OfferFailed = Message<"osago.v1.OfferFailed"> & {
  * Use `create(OfferFailedSchema)` to create a new message.
  */
 export const OfferFailedSchema: GenMessage<OfferFailed> = /*@__PURE__*/
-  messageDesc(file_osago_v1_gateway_service, 4);
+  messageDesc(file_osago_v1_gateway_service, 6);
 
 /**
  * Input of GetGatewayStatus.
@@ -190,7 +340,7 @@ export type GetGatewayStatusRequest = Message<"osago.v1.GetGatewayStatusRequest"
  * Use `create(GetGatewayStatusRequestSchema)` to create a new message.
  */
 export const GetGatewayStatusRequestSchema: GenMessage<GetGatewayStatusRequest> = /*@__PURE__*/
-  messageDesc(file_osago_v1_gateway_service, 5);
+  messageDesc(file_osago_v1_gateway_service, 7);
 
 /**
  * Output of GetGatewayStatus.
@@ -227,14 +377,14 @@ export type GetGatewayStatusResponse = Message<"osago.v1.GetGatewayStatusRespons
   breakerState: BreakerState;
 
   /**
-   * RequestOffer calls now running.
+   * Asks now running: RequestOffer calls and asks on Offers streams.
    *
    * @generated from field: int32 in_flight = 5;
    */
   inFlight: number;
 
   /**
-   * RequestOffer calls since start.
+   * Asks since start: RequestOffer calls and asks on Offers streams.
    *
    * @generated from field: int64 requests_total = 6;
    */
@@ -248,7 +398,7 @@ export type GetGatewayStatusResponse = Message<"osago.v1.GetGatewayStatusRespons
   offersTotal: bigint;
 
   /**
-   * Calls that ended without an offer, since start.
+   * Asks that ended without an offer, since start.
    *
    * @generated from field: int64 failures_total = 8;
    */
@@ -288,7 +438,7 @@ export type GetGatewayStatusResponse = Message<"osago.v1.GetGatewayStatusRespons
  * Use `create(GetGatewayStatusResponseSchema)` to create a new message.
  */
 export const GetGatewayStatusResponseSchema: GenMessage<GetGatewayStatusResponse> = /*@__PURE__*/
-  messageDesc(file_osago_v1_gateway_service, 6);
+  messageDesc(file_osago_v1_gateway_service, 8);
 
 /**
  * Circuit breaker states.
@@ -350,6 +500,23 @@ export const InsurerGatewayService: GenService<{
     methodKind: "server_streaming";
     input: typeof RequestOfferRequestSchema;
     output: typeof RequestOfferResponseSchema;
+  },
+  /**
+   * Many asks over one long-lived stream: each ask is a message, not a call, so the aggregator
+   * keeps a few of these per gateway instead of one RequestOffer call per session and insurer
+   * (whose set-up, metadata, deadline and teardown cost more than the answers they carry).
+   * Bidirectional because asks and cancels go one way while every ask's updates, tagged with
+   * its call_id, come back the other, interleaved. Each ask runs as RequestOffer would (the same
+   * resumption by request_id, its own deadline) and ends with an offer or a failure. When the
+   * stream ends (the caller goes away, or the gateway drains with UNAVAILABLE) every ask still
+   * running on it stops; the caller asks again on another stream, which resumes the application.
+   *
+   * @generated from rpc osago.v1.InsurerGatewayService.Offers
+   */
+  offers: {
+    methodKind: "bidi_streaming";
+    input: typeof OffersRequestSchema;
+    output: typeof OffersResponseSchema;
   },
   /**
    * Reports the gateway's state for operators: insurer, breaker, limits, counters.
