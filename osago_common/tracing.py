@@ -229,10 +229,11 @@ _TRACED_SERVICES = filters.negate(
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    """The first interceptor of every project gRPC server: a SERVER span per call, continuing the
-    caller's trace from the call's metadata (opentelemetry-instrumentation-grpc). It handles
-    server streaming in grpc.aio: the span stays current while the servicer's generator runs and
-    ends with the call, cancelled or not (tests/test_tracing.py checks both)."""
+    """The first interceptor of every project gRPC server: a SERVER span per call of the services
+    `_TRACED_SERVICES` lets through (the aggregator's), continuing the caller's trace from the
+    call's metadata (opentelemetry-instrumentation-grpc). It handles server streaming in
+    grpc.aio: the span stays current while the servicer's generator runs and ends with the call,
+    cancelled or not (tests/test_tracing.py checks both)."""
     interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
         tracer_provider=PROVIDER, filter_=_TRACED_SERVICES
     )
