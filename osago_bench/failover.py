@@ -26,6 +26,7 @@ import psycopg
 from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
 from osago_client import QuoteClient, QuoteError
+from osago_common.grpc_guard import CUSTOMER_KEY
 from osago_mesh.processes import MeshOptions, RunningMesh, process_mesh
 
 DECLINED = 4  # osago.v1.FailureReason.FAILURE_REASON_DECLINED
@@ -248,15 +249,28 @@ async def run_failover(application: application_pb2.Application, config: Failove
     report = FailoverReport(sessions=config.sessions)
     moments: dict[str, datetime] = {}
     async with process_mesh(options, web=False, env=env) as mesh:
-        client = QuoteClient(mesh.target, timeout_s=config.limit_s + 30, max_resumes=20, resume_backoff_s=0.1)
-        async with client:
-            started = asyncio.get_running_loop().time()
+        async with contextlib.AsyncExitStack() as clients:
+            # A client per customer, naming it as core-app names the customer it calls for, so the
+            # per-customer limits on creation and streams apply to each, not to all of them at once.
             customers = [
-                asyncio.create_task(_customer(client, application, config.limit_s, n * config.ramp_s / config.sessions))
+                await clients.enter_async_context(
+                    QuoteClient(
+                        mesh.target,
+                        timeout_s=config.limit_s + 30,
+                        max_resumes=20,
+                        resume_backoff_s=0.1,
+                        metadata=[(CUSTOMER_KEY, f"failover-customer-{n}")],
+                    )
+                )
                 for n in range(config.sessions)
             ]
+            started = asyncio.get_running_loop().time()
+            tasks = [
+                asyncio.create_task(_customer(client, application, config.limit_s, n * config.ramp_s / config.sessions))
+                for n, client in enumerate(customers)
+            ]
             chaos = asyncio.create_task(_chaos(mesh, config, started, moments))
-            sessions = await asyncio.gather(*customers)
+            sessions = await asyncio.gather(*tasks)
             await chaos
         await account(mesh, sessions, moments, report)
     return report
