@@ -57,6 +57,9 @@ _FAILURES: dict[grpc.StatusCode, tuple[quote_pb2.FailureReason.ValueType, str]] 
 
 CIRCUIT_OPEN_MESSAGE = "The insurer is failing right now; it is not being asked for a while."
 
+# How long after an ask's own time limit its backstop ends it (see `_streamed`).
+ASK_BACKSTOP_GRACE_S = 0.5
+
 
 def failed(reason: quote_pb2.FailureReason.ValueType, message: str) -> gateway_service_pb2.RequestOfferResponse:
     return gateway_service_pb2.RequestOfferResponse(
@@ -236,8 +239,11 @@ class GrpcGateways:
         too (DEADLINE_EXCEEDED), in case the gateway's answer does not come."""
         remaining = max(deadline - self._clock.monotonic(), 0.01)
         ask = pool.ask(request_id, application, remaining, trace_fields())
+        # The gateway ends the ask itself at `remaining` (failed: DEADLINE); this backstop, for a
+        # gateway that says nothing at all, fires a little later, so that the gateway's own answer
+        # does not lose a race with it and count as a silent gateway against the breaker.
         timer = asyncio.get_running_loop().call_later(
-            remaining, ask.updates.put_nowait, grpc.StatusCode.DEADLINE_EXCEEDED
+            remaining + ASK_BACKSTOP_GRACE_S, ask.updates.put_nowait, grpc.StatusCode.DEADLINE_EXCEEDED
         )
         try:
             while True:
