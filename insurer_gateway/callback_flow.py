@@ -5,12 +5,14 @@ reach the insurer's side: the create, and its callback to us.
 
 A callback that never comes is covered by a safety-net poll of the insurer's status endpoint:
 slow, paced by the tail of the insurer's recent times-to-offer (`callback_poll_factor` × their
-p95 after the create, at least `callback_poll_min_s`; `callback_poll_default_s` until one is
-known), backing off by `poll_backoff`, and one last poll just before the deadline, so an offer the
-insurer has is never lost to a lost callback. Before each poll the inbox is asked for a stored
-callback (one whose wake-up was missed costs no request). A failed poll ends nothing: the callback
-may still come; only the deadline ends the wait. An open breaker skips the poll, for the same
-reason; a callback arriving during a poll ends the wait at once. Times-to-offer are learned from
+p95 after the create, at least `callback_poll_min_s`), backing off by `poll_backoff`, and one
+last poll just before the deadline, so an offer the insurer has is never lost to a lost callback.
+Until MIN_TIMES times are known it waits `callback_poll_default_s`: the first callbacks of a cold
+start are the fastest ones, and a tail drawn from a few of them polled applications whose
+callbacks were merely on time. Before each poll the inbox is asked for a stored callback (one
+whose wake-up was missed costs no request). A failed poll ends nothing: the callback may still
+come; only the deadline ends the wait. An open breaker skips the poll, for the same reason; a
+callback arriving during a poll ends the wait at once. Times-to-offer are learned from
 callbacks only, which say exactly when the offer came.
 """
 
@@ -29,6 +31,7 @@ from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.inbox import CallbackInbox, unseal
 from insurer_gateway.offers import OfferFlow, Pending, Update
 from insurer_gateway.outcomes import MESSAGES, Failed, Reason, failed
+from insurer_gateway.polling import MIN_TIMES
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import Clock
 
@@ -57,7 +60,7 @@ class CallbackFlow(OfferFlow):
     def first_safety_poll_s(self) -> float:
         """How long after the create the first safety-net poll comes."""
         s = self._settings
-        tail = self.ready_times.quantile(TAIL_QUANTILE)
+        tail = self.ready_times.quantile(TAIL_QUANTILE) if len(self.ready_times) >= MIN_TIMES else None
         pause = s.callback_poll_default_s if tail is None else tail * s.callback_poll_factor
         return max(pause, s.callback_poll_min_s)
 

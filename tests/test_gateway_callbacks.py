@@ -35,6 +35,7 @@ from insurer_gateway.exchange import BadResponse, HttpCall, HttpResponse, HttpTi
 from insurer_gateway.guard import InsurerGuard
 from insurer_gateway.inbox import LocalInbox, seal, unseal
 from insurer_gateway.offers import Accepted, Failed, Pending, Reason, Update
+from insurer_gateway.polling import MIN_TIMES
 from insurer_gateway.settings import GatewaySettings
 from insurer_gateway.signatures import Verdict, verify
 from osago_common.clock import FakeClock
@@ -458,20 +459,37 @@ async def test_the_safety_net_poll_gets_an_offer_whose_callback_never_came() -> 
     assert run.flow.safety_polls_total == 1
 
 
-async def test_the_first_safety_poll_follows_the_tail_of_the_times_the_callbacks_took() -> None:
-    run = make_run()
-    for n, after in enumerate((2.0, 3.0, 4.0)):
+async def learn(run: Run, times: list[float]) -> None:
+    """Sessions whose callbacks came `times` seconds after their creates were answered."""
+    for n, after in enumerate(times):
         created = reply(202, {"quotation_id": f"Q-{n}", "status": "pending"})
         await run([created], callbacks=[(after, completed(f"Q-{n}"))])
-    # Nearest-rank p95 of [2, 3, 4] is 4 s; twice that is 8 s.
-    assert run.flow.first_safety_poll_s() == 8.0
-    await run([reply(202, {"quotation_id": "Q-9", "status": "pending"}), PENDING], deadline=20.0)
-    assert run.insurer.polls == [8.0, 19.75]
+
+
+async def test_the_first_safety_poll_follows_the_tail_of_the_times_the_callbacks_took() -> None:
+    run = make_run()
+    times = [2.0 + 0.1 * n for n in range(MIN_TIMES)]  # 2.0 s … 3.9 s
+    await learn(run, times)
+    # Nearest-rank p95 of twenty times is the 19th smallest, 3.8 s; twice that is 7.6 s.
+    assert run.flow.first_safety_poll_s() == pytest.approx(7.6)
+    await run([reply(202, {"quotation_id": "Q-99", "status": "pending"}), PENDING], deadline=15.0)
+    # The next would come 1.5 × 7.6 s later, past the last poll's moment, 0.25 s before the end.
+    assert run.insurer.polls == [pytest.approx(7.6), 14.75]
+
+
+async def test_until_enough_times_are_known_the_safety_net_waits_the_default() -> None:
+    run = make_run()
+    # The first callbacks of a cold start are the fast ones: a tail drawn from them would poll
+    # applications whose callbacks are merely slower than these.
+    await learn(run, [1.0] * (MIN_TIMES - 1))
+    assert run.flow.first_safety_poll_s() == SETTINGS.callback_poll_default_s
+    await learn(run, [1.0])
+    assert run.flow.first_safety_poll_s() == 2.0  # twice the 1 s every callback took
 
 
 async def test_the_safety_net_poll_is_never_sooner_than_its_minimum() -> None:
     run = make_run()
-    await run([CREATED], callbacks=[(0.1, completed())])
+    await learn(run, [0.1] * MIN_TIMES)
     assert run.flow.first_safety_poll_s() == 1.0  # 2 × 0.1 s, raised to callback_poll_min_s
 
 
