@@ -141,7 +141,7 @@ class GatewaySettings:
     callback_keep_s: float = 600.0
     # The safety-net poll for a callback that never came: `callback_poll_factor` × the p95 of the
     # insurer's recent times-to-offer after the create, at least `callback_poll_min_s`;
-    # `callback_poll_default_s` until a time is known. Later ones back off by `poll_backoff`,
+    # `callback_poll_default_s` until 20 times are known. Later ones back off by `poll_backoff`,
     # and one last poll comes just before the deadline.
     callback_poll_factor: float = 2.0
     callback_poll_min_s: float = 1.0
