@@ -27,6 +27,9 @@ from osago_bench.accounting import (
 )
 from osago_common.insurers import BY_ID
 
+# The commonest status messages of failed calls reported per code.
+FAILED_DETAILS = 3
+
 
 @dataclass(frozen=True)
 class ProcessCost:
@@ -147,6 +150,11 @@ def build_report(run: Measured) -> dict[str, Any]:
         s["code"] or "ENDED_EARLY" for s in sessions if not s["finished"] and s["code"] != "RESOURCE_EXHAUSTED"
     )
     late_status = Counter(s["code"] for s in finished if s["code"])
+    # What the failed calls said, per code: the commonest messages (which side ended them).
+    said: dict[str, Counter[str]] = {}
+    for s in sessions:
+        if s["code"] and not s["finished"] and s["code"] != "RESOURCE_EXHAUSTED":
+            said.setdefault(s["code"], Counter())[s.get("detail", "")] += 1
     attempts = len(sessions)
     slowest = max(finished, key=lambda s: s["finished_after"], default=None)
     session_part = {
@@ -158,6 +166,7 @@ def build_report(run: Measured) -> dict[str, Any]:
         "finished_within_limit_pct": round(100 * len(within) / attempts, 2) if attempts else None,
         "finished_within_limit_of_started_pct": round(100 * len(within) / len(admitted), 2) if admitted else None,
         "failed_by_code": dict(failed),
+        "failed_details": {code: dict(c.most_common(FAILED_DETAILS)) for code, c in said.items()},
         # Calls that delivered SessionFinished, then ended with an error status (e.g. their
         # deadline passed before the final status arrived).
         "finished_then_failed_by_code": dict(late_status),
@@ -426,7 +435,11 @@ def table(report: dict[str, Any]) -> str:
         f"{_fmt(report['detection_delay_ms']['p95'], 'ms')}; {_fmt(report['requests_per_application'])} "
         "HTTP requests per application"
     )
-    lines = [header, machine, "", counts, times, offers, lag_line, polling, ""]
+    lines = [header, machine, "", counts]
+    for code, details in s.get("failed_details", {}).items():
+        said = "; ".join(f"{detail or '(no message)'!r} ×{n}" for detail, n in details.items())
+        lines.append(f"           {code} said: {said}")
+    lines += [times, offers, lag_line, polling, ""]
     lines.append(
         f"{'insurer':<10} {'dialect':<7} {'detect p50':>11} {'detect p95':>11} {'detect p99':>11} "
         f"{'req/app':>8} {'offers':>7}"

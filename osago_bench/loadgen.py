@@ -43,6 +43,8 @@ SHED_PAUSE_S = 1.0
 LAG_SAMPLE_S = 0.1
 # One response in this many is weighed (its serialized size), for the gRPC baseline's messages.
 SIZE_SAMPLE_EVERY = 7
+# A failed call's status message is kept up to this many characters.
+DETAIL_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class SessionRecord:
     # The gRPC status name when the call failed (after SessionFinished, too: a call may still
     # end DEADLINE_EXCEEDED if its final status comes too late).
     code: str = ""
+    # The failed call's status message, as the client saw it (the gRPC library's or the server's).
+    detail: str = ""
     retry_after_s: float | None = None
     events: int = 0
     quotes: list[list[Any]] = field(default_factory=list)
@@ -177,6 +181,7 @@ class Generator:
         except grpc.aio.AioRpcError as error:
             code = error.code()
             record.code = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+            record.detail = (error.details() or "")[:DETAIL_CHARS]
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 status = rpc_status.from_call(error)
                 record.retry_after_s = retry_delay_s(status) if status is not None else None

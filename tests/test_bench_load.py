@@ -253,7 +253,7 @@ def test_the_report_counts_a_dropped_and_a_doubled_offer_and_every_kind_of_attem
             ),
             session("r2", [["alfa", "A2", T0 + 1, T0 + 0.98]], elapsed=60.5),  # I2 never came; finished late
             session("", [], code="RESOURCE_EXHAUSTED", elapsed=0.01, retry_after_s=2.0),
-            session("r3", [], code="DEADLINE_EXCEEDED", elapsed=60.0),
+            session("r3", [], code="DEADLINE_EXCEEDED", elapsed=60.0, detail="Deadline Exceeded"),
             # SessionFinished in time, but the call's final status came after its deadline.
             session("r4", [], code="DEADLINE_EXCEEDED", finished="completed", finished_after=59.9, elapsed=60.0),
         ]
@@ -263,6 +263,8 @@ def test_the_report_counts_a_dropped_and_a_doubled_offer_and_every_kind_of_attem
     assert (s["attempted"], s["started"], s["finished"], s["finished_within_limit"], s["shed"]) == (5, 4, 3, 2, 1)
     assert s["failed_by_code"] == {"DEADLINE_EXCEEDED": 1}
     assert s["finished_then_failed_by_code"] == {"DEADLINE_EXCEEDED": 1}
+    assert s["failed_details"] == {"DEADLINE_EXCEEDED": {"Deadline Exceeded": 1}}  # r4 finished: not a failure
+    assert "DEADLINE_EXCEEDED said: 'Deadline Exceeded' ×1" in table(report)
     assert (o["expected"], o["delivered"], o["lost"], o["duplicated"], o["invented"]) == (4, 3, 1, 1, 0)
     assert report["added_lag_ms"]["max"] == pytest.approx(20.0)  # 1.00 − 0.98 s
     assert report["sessions"]["slowest"]["seconds"] == 60.5
