@@ -29,7 +29,7 @@ from osago.v1 import aggregator_service_pb2_grpc, application_pb2, events_pb2, q
 
 from osago_bench.accounting import percentile
 from osago_bench.workers import announce_ready, report_result
-from osago_common import loop
+from osago_common import gc_policy, loop
 from osago_common.grpc_errors import retry_delay_s
 from osago_common.grpc_guard import CUSTOMER_KEY
 
@@ -239,4 +239,5 @@ if __name__ == "__main__":
     parser.add_argument("plan", type=Path)
     parser.add_argument("--result", type=Path, required=True)
     arguments = parser.parse_args()
+    gc_policy.install()  # the generator holds every record in memory: no full-heap pauses either
     loop.run(main(arguments.plan, arguments.result))

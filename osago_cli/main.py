@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from osago_common import loop
+from osago_common import gc_policy, loop
 from osago_common.env import SettingsError
 from osago_common.insurers import CATALOGUE
 from osago_common.logs import configure_logging
@@ -300,6 +300,7 @@ def _run(args: argparse.Namespace) -> int:
         from aggregator.settings import AggregatorSettings
 
         configure_tracing(SERVICE_NAMES["aggregator"], env)
+        gc_policy.install(env)
         loop.run(serve_aggregator(AggregatorSettings.from_env(env)))
         return 0
     if args.command == "bridge":
@@ -307,6 +308,7 @@ def _run(args: argparse.Namespace) -> int:
         from web_bridge.settings import BridgeSettings
 
         configure_tracing(SERVICE_NAMES["bridge"], env)
+        gc_policy.install(env)
         loop.run(serve_bridge(BridgeSettings.from_env(env)))
         return 0
     if args.command == "gateway":
@@ -320,6 +322,7 @@ def _run(args: argparse.Namespace) -> int:
         }
         gateway_env = dict(env) | {name: value for name, value in given.items() if value}
         configure_tracing(SERVICE_NAMES["gateway"], gateway_env)
+        gc_policy.install(gateway_env)
         loop.run(serve_gateway(GatewaySettings.from_env(gateway_env)))
         return 0
     if args.command == "sim" and args.sim_command is not None:
@@ -342,6 +345,7 @@ def _run(args: argparse.Namespace) -> int:
             if value is not None:
                 sim_env[name] = str(value)
         configure_tracing(SERVICE_NAMES["sim"], sim_env)
+        gc_policy.install(sim_env)
         loop.run(serve_sim(SimConfig.from_env(sim_env)))
         return 0
     if args.command == "bench" and args.bench == "sim":

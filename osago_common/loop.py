@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import uvloop
 
+from osago_common import gc_policy
+
 T = TypeVar("T")
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
@@ -34,11 +36,19 @@ def loop_factory(env: Mapping[str, str] = os.environ) -> Callable[[], asyncio.Ab
 
 
 def run(main: Coroutine[Any, Any, T], env: Mapping[str, str] = os.environ) -> T:
-    """`asyncio.run(main)` on the configured loop."""
+    """`asyncio.run(main)` on the configured loop, with the garbage collector's ticks when
+    the process installed osago_common.gc_policy."""
     try:
         factory = loop_factory(env)
     except ValueError:
         main.close()
         raise
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
+        collector = gc_policy.installed()
+        if collector is not None:
+            collector.start(runner.get_loop())
+        try:
+            return runner.run(main)
+        finally:
+            if collector is not None:
+                collector.stop()
