@@ -89,6 +89,7 @@ class InsurerGuard:
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter; nothing secret is drawn
         self.retries_total = 0  # retries sent to the insurer
         self.rate_limited_total = 0  # attempts our quota refused
+        self.last_blamed = ""  # the last call that failed or was slow, as the opening's log says
         self._observe_call = observe_call
 
     @property
@@ -209,13 +210,13 @@ class InsurerGuard:
         except HttpTimeout:
             if timeout < limit:  # cut short by our deadline: no verdict on the insurer
                 return failed(Reason.DEADLINE, f"{step}: deadline reached during the call")
-            permit.failure(self._clock.monotonic() - started)
+            self._blame(permit, self._clock.monotonic() - started, f"{step}: no answer within {limit:g} s")
             return _Transient(failed(Reason.TIMEOUT, f"{step}: no answer within {limit:g} s"))
         except HttpUnavailable as exc:
-            permit.failure(self._clock.monotonic() - started)
+            self._blame(permit, self._clock.monotonic() - started, f"{step}: {exc}")
             return _Transient(failed(Reason.UNAVAILABLE, f"{step}: {exc}"))
         except HttpProtocolError as exc:
-            permit.failure(self._clock.monotonic() - started)
+            self._blame(permit, self._clock.monotonic() - started, f"{step}: {exc}")
             return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
         finally:
             self.bulkhead.leave()
@@ -224,7 +225,7 @@ class InsurerGuard:
         if response.status == 429:
             return _Transient(failed(Reason.RATE_LIMITED, f"{step}: HTTP 429"), self._retry_after(response))
         if response.status >= 500:
-            permit.failure(duration)
+            self._blame(permit, duration, f"{step}: HTTP {response.status}")
             return _Transient(
                 failed(Reason.INSURER_ERROR, f"{step}: HTTP {response.status}"),
                 self._retry_after(response),
@@ -232,10 +233,18 @@ class InsurerGuard:
         try:
             parsed = parse(response)
         except BadResponse as exc:
-            permit.failure(duration)
+            self._blame(permit, duration, f"{step}: {exc}")
             return failed(Reason.BAD_RESPONSE, f"{step}: {exc}")
+        if duration >= self.breaker.config.slow_call_duration_s:
+            self.last_blamed = f"{step}: answered in {duration:.1f} s (slow)"
         permit.success(duration)
         return parsed
+
+    def _blame(self, permit: Permit, duration: float, what: str) -> None:
+        """Tells the breaker the attempt failed; what failed is kept for the log line of the
+        breaker opening (no personal data: steps, statuses, exception types)."""
+        self.last_blamed = what
+        permit.failure(duration)
 
     async def _timed(self, http: HttpFunction, call: HttpCall, timeout: float, step: str) -> HttpResponse:
         """The call, its duration observed unless it was cancelled (no answer, no verdict)."""
@@ -261,8 +270,15 @@ class InsurerGuard:
         return dataclasses.replace(failed(Reason.CIRCUIT_OPEN, f"{step}: circuit open{probes}"), retry_after_s=wait)
 
     def _on_transition(self, before: BreakerState, after: BreakerState) -> None:
-        level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
-        log.log(level, "circuit breaker: insurer=%s %s -> %s", self._settings.insurer_id, before.value, after.value)
+        if after is BreakerState.OPEN:
+            log.warning(
+                "circuit breaker: insurer=%s %s -> open (last failed or slow call: %s)",
+                self._settings.insurer_id,
+                before.value,
+                self.last_blamed or "none",
+            )
+            return
+        log.info("circuit breaker: insurer=%s %s -> %s", self._settings.insurer_id, before.value, after.value)
 
 
 def _after(failure: Failed, attempts: int, why: str = "") -> Failed:
