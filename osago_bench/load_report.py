@@ -174,6 +174,8 @@ def build_report(run: Measured) -> dict[str, Any]:
         "statuses": dict(Counter(s["finished"] for s in finished)),
         "insurer_failures": dict(sum((Counter(s["failures"]) for s in sessions), Counter())),
         "per_second": round(len(finished) / run.window_s, 2) if run.window_s else None,
+        # How long calls waited to be taken and admitted (SessionStarted's arrival).
+        "time_to_started_s": _s([s["started_after"] for s in sessions if s.get("started_after") is not None], 50, 99),
         "time_to_first_offer_s": _s([s["first_offer"] for s in sessions if s["first_offer"] is not None], 50, 99),
         "time_to_finished_s": {
             **_s([s["finished_after"] for s in finished], 50, 99),
@@ -401,6 +403,7 @@ def _fmt(value: Any, unit: str = "") -> str:
 def table(report: dict[str, Any]) -> str:
     c, s, o, cpu, b = report["config"], report["sessions"], report["offers"], report["cpu"], report["baselines"]
     lag, first, done = report["added_lag_ms"], s["time_to_first_offer_s"], s["time_to_finished_s"]
+    started = s.get("time_to_started_s") or {"p50": None, "p99": None}
     header = (
         f"osago bench load: {c['customers']} customers × {c['insurers']} insurers, {c['ramp_s']:g} s ramp + "
         f"{c['hold_s']:g} s, time scale {c['time_scale']:g}, {c['backend']} backend, "
@@ -417,7 +420,8 @@ def table(report: dict[str, Any]) -> str:
         + (f", finished then failed {s['finished_then_failed_by_code']}" if s["finished_then_failed_by_code"] else "")
     )
     times = (
-        f"           first offer p50 {_fmt(first['p50'], 's')} p99 {_fmt(first['p99'], 's')}; finished p50 "
+        f"           started p50 {_fmt(started['p50'], 's')} p99 {_fmt(started['p99'], 's')}; "
+        f"first offer p50 {_fmt(first['p50'], 's')} p99 {_fmt(first['p99'], 's')}; finished p50 "
         f"{_fmt(done['p50'], 's')} p99 {_fmt(done['p99'], 's')} max {_fmt(done['max'], 's')}"
     )
     offers = (

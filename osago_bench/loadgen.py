@@ -79,6 +79,8 @@ class SessionRecord:
     request_id: str = ""
     elapsed: float | None = None
     first_offer: float | None = None
+    # When SessionStarted arrived: how long the call waited to be taken and admitted.
+    started_after: float | None = None
     finished: str = ""  # the SessionStatus name once SessionFinished arrived
     finished_after: float | None = None
     # The gRPC status name when the call failed (after SessionFinished, too: a call may still
@@ -173,6 +175,7 @@ class Generator:
                         record.first_offer = arrived - record.start
                 elif kind == "session_started":
                     record.request_id = event.request_id
+                    record.started_after = time.monotonic() - began
                 elif kind == "insurer_failed":
                     failures[_reason(event.insurer_failed.reason)] += 1
                 elif kind == "session_finished":

@@ -250,8 +250,10 @@ def test_the_report_counts_a_dropped_and_a_doubled_offer_and_every_kind_of_attem
             session(
                 "r1",
                 [["alfa", "A1", T0 + 1, T0 + 0.99], ["alfa", "A1", T0 + 2, T0 + 0.99], ["ingos", "I1", T0 + 1, None]],
+                started_after=0.25,
             ),
-            session("r2", [["alfa", "A2", T0 + 1, T0 + 0.98]], elapsed=60.5),  # I2 never came; finished late
+            # I2 never came; finished late, having waited 9 s to be admitted
+            session("r2", [["alfa", "A2", T0 + 1, T0 + 0.98]], elapsed=60.5, started_after=9.0),
             session("", [], code="RESOURCE_EXHAUSTED", elapsed=0.01, retry_after_s=2.0),
             session("r3", [], code="DEADLINE_EXCEEDED", elapsed=60.0, detail="Deadline Exceeded"),
             # SessionFinished in time, but the call's final status came after its deadline.
@@ -264,6 +266,8 @@ def test_the_report_counts_a_dropped_and_a_doubled_offer_and_every_kind_of_attem
     assert s["failed_by_code"] == {"DEADLINE_EXCEEDED": 1}
     assert s["finished_then_failed_by_code"] == {"DEADLINE_EXCEEDED": 1}
     assert s["failed_details"] == {"DEADLINE_EXCEEDED": {"Deadline Exceeded": 1}}  # r4 finished: not a failure
+    # Only the calls that saw SessionStarted say when: nearest rank of [0.25, 9.0].
+    assert s["time_to_started_s"] == {"p50": 0.25, "p99": 9.0}
     assert "DEADLINE_EXCEEDED said: 'Deadline Exceeded' ×1" in table(report)
     assert (o["expected"], o["delivered"], o["lost"], o["duplicated"], o["invented"]) == (4, 3, 1, 1, 0)
     assert report["added_lag_ms"]["max"] == pytest.approx(20.0)  # 1.00 − 0.98 s
