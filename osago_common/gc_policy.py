@@ -49,8 +49,9 @@ NEVER = 1 << 30
 # by at least REVISIT_MIN_OBJECTS), the next tick looks at every object again ...
 REVISIT_GROWTH = 2.0
 REVISIT_MIN_OBJECTS = 200_000
-# ... but no more often than this.
+# ... but no more often than this; once it could be due, the count is checked this often.
 REVISIT_INTERVAL_S = 600.0
+CHECK_INTERVAL_S = 60.0
 
 # The process's collector once installed (one per process: the garbage collector is).
 _INSTALLED: list[FrozenCollector] = []
@@ -71,16 +72,20 @@ class FrozenCollector:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.baseline = gc.get_freeze_count()  # frozen objects after the last complete look
-        self._revisited_at = clock()
+        self._revisited_at = self._checked_at = clock()
         self.ticks = 0
         self.revisits = 0  # complete looks at every object
         self._timer: asyncio.TimerHandle | None = None
 
     def tick(self) -> None:
         now = self._clock()
-        frozen = gc.get_freeze_count()
-        grown = frozen >= max(self.baseline * REVISIT_GROWTH, self.baseline + REVISIT_MIN_OBJECTS)
-        revisit = grown and now - self._revisited_at >= REVISIT_INTERVAL_S
+        revisit = False
+        # Counting the frozen objects walks them all (milliseconds for a large heap): only when a
+        # complete look could be due, and then once a minute.
+        if now - self._revisited_at >= REVISIT_INTERVAL_S and now - self._checked_at >= CHECK_INTERVAL_S:
+            self._checked_at = now
+            frozen = gc.get_freeze_count()
+            revisit = frozen >= max(self.baseline * REVISIT_GROWTH, self.baseline + REVISIT_MIN_OBJECTS)
         if revisit:
             gc.unfreeze()
         gc.collect()
