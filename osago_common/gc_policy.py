@@ -4,7 +4,7 @@ survivors are frozen, instead of CPython's rare full collections over the whole 
 Why: under load a service holds hundreds of thousands of long-lived objects (the aggregator's
 sessions and their event logs, the gateways' asks, the simulator's applications), and CPython's
 full (generation 2) collection walks every one of them with the event loop stopped. At 2500
-concurrent customers on two cores those pauses measured 0.9–1.4 s in the aggregator, about
+concurrent customers on two cores those pauses measured 0.9–1.6 s in the aggregator, about
 0.5 s in the gateways and 1 s in the simulator, a few times a minute, each collecting almost
 nothing (0–74 objects): every offer in flight waited for them, and the added lag's p99 was
 those pauses. Freezing the survivors of each full collection alone (the usual `gc.freeze()`
@@ -40,7 +40,8 @@ from osago_common.env import SettingsError
 POLICIES = ("freeze", "default")
 # How often the full collection of what was promoted since the last one runs. Every 0.25 s made
 # the pauses shorter still but cost the ten gateways of a 2500-customer run a fifth of a core
-# more (each full collection has a fixed cost: the young generations, the free lists).
+# more, measured with a first version that also counted the frozen objects at every tick (see
+# `tick`); not measured again since.
 TICK_S = 1.0
 # CPython starts a full collection once this many young (generation 1) collections have run
 # since the last: out of reach, so only the ticks do.
