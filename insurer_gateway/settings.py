@@ -44,7 +44,7 @@
 | OSAGO_GATEWAY_CALLBACK_KEEP_S | 600 | how long a callback's outcome is kept for a stream that asks later (re-routed, resumed) |
 | OSAGO_GATEWAY_CALLBACK_POLL_FACTOR | 2.0 | the safety-net poll comes this many times the insurer's recent time-to-offer p95 after the create |
 | OSAGO_GATEWAY_CALLBACK_POLL_MIN_S | 1.0 | ...and never sooner than this |
-| OSAGO_GATEWAY_CALLBACK_POLL_DEFAULT_S | 30.0 | ...or this long after it while no time-to-offer is known yet |
+| OSAGO_GATEWAY_CALLBACK_POLL_DEFAULT_S | 30.0 | ...or this long after it until 20 times-to-offer are known |
 | OSAGO_METRICS_PORT / OSAGO_METRICS_HOST | unset (none) / 127.0.0.1 | Prometheus metrics at `/metrics` on their own port (osago_common.metrics; 0: a free one) |
 """
 

@@ -6,10 +6,11 @@ import os
 
 from insurer_sim.config import SimConfig
 from insurer_sim.server import serve_forever
-from osago_common import loop
+from osago_common import gc_policy, loop
 
 
 def main() -> None:
+    gc_policy.install(os.environ)
     loop.run(serve_forever(SimConfig.from_env(os.environ)))
 
 

@@ -18,11 +18,12 @@ usual. Objects that die are still freed at once by reference counting, frozen or
 only exempts them from the cycle detector's walks. `gc.freeze()` is CPython's own tool; no
 library schedules collections for an event loop, hence this module.
 
-The price: garbage cycles among frozen objects wait. So whenever the frozen objects have grown
-to `REVISIT_GROWTH` times their number after the last complete look (and by at least
-`REVISIT_MIN_OBJECTS`), at most once per `REVISIT_INTERVAL_S`, a tick unfreezes them and looks at
-every object (a pause as before, but rare: frozen objects that die leave the count, so under a
-steady load it tracks the live heap and stays put).
+The price: garbage cycles among frozen objects wait. So a tick unfreezes them and looks at every
+object (a pause as before, but rare) whenever the frozen objects have grown to `REVISIT_GROWTH`
+times their number after the last complete look (and by at least `REVISIT_MIN_OBJECTS`), at most
+once per `REVISIT_INTERVAL_S`, and in any case once per `REVISIT_ALWAYS_S`: frozen objects that
+die leave the count, so under a steady load it tracks the live heap and may stay put while
+cycles gather.
 
 `OSAGO_GC`: `freeze` (the default) or `default` (CPython's own behaviour, for comparison).
 """
@@ -50,9 +51,11 @@ NEVER = 1 << 30
 # by at least REVISIT_MIN_OBJECTS), the next tick looks at every object again ...
 REVISIT_GROWTH = 2.0
 REVISIT_MIN_OBJECTS = 200_000
-# ... but no more often than this; once it could be due, the count is checked this often.
+# ... but no more often than this; once it could be due, the count is checked this often ...
 REVISIT_INTERVAL_S = 600.0
 CHECK_INTERVAL_S = 60.0
+# ... and whatever the count, a complete look at least this often.
+REVISIT_ALWAYS_S = 3600.0
 
 # The process's collector once installed (one per process: the garbage collector is).
 _INSTALLED: list[FrozenCollector] = []
@@ -83,7 +86,10 @@ class FrozenCollector:
         revisit = False
         # Counting the frozen objects walks them all (milliseconds for a large heap): only when a
         # complete look could be due, and then once a minute.
-        if now - self._revisited_at >= REVISIT_INTERVAL_S and now - self._checked_at >= CHECK_INTERVAL_S:
+        since = now - self._revisited_at
+        if since >= REVISIT_ALWAYS_S:
+            revisit = True
+        elif since >= REVISIT_INTERVAL_S and now - self._checked_at >= CHECK_INTERVAL_S:
             self._checked_at = now
             frozen = gc.get_freeze_count()
             revisit = frozen >= max(self.baseline * REVISIT_GROWTH, self.baseline + REVISIT_MIN_OBJECTS)
@@ -102,8 +108,10 @@ class FrozenCollector:
         self._timer = loop.call_later(TICK_S, self._run, loop)
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.tick()
-        self._timer = loop.call_later(TICK_S, self._run, loop)
+        try:
+            self.tick()
+        finally:  # a failed tick must not end the ticks: nothing else runs full collections
+            self._timer = loop.call_later(TICK_S, self._run, loop)
 
     def stop(self) -> None:
         if self._timer is not None:
