@@ -22,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import TypeGuard
 
 import grpc
 from google.protobuf import duration_pb2
 from osago.v1 import application_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
+from osago_common.batching import BATCH_HEADER, says_batches, take_more
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
 Update = gateway_service_pb2.RequestOfferResponse
@@ -69,17 +72,25 @@ class _Stream:
         # Takes new asks (not retired, not ended); can still send (not half-closed, not ended).
         self.open = True
         self.writing = True
+        # The gateway said it reads batched asks (its headers; osago_common.batching).
+        self.batches = False
         self._outgoing: asyncio.Queue[gateway_service_pb2.OffersRequest | None] = asyncio.Queue()
         self._on_end = on_end
-        self._call = stub.Offers(self._requests())
+        self._call = stub.Offers(self._requests(), metadata=((BATCH_HEADER, "1"),))
         self._reader = asyncio.create_task(self._read(), name="offers-stream")
 
     async def _requests(self) -> AsyncIterator[gateway_service_pb2.OffersRequest]:
-        """The stream's one writer: every ask and cancel in order; None half-closes."""
+        """The stream's one writer: every ask and cancel in order, those waiting together in
+        one message once the gateway reads batches; None half-closes."""
+        held: deque[gateway_service_pb2.OffersRequest | None] = deque()
         while True:
-            message = await self._outgoing.get()
+            message = held.popleft() if held else await self._outgoing.get()
             if message is None:
                 return
+            if self.batches:
+                more = take_more(self._outgoing, held, _is_message)
+                if more:
+                    message.more.extend(more)
             yield message
 
     def send(self, ask: Ask, message: gateway_service_pb2.OffersRequest) -> None:
@@ -103,14 +114,11 @@ class _Stream:
         # they are asked again elsewhere, as after a drain.
         code = grpc.StatusCode.UNAVAILABLE
         try:
+            self.batches = says_batches(await self._call.initial_metadata())
             async for response in self._call:
-                ask = self.asks.get(response.call_id)
-                if ask is None:  # cancelled meanwhile
-                    continue
-                update = response.update
-                if update.WhichOneof("update") in _FINAL:
-                    del self.asks[response.call_id]
-                ask.updates.put_nowait(update)
+                self._deliver(response)
+                for more in response.more:  # a batch: each as if it had come alone, in order
+                    self._deliver(more)
         except grpc.aio.AioRpcError as error:
             code = error.code()
         except asyncio.CancelledError:
@@ -123,12 +131,26 @@ class _Stream:
             for ask in asks.values():
                 ask.updates.put_nowait(code)
 
+    def _deliver(self, response: gateway_service_pb2.OffersResponse) -> None:
+        ask = self.asks.get(response.call_id)
+        if ask is None:  # cancelled meanwhile
+            return
+        update = response.update
+        if update.WhichOneof("update") in _FINAL:
+            del self.asks[response.call_id]
+        ask.updates.put_nowait(update)
+
     async def close(self) -> None:
         self.open = self.writing = False
         self._call.cancel()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+
+
+def _is_message(item: gateway_service_pb2.OffersRequest | None) -> TypeGuard[gateway_service_pb2.OffersRequest]:
+    """An ask or cancel may ride in a batch; the half-close may not."""
+    return item is not None
 
 
 class OffersPool:

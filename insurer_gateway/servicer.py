@@ -9,10 +9,11 @@ import functools
 import logging
 import traceback
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 import grpc
 from opentelemetry import propagate, trace
@@ -25,6 +26,7 @@ from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
 from insurer_gateway.outcomes import MESSAGES, Reason
 from insurer_gateway.settings import GatewaySettings
 from osago_common import tracing
+from osago_common.batching import BATCH_HEADER, says_batches, take_more
 from osago_common.breaker import BreakerState
 from osago_common.clock import Clock
 from osago_common.grpc_errors import abort_invalid
@@ -75,6 +77,11 @@ _END = object()
 
 def _forget(asks: dict[int, asyncio.Task[None]], call_id: int, _: object) -> None:
     asks.pop(call_id, None)
+
+
+def _is_update(item: object) -> TypeGuard[OffersResponse]:
+    """An update may ride in a batch; the stream's ends may not."""
+    return isinstance(item, OffersResponse)
 
 
 def ask_trace_context(ask: gateway_service_pb2.OffersRequest.Ask) -> Context:
@@ -189,15 +196,18 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
         if self._draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
         # Headers at once: the call is established (and committed, so gRPC never replays the
-        # asks sent on it) before the first answer, which may take a minute.
-        await context.send_initial_metadata(())
+        # asks sent on it) before the first answer, which may take a minute; they say this
+        # gateway reads batched asks (osago_common.batching).
+        batching = says_batches(context.invocation_metadata())
+        await context.send_initial_metadata(((BATCH_HEADER, "1"),))
         out: asyncio.Queue[object] = asyncio.Queue()
+        held: deque[object] = deque()
         asks: dict[int, asyncio.Task[None]] = {}
         self._streams.add(out)
         reader = asyncio.create_task(self._read_asks(request_iterator, asks, out))
         try:
             while True:
-                item = await out.get()
+                item = held.popleft() if held else await out.get()
                 if item is _DRAIN:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE)
                 if item is _UNREADABLE:
@@ -207,6 +217,10 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
                 if item is _END:
                     return
                 assert isinstance(item, OffersResponse)
+                if batching:  # every update waiting now goes in this one message
+                    more = take_more(out, held, _is_update)
+                    if more:
+                        item.more.extend(more)
                 yield item
         finally:
             self._streams.discard(out)
@@ -241,18 +255,23 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
         out: asyncio.Queue[object],
     ) -> None:
         async for message in requests:
-            kind = message.WhichOneof("kind")
-            if kind == "ask":
-                call_id = message.ask.call_id
-                if call_id in asks:
-                    continue
-                task = asyncio.create_task(self._run_ask(message.ask, out))
-                asks[call_id] = task
-                task.add_done_callback(functools.partial(_forget, asks, call_id))
-            elif kind == "cancel":
-                running = asks.get(message.cancel.call_id)
-                if running is not None:
-                    running.cancel()
+            self._take(message, asks, out)
+            for more in message.more:  # a batch: each as if it had come alone, in order
+                self._take(more, asks, out)
+
+    def _take(self, message: OffersRequest, asks: dict[int, asyncio.Task[None]], out: asyncio.Queue[object]) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "ask":
+            call_id = message.ask.call_id
+            if call_id in asks:
+                return
+            task = asyncio.create_task(self._run_ask(message.ask, out))
+            asks[call_id] = task
+            task.add_done_callback(functools.partial(_forget, asks, call_id))
+        elif kind == "cancel":
+            running = asks.get(message.cancel.call_id)
+            if running is not None:
+                running.cancel()
 
     async def _run_ask(self, ask: gateway_service_pb2.OffersRequest.Ask, out: asyncio.Queue[object]) -> None:
         """One ask of an Offers stream: its updates onto the stream's queue, ending with an

@@ -438,3 +438,155 @@ async def test_a_gateway_without_offers_is_asked_with_request_offer_calls_for_a_
     finally:
         await gateways.close()
         await server.stop(0)
+
+
+def ask_message(call_id: int, request_id: str) -> gateway_service_pb2.OffersRequest:
+    return gateway_service_pb2.OffersRequest(
+        ask=gateway_service_pb2.OffersRequest.Ask(
+            call_id=call_id, request_id=request_id, application=make_application()
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def scripted_gateway() -> AsyncIterator[int]:
+    """A gateway whose every ask says accepted, pending, then declined at once (no insurer)."""
+    settings = GatewaySettings.from_env(
+        DEV_ENV | {"OSAGO_GATEWAY_INSURER": FAST, "OSAGO_GATEWAY_BASE_URL": "http://127.0.0.1:9/insurers/alfa"}
+    )
+    flow: Any = ScriptedFlow()
+    server = grpc.aio.server()
+    gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(
+        GatewayServicer(settings, flow, SYSTEM_CLOCK, SYSTEM_CLOCK.now()), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(0)
+
+
+def unbatched(responses: list[gateway_service_pb2.OffersResponse]) -> list[tuple[int, str]]:
+    """Every (call_id, update kind) in the order a reader of `more` takes them."""
+    return [
+        (r.call_id, str(r.update.WhichOneof("update"))) for response in responses for r in (response, *response.more)
+    ]
+
+
+@pytest.mark.parametrize("batch_header", [True, False])
+async def test_a_gateway_batches_waiting_updates_only_for_a_caller_that_reads_them(batch_header: bool) -> None:
+    asks = 40
+    async with scripted_gateway() as port, grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        metadata = (("x-osago-offers-batch", "1"),) if batch_header else ()
+
+        async def requests() -> AsyncIterator[gateway_service_pb2.OffersRequest]:
+            for n in range(1, asks + 1):
+                yield ask_message(n, f"req-batch-{n}")
+
+        call = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel).Offers(requests(), metadata=metadata)
+        responses = await rest(call)
+        headers = await call.initial_metadata()
+    assert ("x-osago-offers-batch", "1") in tuple(headers)  # it says it reads batched asks
+    got = unbatched(responses)
+    # Every ask's own updates, in its own order, once each: accepted, one pending, declined.
+    assert sorted(got) == sorted((n, kind) for n in range(1, asks + 1) for kind in ("accepted", "pending", "failed"))
+    for n in range(1, asks + 1):
+        assert [kind for call_id, kind in got if call_id == n] == ["accepted", "pending", "failed"]
+    if batch_header:
+        # The asks all run at once, so updates wait while a message is written: fewer messages.
+        assert len(responses) < len(got)
+        assert all(len(r.more) < 64 for r in responses)
+    else:
+        assert len(responses) == len(got)
+        assert not any(r.more for r in responses)
+
+
+async def test_a_gateway_takes_every_ask_and_cancel_of_a_batched_message_in_order() -> None:
+    async with simulator(SLOW, time_scale=0.5) as sim_url, gateway(sim_url, SLOW) as service:
+        outgoing: asyncio.Queue[gateway_service_pb2.OffersRequest] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[gateway_service_pb2.OffersRequest]:
+            while True:
+                yield await outgoing.get()
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            call = gateway_service_pb2_grpc.InsurerGatewayServiceStub(channel).Offers(requests())
+            batch = ask_message(1, "req-first")
+            batch.more.extend([ask_message(2, "req-second"), ask_message(3, "req-third")])
+            # Cancelled in the same message, after its ask: it never reaches the insurer's poll.
+            batch.more.append(
+                gateway_service_pb2.OffersRequest(cancel=gateway_service_pb2.OffersRequest.Cancel(call_id=3))
+            )
+            outgoing.put_nowait(batch)
+            accepted: set[int] = set()
+            async for response in call:
+                for r in (response, *response.more):
+                    assert r.update.WhichOneof("update") == "accepted"
+                    accepted.add(r.call_id)
+                if accepted == {1, 2}:
+                    break
+            await until_idle(service.port, asks=2)
+            assert (await status(service.port)).requests_total == 2  # the third never started
+            call.cancel()
+        await until_idle(service.port)
+        assert [(await sim_stats(sim_url, r, SLOW))["applications"] for r in ("req-first", "req-second")] == [1, 1]
+        assert (await sim_stats(sim_url, "req-third", SLOW))["applications"] == 0
+
+
+class RecordingGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
+    """An Offers peer at the protocol level: records how many asks each message carried, and
+    declines every ask (several answers in one message when it says it batches)."""
+
+    def __init__(self, batches: bool) -> None:
+        self.batches = batches
+        self.asks_per_message: list[int] = []
+
+    async def Offers(self, request_iterator: Any, context: Any) -> AsyncIterator[gateway_service_pb2.OffersResponse]:
+        await context.send_initial_metadata((("x-osago-offers-batch", "1"),) if self.batches else ())
+        async for message in request_iterator:
+            carried = [m for m in (message, *message.more) if m.WhichOneof("kind") == "ask"]
+            self.asks_per_message.append(len(carried))
+            answers = [
+                gateway_service_pb2.OffersResponse(
+                    call_id=m.ask.call_id,
+                    update=gateway_service_pb2.RequestOfferResponse(
+                        failed=gateway_service_pb2.OfferFailed(reason=Reason.FAILURE_REASON_DECLINED, message="no")
+                    ),
+                )
+                for m in carried
+            ]
+            if self.batches:
+                first, *more = answers
+                first.more.extend(more)
+                yield first
+            else:
+                for answer in answers:
+                    yield answer
+
+
+@pytest.mark.parametrize("batches", [True, False])
+async def test_the_aggregator_batches_asks_only_to_a_gateway_that_reads_them(batches: bool) -> None:
+    peer = RecordingGateway(batches)
+    server = grpc.aio.server()
+    gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(peer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    gateways = GrpcGateways((GatewayEndpoint(FAST, "Alfa", f"127.0.0.1:{port}"),), streams=1)
+
+    async def ask(n: int) -> list[int]:
+        updates = gateways.request_offer(FAST, f"req-peer-{n}", make_application(), 5.0)
+        return [u.failed.reason async for u in updates]
+
+    try:
+        assert await ask(0) == [Reason.FAILURE_REASON_DECLINED]  # the stream is open, its headers read
+        answers = await asyncio.gather(*(ask(n) for n in range(1, 51)))  # all queued at once
+    finally:
+        await gateways.close()
+        await server.stop(0)
+    assert answers == [[Reason.FAILURE_REASON_DECLINED]] * 50  # each its own answer, even batched
+    assert sum(peer.asks_per_message) == 51
+    if batches:
+        assert max(peer.asks_per_message) > 1
+    else:
+        assert max(peer.asks_per_message) == 1

@@ -28,37 +28,37 @@ from osago.v1 import application_pb2 as osago_dot_v1_dot_application__pb2
 from osago.v1 import quote_pb2 as osago_dot_v1_dot_quote__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eosago/v1/gateway_service.proto\x12\x08osago.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aosago/v1/application.proto\x1a\x14osago/v1/quote.proto\"U\n\x13RequestOfferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x0b\x61pplication\x18\x02 \x01(\x0b\x32\x15.osago.v1.Application\"\xbe\x02\n\rOffersRequest\x12*\n\x03\x61sk\x18\x01 \x01(\x0b\x32\x1b.osago.v1.OffersRequest.AskH\x00\x12\x30\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x1e.osago.v1.OffersRequest.CancelH\x00\x1a\xab\x01\n\x03\x41sk\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12*\n\x0b\x61pplication\x18\x03 \x01(\x0b\x32\x15.osago.v1.Application\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x12\n\ntracestate\x18\x06 \x01(\t\x1a\x19\n\x06\x43\x61ncel\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x42\x06\n\x04kind\"Q\n\x0eOffersResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12.\n\x06update\x18\x02 \x01(\x0b\x32\x1e.osago.v1.RequestOfferResponse\"\xc3\x01\n\x14RequestOfferResponse\x12+\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x17.osago.v1.OfferAcceptedH\x00\x12)\n\x07pending\x18\x02 \x01(\x0b\x32\x16.osago.v1.OfferPendingH\x00\x12 \n\x05offer\x18\x03 \x01(\x0b\x32\x0f.osago.v1.QuoteH\x00\x12\'\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x15.osago.v1.OfferFailedH\x00\x42\x08\n\x06update\"/\n\rOfferAccepted\x12\x1e\n\x16insurer_application_id\x18\x01 \x01(\t\"\x1d\n\x0cOfferPending\x12\r\n\x05polls\x18\x01 \x01(\x05\"w\n\x0bOfferFailed\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.osago.v1.FailureReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x19\n\x17GetGatewayStatusRequest\"\xf4\x02\n\x18GetGatewayStatusResponse\x12%\n\x07insurer\x18\x01 \x01(\x0b\x32\x14.osago.v1.InsurerRef\x12\x0f\n\x07\x64ialect\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12-\n\rbreaker_state\x18\x04 \x01(\x0e\x32\x16.osago.v1.BreakerState\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12\x16\n\x0erequests_total\x18\x06 \x01(\x03\x12\x14\n\x0coffers_total\x18\x07 \x01(\x03\x12\x16\n\x0e\x66\x61ilures_total\x18\x08 \x01(\x03\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rretries_total\x18\n \x01(\x03\x12!\n\x19rejected_by_breaker_total\x18\x0b \x01(\x03\x12\x1c\n\x14\x62reaker_opened_total\x18\x0c \x01(\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\x84\x02\n\x15InsurerGatewayService\x12O\n\x0cRequestOffer\x12\x1d.osago.v1.RequestOfferRequest\x1a\x1e.osago.v1.RequestOfferResponse0\x01\x12?\n\x06Offers\x12\x17.osago.v1.OffersRequest\x1a\x18.osago.v1.OffersResponse(\x01\x30\x01\x12Y\n\x10GetGatewayStatus\x12!.osago.v1.GetGatewayStatusRequest\x1a\".osago.v1.GetGatewayStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eosago/v1/gateway_service.proto\x12\x08osago.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aosago/v1/application.proto\x1a\x14osago/v1/quote.proto\"U\n\x13RequestOfferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x0b\x61pplication\x18\x02 \x01(\x0b\x32\x15.osago.v1.Application\"\xe5\x02\n\rOffersRequest\x12*\n\x03\x61sk\x18\x01 \x01(\x0b\x32\x1b.osago.v1.OffersRequest.AskH\x00\x12\x30\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x1e.osago.v1.OffersRequest.CancelH\x00\x12%\n\x04more\x18\x03 \x03(\x0b\x32\x17.osago.v1.OffersRequest\x1a\xab\x01\n\x03\x41sk\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12*\n\x0b\x61pplication\x18\x03 \x01(\x0b\x32\x15.osago.v1.Application\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x12\n\ntracestate\x18\x06 \x01(\t\x1a\x19\n\x06\x43\x61ncel\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x42\x06\n\x04kind\"y\n\x0eOffersResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12.\n\x06update\x18\x02 \x01(\x0b\x32\x1e.osago.v1.RequestOfferResponse\x12&\n\x04more\x18\x03 \x03(\x0b\x32\x18.osago.v1.OffersResponse\"\xc3\x01\n\x14RequestOfferResponse\x12+\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x17.osago.v1.OfferAcceptedH\x00\x12)\n\x07pending\x18\x02 \x01(\x0b\x32\x16.osago.v1.OfferPendingH\x00\x12 \n\x05offer\x18\x03 \x01(\x0b\x32\x0f.osago.v1.QuoteH\x00\x12\'\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x15.osago.v1.OfferFailedH\x00\x42\x08\n\x06update\"/\n\rOfferAccepted\x12\x1e\n\x16insurer_application_id\x18\x01 \x01(\t\"\x1d\n\x0cOfferPending\x12\r\n\x05polls\x18\x01 \x01(\x05\"w\n\x0bOfferFailed\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.osago.v1.FailureReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x19\n\x17GetGatewayStatusRequest\"\xf4\x02\n\x18GetGatewayStatusResponse\x12%\n\x07insurer\x18\x01 \x01(\x0b\x32\x14.osago.v1.InsurerRef\x12\x0f\n\x07\x64ialect\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12-\n\rbreaker_state\x18\x04 \x01(\x0e\x32\x16.osago.v1.BreakerState\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12\x16\n\x0erequests_total\x18\x06 \x01(\x03\x12\x14\n\x0coffers_total\x18\x07 \x01(\x03\x12\x16\n\x0e\x66\x61ilures_total\x18\x08 \x01(\x03\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rretries_total\x18\n \x01(\x03\x12!\n\x19rejected_by_breaker_total\x18\x0b \x01(\x03\x12\x1c\n\x14\x62reaker_opened_total\x18\x0c \x01(\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\x84\x02\n\x15InsurerGatewayService\x12O\n\x0cRequestOffer\x12\x1d.osago.v1.RequestOfferRequest\x1a\x1e.osago.v1.RequestOfferResponse0\x01\x12?\n\x06Offers\x12\x17.osago.v1.OffersRequest\x1a\x18.osago.v1.OffersResponse(\x01\x30\x01\x12Y\n\x10GetGatewayStatus\x12!.osago.v1.GetGatewayStatusRequest\x1a\".osago.v1.GetGatewayStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'osago.v1.gateway_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BREAKERSTATE']._serialized_start=1451
-  _globals['_BREAKERSTATE']._serialized_end=1575
+  _globals['_BREAKERSTATE']._serialized_start=1530
+  _globals['_BREAKERSTATE']._serialized_end=1654
   _globals['_REQUESTOFFERREQUEST']._serialized_start=159
   _globals['_REQUESTOFFERREQUEST']._serialized_end=244
   _globals['_OFFERSREQUEST']._serialized_start=247
-  _globals['_OFFERSREQUEST']._serialized_end=565
-  _globals['_OFFERSREQUEST_ASK']._serialized_start=359
-  _globals['_OFFERSREQUEST_ASK']._serialized_end=530
-  _globals['_OFFERSREQUEST_CANCEL']._serialized_start=532
-  _globals['_OFFERSREQUEST_CANCEL']._serialized_end=557
-  _globals['_OFFERSRESPONSE']._serialized_start=567
-  _globals['_OFFERSRESPONSE']._serialized_end=648
-  _globals['_REQUESTOFFERRESPONSE']._serialized_start=651
-  _globals['_REQUESTOFFERRESPONSE']._serialized_end=846
-  _globals['_OFFERACCEPTED']._serialized_start=848
-  _globals['_OFFERACCEPTED']._serialized_end=895
-  _globals['_OFFERPENDING']._serialized_start=897
-  _globals['_OFFERPENDING']._serialized_end=926
-  _globals['_OFFERFAILED']._serialized_start=928
-  _globals['_OFFERFAILED']._serialized_end=1047
-  _globals['_GETGATEWAYSTATUSREQUEST']._serialized_start=1049
-  _globals['_GETGATEWAYSTATUSREQUEST']._serialized_end=1074
-  _globals['_GETGATEWAYSTATUSRESPONSE']._serialized_start=1077
-  _globals['_GETGATEWAYSTATUSRESPONSE']._serialized_end=1449
-  _globals['_INSURERGATEWAYSERVICE']._serialized_start=1578
-  _globals['_INSURERGATEWAYSERVICE']._serialized_end=1838
+  _globals['_OFFERSREQUEST']._serialized_end=604
+  _globals['_OFFERSREQUEST_ASK']._serialized_start=398
+  _globals['_OFFERSREQUEST_ASK']._serialized_end=569
+  _globals['_OFFERSREQUEST_CANCEL']._serialized_start=571
+  _globals['_OFFERSREQUEST_CANCEL']._serialized_end=596
+  _globals['_OFFERSRESPONSE']._serialized_start=606
+  _globals['_OFFERSRESPONSE']._serialized_end=727
+  _globals['_REQUESTOFFERRESPONSE']._serialized_start=730
+  _globals['_REQUESTOFFERRESPONSE']._serialized_end=925
+  _globals['_OFFERACCEPTED']._serialized_start=927
+  _globals['_OFFERACCEPTED']._serialized_end=974
+  _globals['_OFFERPENDING']._serialized_start=976
+  _globals['_OFFERPENDING']._serialized_end=1005
+  _globals['_OFFERFAILED']._serialized_start=1007
+  _globals['_OFFERFAILED']._serialized_end=1126
+  _globals['_GETGATEWAYSTATUSREQUEST']._serialized_start=1128
+  _globals['_GETGATEWAYSTATUSREQUEST']._serialized_end=1153
+  _globals['_GETGATEWAYSTATUSRESPONSE']._serialized_start=1156
+  _globals['_GETGATEWAYSTATUSRESPONSE']._serialized_end=1528
+  _globals['_INSURERGATEWAYSERVICE']._serialized_start=1657
+  _globals['_INSURERGATEWAYSERVICE']._serialized_end=1917
 # @@protoc_insertion_point(module_scope)

@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as abc
 from google.protobuf import descriptor as descriptor
 from google.protobuf import duration_pb2 as duration_pb2
 from google.protobuf import message as message
 from google.protobuf import timestamp_pb2 as timestamp_pb2
+from google.protobuf.internal import containers as containers
 from google.protobuf.internal import enum_type_wrapper as enum_type_wrapper
 from osago.v1 import application_pb2 as application_pb2
 from osago.v1 import quote_pb2 as quote_pb2
@@ -157,6 +159,7 @@ class OffersRequest(message.Message):
 
     ASK_FIELD_NUMBER: builtins.int
     CANCEL_FIELD_NUMBER: builtins.int
+    MORE_FIELD_NUMBER: builtins.int
     @builtins.property
     def ask(self) -> OffersRequest.Ask:
         """Start an ask."""
@@ -165,15 +168,24 @@ class OffersRequest(message.Message):
     def cancel(self) -> OffersRequest.Cancel:
         """Stop an ask."""
 
+    @builtins.property
+    def more(self) -> containers.RepeatedCompositeFieldContainer[OffersRequest]:
+        """More asks and cancels in the same message, each taken as if it had come in a message of its
+        own after this one, in order (their own `more` is not read). Sent only to a gateway that
+        said it reads them (response header `x-osago-offers-batch: 1`): a caller with several
+        messages waiting puts them in one, so a busy stream costs one write and one read for many.
+        """
+
     def __init__(
         self,
         *,
         ask: OffersRequest.Ask | None = ...,
         cancel: OffersRequest.Cancel | None = ...,
+        more: abc.Iterable[OffersRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["ask", b"ask", "cancel", b"cancel", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["ask", b"ask", "cancel", b"cancel", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["ask", b"ask", "cancel", b"cancel", "kind", b"kind", "more", b"more"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = typing.Literal["ask", "cancel"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = typing.Literal["kind", b"kind"]  # noqa: Y015
@@ -187,6 +199,7 @@ class OffersResponse(message.Message):
 
     CALL_ID_FIELD_NUMBER: builtins.int
     UPDATE_FIELD_NUMBER: builtins.int
+    MORE_FIELD_NUMBER: builtins.int
     call_id: builtins.int
     """The ask this update belongs to (OffersRequest.Ask.call_id)."""
     @builtins.property
@@ -196,15 +209,24 @@ class OffersResponse(message.Message):
         stream's own keepalive says the gateway is there, where RequestOffer repeats pending).
         """
 
+    @builtins.property
+    def more(self) -> containers.RepeatedCompositeFieldContainer[OffersResponse]:
+        """More updates in the same message, each taken as if it had come in a message of its own after
+        this one, in order (their own `more` is not read). Sent only to a caller that said it reads
+        them (request header `x-osago-offers-batch: 1`): a gateway with several updates waiting to
+        be written puts them in one message, so a busy stream costs one write and one read for many.
+        """
+
     def __init__(
         self,
         *,
         call_id: builtins.int = ...,
         update: RequestOfferResponse | None = ...,
+        more: abc.Iterable[OffersResponse] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["update", b"update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["call_id", b"call_id", "update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["call_id", b"call_id", "more", b"more", "update", b"update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
