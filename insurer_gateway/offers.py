@@ -12,11 +12,16 @@ off by `poll_backoff` up to the cap. A Retry-After header on a pending answer is
 earliest next poll (not capped), unless the body carries a more precise hint of its own (the
 simulator's "calc" insurer sends both: exact milliseconds in the body, whole seconds rounded up
 in the header).
+
+An open breaker does not end an application the insurer has already accepted: its polls wait
+until the breaker lets calls through again, while the deadline allows (`OfferFlow._sit_out`);
+only a create is refused CIRCUIT_OPEN at once (nothing was asked of the insurer yet).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -41,6 +46,11 @@ from insurer_gateway.polling import PollLearning, ReadyTimes, Tracker, next_poll
 from insurer_gateway.settings import GatewaySettings
 from osago_common.clock import Clock
 from osago_common.dates import default_policy_start, moscow_today
+
+# While an open breaker's probes are under way, a waiting poll looks again this much later; every
+# wait for the breaker is lengthened by a random part of REOPEN_SPREAD_S.
+PROBES_RECHECK_S = 1.0
+REOPEN_SPREAD_S = 1.0
 
 __all__ = [
     "MESSAGES",
@@ -90,6 +100,7 @@ class OfferFlow:
         self._clock = clock
         self.guard = guard or InsurerGuard(settings, clock)
         self.learning = PollLearning(settings)
+        self._rng = random.Random()  # noqa: S311 - spreads polls in time; nothing secret is drawn
         self.ready_times = self.learning.ready_times
 
     def prepare(self, request_id: str, application: application_pb2.Application) -> HttpCall:
@@ -140,6 +151,19 @@ class OfferFlow:
     def _retry_after(self, response: HttpResponse) -> float | None:
         return retry_after_s(response.headers, self._clock.now())
 
+    async def _sit_out(self, refused: Failed, deadline: float) -> bool:
+        """Waits out the insurer's open breaker for an application it has already accepted (its
+        offer may well come: giving the application up would lose it), until the breaker lets
+        calls through again, or a moment while its probes are under way; each waiter a random
+        part of a second more, so those it held back do not all poll at once. False, at once,
+        when the deadline would come first: the application ends CIRCUIT_OPEN, as before."""
+        wait = refused.retry_after_s if refused.retry_after_s is not None else PROBES_RECHECK_S
+        wait += self._rng.uniform(0.0, REOPEN_SPREAD_S)
+        if self._clock.monotonic() + wait >= deadline:
+            return False
+        await self._clock.sleep(wait)
+        return True
+
     async def _poll(self, created: Created, retry_after: float | None, deadline: float) -> AsyncGenerator[Update, None]:
         s = self._settings
         call = self._dialect.poll_request(created.application_id)
@@ -151,13 +175,20 @@ class OfferFlow:
         polls = 0
         last_pending: float | None = None
         final_used = False
+        overdue = False  # the poll waited out the breaker: it goes as soon as it may
+        answered = accepted_at  # when the insurer last answered (its Retry-After counts from it)
         while True:
             refused = self.guard.circuit_open("poll")
-            if refused is not None:  # the breaker opened meanwhile: no point waiting to poll
+            if refused is not None:  # the breaker opened meanwhile: wait for it, while time allows
+                if await self._sit_out(refused, deadline):
+                    overdue = True
+                    continue
                 yield refused
                 return
             now = self._clock.monotonic()
             wait, floor = poll_wait(s, track.learned(), hint, retry_after, hintless, now - accepted_at)
+            if overdue:  # at once, unless the insurer's last Retry-After says later
+                wait, overdue = (0.0 if floor is None else max(0.0, answered + floor - now)), False
             step = next_poll(s, wait, floor, deadline - now, final_used)
             if step is None:
                 yield failed(Reason.DEADLINE, f"still pending after {polls} polls")
@@ -167,12 +198,19 @@ class OfferFlow:
             sent_at = self._clock.monotonic()
             answer = await self.guard.send(self._http, call, deadline, "poll", self._read_poll)
             received = self._clock.now()
+            if isinstance(answer, Failed) and answer.reason is Reason.CIRCUIT_OPEN:
+                # Refused before any call (it opened, or its probes are taken): as above.
+                if await self._sit_out(answer, deadline):
+                    overdue = True
+                    continue
+                yield answer
+                return
             polls += 1
             if isinstance(answer, Failed):
                 yield answer
                 return
             outcome, retry_after = answer
-            now = self._clock.monotonic()
+            now = answered = self._clock.monotonic()
             ready = isinstance(outcome, Offer | Declined)
             hint = outcome.poll_hint_s if isinstance(outcome, NotReady) else None
             track.answered(sent_at - accepted_at, now - accepted_at, ready, hint, isinstance(outcome, Offer))

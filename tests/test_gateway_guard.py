@@ -223,7 +223,34 @@ async def test_a_probe_failure_reopens_the_breaker() -> None:
     assert gw.guard.breaker.opened_total == 2
 
 
-async def test_the_breaker_opening_during_polling_fails_the_poll_without_calling() -> None:
+async def test_a_poll_due_while_the_breaker_is_open_waits_for_it_and_gets_the_offer() -> None:
+    open_s = 10.0
+    gw = Gateway(
+        [created(2000), UNAVAILABLE, UNAVAILABLE, UNAVAILABLE, QUOTED],
+        dataclasses.replace(SMALL, breaker_open_s=open_s, breaker_half_open_probes=1),
+    )
+    poller = gw.start(deadline=60.0)
+    await gw.clock.settle()
+    assert poller.updates and isinstance(poller.updates[0][1], Accepted)
+    for _ in range(3):  # other customers' creates fail meanwhile: 3 of 4 calls, it opens
+        failing = gw.start(deadline=60.0)
+        await gw.clock.settle()
+        assert isinstance(failing.last, Failed) and failing.last.reason is Reason.UNAVAILABLE
+    opened_at = gw.clock.monotonic()
+    assert gw.state() is BreakerState.OPEN and len(gw.insurer.calls) == 4
+    await gw.clock.advance(open_s - 0.01)  # the poll was due at 2 s: it waits, calling nobody
+    assert len(poller.updates) == 1 and len(gw.insurer.calls) == 4
+    await gw.clock.advance(1.02)  # the breaker lets calls through; the wait's spread is under 1 s
+    assert gw.state() is BreakerState.CLOSED  # the poll was the probe, and it succeeded
+    assert isinstance(poller.last, Offer)
+    poll_at = gw.insurer.times[-1]
+    assert opened_at + open_s <= poll_at <= opened_at + open_s + 1.0
+    assert poller.task is not None and poller.task.done()
+
+
+async def test_the_breaker_opening_during_polling_fails_the_poll_without_calling_when_it_outlasts_the_deadline() -> (
+    None
+):
     async def first_create(call: HttpCall) -> HttpResponse:
         return created(2000)
 
