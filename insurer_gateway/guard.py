@@ -119,7 +119,6 @@ class InsurerGuard:
         Idempotency-Key, which the insurer answers with the application it already made instead
         of making a second one); any other call is tried once.
         """
-        self.budget.record_call()
         attempt = 0
         while True:
             outcome = await self._attempt(http, call, deadline, step, parse, attempt + 1)
@@ -161,6 +160,8 @@ class InsurerGuard:
         permit = self.breaker.try_acquire()
         if permit is None:
             return self._open_failure(step)
+        if attempt == 1:  # a call, for the retry budget, once the breaker let it through
+            self.budget.record_call()
         with tracing.tracer(__name__).start_as_current_span(
             "insurer_http",
             kind=trace.SpanKind.INTERNAL,

@@ -93,6 +93,7 @@ class OfferFlow:
         http: HttpFunction,
         clock: Clock,
         guard: InsurerGuard | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
         self._dialect = dialect
@@ -100,7 +101,7 @@ class OfferFlow:
         self._clock = clock
         self.guard = guard or InsurerGuard(settings, clock)
         self.learning = PollLearning(settings)
-        self._rng = random.Random()  # noqa: S311 - spreads polls in time; nothing secret is drawn
+        self._rng = rng or random.Random()  # noqa: S311 - spreads polls in time; nothing secret is drawn
         self.ready_times = self.learning.ready_times
 
     def prepare(self, request_id: str, application: application_pb2.Application) -> HttpCall:
@@ -158,10 +159,10 @@ class OfferFlow:
         part of a second more, so those it held back do not all poll at once. False, at once,
         when the deadline would come first: the application ends CIRCUIT_OPEN, as before."""
         wait = refused.retry_after_s if refused.retry_after_s is not None else PROBES_RECHECK_S
-        wait += self._rng.uniform(0.0, REOPEN_SPREAD_S)
-        if self._clock.monotonic() + wait >= deadline:
+        room = deadline - self._settings.final_poll_lead_s - self._clock.monotonic() - wait
+        if room <= 0:
             return False
-        await self._clock.sleep(wait)
+        await self._clock.sleep(wait + self._rng.uniform(0.0, min(REOPEN_SPREAD_S, room)))
         return True
 
     async def _poll(self, created: Created, retry_after: float | None, deadline: float) -> AsyncGenerator[Update, None]:
@@ -176,15 +177,9 @@ class OfferFlow:
         last_pending: float | None = None
         final_used = False
         overdue = False  # the poll waited out the breaker: it goes as soon as it may
+        after_wait = False  # ... and an outcome it finds teaches nothing of the insurer's times
         answered = accepted_at  # when the insurer last answered (its Retry-After counts from it)
         while True:
-            refused = self.guard.circuit_open("poll")
-            if refused is not None:  # the breaker opened meanwhile: wait for it, while time allows
-                if await self._sit_out(refused, deadline):
-                    overdue = True
-                    continue
-                yield refused
-                return
             now = self._clock.monotonic()
             wait, floor = poll_wait(s, track.learned(), hint, retry_after, hintless, now - accepted_at)
             if overdue:  # at once, unless the insurer's last Retry-After says later
@@ -199,9 +194,10 @@ class OfferFlow:
             answer = await self.guard.send(self._http, call, deadline, "poll", self._read_poll)
             received = self._clock.now()
             if isinstance(answer, Failed) and answer.reason is Reason.CIRCUIT_OPEN:
-                # Refused before any call (it opened, or its probes are taken): as above.
+                # Refused before any call (it opened, or its probes are taken): the poll was
+                # due; it waits for the breaker, while the deadline allows, then goes at once.
                 if await self._sit_out(answer, deadline):
-                    overdue = True
+                    overdue = after_wait = True
                     continue
                 yield answer
                 return
@@ -213,7 +209,9 @@ class OfferFlow:
             now = answered = self._clock.monotonic()
             ready = isinstance(outcome, Offer | Declined)
             hint = outcome.poll_hint_s if isinstance(outcome, NotReady) else None
-            track.answered(sent_at - accepted_at, now - accepted_at, ready, hint, isinstance(outcome, Offer))
+            if not (after_wait and ready):  # found after a wait: when it was ready is unknown
+                track.answered(sent_at - accepted_at, now - accepted_at, ready, hint, isinstance(outcome, Offer))
+            after_wait = False
             if isinstance(outcome, NotReady):
                 hintless = 0 if hint is not None or retry_after is not None else hintless + 1
                 if last_pending is None or now - last_pending >= s.pending_heartbeat_s:

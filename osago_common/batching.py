@@ -20,8 +20,13 @@ from typing import TypeGuard, TypeVar
 
 # The header each side of an Offers stream sends to say it reads `more` ("1").
 BATCH_HEADER = "x-osago-offers-batch"
-# The most messages written as one (each a few hundred bytes at most).
+# The most messages written as one, and the most bytes: a quarter of the smallest receive limit
+# on the way (a gateway's, 64 KiB: osago_common.grpc_server), since an ask carries a whole
+# application. A message larger than that alone still goes, alone, as before.
 MAX_BATCH = 64
+MAX_BATCH_BYTES = 16 * 1024
+# What a message costs inside another's repeated field besides its own bytes (tag and length).
+_FRAMING_BYTES = 6
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -33,11 +38,17 @@ def says_batches(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
 
 
 def take_more(
-    queue: asyncio.Queue[T], held: deque[T], rides: Callable[[T], TypeGuard[U]], limit: int = MAX_BATCH
+    queue: asyncio.Queue[T],
+    held: deque[T],
+    rides: Callable[[T], TypeGuard[U]],
+    size: Callable[[U], int],
+    budget: int,
+    limit: int = MAX_BATCH,
 ) -> list[U]:
     """The messages waiting now (first those in `held`, then the queue's) that may ride with the
-    one just taken: at most `limit - 1`, stopping at the first that may not (a sentinel, kept at
-    the front of `held` for the writer's next turn). Never waits."""
+    one just taken: at most `limit - 1` of them, of `budget` bytes in all (`size` tells a
+    message's), stopping at the first that may not (a sentinel, or one too large for what is
+    left, kept at the front of `held` for the writer's next turn). Never waits."""
     more: list[U] = []
     while len(more) < limit - 1:
         if not held:
@@ -47,6 +58,15 @@ def take_more(
         item = held[0]
         if not rides(item):
             break
+        cost = size(item) + _FRAMING_BYTES
+        if cost > budget:
+            break
+        budget -= cost
         held.popleft()
         more.append(item)
     return more
+
+
+def batch_budget(first_bytes: int) -> int:
+    """The bytes left for `more` after a first message of `first_bytes`."""
+    return MAX_BATCH_BYTES - first_bytes

@@ -91,7 +91,7 @@ class Gateway:
         self.settings = settings
         self.insurer = Insurer(self.clock, list(steps))
         self.guard = InsurerGuard(settings, self.clock, rng=random.Random(seed))
-        self.flow = OfferFlow(settings, DIALECTS["rest"], self.insurer, self.clock, self.guard)
+        self.flow = OfferFlow(settings, DIALECTS["rest"], self.insurer, self.clock, self.guard, random.Random(seed))
 
     def start(self, deadline: float = 60.0, create: HttpCall = CREATE) -> Stream:
         stream = Stream(self.clock)
@@ -246,6 +246,33 @@ async def test_a_poll_due_while_the_breaker_is_open_waits_for_it_and_gets_the_of
     poll_at = gw.insurer.times[-1]
     assert opened_at + open_s <= poll_at <= opened_at + open_s + 1.0
     assert poller.task is not None and poller.task.done()
+
+
+async def test_waiting_polls_take_the_probe_slot_in_turn_and_teach_nothing_of_the_insurer_s_times() -> None:
+    open_s = 10.0
+
+    async def slow_quote(call: HttpCall) -> HttpResponse:
+        await gw.clock.sleep(3.0)  # the probe takes a while: the other waiter finds it under way
+        return QUOTED
+
+    gw = Gateway(
+        [created(2000), created(2000), UNAVAILABLE, UNAVAILABLE, slow_quote, QUOTED],
+        dataclasses.replace(SMALL, breaker_open_s=open_s, breaker_half_open_probes=1),
+    )
+    first, second = gw.start(deadline=60.0), gw.start(deadline=60.0)
+    await gw.clock.settle()
+    for _ in range(2):  # two creates fail: half of four calls, and it opens
+        gw.start(deadline=60.0)
+        await gw.clock.settle()
+    assert gw.state() is BreakerState.OPEN and len(gw.insurer.calls) == 4
+    await gw.clock.advance(open_s + 1.0)  # both polls were due at 2 s; one probes, ~10-11 s
+    assert len(gw.insurer.calls) == 5 and gw.state() is BreakerState.HALF_OPEN
+    await gw.clock.advance(6.0)  # the probe answered at ~13-14 s; the other looked again after
+    assert gw.state() is BreakerState.CLOSED
+    assert isinstance(first.last, Offer) and isinstance(second.last, Offer)
+    probe_at, other_at = gw.insurer.times[4:]
+    assert open_s <= probe_at <= open_s + 1.0 and other_at >= probe_at + 3.0
+    assert len(gw.flow.ready_times) == 0  # found after a wait: when they were ready is unknown
 
 
 async def test_the_breaker_opening_during_polling_fails_the_poll_without_calling_when_it_outlasts_the_deadline() -> (

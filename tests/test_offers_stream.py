@@ -20,7 +20,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from osago.v1 import gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
+from osago.v1 import application_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from aggregator.gateways import UNIMPLEMENTED_RETRY_S, GrpcGateways
 from aggregator.offer_streams import MAX_AGE_S
@@ -35,6 +35,7 @@ from insurer_sim.profiles import profile
 from insurer_sim.server import SimServer
 from osago_common import tracing
 from osago_common.clock import SYSTEM_CLOCK, FakeClock
+from osago_common.grpc_server import MAX_RECEIVE_BYTES
 from osago_common.tls import tls_from_env
 from osago_mesh.devpki import make_dev_pki
 from tests.test_gateway_service import make_application
@@ -565,17 +566,26 @@ class RecordingGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
                     yield answer
 
 
-@pytest.mark.parametrize("batches", [True, False])
-async def test_the_aggregator_batches_asks_only_to_a_gateway_that_reads_them(batches: bool) -> None:
+def large_application(n: int) -> application_pb2.Application:
+    """An application of about 3 KB (long names and cities); a gateway takes 64 KiB a message."""
+    application = make_application()
+    application.owner.registration_city = f"{n} " + "Petropavlovsk-Kamchatsky " * 100
+    return application
+
+
+@pytest.mark.parametrize(("batches", "large"), [(True, False), (False, False), (True, True)])
+async def test_the_aggregator_batches_asks_only_to_a_gateway_that_reads_them(batches: bool, large: bool) -> None:
     peer = RecordingGateway(batches)
-    server = grpc.aio.server()
+    # The gateway's own limit on a message it receives (osago_common.grpc_server).
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
     gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(peer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     gateways = GrpcGateways((GatewayEndpoint(FAST, "Alfa", f"127.0.0.1:{port}"),), streams=1)
 
     async def ask(n: int) -> list[int]:
-        updates = gateways.request_offer(FAST, f"req-peer-{n}", make_application(), 5.0)
+        application = large_application(n) if large else make_application()
+        updates = gateways.request_offer(FAST, f"req-peer-{n}", application, 5.0)
         return [u.failed.reason async for u in updates]
 
     try:
@@ -590,3 +600,6 @@ async def test_the_aggregator_batches_asks_only_to_a_gateway_that_reads_them(bat
         assert max(peer.asks_per_message) > 1
     else:
         assert max(peer.asks_per_message) == 1
+    if large:  # fifty of them would be 150 KB: several messages, each within the gateway's limit
+        assert len(peer.asks_per_message) > 2
+        assert max(peer.asks_per_message) * large_application(0).ByteSize() < MAX_RECEIVE_BYTES
