@@ -20,7 +20,7 @@ import redis.asyncio
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2 as pb
-from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb2, gateway_service_pb2_grpc
+from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb2, gateway_service_pb2_grpc, quote_pb2
 
 from osago_client import QuoteClient
 from osago_mesh.processes import MeshOptions, RunningMesh, process_mesh
@@ -278,4 +278,9 @@ async def test_a_gateway_replica_killed_mid_call_still_delivers_the_offer_from_o
         maks = [
             e for e in events if e.quote_received.quote.insurer_id == "maks" or e.insurer_failed.insurer_id == "maks"
         ]
-        assert len(maks) == 1 and maks[0].HasField("quote_received"), maks
+        # Its one answer, as the insurer gave it (the ledger's: an offer, or 3 % of the time a
+        # decline by underwriting), delivered once.
+        assert len(maks) == 1, maks
+        assert maks[0].HasField("quote_received") or (
+            maks[0].insurer_failed.reason == quote_pb2.FAILURE_REASON_DECLINED
+        ), maks
