@@ -245,6 +245,8 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
         message that is not an OffersRequest) is ended with INVALID_ARGUMENT."""
         try:
             await self._start_asks(requests, asks, out)
+        except grpc.aio.AbortError:  # this side ended the stream (a drain): nothing more to read
+            return
         except Exception as exc:  # noqa: BLE001 - gRPC's deserialising raises whatever protobuf raised
             log.warning("Offers stream unreadable: error=%s", type(exc).__name__)
             out.put_nowait(_UNREADABLE)
