@@ -30,7 +30,7 @@ import grpc
 from google.protobuf import duration_pb2
 from osago.v1 import application_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
-from osago_common.batching import BATCH_HEADER, batch_budget, says_batches, take_more
+from osago_common.batching import BATCH_HEADER, says_batches, take_more
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
 Update = gateway_service_pb2.RequestOfferResponse
@@ -88,7 +88,7 @@ class _Stream:
             if message is None:
                 return
             if self.batches:
-                more = take_more(self._outgoing, held, _is_message, _size, batch_budget(message.ByteSize()))
+                more = take_more(self._outgoing, held, message, _is_message, gateway_service_pb2.OffersRequest.ByteSize)
                 if more:
                     message.more.extend(more)
             yield message
@@ -151,10 +151,6 @@ class _Stream:
 def _is_message(item: gateway_service_pb2.OffersRequest | None) -> TypeGuard[gateway_service_pb2.OffersRequest]:
     """An ask or cancel may ride in a batch; the half-close may not."""
     return item is not None
-
-
-def _size(message: gateway_service_pb2.OffersRequest) -> int:
-    return message.ByteSize()
 
 
 class OffersPool:

@@ -176,14 +176,15 @@ class OfferFlow:
         polls = 0
         last_pending: float | None = None
         final_used = False
-        overdue = False  # the poll waited out the breaker: it goes as soon as it may
-        after_wait = False  # ... and an outcome it finds teaches nothing of the insurer's times
+        # The poll waited out the breaker: it goes as soon as it may, and an outcome it finds
+        # teaches nothing of the insurer's times (when it was ready is unknown).
+        waited = False
         answered = accepted_at  # when the insurer last answered (its Retry-After counts from it)
         while True:
             now = self._clock.monotonic()
             wait, floor = poll_wait(s, track.learned(), hint, retry_after, hintless, now - accepted_at)
-            if overdue:  # at once, unless the insurer's last Retry-After says later
-                wait, overdue = (0.0 if floor is None else max(0.0, answered + floor - now)), False
+            if waited:  # at once, unless the insurer's last Retry-After says later
+                wait = 0.0 if floor is None else max(0.0, answered + floor - now)
             step = next_poll(s, wait, floor, deadline - now, final_used)
             if step is None:
                 yield failed(Reason.DEADLINE, f"still pending after {polls} polls")
@@ -197,7 +198,7 @@ class OfferFlow:
                 # Refused before any call (it opened, or its probes are taken): the poll was
                 # due; it waits for the breaker, while the deadline allows, then goes at once.
                 if await self._sit_out(answer, deadline):
-                    overdue = after_wait = True
+                    waited = True
                     continue
                 yield answer
                 return
@@ -209,9 +210,9 @@ class OfferFlow:
             now = answered = self._clock.monotonic()
             ready = isinstance(outcome, Offer | Declined)
             hint = outcome.poll_hint_s if isinstance(outcome, NotReady) else None
-            if not (after_wait and ready):  # found after a wait: when it was ready is unknown
+            if not (waited and ready):
                 track.answered(sent_at - accepted_at, now - accepted_at, ready, hint, isinstance(outcome, Offer))
-            after_wait = False
+            waited = False
             if isinstance(outcome, NotReady):
                 hintless = 0 if hint is not None or retry_after is not None else hintless + 1
                 if last_pending is None or now - last_pending >= s.pending_heartbeat_s:

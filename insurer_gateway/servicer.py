@@ -26,7 +26,7 @@ from insurer_gateway.offers import Accepted, Failed, OfferFlow, Pending, Update
 from insurer_gateway.outcomes import MESSAGES, Reason
 from insurer_gateway.settings import GatewaySettings
 from osago_common import tracing
-from osago_common.batching import BATCH_HEADER, batch_budget, says_batches, take_more
+from osago_common.batching import BATCH_HEADER, says_batches, take_more
 from osago_common.breaker import BreakerState
 from osago_common.clock import Clock
 from osago_common.grpc_errors import abort_invalid
@@ -82,10 +82,6 @@ def _forget(asks: dict[int, asyncio.Task[None]], call_id: int, _: object) -> Non
 def _is_update(item: object) -> TypeGuard[OffersResponse]:
     """An update may ride in a batch; the stream's ends may not."""
     return isinstance(item, OffersResponse)
-
-
-def _size(response: OffersResponse) -> int:
-    return response.ByteSize()
 
 
 def ask_trace_context(ask: gateway_service_pb2.OffersRequest.Ask) -> Context:
@@ -222,7 +218,7 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
                     return
                 assert isinstance(item, OffersResponse)
                 if batching:  # every update waiting now goes in this one message
-                    more = take_more(out, held, _is_update, _size, batch_budget(item.ByteSize()))
+                    more = take_more(out, held, item, _is_update, OffersResponse.ByteSize)
                     if more:
                         item.more.extend(more)
                 yield item

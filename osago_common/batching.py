@@ -40,16 +40,19 @@ def says_batches(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
 def take_more(
     queue: asyncio.Queue[T],
     held: deque[T],
+    first: U,
     rides: Callable[[T], TypeGuard[U]],
     size: Callable[[U], int],
-    budget: int,
     limit: int = MAX_BATCH,
+    max_bytes: int = MAX_BATCH_BYTES,
 ) -> list[U]:
-    """The messages waiting now (first those in `held`, then the queue's) that may ride with the
-    one just taken: at most `limit - 1` of them, of `budget` bytes in all (`size` tells a
-    message's), stopping at the first that may not (a sentinel, or one too large for what is
-    left, kept at the front of `held` for the writer's next turn). Never waits."""
+    """The messages waiting now (first those in `held`, then the queue's) that may ride with
+    `first`, the one just taken: at most `limit - 1` of them, `max_bytes` in all with it (`size`
+    tells a message's; measured only when something is waiting), stopping at the first that may
+    not (a sentinel, or one too large for what is left, kept at the front of `held` for the
+    writer's next turn). Never waits."""
     more: list[U] = []
+    budget: int | None = None
     while len(more) < limit - 1:
         if not held:
             if queue.empty():
@@ -58,6 +61,8 @@ def take_more(
         item = held[0]
         if not rides(item):
             break
+        if budget is None:
+            budget = max_bytes - size(first)
         cost = size(item) + _FRAMING_BYTES
         if cost > budget:
             break
@@ -65,8 +70,3 @@ def take_more(
         held.popleft()
         more.append(item)
     return more
-
-
-def batch_budget(first_bytes: int) -> int:
-    """The bytes left for `more` after a first message of `first_bytes`."""
-    return MAX_BATCH_BYTES - first_bytes
