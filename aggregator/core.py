@@ -131,7 +131,11 @@ class Aggregator:
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
         self._sweeper: asyncio.Task[None] | None = None
         self.shedding = LoadShedding(
-            settings.max_sessions, settings.shed_loop_lag_s, settings.shed_retry_s, LoopLag(clock)
+            settings.max_sessions,
+            settings.shed_loop_lag_s,
+            settings.shed_retry_s,
+            LoopLag(clock),
+            shed_queue_wait_s=settings.shed_queue_wait_s,
         )
         self.metrics.registry.register(Collect(self._instance_metrics))
 
@@ -147,6 +151,11 @@ class Aggregator:
         return [
             gauge("osago_sessions_running", "Sessions running on this instance.", len(self.runner.running)),
             counter("osago_sessions_shed", "New sessions refused by load shedding.", self.shedding.shed_total),
+            gauge(
+                "osago_queue_wait_seconds",
+                "How long the instance's own probe call last waited at its door (gRPC's queue of calls not taken yet).",
+                self.shedding.queue.current() if self.shedding.queue is not None else 0.0,
+            ),
             counter(
                 "osago_sessions_taken_over",
                 "Sessions taken over from an instance whose lease lapsed or that released them.",

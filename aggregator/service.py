@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import sys
 
 from grpc_health.v1 import health_pb2
@@ -17,11 +18,13 @@ from aggregator.auth import AggregatorAuth
 from aggregator.bus import EventBus, MemoryEventBus, RedisEventBus
 from aggregator.cache import MemoryResultCache, RedisResultCache, ResultCache
 from aggregator.core import Aggregator
+from aggregator.door import DoorProbe, ProbeAnswer, own_target
 from aggregator.gateways import GrpcGateways
 from aggregator.metrics import AggregatorMetrics
 from aggregator.postgres import PostgresRequestStore
 from aggregator.servicer import AggregatorServicer
 from aggregator.settings import AggregatorSettings
+from aggregator.shedding import PROBE_INTERVAL_S, QueueWait
 from aggregator.store import MemoryRequestStore, RequestStore
 from osago_common.clock import SYSTEM_CLOCK, Clock
 from osago_common.grpc_guard import Guard
@@ -34,6 +37,7 @@ from osago_common.tls import warn_if_insecure
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = aggregator_service_pb2.DESCRIPTOR.services_by_name["AggregatorService"].full_name
+GET_QUOTES = f"/{SERVICE_NAME}/GetQuotes"
 # How often the backends are checked, and how long each check may take.
 BACKEND_CHECK_S = 1.0
 BACKEND_TIMEOUT_S = 1.0
@@ -53,6 +57,8 @@ class AggregatorService:
         self.jwt_port = 0
         self.health_port = 0
         self.guard: Guard | None = None
+        # The calls' wait at the door, when load shedding watches it.
+        self.queue_wait: QueueWait | None = None
         # The metrics endpoint, when OSAGO_METRICS_PORT is set.
         self.metrics_server: MetricsServer | None = None
 
@@ -100,11 +106,14 @@ class AggregatorService:
             streams=s.stream_limits(),
         )
         self.guard = guard
+        # The calls' wait at the door, timed by a GetQuotes of the instance's own (load shedding).
+        secret = secrets.token_urlsafe(24) if s.shed_queue_wait_s > 0 else None
         server = ServiceServer(
             s.bind,
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
             credentials=s.tls.server_credentials(require_client_cert=True) if s.tls else None,
             interceptors=[guard],
+            first_interceptors=[ProbeAnswer(GET_QUOTES, secret)] if secret is not None else [],
             max_receive_bytes=s.max_message_bytes,
             health_bind=s.health_bind,
         )
@@ -120,6 +129,13 @@ class AggregatorService:
         self.health_port = server.health_port
         self._server = server
         self._stack.push_async_callback(server.stop, 1.0)
+        if secret is not None:
+            probe = DoorProbe(own_target(s.bind, self.port), GET_QUOTES, secret, s.tls)
+            self._stack.push_async_callback(probe.close)
+            queue = QueueWait(self._clock, probe, PROBE_INTERVAL_S)
+            aggregator.shedding.queue = self.queue_wait = queue
+            probing = asyncio.create_task(queue.run(), name="queue-probe")
+            self._stack.push_async_callback(_cancel, probing)
         monitor = asyncio.create_task(self._watch_backends(aggregator, server), name="backend-health")
         self._stack.push_async_callback(_cancel, monitor)
         self.metrics_server = await serve_metrics(metrics.registry, s.metrics)

@@ -80,6 +80,10 @@ class AggregatorSettings:
     max_sessions: int = 0
     # ... and likewise while the event loop runs this many seconds late, smoothed (0: not watched).
     shed_loop_lag_s: float = 0.25
+    # ... and likewise while a call waits this many seconds at the door before the instance takes
+    # it: a probe of its own through gRPC's queue of calls not yet taken (0: not watched). The
+    # refused are told to come back once the queue has drained (at least `shed_retry_s`).
+    shed_queue_wait_s: float = 1.0
     # The retry delay a refused caller is given.
     shed_retry_s: float = 2.0
     # The breaker per gateway: over the last `breaker_window` calls, once `breaker_min_calls`
@@ -156,6 +160,7 @@ class AggregatorSettings:
             max_concurrent_rpcs=env_int(env, "OSAGO_MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs),
             max_sessions=env_int(env, "OSAGO_MAX_SESSIONS", cls.max_sessions),
             shed_loop_lag_s=env_float(env, "OSAGO_SHED_LOOP_LAG_S", cls.shed_loop_lag_s),
+            shed_queue_wait_s=env_float(env, "OSAGO_SHED_QUEUE_WAIT_S", cls.shed_queue_wait_s),
             shed_retry_s=env_float(env, "OSAGO_SHED_RETRY_S", cls.shed_retry_s),
             breaker_window=env_int(env, "OSAGO_AGGREGATOR_BREAKER_WINDOW", cls.breaker_window),
             breaker_min_calls=env_int(env, "OSAGO_AGGREGATOR_BREAKER_MIN_CALLS", cls.breaker_min_calls),
@@ -214,6 +219,8 @@ class AggregatorSettings:
             raise SettingsError("OSAGO_MAX_SESSIONS must be 0 (no cap) or a positive number of sessions")
         if settings.shed_loop_lag_s < 0:
             raise SettingsError("OSAGO_SHED_LOOP_LAG_S must be 0 (not watched) or a positive number of seconds")
+        if not 0 <= settings.shed_queue_wait_s <= 30:
+            raise SettingsError("OSAGO_SHED_QUEUE_WAIT_S must be 0 (not watched) or up to 30 seconds")
         if not 0 < settings.shed_retry_s <= 3600:
             raise SettingsError("OSAGO_SHED_RETRY_S must be between 0 and 3600 seconds")
         if not 0 < settings.takeover_scan_s < settings.lease_ttl_s:

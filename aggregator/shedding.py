@@ -2,11 +2,17 @@
 still end by their deadline. Letting every new session in when the instance cannot keep up makes
 every session late; refusing some, with a time to come back, keeps the promise for the rest.
 
-Two signals, each off when its setting is 0:
+Three signals, each off when its setting is 0:
 - sessions running on this instance against a capacity (`max_sessions`);
 - how late the event loop runs: a task asks the clock to wake it every `LAG_INTERVAL_S` and notes
   how late it woke. A loop that wakes late delivers every event late and fires every deadline
-  late; its smoothed lag above `shed_loop_lag_s` means the instance is saturated.
+  late; its smoothed lag above `shed_loop_lag_s` means the instance is saturated;
+- how long a new call waits at the door (`QueueWait`): gRPC's C core holds the calls that arrived
+  until the server's event loop takes them, one at a time, and that queue is invisible to the
+  code behind it. Calls waited half a minute there on a full machine while the loop itself ran
+  on time. So the instance sends itself a call through the same door every `PROBE_INTERVAL_S`
+  and times it; above `shed_queue_wait_s` the instance sheds, so the queue drains at the speed of
+  refusals rather than of sessions.
 
 Transport-free: `Busy` becomes RESOURCE_EXHAUSTED with google.rpc.RetryInfo in aggregator.errors.
 """
@@ -14,6 +20,7 @@ Transport-free: `Busy` becomes RESOURCE_EXHAUSTED with google.rpc.RetryInfo in a
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from osago_common.clock import Clock
 
@@ -24,6 +31,10 @@ log = logging.getLogger(__name__)
 # a garbage collection moves it less than a lag that lasts).
 LAG_INTERVAL_S = 0.1
 LAG_WEIGHT = 0.2
+# How often the door is probed (one probe at a time), and the longest retry delay a refused caller
+# is given when the queue is long: told to come back once it has drained, not into it.
+PROBE_INTERVAL_S = 0.5
+MAX_QUEUE_RETRY_S = 30.0
 
 
 class Busy(Exception):
@@ -58,14 +69,79 @@ class LoopLag:
             self.observe(self._clock.monotonic() - asked - self._interval)
 
 
+# A probe: a call through the instance's own door, returning once the instance answered it (or
+# raising: a probe that failed after a while still measured that while, unless ProbeUnreached).
+Probe = Callable[[], Awaitable[object]]
+
+
+class ProbeUnreached(Exception):
+    """The probe did not reach the door (refused, no such port, a handshake failed): it measured
+    nothing, and the instance does not shed on a signal it cannot see."""
+
+
+class QueueWait:
+    """How long the last call sent through the door waited to be answered, or, while a probe is
+    still unanswered, how long it has waited so far (a queue too long to answer a probe in time
+    is seen before the probe returns). On the clock's monotonic scale."""
+
+    def __init__(self, clock: Clock, probe: Probe, interval_s: float = PROBE_INTERVAL_S) -> None:
+        self._clock = clock
+        self._probe = probe
+        self._interval = interval_s
+        self.latest = 0.0
+        # Whether the last probe reached the door (None before the first one ended).
+        self.reached: bool | None = None
+        self._since: float | None = None
+
+    def current(self) -> float:
+        if self._since is None:
+            return self.latest
+        return max(self.latest, self._clock.monotonic() - self._since)
+
+    async def probe_once(self) -> float:
+        """Sends one probe and returns the time it took, whatever it answered."""
+        started = self._clock.monotonic()
+        self._since = started
+        reached = True
+        try:
+            await self._probe()
+        except ProbeUnreached:
+            reached = False
+        except Exception as error:  # noqa: BLE001 - any answer measures the wait
+            log.debug("queue probe ended with %s", type(error).__name__)
+        finally:
+            self._since = None
+        self.reached = reached
+        self.latest = self._clock.monotonic() - started if reached else 0.0
+        return self.latest
+
+    async def run(self) -> None:
+        """Probes until cancelled."""
+        while True:
+            await self.probe_once()
+            await self._clock.sleep(self._interval)
+
+
 class LoadShedding:
     """Decides whether this instance has room for a new session."""
 
-    def __init__(self, max_sessions: int, shed_loop_lag_s: float, retry_after_s: float, lag: LoopLag) -> None:
+    def __init__(
+        self,
+        max_sessions: int,
+        shed_loop_lag_s: float,
+        retry_after_s: float,
+        lag: LoopLag,
+        *,
+        shed_queue_wait_s: float = 0.0,
+        queue: QueueWait | None = None,
+    ) -> None:
         self.max_sessions = max_sessions
         self.shed_loop_lag_s = shed_loop_lag_s
         self.retry_after_s = retry_after_s
         self.lag = lag
+        self.shed_queue_wait_s = shed_queue_wait_s
+        # Set by the transport that owns the door (aggregator.service), when it watches it.
+        self.queue = queue
         self.shed_total = 0
         self._shedding = False
 
@@ -76,10 +152,15 @@ class LoadShedding:
     def admit(self, running: int) -> None:
         """Raises Busy when a new session should not start beside the `running` ones."""
         why = ""
+        retry_after_s = self.retry_after_s
+        waited = self.queue.current() if self.queue is not None and self.shed_queue_wait_s > 0 else 0.0
         if self.max_sessions > 0 and running >= self.max_sessions:
             why = "sessions"
         elif self.watches_lag and self.lag.smoothed > self.shed_loop_lag_s:
             why = "loop lag"
+        elif waited > self.shed_queue_wait_s > 0:
+            why = "calls queued"
+            retry_after_s = max(retry_after_s, min(round(waited, 1), MAX_QUEUE_RETRY_S))
         if not why:
             if self._shedding:
                 self._shedding = False
@@ -89,9 +170,10 @@ class LoadShedding:
         if not self._shedding:  # logged once per episode: under overload a line per refusal would add to it
             self._shedding = True
             log.warning(
-                "saturated (%s: running %d, loop lag %.0f ms): refusing new sessions",
+                "saturated (%s: running %d, loop lag %.0f ms, calls wait %.1f s): refusing new sessions",
                 why,
                 running,
                 self.lag.smoothed * 1000,
+                waited,
             )
-        raise Busy(self.retry_after_s, "the quote service is busy; please try again shortly")
+        raise Busy(retry_after_s, "the quote service is busy; please try again shortly")

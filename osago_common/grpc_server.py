@@ -30,6 +30,7 @@ class ServiceServer:
         maximum_concurrent_rpcs: int | None = None,
         credentials: grpc.ServerCredentials | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        first_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_receive_bytes: int = MAX_RECEIVE_BYTES,
         health_bind: str | None = None,
     ) -> None:
@@ -37,8 +38,9 @@ class ServiceServer:
         self.server = grpc.aio.server(
             options=options,
             maximum_concurrent_rpcs=maximum_concurrent_rpcs,
-            # Tracing first: a call the guard refuses is traced too, and the span is current in it.
-            interceptors=[*tracing.server_interceptors(), *interceptors],
+            # Tracing before the others: a call the guard refuses is traced too, and the span is
+            # current in it. Only `first_interceptors` come before (the aggregator's queue probe).
+            interceptors=[*first_interceptors, *tracing.server_interceptors(), *interceptors],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from osago_common.env import SettingsError, env_flag
 
@@ -61,6 +63,25 @@ class TlsFiles:
         """The client side: servers verified against the CA, this certificate presented."""
         cert, key, ca = self._read()
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+    def own_name(self) -> str:
+        """A name this certificate is issued for (its first DNS name, else IP address, else common
+        name; a wildcard's first label filled in): what a client reaching this service through a
+        loopback address must expect in its certificate. Empty when it names nothing."""
+        cert = x509.load_pem_x509_certificate(self._read()[0])
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            names = None
+        if names is not None:
+            dns = names.get_values_for_type(x509.DNSName)
+            if dns:
+                return "self." + dns[0][2:] if dns[0].startswith("*.") else dns[0]
+            addresses = names.get_values_for_type(x509.IPAddress)
+            if addresses:
+                return str(addresses[0])
+        common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(common[0].value) if common else ""
 
     def channel_options(self) -> tuple[tuple[str, str], ...]:
         return (("grpc.ssl_target_name_override", self.server_name),) if self.server_name else ()

@@ -80,6 +80,29 @@ async def test_a_session_runs_end_to_end_over_mtls(secure: LocalMesh, pki: DevPk
     assert any(e.HasField("quote_received") for e in events)  # the aggregator reached the gateways over mTLS
 
 
+async def test_the_aggregator_s_queue_probe_passes_its_own_mtls_door(secure: LocalMesh, pki: DevPki) -> None:
+    """Load shedding times a call of the aggregator's own through the port its customers use: with
+    mTLS it shows its own certificate and expects the name that certificate is issued for."""
+    assert TlsFiles(pki.cert("aggregator"), pki.key("aggregator"), pki.ca).own_name() == "aggregator"
+    queue = secure.aggregator.queue_wait
+    assert queue is not None
+    waited = await queue.probe_once()
+    assert queue.reached is True and 0 < waited < 5
+
+
+def test_the_name_a_certificate_is_issued_for(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    for identities, expected in (
+        (("*.osago.svc.cluster.local", "localhost"), "self.osago.svc.cluster.local"),
+        (("10.0.0.5",), "10.0.0.5"),
+    ):
+        issued = ca.issue_cert(*identities)
+        issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+        issued.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+        assert TlsFiles(tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem").own_name() == expected
+
+
 async def test_a_client_without_credentials_is_refused_by_every_service(secure: LocalMesh, pki: DevPki) -> None:
     targets = [secure.target, *secure.gateway_targets.values()]
     for target in targets:

@@ -3,8 +3,10 @@ it runs still end by their deadline. On a fake clock with scripted gateways, the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -15,12 +17,14 @@ from grpc_status import rpc_status
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb2_grpc, quote_pb2
 
+from aggregator import service as aggregator_service
 from aggregator.bus import MemoryEventBus
 from aggregator.cache import MemoryResultCache
 from aggregator.core import Aggregator
+from aggregator.door import PROBE_KEY, own_target
 from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
-from aggregator.shedding import Busy, LoadShedding, LoopLag
+from aggregator.shedding import Busy, LoadShedding, LoopLag, ProbeUnreached, QueueWait
 from aggregator.store import MemoryRequestStore
 from osago_client.errors import from_rpc_error
 from osago_common.clock import FakeClock
@@ -204,6 +208,147 @@ async def test_over_grpc_a_refused_session_is_resource_exhausted_with_retry_info
             assert [e.insurer_failed.reason for e in rest if e.HasField("insurer_failed")] == [
                 Reason.FAILURE_REASON_DEADLINE
             ]
+    finally:
+        gateway.answer.set()
+        await service.stop()
+        await server.stop(0)
+
+
+# --- the calls' wait at the door ------------------------------------------------------------------
+
+
+class HeldProbe:
+    """A probe the test answers: `answer` (or `unreach`) ends the call in flight."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.unreached = False
+
+    async def __call__(self) -> None:
+        await self.answer.wait()
+        self.answer.clear()
+        if self.unreached:
+            raise ProbeUnreached("UNAVAILABLE")
+
+
+async def test_the_queue_wait_is_the_last_probe_s_or_the_one_still_waiting_whichever_is_longer(
+    clock: FakeClock,
+) -> None:
+    probe = HeldProbe()
+    queue = QueueWait(clock, probe)
+    first = asyncio.create_task(queue.probe_once())
+    await clock.advance(0.3)
+    assert queue.current() == pytest.approx(0.3)  # unanswered yet: waiting 0.3 s so far
+    probe.answer.set()
+    assert await first == pytest.approx(0.3)
+    await clock.advance(5.0)
+    assert queue.current() == pytest.approx(0.3)  # the last answer's wait until the next one
+    second = asyncio.create_task(queue.probe_once())
+    await clock.advance(1.5)
+    assert queue.current() == pytest.approx(1.5)
+    probe.answer.set()
+    await second
+    assert (queue.latest, queue.reached) == (pytest.approx(1.5), True)
+    # A probe that never reached the door measured nothing: no wait is assumed.
+    probe.unreached = True
+    third = asyncio.create_task(queue.probe_once())
+    await clock.advance(4.0)
+    probe.answer.set()
+    assert await third == 0.0
+    assert (queue.current(), queue.reached) == (0.0, False)
+
+
+def test_a_long_queue_sheds_and_tells_the_refused_to_come_back_once_it_drained(clock: FakeClock) -> None:
+    queue = QueueWait(clock, HeldProbe())
+    shedding = LoadShedding(0, 0.0, 2.0, LoopLag(clock), shed_queue_wait_s=1.0, queue=queue)
+    queue.latest = 0.9
+    shedding.admit(100)
+    for waited, retry in ((1.04, 2.0), (7.26, 7.3), (95.0, 30.0)):
+        queue.latest = waited
+        with pytest.raises(Busy) as refused:
+            shedding.admit(0)
+        # At least the configured delay; the queue's wait when longer; never more than 30 s.
+        assert refused.value.retry_after_s == retry
+    assert shedding.shed_total == 3
+    unwatched = LoadShedding(0, 0.0, 2.0, LoopLag(clock), shed_queue_wait_s=0.0, queue=queue)
+    unwatched.admit(0)
+
+
+def test_settings_read_and_check_the_queue_wait() -> None:
+    env = {"OSAGO_GATEWAYS": "alfa=127.0.0.1:1", "OSAGO_DEV_INSECURE": "true"}
+    assert AggregatorSettings.from_env(env).shed_queue_wait_s == 1.0
+    assert AggregatorSettings.from_env({**env, "OSAGO_SHED_QUEUE_WAIT_S": "0"}).shed_queue_wait_s == 0.0
+    assert AggregatorSettings.from_env({**env, "OSAGO_SHED_QUEUE_WAIT_S": "2.5"}).shed_queue_wait_s == 2.5
+    for value in ("-1", "31"):
+        with pytest.raises(SettingsError, match="OSAGO_SHED_QUEUE_WAIT_S"):
+            AggregatorSettings.from_env({**env, "OSAGO_SHED_QUEUE_WAIT_S": value})
+
+
+def test_the_probe_reaches_the_bound_address_or_loopback_when_every_address_is_bound() -> None:
+    assert own_target("0.0.0.0:50051", 50051) == "127.0.0.1:50051"
+    assert own_target("[::]:0", 4711) == "127.0.0.1:4711"
+    assert own_target("10.1.2.3:0", 4711) == "10.1.2.3:4711"
+    assert own_target("[::1]:0", 4711) == "[::1]:4711"
+    assert own_target("localhost:50051", 50051) == "localhost:50051"
+
+
+@pytest.mark.functional
+async def test_over_grpc_a_slow_door_sheds_new_sessions_and_a_quick_one_admits_them_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The aggregator's own probe goes through its real port. The test's event loop is the
+    aggregator's: blocking it while a probe is in flight holds the probe at the door."""
+    monkeypatch.setattr(aggregator_service, "PROBE_INTERVAL_S", 3600.0)  # the test sends the probes
+    gateway = HeldGateway()
+    server = grpc.aio.server()
+    gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(gateway, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    settings = AggregatorSettings(
+        bind="127.0.0.1:0",
+        gateways=(GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),),
+        shed_queue_wait_s=0.3,
+        shed_retry_s=0.5,
+    )
+    service = AggregatorService(settings)
+    try:
+        aggregator_port = await service.start()
+        queue = service.queue_wait
+        assert queue is not None and service.aggregator is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{aggregator_port}") as channel:
+            stub = aggregator_service_pb2_grpc.AggregatorServiceStub(channel)
+
+            async def first_event() -> events_pb2.QuoteEvent:
+                call = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30)
+                try:
+                    return (await anext(call.__aiter__())).event
+                finally:
+                    call.cancel()
+
+            assert await queue.probe_once() < 0.3 and queue.reached
+            assert (await first_event()).HasField("session_started")
+
+            in_flight = asyncio.create_task(queue.probe_once())
+            await asyncio.sleep(0)  # the probe's call is sent ...
+            time.sleep(0.6)  # noqa: ASYNC251 - ... and the loop that would take it is held
+            waited = await in_flight
+            assert waited >= 0.6 and queue.reached
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await first_event()
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            status = rpc_status.from_call(refused.value)
+            assert status is not None and retry_delay_s(status) == pytest.approx(round(waited, 1))
+
+            assert await queue.probe_once() < 0.3
+            assert (await first_event()).HasField("session_started")
+            # The probes made no session and were refused nothing: two sessions, one refusal.
+            assert service.aggregator.shedding.shed_total == 1
+
+            # A GetQuotes with a wrong secret is an ordinary call: here, an invalid one.
+            wrong = stub.GetQuotes(pb.GetQuotesRequest(), metadata=((PROBE_KEY, "guess"),), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as ordinary:
+                await anext(wrong.__aiter__())
+            assert ordinary.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         gateway.answer.set()
         await service.stop()
