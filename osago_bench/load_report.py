@@ -171,6 +171,9 @@ def build_report(run: Measured) -> dict[str, Any]:
         # deadline passed before the final status arrived).
         "finished_then_failed_by_code": dict(late_status),
         "shed": len(shed),
+        # How long a refused customer waited for the refusal, and the delay it was told to wait.
+        "shed_answered_after_s": _s([x["elapsed"] for x in shed], 50, 99),
+        "shed_retry_after_s": _s([x["retry_after_s"] for x in shed if x.get("retry_after_s") is not None], 50, 99),
         "statuses": dict(Counter(s["finished"] for s in finished)),
         "insurer_failures": dict(sum((Counter(s["failures"]) for s in sessions), Counter())),
         "per_second": round(len(finished) / run.window_s, 2) if run.window_s else None,
@@ -419,6 +422,13 @@ def table(report: dict[str, Any]) -> str:
         f"({_fmt(s['finished_within_limit_pct'])} %), shed {s['shed']}, failed {s['failed_by_code'] or 0}"
         + (f", finished then failed {s['finished_then_failed_by_code']}" if s["finished_then_failed_by_code"] else "")
     )
+    if s["shed"]:
+        refused, retry = s.get("shed_answered_after_s") or {}, s.get("shed_retry_after_s") or {}
+        counts += (
+            f"; the shed were answered after p50 {_fmt(refused.get('p50'), 's')} p99 "
+            f"{_fmt(refused.get('p99'), 's')}, told to retry after p50 {_fmt(retry.get('p50'), 's')} "
+            f"p99 {_fmt(retry.get('p99'), 's')}"
+        )
     times = (
         f"           started p50 {_fmt(started['p50'], 's')} p99 {_fmt(started['p99'], 's')}; "
         f"first offer p50 {_fmt(first['p50'], 's')} p99 {_fmt(first['p99'], 's')}; finished p50 "

@@ -268,6 +268,9 @@ def test_the_report_counts_a_dropped_and_a_doubled_offer_and_every_kind_of_attem
     assert s["failed_details"] == {"DEADLINE_EXCEEDED": {"Deadline Exceeded": 1}}  # r4 finished: not a failure
     # Only the calls that saw SessionStarted say when: nearest rank of [0.25, 9.0].
     assert s["time_to_started_s"] == {"p50": 0.25, "p99": 9.0}
+    assert s["shed_answered_after_s"] == {"p50": 0.01, "p99": 0.01}
+    assert s["shed_retry_after_s"] == {"p50": 2.0, "p99": 2.0}
+    assert "the shed were answered after p50 0.01 s p99 0.01 s, told to retry after p50 2.00 s" in table(report)
     assert "DEADLINE_EXCEEDED said: 'Deadline Exceeded' ×1" in table(report)
     assert (o["expected"], o["delivered"], o["lost"], o["duplicated"], o["invented"]) == (4, 3, 1, 1, 0)
     assert report["added_lag_ms"]["max"] == pytest.approx(20.0)  # 1.00 − 0.98 s
