@@ -133,7 +133,8 @@ class AggregatorService:
             probe = DoorProbe(own_target(s.bind, self.port), GET_QUOTES, secret, s.tls)
             self._stack.push_async_callback(probe.close)
             queue = QueueWait(self._clock, probe, PROBE_INTERVAL_S)
-            aggregator.shedding.queue = self.queue_wait = queue
+            aggregator.shedding.watch_queue(queue)
+            self.queue_wait = queue
             probing = asyncio.create_task(queue.run(), name="queue-probe")
             self._stack.push_async_callback(_cancel, probing)
         monitor = asyncio.create_task(self._watch_backends(aggregator, server), name="backend-health")

@@ -540,8 +540,10 @@ async def test_a_busy_aggregator_is_429_with_retry_after_from_its_retry_info() -
     ):
         first = await create(http, bridge)
         status, body, headers = await post(http, bridge + QUOTES, json.dumps(example()))
-        assert (status, body["error"], body["retryAfterS"]) == (429, "too many requests", 3)
-        assert headers["Retry-After"] == "3"  # whole seconds, rounded up
+        assert (status, body["error"]) == (429, "too many requests")
+        # 2.5 s lengthened by up to half (so refused customers do not come back together), in whole
+        # seconds rounded up.
+        assert body["retryAfterS"] in (3, 4) and headers["Retry-After"] == str(body["retryAfterS"])
         _, snapshot = await get(http, f"{bridge}{QUOTES}/{first['requestId']}")
         assert snapshot["status"] == "SESSION_STATUS_RUNNING"  # the running one is untouched
 
