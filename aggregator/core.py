@@ -136,6 +136,7 @@ class Aggregator:
             settings.shed_retry_s,
             LoopLag(clock),
             shed_queue_wait_s=settings.shed_queue_wait_s,
+            running=lambda: len(self.runner.running),
         )
         self.metrics.registry.register(Collect(self._instance_metrics))
 
@@ -155,6 +156,11 @@ class Aggregator:
                 "osago_queue_wait_seconds",
                 "How long the instance's own probe call last waited at its door (gRPC's queue of calls not taken yet).",
                 self.shedding.queue.current() if self.shedding.queue is not None else 0.0,
+            ),
+            gauge(
+                "osago_sessions_cap",
+                "The adaptive cap on sessions running here, lowered while calls wait too long at the door (0: none).",
+                self.shedding.cap or 0.0,
             ),
             counter(
                 "osago_sessions_taken_over",

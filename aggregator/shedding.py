@@ -46,6 +46,15 @@ MAX_RETRY_S = 30.0
 RETRY_GROWTH = 1.5
 RETRY_EASING = 1.15
 RETRY_SPREAD = 0.5
+# The adaptive cap on sessions running here. Refusing everyone while the door is slow and admitting
+# everyone once it is quick again let the queue in at once: a burst of sessions, the door slow
+# again, the machine a quarter idle between bursts (measured). So a probe that found calls waiting
+# too long also caps the sessions running at CAP_DECREASE of those running then (or of the cap,
+# if lower); each probe that found the door quick (at most half the threshold) raises the cap by
+# CAP_INCREASE of itself, at least one session; and a cap twice the sessions running is lifted.
+# Under the cap new sessions start as others end, one for one.
+CAP_DECREASE = 0.9
+CAP_INCREASE = 0.02
 
 
 class Busy(Exception):
@@ -148,6 +157,7 @@ class LoadShedding:
         lag: LoopLag,
         *,
         shed_queue_wait_s: float = 0.0,
+        running: Callable[[], int] = lambda: 0,
         rng: random.Random | None = None,
     ) -> None:
         self.max_sessions = max_sessions
@@ -159,6 +169,9 @@ class LoadShedding:
         self.queue: QueueWait | None = None
         # The retry delay advised now (see RETRY_GROWTH), never below the configured one.
         self.advised_s = retry_after_s
+        # The adaptive cap (see CAP_DECREASE); None: no cap now. `running` counts the sessions.
+        self.cap: float | None = None
+        self._running = running
         self._rng = rng or random.Random()  # noqa: S311 - spreads retries, no secret
         self.shed_total = 0
         self._shedding = False
@@ -169,11 +182,21 @@ class LoadShedding:
         queue.listener = self.queue_observed
 
     def queue_observed(self, waited_s: float) -> None:
-        """After each probe: the advice grows while calls wait too long, and eases back after."""
-        if waited_s > self.shed_queue_wait_s > 0:
+        """After each probe: while calls wait too long the advice grows and the cap comes down;
+        once they do not, the advice eases back and the cap goes up."""
+        if self.shed_queue_wait_s <= 0:
+            return
+        running = self._running()
+        if waited_s > self.shed_queue_wait_s:
             self.advised_s = min(MAX_RETRY_S, self.advised_s * RETRY_GROWTH)
-        else:
-            self.advised_s = max(self.retry_after_s, self.advised_s / RETRY_EASING)
+            lowered = CAP_DECREASE * running if self.cap is None else CAP_DECREASE * min(running, self.cap)
+            self.cap = max(1.0, lowered)
+            return
+        self.advised_s = max(self.retry_after_s, self.advised_s / RETRY_EASING)
+        if self.cap is not None and waited_s <= self.shed_queue_wait_s / 2:
+            self.cap += max(1.0, CAP_INCREASE * self.cap)
+            if self.cap >= 2 * running:
+                self.cap = None
 
     @property
     def watches_lag(self) -> bool:
@@ -189,6 +212,8 @@ class LoadShedding:
             why = "loop lag"
         elif waited > self.shed_queue_wait_s > 0:
             why = "calls queued"
+        elif self.cap is not None and running >= self.cap:
+            why = "adaptive cap"
         if not why:
             if self._shedding:
                 self._shedding = False

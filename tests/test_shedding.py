@@ -297,6 +297,45 @@ def test_a_long_queue_sheds_and_the_advised_delay_grows_while_it_lasts_then_ease
     assert unwatched.advised_s == 2.0
 
 
+def test_a_slow_door_caps_the_sessions_running_and_a_quick_one_raises_the_cap_until_it_is_lifted(
+    clock: FakeClock,
+) -> None:
+    running = [500]
+    shedding = LoadShedding(0, 0.0, 2.0, LoopLag(clock), shed_queue_wait_s=2.0, running=lambda: running[0])
+    queue = QueueWait(clock, HeldProbe())
+    shedding.watch_queue(queue)
+    shedding.queue_observed(0.5)
+    assert shedding.cap is None  # a quick door and no cap: nothing to raise
+    shedding.queue_observed(2.5)  # too long: the cap is 90 % of the 500 running
+    assert shedding.cap == pytest.approx(450.0)
+    running[0] = 460
+    shedding.queue_observed(3.0)  # still too long: 90 % of the cap, which is below the running
+    assert shedding.cap == pytest.approx(405.0)
+    # The door is quick again (the queue drained), but the running are above the cap: refused,
+    # until sessions end and make room one for one.
+    with pytest.raises(Busy):
+        shedding.admit(460)
+    shedding.admit(404)
+    shedding.queue_observed(1.5)  # neither too long nor quick (over half the threshold): held
+    assert shedding.cap == pytest.approx(405.0)
+    shedding.queue_observed(0.8)  # quick: + 2 %
+    assert shedding.cap == pytest.approx(405.0 * 1.02)
+    running[0] = 200  # the load went away: raised on each quick probe, lifted at twice the running
+    raises = 0
+    while shedding.cap is not None:
+        shedding.queue_observed(0.1)
+        raises += 1
+    assert raises == 1  # 413.1 + 8.26 = 421.4 ≥ 2 × 200
+    running[0] = 3
+    shedding.queue_observed(9.0)
+    assert shedding.cap == pytest.approx(2.7)
+    running[0] = 1
+    shedding.queue_observed(9.0)
+    assert shedding.cap == 1.0  # never below one session
+    shedding.queue_observed(0.1)
+    assert shedding.cap is None  # + 1 session = 2 = twice the one running: lifted
+
+
 def test_settings_read_and_check_the_queue_wait() -> None:
     env = {"OSAGO_GATEWAYS": "alfa=127.0.0.1:1", "OSAGO_DEV_INSECURE": "true"}
     assert AggregatorSettings.from_env(env).shed_queue_wait_s == 1.0
