@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = aggregator_service_pb2.DESCRIPTOR.services_by_name["AggregatorService"].full_name
 GET_QUOTES = f"/{SERVICE_NAME}/GetQuotes"
+CREATE_QUOTE_REQUEST = f"/{SERVICE_NAME}/CreateQuoteRequest"
 # How often the backends are checked, and how long each check may take.
 BACKEND_CHECK_S = 1.0
 BACKEND_TIMEOUT_S = 1.0
@@ -106,14 +107,14 @@ class AggregatorService:
             streams=s.stream_limits(),
         )
         self.guard = guard
-        # The calls' wait at the door, timed by a GetQuotes of the instance's own (load shedding).
+        # The calls' wait at the door, timed by calls of the instance's own (load shedding).
         secret = secrets.token_urlsafe(24) if s.shed_queue_wait_s > 0 else None
         server = ServiceServer(
             s.bind,
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
             credentials=s.tls.server_credentials(require_client_cert=True) if s.tls else None,
             interceptors=[guard],
-            first_interceptors=[ProbeAnswer(GET_QUOTES, secret)] if secret is not None else [],
+            first_interceptors=[ProbeAnswer(GET_QUOTES, CREATE_QUOTE_REQUEST, secret)] if secret is not None else [],
             max_receive_bytes=s.max_message_bytes,
             health_bind=s.health_bind,
         )
@@ -130,7 +131,7 @@ class AggregatorService:
         self._server = server
         self._stack.push_async_callback(server.stop, 1.0)
         if secret is not None:
-            probe = DoorProbe(own_target(s.bind, self.port), GET_QUOTES, secret, s.tls)
+            probe = DoorProbe(own_target(s.bind, self.port), GET_QUOTES, CREATE_QUOTE_REQUEST, secret, s.tls)
             self._stack.push_async_callback(probe.close)
             queue = QueueWait(self._clock, probe, PROBE_INTERVAL_S)
             aggregator.shedding.watch_queue(queue)

@@ -81,10 +81,10 @@ class AggregatorSettings:
     # ... and likewise while the event loop runs this many seconds late, smoothed (0: not watched).
     shed_loop_lag_s: float = 0.25
     # ... and likewise while a call waits this many seconds at the door before the instance takes
-    # it: a probe of its own through gRPC's queue of calls not yet taken (0: not watched). The
-    # refused are told to come back once the queue has drained (at least `shed_retry_s`).
+    # it: probes of its own through gRPC's queues of calls not yet taken (0: not watched), with an
+    # adaptive cap on sessions running and a longer retry delay while it lasts (aggregator.shedding).
     shed_queue_wait_s: float = 1.0
-    # The retry delay a refused caller is given.
+    # The shortest retry delay a refused caller is given.
     shed_retry_s: float = 2.0
     # The breaker per gateway: over the last `breaker_window` calls, once `breaker_min_calls`
     # were made, a failure rate at or above `breaker_failure_rate` opens it for `breaker_open_s`.

@@ -19,6 +19,7 @@ Transport-free: `Busy` becomes RESOURCE_EXHAUSTED with google.rpc.RetryInfo in a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -36,22 +37,22 @@ LAG_WEIGHT = 0.2
 PROBE_INTERVAL_S = 0.5
 # The retry delay advised to refused callers. Told to come back in 2 s, a crowd larger than the
 # instance can serve comes back into the same queue, and refusing it fills the door as surely as
-# serving it (measured: 2500 customers refused 75 000 times in three minutes while sessions
-# started at a third of the machine's pace). So after each probe that found calls waiting too long
-# the advice grows by RETRY_GROWTH, up to MAX_RETRY_S, and after each that did not it shrinks back
-# by RETRY_EASING towards the configured delay, more slowly than it grew. Each refused caller is
-# given the advice lengthened by a random part of up to RETRY_SPREAD of it, so that those refused
-# together do not come back together.
+# serving it: the queue stays long, nearly everyone is refused, and few sessions start (measured
+# in docs/BENCHMARKS.md, "Shedding on the calls' wait at the door"). So after each probe that
+# found calls waiting too long the advice grows by RETRY_GROWTH, up to MAX_RETRY_S, and after each
+# that did not it shrinks back by RETRY_EASING towards the configured delay, more slowly than it
+# grew. Each refused caller is given the advice lengthened by a random part of up to RETRY_SPREAD
+# of it, so that those refused together do not come back together.
 MAX_RETRY_S = 30.0
 RETRY_GROWTH = 1.5
 RETRY_EASING = 1.15
 RETRY_SPREAD = 0.5
 # The adaptive cap on sessions running here. Refusing everyone while the door is slow and admitting
-# everyone once it is quick again let the queue in at once: a burst of sessions, the door slow
-# again, the machine a quarter idle between bursts (measured). So a probe that found calls waiting
-# too long also caps the sessions running at CAP_DECREASE of those running then (or of the cap,
-# if lower); each probe that found the door quick (at most half the threshold) raises the cap by
-# CAP_INCREASE of itself, at least one session; and a cap twice the sessions running is lifted.
+# everyone once it is quick again lets the queue in at once: a burst of sessions, the door slow
+# again, the machine partly idle between bursts. So a probe that found calls waiting too long
+# also caps the sessions running at CAP_DECREASE of those running then (or of the cap, if lower);
+# each probe that did not raises the cap by CAP_INCREASE of itself, at least one session; a cap
+# twice the sessions running is lifted, and so is any cap while the probe cannot reach the door.
 # Under the cap new sessions start as others end, one for one.
 CAP_DECREASE = 0.9
 CAP_INCREASE = 0.02
@@ -111,9 +112,11 @@ class QueueWait:
         self.latest = 0.0
         # Whether the last probe reached the door (None before the first one ended).
         self.reached: bool | None = None
-        # Told each probe's wait once it ended (LoadShedding.watch_queue).
-        self.listener: Callable[[float], None] | None = None
+        # Told each probe's wait once it ended, or None when it did not reach the door
+        # (LoadShedding.watch_queue).
+        self.listener: Callable[[float | None], None] | None = None
         self._since: float | None = None
+        self._one_at_a_time = asyncio.Lock()
 
     def current(self) -> float:
         if self._since is None:
@@ -121,7 +124,12 @@ class QueueWait:
         return max(self.latest, self._clock.monotonic() - self._since)
 
     async def probe_once(self) -> float:
-        """Sends one probe and returns the time it took, whatever it answered."""
+        """Sends one probe (after the one in flight, if any) and returns the time it took,
+        whatever it answered; 0 when it did not reach the door."""
+        async with self._one_at_a_time:
+            return await self._probe_once()
+
+    async def _probe_once(self) -> float:
         started = self._clock.monotonic()
         self._since = started
         reached = True
@@ -136,7 +144,10 @@ class QueueWait:
         self.reached = reached
         self.latest = self._clock.monotonic() - started if reached else 0.0
         if self.listener is not None:
-            self.listener(self.latest)
+            try:
+                self.listener(self.latest if reached else None)
+            except Exception:
+                log.exception("the queue wait's listener failed")
         return self.latest
 
     async def run(self) -> None:
@@ -181,10 +192,14 @@ class LoadShedding:
         self.queue = queue
         queue.listener = self.queue_observed
 
-    def queue_observed(self, waited_s: float) -> None:
+    def queue_observed(self, waited_s: float | None) -> None:
         """After each probe: while calls wait too long the advice grows and the cap comes down;
-        once they do not, the advice eases back and the cap goes up."""
+        once they do not, the advice eases back and the cap goes up. A probe that did not reach
+        the door (`None`) lifts the cap: no cap on a signal the instance cannot see."""
         if self.shed_queue_wait_s <= 0:
+            return
+        if waited_s is None:
+            self.cap = None
             return
         running = self._running()
         if waited_s > self.shed_queue_wait_s:
@@ -193,7 +208,7 @@ class LoadShedding:
             self.cap = max(1.0, lowered)
             return
         self.advised_s = max(self.retry_after_s, self.advised_s / RETRY_EASING)
-        if self.cap is not None and waited_s <= self.shed_queue_wait_s / 2:
+        if self.cap is not None:
             self.cap += max(1.0, CAP_INCREASE * self.cap)
             if self.cap >= 2 * running:
                 self.cap = None
@@ -229,5 +244,6 @@ class LoadShedding:
                 self.lag.smoothed * 1000,
                 waited,
             )
-        retry_after_s = round(max(self.retry_after_s, self.advised_s) * self._rng.uniform(1, 1 + RETRY_SPREAD), 1)
+        spread = max(self.retry_after_s, self.advised_s) * self._rng.uniform(1, 1 + RETRY_SPREAD)
+        retry_after_s = max(self.retry_after_s, round(spread, 1))
         raise Busy(retry_after_s, "the quote service is busy; please try again shortly")

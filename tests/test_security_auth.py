@@ -21,6 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import aggregator_service_pb2_grpc, gateway_service_pb2, gateway_service_pb2_grpc
 
+from aggregator.door import DoorProbe
+from aggregator.service import CREATE_QUOTE_REQUEST, GET_QUOTES
 from osago_client import QuoteClient
 from osago_common.env import SettingsError
 from osago_common.service_tokens import BearerCredentials, SignerConfig, TokenSigner, jwks
@@ -88,6 +90,15 @@ async def test_the_aggregator_s_queue_probe_passes_its_own_mtls_door(secure: Loc
     assert queue is not None
     waited = await queue.probe_once()
     assert queue.reached is True and 0 < waited < 5
+    # OSAGO_TLS_SERVER_NAME names the gateways' certificates; the probe expects its own name still.
+    as_deployed = TlsFiles(pki.cert("aggregator"), pki.key("aggregator"), pki.ca, server_name="gateway")
+    probe = DoorProbe(secure.target, GET_QUOTES, CREATE_QUOTE_REQUEST, "not the secret", as_deployed)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as through:  # past TLS, into the ordinary calls
+            await probe()
+        assert through.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await probe.close()
 
 
 def test_the_name_a_certificate_is_issued_for(tmp_path: Path) -> None:

@@ -291,10 +291,12 @@ def test_a_long_queue_sheds_and_the_advised_delay_grows_while_it_lasts_then_ease
     assert shedding.shed_total == 30
     # Not watched: a long queue changes nothing.
     unwatched = LoadShedding(0, 0.0, 2.0, LoopLag(clock), shed_queue_wait_s=0.0)
-    unwatched.watch_queue(QueueWait(clock, HeldProbe()))
+    long_queue = QueueWait(clock, HeldProbe())
+    unwatched.watch_queue(long_queue)
+    long_queue.latest = 50.0
     unwatched.queue_observed(50.0)
     unwatched.admit(0)
-    assert unwatched.advised_s == 2.0
+    assert (unwatched.advised_s, unwatched.cap) == (2.0, None)
 
 
 def test_a_slow_door_caps_the_sessions_running_and_a_quick_one_raises_the_cap_until_it_is_lifted(
@@ -316,9 +318,7 @@ def test_a_slow_door_caps_the_sessions_running_and_a_quick_one_raises_the_cap_un
     with pytest.raises(Busy):
         shedding.admit(460)
     shedding.admit(404)
-    shedding.queue_observed(1.5)  # neither too long nor quick (over half the threshold): held
-    assert shedding.cap == pytest.approx(405.0)
-    shedding.queue_observed(0.8)  # quick: + 2 %
+    shedding.queue_observed(1.9)  # not too long: + 2 %
     assert shedding.cap == pytest.approx(405.0 * 1.02)
     running[0] = 200  # the load went away: raised on each quick probe, lifted at twice the running
     raises = 0
@@ -334,6 +334,14 @@ def test_a_slow_door_caps_the_sessions_running_and_a_quick_one_raises_the_cap_un
     assert shedding.cap == 1.0  # never below one session
     shedding.queue_observed(0.1)
     assert shedding.cap is None  # + 1 session = 2 = twice the one running: lifted
+    # A probe that cannot reach the door lifts any cap and leaves the advice as it was.
+    running[0] = 100
+    shedding.queue_observed(9.0)
+    advised = shedding.advised_s
+    assert shedding.cap == pytest.approx(90.0)
+    shedding.queue_observed(None)
+    assert (shedding.cap, shedding.advised_s) == (None, advised)
+    shedding.admit(100)
 
 
 def test_settings_read_and_check_the_queue_wait() -> None:
@@ -348,7 +356,7 @@ def test_settings_read_and_check_the_queue_wait() -> None:
 
 def test_the_probe_reaches_the_bound_address_or_loopback_when_every_address_is_bound() -> None:
     assert own_target("0.0.0.0:50051", 50051) == "127.0.0.1:50051"
-    assert own_target("[::]:0", 4711) == "127.0.0.1:4711"
+    assert own_target("[::]:0", 4711) == "[::1]:4711"
     assert own_target("10.1.2.3:0", 4711) == "10.1.2.3:4711"
     assert own_target("[::1]:0", 4711) == "[::1]:4711"
     assert own_target("localhost:50051", 50051) == "localhost:50051"
@@ -403,14 +411,20 @@ async def test_over_grpc_a_slow_door_sheds_new_sessions_and_a_quick_one_admits_t
             assert status is not None and 0.7 <= retry_delay_s(status) <= 1.2
 
             assert await queue.probe_once() < 0.3
+            assert service.aggregator.shedding.cap is None  # one session capped at 1, raised to 2: lifted
             assert (await first_event()).HasField("session_started")
             # The probes made no session and were refused nothing: two sessions, one refusal.
             assert service.aggregator.shedding.shed_total == 1
 
-            # A GetQuotes with a wrong secret is an ordinary call: here, an invalid one.
+            # A call with a wrong secret is an ordinary call: here, an invalid one.
             wrong = stub.GetQuotes(pb.GetQuotesRequest(), metadata=((PROBE_KEY, "guess"),), timeout=5)
             with pytest.raises(grpc.aio.AioRpcError) as ordinary:
                 await anext(wrong.__aiter__())
+            assert ordinary.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as ordinary:
+                await stub.CreateQuoteRequest(
+                    pb.CreateQuoteRequestRequest(), metadata=((PROBE_KEY, "guess"),), timeout=5
+                )
             assert ordinary.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         gateway.answer.set()
