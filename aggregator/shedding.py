@@ -39,10 +39,11 @@ PROBE_INTERVAL_S = 0.5
 # instance can serve comes back into the same queue, and refusing it fills the door as surely as
 # serving it: the queue stays long, nearly everyone is refused, and few sessions start (measured
 # in docs/BENCHMARKS.md, "Shedding on the calls' wait at the door"). So after each probe that
-# found calls waiting too long the advice grows by RETRY_GROWTH, up to MAX_RETRY_S, and after each
-# that did not it shrinks back by RETRY_EASING towards the configured delay, more slowly than it
-# grew. Each refused caller is given the advice lengthened by a random part of up to RETRY_SPREAD
-# of it, so that those refused together do not come back together.
+# found calls waiting too long, or that followed more refusals than admissions, the advice grows
+# by RETRY_GROWTH, up to MAX_RETRY_S, and after each other it shrinks back by RETRY_EASING towards
+# the configured delay, more slowly than it grew. Each refused caller is given the advice
+# lengthened by a random part of up to RETRY_SPREAD of it, so that those refused together do not
+# come back together.
 MAX_RETRY_S = 30.0
 RETRY_GROWTH = 1.5
 RETRY_EASING = 1.15
@@ -151,10 +152,10 @@ class QueueWait:
         return self.latest
 
     async def run(self) -> None:
-        """Probes until cancelled."""
+        """Probes every interval (the first one interval after the start) until cancelled."""
         while True:
-            await self.probe_once()
             await self._clock.sleep(self._interval)
+            await self.probe_once()
 
 
 class LoadShedding:
@@ -183,6 +184,8 @@ class LoadShedding:
         # The adaptive cap (see CAP_DECREASE); None: no cap now. `running` counts the sessions.
         self.cap: float | None = None
         self._running = running
+        # New sessions admitted and refused since the last probe.
+        self._admitted = self._refused = 0
         self._rng = rng or random.Random()  # noqa: S311 - spreads retries, no secret
         self.shed_total = 0
         self._shedding = False
@@ -198,17 +201,21 @@ class LoadShedding:
         the door (`None`) lifts the cap: no cap on a signal the instance cannot see."""
         if self.shed_queue_wait_s <= 0:
             return
+        crowded = self._refused > self._admitted
+        self._admitted = self._refused = 0
         if waited_s is None:
             self.cap = None
             return
         running = self._running()
-        if waited_s > self.shed_queue_wait_s:
+        slow = waited_s > self.shed_queue_wait_s
+        if slow or crowded:
             self.advised_s = min(MAX_RETRY_S, self.advised_s * RETRY_GROWTH)
+        else:
+            self.advised_s = max(self.retry_after_s, self.advised_s / RETRY_EASING)
+        if slow:
             lowered = CAP_DECREASE * running if self.cap is None else CAP_DECREASE * min(running, self.cap)
             self.cap = max(1.0, lowered)
-            return
-        self.advised_s = max(self.retry_after_s, self.advised_s / RETRY_EASING)
-        if self.cap is not None:
+        elif self.cap is not None:
             self.cap += max(1.0, CAP_INCREASE * self.cap)
             if self.cap >= 2 * running:
                 self.cap = None
@@ -230,11 +237,13 @@ class LoadShedding:
         elif self.cap is not None and running >= self.cap:
             why = "adaptive cap"
         if not why:
+            self._admitted += 1
             if self._shedding:
                 self._shedding = False
                 log.info("admitting new sessions again (running %d)", running)
             return
         self.shed_total += 1
+        self._refused += 1
         if not self._shedding:  # logged once per episode: under overload a line per refusal would add to it
             self._shedding = True
             log.warning(

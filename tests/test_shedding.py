@@ -280,7 +280,11 @@ def test_a_long_queue_sheds_and_the_advised_delay_grows_while_it_lasts_then_ease
             shedding.admit(0)
         delays.append(refused.value.retry_after_s)
     assert all(30.0 <= d <= 45.0 for d in delays) and len(set(delays)) > 1
-    # Each quick probe: ÷ 1.15, down to the configured 2 s.
+    # A quick probe after more refusals than admissions: the crowd is still there, the advice holds.
+    shedding.queue_observed(0.01)
+    assert shedding.advised_s == 30.0
+    # Each quick probe after fewer refusals than admissions (none here): ÷ 1.15, down to the
+    # configured 2 s.
     shedding.queue_observed(0.01)
     assert shedding.advised_s == pytest.approx(30 / 1.15)
     for _ in range(30):
@@ -342,6 +346,25 @@ def test_a_slow_door_caps_the_sessions_running_and_a_quick_one_raises_the_cap_un
     shedding.queue_observed(None)
     assert (shedding.cap, shedding.advised_s) == (None, advised)
     shedding.admit(100)
+
+
+def test_more_refusals_than_admissions_between_two_probes_lengthen_the_advice_even_at_a_quick_door(
+    clock: FakeClock,
+) -> None:
+    shedding = LoadShedding(4, 0.0, 2.0, LoopLag(clock), shed_queue_wait_s=1.0)
+    shedding.watch_queue(QueueWait(clock, HeldProbe()))
+    shedding.admit(3)
+    for _ in range(2):
+        with pytest.raises(Busy):
+            shedding.admit(4)  # the fixed cap of 4
+    shedding.queue_observed(0.1)  # 2 refused > 1 admitted
+    assert shedding.advised_s == pytest.approx(3.0)
+    shedding.admit(3)
+    shedding.admit(3)
+    with pytest.raises(Busy):
+        shedding.admit(4)
+    shedding.queue_observed(0.1)  # 1 refused < 2 admitted
+    assert shedding.advised_s == pytest.approx(3.0 / 1.15)
 
 
 def test_settings_read_and_check_the_queue_wait() -> None:
