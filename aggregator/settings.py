@@ -83,7 +83,7 @@ class AggregatorSettings:
     # ... and likewise while a call waits this many seconds at the door before the instance takes
     # it: probes of its own through gRPC's queues of calls not yet taken (0: not watched), with an
     # adaptive cap on sessions running and a longer retry delay while it lasts (aggregator.shedding).
-    shed_queue_wait_s: float = 1.0
+    shed_queue_wait_s: float = 2.5
     # The shortest retry delay a refused caller is given.
     shed_retry_s: float = 2.0
     # The breaker per gateway: over the last `breaker_window` calls, once `breaker_min_calls`

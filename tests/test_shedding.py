@@ -369,7 +369,7 @@ def test_more_refusals_than_admissions_between_two_probes_lengthen_the_advice_ev
 
 def test_settings_read_and_check_the_queue_wait() -> None:
     env = {"OSAGO_GATEWAYS": "alfa=127.0.0.1:1", "OSAGO_DEV_INSECURE": "true"}
-    assert AggregatorSettings.from_env(env).shed_queue_wait_s == 1.0
+    assert AggregatorSettings.from_env(env).shed_queue_wait_s == 2.5
     assert AggregatorSettings.from_env({**env, "OSAGO_SHED_QUEUE_WAIT_S": "0"}).shed_queue_wait_s == 0.0
     assert AggregatorSettings.from_env({**env, "OSAGO_SHED_QUEUE_WAIT_S": "2.5"}).shed_queue_wait_s == 2.5
     for value in ("-1", "31"):
