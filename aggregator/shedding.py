@@ -10,9 +10,10 @@ Three signals, each off when its setting is 0:
 - how long a new call waits at the door (`QueueWait`): gRPC's C core holds the calls that arrived
   until the server's event loop takes them, one at a time, and that queue is invisible to the
   code behind it. Calls waited half a minute there on a full machine while the loop itself ran
-  on time. So the instance sends itself a call through the same door every `PROBE_INTERVAL_S`
-  and times it; above `shed_queue_wait_s` the instance sheds, so the queue drains at the speed of
-  refusals rather than of sessions.
+  on time. So the instance sends itself calls through the same door every `PROBE_INTERVAL_S`
+  (aggregator.door) and times them; above `shed_queue_wait_s` the instance sheds, so the queue
+  drains at the speed of refusals rather than of sessions, caps the sessions running adaptively,
+  and tells the refused to come back later the longer the crowd lasts (below).
 
 Transport-free: `Busy` becomes RESOURCE_EXHAUSTED with google.rpc.RetryInfo in aggregator.errors.
 """
@@ -91,7 +92,7 @@ class LoopLag:
             self.observe(self._clock.monotonic() - asked - self._interval)
 
 
-# A probe: a call through the instance's own door, returning once the instance answered it (or
+# A probe: calls through the instance's own door, returning once the instance answered them (or
 # raising: a probe that failed after a while still measured that while, unless ProbeUnreached).
 Probe = Callable[[], Awaitable[object]]
 
