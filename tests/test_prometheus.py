@@ -6,6 +6,7 @@ rules evaluate on these series without error and none fires."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
@@ -28,7 +29,11 @@ def address(url: str) -> str:
 
 
 async def test_prometheus_scraping_the_mesh_during_a_session_sees_what_happened() -> None:
-    async with start_mesh(n=4, time_scale=0.02) as mesh, aiohttp.ClientSession() as http:
+    # Every HTTP call and the stream bounded: a stall fails with where it stalled, not a timeout.
+    async with (
+        start_mesh(n=4, time_scale=0.02) as mesh,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+    ):
         bridge = BridgeService(
             BridgeSettings(aggregator_target=mesh.target, port=0, metrics=MetricsEndpoint("127.0.0.1", 0))
         )
@@ -52,7 +57,7 @@ async def test_prometheus_scraping_the_mesh_during_a_session_sees_what_happened(
                     assert response.status == 201, created
                 protocols = ("osago.v1", f"access-token.{created['accessToken']}")
                 ws_url = bridge.url.replace("http", "ws", 1) + f"/osago/quotes/{created['requestId']}/stream"
-                async with http.ws_connect(ws_url, protocols=protocols) as ws:
+                async with http.ws_connect(ws_url, protocols=protocols) as ws, asyncio.timeout(30):
                     messages = [m.data async for m in ws]
                 assert "sessionFinished" in messages[-1]
                 ledger = Counter(o["insurer_id"] for o in await mesh.ledger(created["requestId"]))
