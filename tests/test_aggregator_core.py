@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -19,7 +20,7 @@ from aggregator.core import Aggregator, NotFound
 from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from aggregator.store import MemoryRequestStore
-from osago_common.clock import FakeClock
+from osago_common.clock import SYSTEM_CLOCK, Clock, FakeClock
 from tests.conftest import access, load_example, remember
 from tests.test_session import Script, ScriptedGateways, accepted, offer
 
@@ -214,27 +215,39 @@ class HeldGateway(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
 
 
 @contextlib.asynccontextmanager
-async def served(
-    clock: FakeClock,
-) -> AsyncIterator[tuple[aggregator_service_pb2_grpc.AggregatorServiceStub, HeldGateway]]:
-    """The aggregator service on the fake clock, in front of one held gateway; yields its stub."""
+async def held_mesh(
+    clock: Clock = SYSTEM_CLOCK, **settings: Any
+) -> AsyncIterator[tuple[AggregatorService, aggregator_service_pb2_grpc.AggregatorServiceStub, HeldGateway]]:
+    """The aggregator service (`settings` on top of a local bind) in front of one held gateway,
+    insurer "alfa"; yields the service, a stub to it and the gateway."""
     gateway = HeldGateway()
     server = grpc.aio.server()
     gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(gateway, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    settings = AggregatorSettings(
-        bind="127.0.0.1:0", gateways=(GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),), orphan_grace_s=GRACE_S
+    service = AggregatorService(
+        AggregatorSettings(
+            bind="127.0.0.1:0", gateways=(GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),), **settings
+        ),
+        clock,
     )
-    service = AggregatorService(settings, clock)
     try:
         aggregator_port = await service.start()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{aggregator_port}") as channel:
-            yield aggregator_service_pb2_grpc.AggregatorServiceStub(channel), gateway
+            yield service, aggregator_service_pb2_grpc.AggregatorServiceStub(channel), gateway
     finally:
         gateway.answer.set()
         await service.stop()
         await server.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def served(
+    clock: FakeClock,
+) -> AsyncIterator[tuple[aggregator_service_pb2_grpc.AggregatorServiceStub, HeldGateway]]:
+    """The aggregator service on the fake clock, in front of one held gateway; yields its stub."""
+    async with held_mesh(clock, orphan_grace_s=GRACE_S) as (_, stub, gateway):
+        yield stub, gateway
 
 
 async def leave_after_accepted(stub: aggregator_service_pb2_grpc.AggregatorServiceStub, clock: FakeClock) -> str:

@@ -15,14 +15,13 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 from osago.v1 import aggregator_service_pb2 as pb
-from osago.v1 import aggregator_service_pb2_grpc, events_pb2, gateway_service_pb2_grpc, quote_pb2
+from osago.v1 import events_pb2, quote_pb2
 
 from aggregator import service as aggregator_service
 from aggregator.bus import MemoryEventBus
 from aggregator.cache import MemoryResultCache
 from aggregator.core import Aggregator
 from aggregator.door import PROBE_KEY, own_target
-from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings, GatewayEndpoint
 from aggregator.shedding import Busy, LoadShedding, LoopLag, ProbeUnreached, QueueWait
 from aggregator.store import MemoryRequestStore
@@ -31,7 +30,7 @@ from osago_common.clock import FakeClock
 from osago_common.env import SettingsError
 from osago_common.grpc_errors import retry_delay_s
 from tests.conftest import load_example
-from tests.test_aggregator_core import HeldGateway
+from tests.test_aggregator_core import held_mesh
 from tests.test_session import Script, ScriptedGateways, accepted, offer
 
 Status = events_pb2.SessionStatus
@@ -173,50 +172,30 @@ async def test_a_lagging_event_loop_sheds_new_sessions_and_admits_again_once_it_
 
 @pytest.mark.functional
 async def test_over_grpc_a_refused_session_is_resource_exhausted_with_retry_info(clock: FakeClock) -> None:
-    gateway = HeldGateway()
-    server = grpc.aio.server()
-    gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(gateway, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    settings = AggregatorSettings(
-        bind="127.0.0.1:0",
-        gateways=(GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),),
-        session_limit_s=LIMIT_S,
-        max_sessions=1,
-        shed_retry_s=2.5,
-    )
-    service = AggregatorService(settings, clock)
-    try:
-        aggregator_port = await service.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{aggregator_port}") as channel:
-            stub = aggregator_service_pb2_grpc.AggregatorServiceStub(channel)
-            first = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30)
-            stream = first.__aiter__()
-            assert (await anext(stream)).event.HasField("session_started")
+    async with held_mesh(clock, session_limit_s=LIMIT_S, max_sessions=1, shed_retry_s=2.5) as (_, stub, _gateway):
+        first = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30)
+        stream = first.__aiter__()
+        assert (await anext(stream)).event.HasField("session_started")
 
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.CreateQuoteRequest(pb.CreateQuoteRequestRequest(application=load_example()), timeout=5)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            status = rpc_status.from_call(refused.value)
-            delay = retry_delay_s(status) if status is not None else None
-            assert delay is not None and 2.5 <= delay <= 3.75
-            assert from_rpc_error(refused.value).retry_after_s == delay  # what the client library reads
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.CreateQuoteRequest(pb.CreateQuoteRequestRequest(application=load_example()), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = rpc_status.from_call(refused.value)
+        delay = retry_delay_s(status) if status is not None else None
+        assert delay is not None and 2.5 <= delay <= 3.75
+        assert from_rpc_error(refused.value).retry_after_s == delay  # what the client library reads
 
-            second = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=5)
-            with pytest.raises(grpc.aio.AioRpcError) as streamed:
-                await anext(second.__aiter__())
-            assert streamed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        second = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as streamed:
+            await anext(second.__aiter__())
+        assert streamed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
-            await clock.advance(LIMIT_S)  # the running session reaches its deadline
-            rest = [response.event async for response in stream]
-            assert rest[-1].session_finished.status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
-            assert [e.insurer_failed.reason for e in rest if e.HasField("insurer_failed")] == [
-                Reason.FAILURE_REASON_DEADLINE
-            ]
-    finally:
-        gateway.answer.set()
-        await service.stop()
-        await server.stop(0)
+        await clock.advance(LIMIT_S)  # the running session reaches its deadline
+        rest = [response.event async for response in stream]
+        assert rest[-1].session_finished.status == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+        assert [e.insurer_failed.reason for e in rest if e.HasField("insurer_failed")] == [
+            Reason.FAILURE_REASON_DEADLINE
+        ]
 
 
 # --- the calls' wait at the door ------------------------------------------------------------------
@@ -393,65 +372,44 @@ async def test_over_grpc_a_slow_door_sheds_new_sessions_and_a_quick_one_admits_t
     """The aggregator's own probe goes through its real port. The test's event loop is the
     aggregator's: blocking it while a probe is in flight holds the probe at the door."""
     monkeypatch.setattr(aggregator_service, "PROBE_INTERVAL_S", 3600.0)  # the test sends the probes
-    gateway = HeldGateway()
-    server = grpc.aio.server()
-    gateway_service_pb2_grpc.add_InsurerGatewayServiceServicer_to_server(gateway, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    settings = AggregatorSettings(
-        bind="127.0.0.1:0",
-        gateways=(GatewayEndpoint("alfa", "Alfa", f"127.0.0.1:{port}"),),
-        shed_queue_wait_s=0.3,
-        shed_retry_s=0.5,
-    )
-    service = AggregatorService(settings)
-    try:
-        aggregator_port = await service.start()
+    async with held_mesh(shed_queue_wait_s=0.3, shed_retry_s=0.5) as (service, stub, _gateway):
         queue = service.queue_wait
         assert queue is not None and service.aggregator is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{aggregator_port}") as channel:
-            stub = aggregator_service_pb2_grpc.AggregatorServiceStub(channel)
 
-            async def first_event() -> events_pb2.QuoteEvent:
-                call = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30)
-                try:
-                    return (await anext(call.__aiter__())).event
-                finally:
-                    call.cancel()
+        async def first_event() -> events_pb2.QuoteEvent:
+            call = stub.GetQuotes(pb.GetQuotesRequest(application=load_example()), timeout=30)
+            try:
+                return (await anext(call.__aiter__())).event
+            finally:
+                call.cancel()
 
-            assert await queue.probe_once() < 0.3 and queue.reached
-            assert (await first_event()).HasField("session_started")
+        assert await queue.probe_once() < 0.3 and queue.reached
+        assert (await first_event()).HasField("session_started")
 
-            in_flight = asyncio.create_task(queue.probe_once())
-            await asyncio.sleep(0)  # the probe's call is sent ...
-            time.sleep(0.6)  # noqa: ASYNC251 - ... and the loop that would take it is held
-            waited = await in_flight
-            assert waited >= 0.6 and queue.reached
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await first_event()
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            status = rpc_status.from_call(refused.value)
-            # One long probe: the configured 0.5 s advice × 1.5, lengthened by up to half.
-            delay = retry_delay_s(status) if status is not None else None
-            assert delay is not None and 0.7 <= delay <= 1.2
+        in_flight = asyncio.create_task(queue.probe_once())
+        await asyncio.sleep(0)  # the probe's call is sent ...
+        time.sleep(0.6)  # noqa: ASYNC251 - ... and the loop that would take it is held
+        waited = await in_flight
+        assert waited >= 0.6 and queue.reached
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await first_event()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = rpc_status.from_call(refused.value)
+        # One long probe: the configured 0.5 s advice × 1.5, lengthened by up to half.
+        delay = retry_delay_s(status) if status is not None else None
+        assert delay is not None and 0.7 <= delay <= 1.2
 
-            assert await queue.probe_once() < 0.3
-            assert service.aggregator.shedding.cap is None  # one session capped at 1, raised to 2: lifted
-            assert (await first_event()).HasField("session_started")
-            # The probes made no session and were refused nothing: two sessions, one refusal.
-            assert service.aggregator.shedding.shed_total == 1
+        assert await queue.probe_once() < 0.3
+        assert service.aggregator.shedding.cap is None  # one session capped at 1, raised to 2: lifted
+        assert (await first_event()).HasField("session_started")
+        # The probes made no session and were refused nothing: two sessions, one refusal.
+        assert service.aggregator.shedding.shed_total == 1
 
-            # A call with a wrong secret is an ordinary call: here, an invalid one.
-            wrong = stub.GetQuotes(pb.GetQuotesRequest(), metadata=((PROBE_KEY, "guess"),), timeout=5)
-            with pytest.raises(grpc.aio.AioRpcError) as ordinary:
-                await anext(wrong.__aiter__())
-            assert ordinary.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            with pytest.raises(grpc.aio.AioRpcError) as ordinary:
-                await stub.CreateQuoteRequest(
-                    pb.CreateQuoteRequestRequest(), metadata=((PROBE_KEY, "guess"),), timeout=5
-                )
-            assert ordinary.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        gateway.answer.set()
-        await service.stop()
-        await server.stop(0)
+        # A call with a wrong secret is an ordinary call: here, an invalid one.
+        wrong = stub.GetQuotes(pb.GetQuotesRequest(), metadata=((PROBE_KEY, "guess"),), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as ordinary:
+            await anext(wrong.__aiter__())
+        assert ordinary.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as ordinary:
+            await stub.CreateQuoteRequest(pb.CreateQuoteRequestRequest(), metadata=((PROBE_KEY, "guess"),), timeout=5)
+        assert ordinary.value.code() == grpc.StatusCode.INVALID_ARGUMENT
