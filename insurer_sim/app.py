@@ -2,9 +2,10 @@
 
 Insurer X's API lives under `/insurers/X` in X's dialect (see `insurer_sim.dialects`); a path of
 another dialect is a 404 there. With `SimConfig.insurer_ports` X's API is also served, under the
-same path, on a port of its own (`insurer_sim.listeners`), the address `/_sim/insurers` gives.
-A fault switched on for X (`insurer_sim.control`) applies to X's API on either port
-(`insurer_sim.fault_http`). Tests, the CLI and the benchmarks watch and steer through `/_sim`:
+same path, on a port of its own (`insurer_sim.listeners`, by a lean server), the address
+`/_sim/insurers` gives. Routing, faults and answers are `insurer_sim.api`'s on either port: a
+fault switched on for X (`insurer_sim.control`) applies to X's API on both. Tests, the CLI and
+the benchmarks watch and steer through `/_sim`:
 
     GET /_sim/health                         {"status": "ok", "insurers": [ids]}
     GET /_sim/insurers                       [{"insurer_id", "name", "dialect", "base_url"}]
@@ -29,26 +30,26 @@ Every answer is JSON, errors included (except what a `malformed` fault sends on 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from insurer_sim import control
+from insurer_sim.api import Answer, Held, InsurerApi, Late
 from insurer_sim.config import SimConfig
-from insurer_sim.dialects import DIALECTS, Dialect, Reply
-from insurer_sim.fault_http import apply_faults
-from insurer_sim.insurer import Offer, SimInsurer, Simulation
+from insurer_sim.dialects import DIALECTS
+from insurer_sim.insurer import Simulation
 from insurer_sim.listeners import LISTENERS, InsurerListeners
-from insurer_sim.state import DELIVERIES, ONLY_INSURER, SIMULATION, insurer_in_path
+from insurer_sim.state import DELIVERIES, SIMULATION
 from insurer_sim.webhooks import Deliveries, DeliveryError, Sender
 from osago_common import tracing
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
-NOT_FOUND = {"error": "not found"}
+API = web.AppKey("api", InsurerApi)
 # Origins kept per (scheme, Host header): a bound, since the Host header is the client's to choose.
 ORIGINS = web.AppKey("origins", dict[tuple[str, str], str])
 MAX_ORIGINS = 64
@@ -63,34 +64,50 @@ def make_app(config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> web.Application:
     if unknown:
         raise ValueError(f"unknown insurer API dialects {unknown}; known: {', '.join(DIALECTS)}")
     simulation = Simulation(config, clock)
-    app = _api_app(simulation)
+    # A SERVER span per request joining the gateway's trace (its `traceparent` header).
+    app = web.Application(middlewares=[*tracing.http_server_middlewares(), _json_errors])
+    app[SIMULATION] = simulation
+    app[API] = InsurerApi(simulation)
+    app[ORIGINS] = {}
+    app.router.add_route("*", "/insurers/{tail:.*}", _insurer_api)
     app.router.add_get("/_sim/health", _health)
     app.router.add_get("/_sim/insurers", _insurers)
     app.router.add_get("/_sim/ledger", _ledger)
     app.router.add_get("/_sim/stats", _stats)
     app.router.add_get("/_sim/callbacks", _callbacks)
+    app.on_shutdown.append(_let_go)
     app.cleanup_ctx.append(_deliveries)
     control.add_routes(app)
     if config.insurer_ports:
-        app[LISTENERS] = InsurerListeners(config.host, lambda i: _api_app(simulation, i))
+        app[LISTENERS] = InsurerListeners(config.host, lambda i: InsurerApi(simulation, i), clock)
         app.cleanup_ctx.append(_own_ports)
     return app
 
 
-def _api_app(simulation: Simulation, only: str | None = None) -> web.Application:
-    """The insurers' APIs (only insurer `only`'s, for its own listener), faults applied."""
-    # A SERVER span per request joining the gateway's trace (its `traceparent` header).
-    app = web.Application(middlewares=[*tracing.http_server_middlewares(), _json_errors, apply_faults])
-    app[SIMULATION] = simulation
-    app[ORIGINS] = {}
-    if only is not None:
-        app[ONLY_INSURER] = only
-    for dialect in DIALECTS.values():
-        app.router.add_post(f"/insurers/{{insurer_id}}{dialect.create_path}", _creator(dialect))
-        app.router.add_get(f"/insurers/{{insurer_id}}{dialect.poll_path}", _poller(dialect))
-    app.router.add_get("/insurers/{insurer_id}/pay/{offer_id}", _pay)
-    app.on_shutdown.append(_let_go)
-    return app
+async def _insurer_api(request: web.Request) -> web.StreamResponse:
+    """Every insurer's API (`insurer_sim.api`), carried out over aiohttp."""
+    body = await request.read()
+    key = request.headers.get("Idempotency-Key") or None
+    outcome = request.app[API].handle(request.method, request.rel_url.raw_path, body, key, _origin(request))
+    if isinstance(outcome, Late):
+        await request.app[SIMULATION].clock.sleep(outcome.delay_s)
+        if request.transport is None or request.transport.is_closing():
+            return _drop(request)  # the client gave up: issue nothing
+        outcome = outcome.answer()
+    if isinstance(outcome, Answer):
+        return web.Response(
+            body=outcome.body, status=outcome.status, headers={"Content-Type": outcome.content_type, **outcome.headers}
+        )
+    if isinstance(outcome, Held):
+        await outcome.faults.hold()  # cancelled with the handler if the client goes away
+    return _drop(request)
+
+
+def _drop(request: web.Request) -> web.Response:
+    """Closes the connection; the response returned is never sent."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=204)
 
 
 async def _own_ports(app: web.Application) -> AsyncIterator[None]:
@@ -142,15 +159,10 @@ async def _let_go(app: web.Application) -> None:
         insurer.faults.let_go()
 
 
-def _reply(reply: Reply) -> web.Response:
-    return web.json_response(reply.body, status=reply.status, headers=reply.headers)
-
-
-def _base_url(request: web.Request, insurer_id: str) -> str:
-    """The insurer's base URL as this request reached it (its payment links start with it).
-
-    The origin is the request URL's (scheme, host, port), built by yarl once per distinct Host
-    header and scheme and kept (building it per request was 4 % of the simulator's CPU)."""
+def _origin(request: web.Request) -> str:
+    """The origin (scheme, host, port) of the request URL, as it reached this server (the
+    insurers' payment links start with it), built by yarl once per distinct Host header and
+    scheme and kept (building it per request was 4 % of the simulator's CPU)."""
     origins = request.app[ORIGINS]
     key = (request.scheme, request.headers.get("Host", ""))
     origin = origins.get(key)
@@ -158,55 +170,7 @@ def _base_url(request: web.Request, insurer_id: str) -> str:
         origin = str(request.url.origin())
         if len(origins) < MAX_ORIGINS:
             origins[key] = origin
-    return f"{origin}/insurers/{insurer_id}"
-
-
-def _insurer(request: web.Request, dialect: Dialect) -> SimInsurer | None:
-    """The insurer named in the path, if it speaks `dialect`."""
-    insurer = insurer_in_path(request)
-    if insurer is None or insurer.profile.dialect != dialect.name:
-        return None
-    return insurer
-
-
-def _creator(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def create(request: web.Request) -> web.Response:
-        insurer = _insurer(request, dialect)
-        if insurer is None:
-            return _reply(dialect.not_found)
-        body = await request.read()
-        key = request.headers.get("Idempotency-Key") or None
-        return _reply(dialect.create(insurer, body, key, _base_url(request, insurer.insurer_id)))
-
-    return create
-
-
-def _poller(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def poll(request: web.Request) -> web.Response:
-        insurer = _insurer(request, dialect)
-        if insurer is None:
-            return _reply(dialect.not_found)
-        ref = request.match_info["ref"]
-        return _reply(dialect.poll(insurer, ref, _base_url(request, insurer.insurer_id)))
-
-    return poll
-
-
-async def _pay(request: web.Request) -> web.Response:
-    """The payment link of an issued offer (the simulator takes no money)."""
-    insurer = insurer_in_path(request)
-    application = insurer.issued_offer(request.match_info["offer_id"]) if insurer else None
-    if insurer is None or application is None or not isinstance(application.outcome, Offer):
-        return web.json_response(NOT_FOUND, status=404)
-    return web.json_response(
-        {
-            "insurer_id": insurer.insurer_id,
-            "offer_id": application.outcome.offer_id,
-            "reference": application.reference,
-            "premium_kopecks": application.outcome.breakdown.premium_kopecks,
-            "message": "payment is simulated: no money moves",
-        }
-    )
+    return origin
 
 
 async def _health(request: web.Request) -> web.Response:

@@ -1,7 +1,7 @@
 """One insurer's fault at run time: what it does to each request of the insurer's API.
 
 `FaultState.decide` is the one place a fault turns into an action for a request; the HTTP layer
-(`insurer_sim.fault_http`) only carries it out. Time (flapping phases, the quota window) comes
+(`insurer_sim.api`, then the server) only carries it out. Time (flapping phases, the quota window) comes
 from the injected clock, so every decision is exact under a FakeClock. Nothing here knows HTTP.
 """
 

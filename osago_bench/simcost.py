@@ -8,8 +8,10 @@ the catalogue (round robin over the first `--insurers`, those that call back lef
 polling it `--polls` times 20 ms apart whatever it answers, for `--seconds`; the simulator's CPU
 time (user + system, /proc/PID/stat) over the requests made.
 
-It starts its own simulator process (`osago sim`), or measures a running one (`--sim URL --pid
-PID`), e.g. another checkout's, to compare two versions on the same machine back to back.
+It starts its own simulator process (`osago sim --insurer-ports`: each insurer on a port of its
+own, served by the lean server, as in every mesh `osago up` starts), or measures a running one
+(`--sim URL --pid PID`), e.g. another checkout's, to compare two versions on the same machine
+back to back; the clients call the `base_url` each insurer is listed with.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ async def measure(config: SimCostConfig, application: application_pb2.Applicatio
     child: Child | None = None
     sim, pid = config.sim, config.pid
     if sim is None:
-        args = ["sim", "--insurers", str(config.insurers), "--port", "0"]
+        args = ["sim", "--insurers", str(config.insurers), "--port", "0", "--insurer-ports"]
         child = await Child.spawn("sim", args, dict(os.environ))
         sim, pid = await child.listening(), child.process.pid
     assert sim is not None and pid is not None

@@ -137,37 +137,50 @@ def calc_body(ref: str = "req-1") -> Json:
     }
 
 
-@pytest.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[str]:
-    config = SimConfig(PROFILES, seed=7, vague_hints=VAGUE)
+@pytest.fixture(params=["shared port", "own ports"])
+async def sim(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[SimServer]:
+    """The simulator; the insurers' API tests run against both of its servers: aiohttp on the
+    shared port and the lean server of each insurer's own port (`insurer_ports`)."""
+    config = SimConfig(PROFILES, seed=7, vague_hints=VAGUE, insurer_ports=request.param == "own ports")
     async with SimServer(config, clock) as server:
-        yield server.url
+        yield server
 
 
 class Client:
-    """Requests to one simulator, answering (status, JSON body, headers)."""
+    """Requests to one simulator, answering (status, JSON body, headers). With a `server` whose
+    insurers have ports of their own, a path under `/insurers/X` goes to X's own port (an
+    unknown X to the first insurer's port), anything else to the shared port."""
 
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, http: aiohttp.ClientSession, url: str, server: SimServer | None = None) -> None:
         self.http = http
         self.url = url
+        self.server = server
+
+    def url_for(self, path: str) -> str:
+        if self.server is None or not path.startswith("/insurers/"):
+            return self.url + path
+        insurer_id = path.split("/")[2]
+        known = insurer_id if insurer_id in {p.insurer_id for p in PROFILES} else PROFILES[0].insurer_id
+        base = self.server.insurer_url(known)
+        return base.removesuffix(f"/insurers/{known}") + path
 
     async def post(self, path: str, body: Json | bytes, key: str | None = None) -> tuple[int, Any, Any]:
         headers = {"Idempotency-Key": key} if key else {}
         data = body if isinstance(body, bytes) else None
         payload = None if isinstance(body, bytes) else body
-        async with self.http.post(self.url + path, json=payload, data=data, headers=headers) as r:
+        async with self.http.post(self.url_for(path), json=payload, data=data, headers=headers) as r:
             assert r.content_type == "application/json"
             return r.status, await r.json(), r.headers
 
     async def get(self, path: str) -> tuple[int, Any, Any]:
-        async with self.http.get(self.url + path) as r:
+        async with self.http.get(self.url_for(path)) as r:
             assert r.content_type == "application/json"
             return r.status, await r.json(), r.headers
 
 
 @pytest.fixture
-def client(http: aiohttp.ClientSession, sim: str) -> Client:
-    return Client(http, sim)
+def client(http: aiohttp.ClientSession, sim: SimServer) -> Client:
+    return Client(http, sim.url, sim)
 
 
 def rest_path(insurer_id: str, application_id: str = "") -> str:
@@ -231,7 +244,7 @@ async def test_rest_application_is_processing_then_quoted_at_the_tariff_premium(
     }
     valid_until = datetime.fromisoformat(offer["validUntil"])
     assert valid_until.utcoffset() is not None and valid_until > issued_at
-    assert offer["paymentUrl"] == f"{client.url}/insurers/restco/pay/{offer['offerId']}"
+    assert offer["paymentUrl"] == client.url_for(f"/insurers/restco/pay/{offer['offerId']}")
     status, paid, _ = await client.get(f"/insurers/restco/pay/{offer['offerId']}")
     assert (status, paid["premium_kopecks"]) == (200, REST_PREMIUM_KOPECKS)
 
@@ -267,7 +280,7 @@ async def test_calc_calculation_is_queued_then_done_at_the_tariff_premium(client
         "kp": "1.0",
     }
     assert datetime.fromisoformat(result["expires"]) > clock.now()
-    assert result["buy_url"].startswith(f"{client.url}/insurers/calcco/")
+    assert result["buy_url"].startswith(client.url_for("/insurers/calcco/"))
     assert result["quote_no"]
 
 
@@ -541,6 +554,16 @@ async def test_wrong_method_is_a_json_405(client: Client) -> None:
     async with client.http.delete(client.url + "/_sim/health") as r:
         assert r.status == 405
         assert await r.json() == {"error": "method not allowed"}
+    # An insurer's API, on whichever server serves it: the methods its route takes in Allow.
+    for method, path, allowed in [
+        ("DELETE", rest_path("restco"), {"POST"}),
+        ("PUT", rest_path("restco", "some-id"), {"GET", "HEAD"}),
+        ("POST", "/insurers/restco/pay/some-offer", {"GET", "HEAD"}),
+    ]:
+        async with client.http.request(method, client.url_for(path), json={}) as r:
+            assert r.status == 405, (method, path)
+            assert await r.json() == {"error": "method not allowed"}
+            assert set(r.headers["Allow"].split(",")) == allowed
 
 
 @functional

@@ -138,6 +138,18 @@ async def sim(clock: FakeClock) -> AsyncIterator[SimServer]:
         yield server
 
 
+Api = Callable[[str], str]  # an insurer's id -> the base URL its API is called at
+
+
+@pytest.fixture(params=["own port", "shared port"])
+def api(request: pytest.FixtureRequest, sim: SimServer) -> Api:
+    """Where a test calls an insurer's API: its own port (the lean server) or under the shared
+    one (aiohttp); the faults are the same on both."""
+    if request.param == "own port":
+        return sim.insurer_url
+    return lambda insurer_id: f"{sim.url}/insurers/{insurer_id}"
+
+
 async def until(check: Callable[[], bool]) -> None:
     """Waits (in short real steps) until `check()` holds; fails after a few seconds."""
     for _ in range(1000):
@@ -314,10 +326,10 @@ async def until_held(http: aiohttp.ClientSession, sim: SimServer, insurer_id: st
 
 @functional
 async def test_blackhole_holds_each_request_until_the_client_gives_up_leaking_nothing(
-    http: aiohttp.ClientSession, sim: SimServer
+    api: Api, http: aiohttp.ClientSession, sim: SimServer
 ) -> None:
     await fault(http, sim, "restco", mode="blackhole")
-    request = asyncio.create_task(create(http, sim.insurer_url("restco"), "req-bh"))
+    request = asyncio.create_task(create(http, api("restco"), "req-bh"))
     await until_held(http, sim, "restco", 1)
     request.cancel()  # the client gives up
     with pytest.raises(asyncio.CancelledError):
@@ -337,9 +349,11 @@ async def test_blackhole_holds_each_request_until_the_client_gives_up_leaking_no
 
 
 @functional
-async def test_healing_a_blackhole_drops_the_requests_it_held(http: aiohttp.ClientSession, sim: SimServer) -> None:
+async def test_healing_a_blackhole_drops_the_requests_it_held(
+    api: Api, http: aiohttp.ClientSession, sim: SimServer
+) -> None:
     await fault(http, sim, "restco", mode="blackhole")
-    request = asyncio.create_task(create(http, sim.insurer_url("restco")))
+    request = asyncio.create_task(create(http, api("restco")))
     await until_held(http, sim, "restco", 1)
     assert (await heal(http, sim, "restco"))["held"] == 0
     with pytest.raises(aiohttp.ServerDisconnectedError):
@@ -368,10 +382,10 @@ async def test_stopping_the_simulator_does_not_wait_for_blackholed_requests(
 
 @functional
 async def test_slow_answers_correctly_but_only_after_the_delay(
-    http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
+    api: Api, http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
 ) -> None:
     await fault(http, sim, "restco", mode="slow")
-    request = asyncio.create_task(create(http, sim.insurer_url("restco")))
+    request = asyncio.create_task(create(http, api("restco")))
     await until(lambda: clock.sleepers == 1)
     await clock.advance(7.9)
     assert not request.done()
@@ -379,7 +393,7 @@ async def test_slow_answers_correctly_but_only_after_the_delay(
     status, created = await request
     assert (status, created["status"]) == (201, "PROCESSING")
     await fault(http, sim, "restco", mode="slow", delay_s=0.5)
-    request = asyncio.create_task(create(http, sim.insurer_url("restco"), "req-2"))
+    request = asyncio.create_task(create(http, api("restco"), "req-2"))
     await until(lambda: clock.sleepers == 1)
     await clock.advance(0.5)
     assert (await request)[0] == 201
@@ -387,9 +401,9 @@ async def test_slow_answers_correctly_but_only_after_the_delay(
 
 @functional
 async def test_slow_answer_whose_client_gave_up_issues_nothing(
-    http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
+    api: Api, http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
 ) -> None:
-    url = sim.insurer_url("restco")
+    url = api("restco")
     _, created = await create(http, url)
     poll = f"{url}{REST}/{created['applicationId']}"
     await clock.advance(READY_S)
@@ -407,9 +421,9 @@ async def test_slow_answer_whose_client_gave_up_issues_nothing(
 
 @functional
 async def test_error_at_rate_one_is_always_5xx_and_at_rate_zero_never(
-    http: aiohttp.ClientSession, sim: SimServer
+    api: Api, http: aiohttp.ClientSession, sim: SimServer
 ) -> None:
-    url = sim.insurer_url("restco")
+    url = api("restco")
     await fault(http, sim, "restco", mode="error")
     for _ in range(3):
         assert await create(http, url) == (503, {"error": "service unavailable"})
@@ -422,8 +436,8 @@ async def test_error_at_rate_one_is_always_5xx_and_at_rate_zero_never(
 
 
 @functional
-async def test_ratelimit_answers_429_with_retry_after(http: aiohttp.ClientSession, sim: SimServer) -> None:
-    url = sim.insurer_url("restco")
+async def test_ratelimit_answers_429_with_retry_after(api: Api, http: aiohttp.ClientSession, sim: SimServer) -> None:
+    url = api("restco")
     await fault(http, sim, "restco", mode="ratelimit")
     async with http.post(url + REST, json=rest_body()) as r:
         assert (r.status, r.headers["Retry-After"]) == (429, "1")
@@ -435,9 +449,9 @@ async def test_ratelimit_answers_429_with_retry_after(http: aiohttp.ClientSessio
 
 @functional
 async def test_ratelimit_with_a_quota_admits_limit_per_s_requests_a_second(
-    http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
+    api: Api, http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
 ) -> None:
-    url = sim.insurer_url("restco")
+    url = api("restco")
     await fault(http, sim, "restco", mode="ratelimit", limit_per_s=2)
     assert [(await create(http, url, f"r{i}"))[0] for i in range(3)] == [201, 201, 429]
     await clock.advance(1.0)
@@ -445,36 +459,44 @@ async def test_ratelimit_with_a_quota_admits_limit_per_s_requests_a_second(
 
 
 @functional
-async def test_malformed_json_is_broken_json_labelled_json(http: aiohttp.ClientSession, sim: SimServer) -> None:
+async def test_malformed_json_is_broken_json_labelled_json(
+    api: Api, http: aiohttp.ClientSession, sim: SimServer
+) -> None:
     await fault(http, sim, "restco", mode="malformed", variant="json")
-    async with http.post(sim.insurer_url("restco") + REST, json=rest_body()) as r:
+    async with http.post(api("restco") + REST, json=rest_body()) as r:
         assert (r.status, r.content_type) == (200, "application/json")
         with pytest.raises(json.JSONDecodeError):
             json.loads(await r.text())
 
 
 @functional
-async def test_malformed_html_is_an_error_page_with_status_200(http: aiohttp.ClientSession, sim: SimServer) -> None:
+async def test_malformed_html_is_an_error_page_with_status_200(
+    api: Api, http: aiohttp.ClientSession, sim: SimServer
+) -> None:
     await fault(http, sim, "calcco", mode="malformed", variant="html")
-    async with http.post(sim.insurer_url("calcco") + CALC, json=calc_body()) as r:
+    async with http.post(api("calcco") + CALC, json=calc_body()) as r:
         assert (r.status, r.content_type) == (200, "text/html")
         assert (await r.text()).startswith("<!DOCTYPE html>")
 
 
 @functional
-async def test_malformed_schema_is_valid_json_of_another_shape(http: aiohttp.ClientSession, sim: SimServer) -> None:
+async def test_malformed_schema_is_valid_json_of_another_shape(
+    api: Api, http: aiohttp.ClientSession, sim: SimServer
+) -> None:
     await fault(http, sim, "restco", mode="malformed", variant="schema")
-    status, body = await create(http, sim.insurer_url("restco"))
+    status, body = await create(http, api("restco"))
     assert status == 200 and isinstance(body, dict)
     assert not {"applicationId", "status", "calc_id", "state"} & set(body)
 
 
 @functional
-async def test_malformed_random_sends_each_kind_of_garbage(http: aiohttp.ClientSession, sim: SimServer) -> None:
+async def test_malformed_random_sends_each_kind_of_garbage(
+    api: Api, http: aiohttp.ClientSession, sim: SimServer
+) -> None:
     await fault(http, sim, "restco", mode="malformed", variant="random")
     kinds = set()
     for i in range(30):
-        async with http.post(sim.insurer_url("restco") + REST, json=rest_body(f"r{i}")) as r:
+        async with http.post(api("restco") + REST, json=rest_body(f"r{i}")) as r:
             assert r.status == 200
             text = await r.text()
             kinds.add("html" if r.content_type == "text/html" else "schema" if text.endswith("}") else "json")
@@ -483,9 +505,9 @@ async def test_malformed_random_sends_each_kind_of_garbage(http: aiohttp.ClientS
 
 @functional
 async def test_flapping_alternates_failing_and_healthy_as_the_clock_moves(
-    http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
+    api: Api, http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
 ) -> None:
-    url = sim.insurer_url("restco")
+    url = api("restco")
     await fault(http, sim, "restco", mode="flapping", period_s=2.0)
     seen = []
     for i in range(5):
@@ -496,9 +518,9 @@ async def test_flapping_alternates_failing_and_healthy_as_the_clock_moves(
 
 @functional
 async def test_decline_declines_every_application_through_the_dialect(
-    http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
+    api: Api, http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
 ) -> None:
-    rest_url, calc_url = sim.insurer_url("restco"), sim.insurer_url("calcco")
+    rest_url, calc_url = api("restco"), api("calcco")
     _, rest = await create(http, rest_url, "req-d")
     _, calc = await call(http, "POST", calc_url + CALC, calc_body("req-d"))
     await fault(http, sim, "restco", mode="decline")
@@ -518,9 +540,9 @@ async def test_decline_declines_every_application_through_the_dialect(
 
 @functional
 async def test_ledger_records_only_offers_actually_returned(
-    http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
+    api: Api, http: aiohttp.ClientSession, sim: SimServer, clock: FakeClock
 ) -> None:
-    url = sim.insurer_url("restco")
+    url = api("restco")
     _, created = await create(http, url, "req-l")
     poll = f"{url}{REST}/{created['applicationId']}"
     await clock.advance(READY_S)

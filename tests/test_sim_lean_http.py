@@ -1,0 +1,264 @@
+"""The lean HTTP server of the simulated insurers' own ports, over raw sockets: what any HTTP/1.1
+client may send it (pipelined requests, Connection: close, HTTP/1.0, HEAD, Expect: 100-continue,
+bodies and heads too large, bytes that are not HTTP), the Host header in payment links, idle
+connections, an unexpected error, and the server on uvloop as every simulator process runs it.
+The API itself (routes, dialects, faults) is tested on both servers in test_insurer_sim.py and
+test_sim_faults.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+import uvloop
+
+from insurer_sim import api, lean_http
+from insurer_sim.config import SimConfig
+from insurer_sim.server import SimServer
+from osago_common.clock import FakeClock
+from tests.test_insurer_sim import PROFILES, rest_body
+
+functional = pytest.mark.functional
+
+
+@pytest.fixture
+async def sim(clock: FakeClock) -> AsyncIterator[SimServer]:
+    async with SimServer(SimConfig(PROFILES, seed=7, insurer_ports=True), clock) as server:
+        yield server
+
+
+def address(sim: SimServer, insurer_id: str = "restco") -> tuple[str, int]:
+    parts = urlsplit(sim.insurer_url(insurer_id))
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> Response:
+    """One HTTP/1.1 response, read as any client would: status line, headers, Content-Length."""
+    status_line = (await asyncio.wait_for(reader.readline(), 10)).decode("latin-1")
+    version, status, _ = status_line.split(" ", 2)
+    assert version == "HTTP/1.1", status_line
+    headers: dict[str, str] = {}
+    while (line := (await reader.readline()).decode("latin-1").rstrip("\r\n")) != "":
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers["content-length"])
+    body = b"" if head else await reader.readexactly(length)
+    return Response(int(status), headers, body)
+
+
+async def closed(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closed the connection (EOF) with nothing more to read."""
+    return await asyncio.wait_for(reader.read(1), 10) == b""
+
+
+@functional
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(sim: SimServer) -> None:
+    reader, writer = await asyncio.open_connection(*address(sim))
+    body = json.dumps(rest_body("req-pipe")).encode()
+    writer.write(
+        b"GET /insurers/restco/nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /insurers/restco/api/v1/applications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s"
+        b"DELETE /insurers/restco/api/v1/applications HTTP/1.1\r\nHost: x\r\n\r\n" % (len(body), body)
+    )
+    first, second, third = [await read_response(reader) for _ in range(3)]
+    assert (first.status, first.json()) == (404, {"error": "not found"})
+    assert second.status == 201 and second.json()["status"] == "PROCESSING"
+    assert second.headers["content-type"] == "application/json; charset=utf-8"
+    assert (third.status, third.headers["allow"]) == (405, "POST")
+    writer.write(b"GET /insurers/restco/nowhere HTTP/1.1\r\nHost: x\r\n\r\n")  # and it stays open
+    assert (await read_response(reader)).status == 404
+    writer.close()
+
+
+@functional
+async def test_connection_close_and_http_1_0_end_the_connection_after_the_answer(sim: SimServer) -> None:
+    for request in [
+        b"GET /insurers/restco/nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /insurers/restco/nowhere HTTP/1.0\r\n\r\n",
+    ]:
+        reader, writer = await asyncio.open_connection(*address(sim))
+        writer.write(request)
+        response = await read_response(reader)
+        assert response.status == 404 and response.headers["connection"] == "close"
+        assert await closed(reader)
+        writer.close()
+    # HTTP/1.0 asking to keep the connection is told it is kept.
+    reader, writer = await asyncio.open_connection(*address(sim))
+    writer.write(b"GET /insurers/restco/nowhere HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert (await read_response(reader)).headers["connection"].lower() == "keep-alive"
+    writer.write(b"GET /insurers/restco/nowhere HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert (await read_response(reader)).status == 404
+    writer.close()
+
+
+@functional
+async def test_head_gets_the_headers_of_get_without_the_body(sim: SimServer) -> None:
+    reader, writer = await asyncio.open_connection(*address(sim))
+    writer.write(b"GET /insurers/restco/pay/none HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = await read_response(reader)
+    writer.write(b"HEAD /insurers/restco/pay/none HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await read_response(reader, head=True)
+    assert got.status == head.status == 404
+    assert head.headers["content-length"] == str(len(got.body)) != "0"
+    # Nothing followed the head: the next answer starts right after it.
+    writer.write(b"GET /insurers/restco/nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_response(reader)).json() == {"error": "not found"}
+    writer.close()
+
+
+@functional
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(sim: SimServer) -> None:
+    reader, writer = await asyncio.open_connection(*address(sim))
+    body = json.dumps(rest_body("req-expect")).encode()
+    writer.write(
+        b"POST /insurers/restco/api/v1/applications HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    assert (await read_response(reader)).status == 201
+    writer.close()
+
+
+@functional
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "error"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", 400, "bad request"),
+        (b"GET /insurers/restco/x HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, "bad request"),
+        (
+            b"POST /insurers/restco/api/v1/applications HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (lean_http.MAX_BODY_BYTES + 1)
+            + b"x" * (lean_http.MAX_BODY_BYTES + 1),
+            413,
+            "request entity too large",
+        ),
+        (
+            b"GET /insurers/restco/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * lean_http.MAX_HEAD_BYTES + b"\r\n\r\n",
+            431,
+            "request header fields too large",
+        ),
+    ],
+    ids=["not http", "bad length", "body too large", "head too large"],
+)
+async def test_what_cannot_be_taken_is_refused_in_json_and_the_connection_closed(
+    sim: SimServer, request_bytes: bytes, status: int, error: str
+) -> None:
+    reader, writer = await asyncio.open_connection(*address(sim))
+    writer.write(request_bytes)
+    response = await read_response(reader)
+    assert (response.status, response.json()) == (status, {"error": error})
+    assert response.headers["connection"] == "close"
+    assert await closed(reader)
+    writer.close()
+    # Nothing was created by what was refused, and the server serves on.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{sim.url}/_sim/stats") as r:
+            assert (await r.json())["insurers"]["restco"]["creates"] == 0
+        async with http.get(sim.insurer_url("restco") + "/api/v1/applications/none") as r:
+            assert r.status == 404
+
+
+@functional
+async def test_payment_links_follow_a_well_formed_host_header_and_ignore_any_other(
+    sim: SimServer, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    host, port = address(sim)
+    own = f"http://{host}:{port}"
+    async with http.post(sim.insurer_url("restco") + "/api/v1/applications", json=rest_body("req-host")) as r:
+        application_id = (await r.json())["applicationId"]
+    await clock.advance(3600)  # the offer is ready
+    for header, origin in [
+        ("insurer.example:8443", "http://insurer.example:8443"),
+        ("Insurer.Example", "http://insurer.example"),
+        ("[::1]:8080", "http://[::1]:8080"),
+        ("evil.example/phish?", own),
+        ("a b", own),
+        ("", own),
+        (None, own),
+    ]:
+        reader, writer = await asyncio.open_connection(host, port)
+        head = f"Host: {header}\r\n" if header is not None else ""
+        writer.write(f"GET /insurers/restco/api/v1/applications/{application_id} HTTP/1.1\r\n{head}\r\n".encode())
+        offer = (await read_response(reader)).json()["offer"]
+        writer.close()
+        assert offer["paymentUrl"] == f"{origin}/insurers/restco/pay/{offer['offerId']}", header
+
+
+@functional
+async def test_an_idle_connection_is_closed_after_the_keepalive(
+    sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lean_http, "KEEPALIVE_S", 0.05)
+    reader, writer = await asyncio.open_connection(*address(sim))
+    writer.write(b"GET /insurers/restco/nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_response(reader)).status == 404
+    assert await closed(reader)  # within a few idle checks, bounded by the read's 10 s
+    writer.close()
+
+
+@functional
+async def test_an_unexpected_error_is_a_json_500_without_internal_text_and_the_server_goes_on(
+    sim: SimServer, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> api.Answer:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(api.InsurerApi, "_answer", broken)
+    async with http.post(sim.insurer_url("restco") + "/api/v1/applications", json=rest_body()) as r:
+        assert (r.status, await r.json()) == (500, {"error": "internal error"})
+    monkeypatch.undo()
+    async with http.post(sim.insurer_url("restco") + "/api/v1/applications", json=rest_body()) as r:
+        assert r.status == 201
+
+
+@functional
+def test_the_server_runs_on_uvloop_as_every_simulator_process_does() -> None:
+    """Every service process runs uvloop (osago_common/loop.py), whose transports are not
+    asyncio's classes: a create, a poll, a held request let go by a client that leaves."""
+
+    async def scenario() -> None:
+        config = SimConfig(PROFILES, seed=7, insurer_ports=True, time_scale=0.0001)
+        async with SimServer(config) as server, aiohttp.ClientSession() as http:
+            url = server.insurer_url("restco") + "/api/v1/applications"
+            async with http.post(url, json=rest_body("req-uv")) as r:
+                assert r.status == 201
+                application_id = (await r.json())["applicationId"]
+            for _ in range(200):
+                async with http.get(f"{url}/{application_id}") as r:
+                    if (await r.json())["status"] == "QUOTED":
+                        break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("never quoted")
+            async with http.put(f"{server.url}/_sim/insurers/restco/fault", json={"mode": "blackhole"}) as r:
+                assert r.status == 200
+            with pytest.raises(TimeoutError):
+                await http.post(url, json=rest_body("req-held"), timeout=aiohttp.ClientTimeout(total=0.2))
+            for _ in range(500):
+                async with http.get(f"{server.url}/_sim/insurers/restco/fault") as r:
+                    if (await r.json())["held"] == 0:
+                        break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the held request outlived its client")
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
