@@ -9,7 +9,8 @@ polling it `--polls` times 20 ms apart whatever it answers, for `--seconds`; the
 time (user + system, /proc/PID/stat) over the requests made.
 
 It starts its own simulator process (`osago sim --insurer-ports`: each insurer on a port of its
-own, served by the lean server, as in every mesh `osago up` starts), or measures a running one
+own, served by the lean server, as in every mesh `osago up` starts; `own_ports=False`: under the
+shared port, served by aiohttp), or measures a running one
 (`--sim URL --pid PID`), e.g. another checkout's, to compare two versions on the same machine
 back to back; the clients call the `base_url` each insurer is listed with.
 """
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from osago.v1 import application_pb2
@@ -45,6 +47,7 @@ class SimCostConfig:
     insurers: int = 12
     sim: str | None = None
     pid: int | None = None
+    own_ports: bool = True  # the simulator it starts: each insurer on its own port
 
 
 async def measure(config: SimCostConfig, application: application_pb2.Application) -> dict[str, Any]:
@@ -52,8 +55,9 @@ async def measure(config: SimCostConfig, application: application_pb2.Applicatio
     child: Child | None = None
     sim, pid = config.sim, config.pid
     if sim is None:
-        args = ["sim", "--insurers", str(config.insurers), "--port", "0", "--insurer-ports"]
-        child = await Child.spawn("sim", args, dict(os.environ))
+        args = ["sim", "--insurers", str(config.insurers), "--port", "0"]
+        env = dict(os.environ, OSAGO_SIM_INSURER_PORTS=str(config.own_ports).lower())
+        child = await Child.spawn("sim", args, env)
         sim, pid = await child.listening(), child.process.pid
     assert sim is not None and pid is not None
     try:
@@ -71,6 +75,7 @@ async def _drive(config: SimCostConfig, application: application_pb2.Application
         async with http.get(f"{sim}/_sim/insurers") as response:
             listed = (await response.json())[: config.insurers]
         polled = [i for i in listed if i["dialect"] != "push"]
+        own_ports = all(urlsplit(i["base_url"]).port != urlsplit(sim).port for i in polled)
         transports = [(DIALECTS[i["dialect"]], AiohttpTransport(http, i["base_url"])) for i in polled]
         requests = failed = 0
         stop = 0.0
@@ -109,7 +114,13 @@ async def _drive(config: SimCostConfig, application: application_pb2.Application
         "requests_per_s": round(requests / window),
         "sim_cpu_s": round(cpu, 4),
         "sim_ms_per_request": round(cpu * 1000 / requests, 4) if requests else None,
-        "config": {"seconds": config.seconds, "concurrency": config.concurrency, "polls": config.polls},
+        "config": {
+            "seconds": config.seconds,
+            "concurrency": config.concurrency,
+            "polls": config.polls,
+            # Where the insurers were called, as the simulator listed them.
+            "server": "own ports" if own_ports else "shared port",
+        },
     }
 
 
@@ -118,5 +129,6 @@ def line(result: dict[str, Any]) -> str:
     return (
         f"simulator: {result['sim_ms_per_request']} ms CPU per HTTP request ({result['requests']} requests in "
         f"{result['window_s']} s, {result['requests_per_s']}/s, {result['sim_cpu_s']} CPU s; a create and "
-        f"{result['config']['polls']} polls per application, {result['config']['concurrency']} clients{failed})"
+        f"{result['config']['polls']} polls per application, {result['config']['concurrency']} clients, "
+        f"{result['config']['server']}{failed})"
     )

@@ -174,6 +174,11 @@ def _parser() -> argparse.ArgumentParser:
     simcost.add_argument("--polls", type=int, default=10, help="polls per application (default %(default)s)")
     simcost.add_argument("--sim", help="a running simulator's URL (with --pid)")
     simcost.add_argument("--pid", type=int, help="the running simulator's process id")
+    simcost.add_argument(
+        "--shared-port",
+        action="store_true",
+        help="the simulator it starts serves the insurers on its shared port (aiohttp), not each on its own",
+    )
     simcost.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
     simcost.add_argument("--json", action="store_true", help="the result as one JSON object")
 
@@ -358,7 +363,12 @@ def _run(args: argparse.Namespace) -> int:
             print("osago bench sim: --sim and --pid go together; --seconds, --concurrency positive", file=sys.stderr)
             return 2
         simcost_config = SimCostConfig(
-            seconds=args.seconds, concurrency=args.concurrency, polls=args.polls, sim=args.sim, pid=args.pid
+            seconds=args.seconds,
+            concurrency=args.concurrency,
+            polls=args.polls,
+            sim=args.sim,
+            pid=args.pid,
+            own_ports=not args.shared_port,
         )
         sim_application = load_application(Path(args.file) if args.file else DEFAULT_APPLICATION)
         return run_simcost(simcost_config, sim_application, args.json)

@@ -25,3 +25,14 @@ async def test_the_fixed_mix_is_a_create_then_its_polls_and_the_cost_is_cpu_over
     assert result["requests"] >= 8
     assert result["sim_ms_per_request"] == pytest.approx(result["sim_cpu_s"] * 1000 / result["requests"], rel=0.01)
     assert line(result).startswith(f"simulator: {result['sim_ms_per_request']} ms CPU per HTTP request")
+
+
+@pytest.mark.parametrize(("own_ports", "server"), [(True, "own ports"), (False, "shared port")])
+async def test_the_simulator_it_starts_serves_the_insurers_on_their_own_ports_or_the_shared_one(
+    own_ports: bool, server: str
+) -> None:
+    config = SimCostConfig(seconds=0.5, concurrency=2, polls=1, insurers=3, own_ports=own_ports)
+    result = await measure(config, load_application(DEFAULT_APPLICATION))
+    assert result["failed"] == 0 and result["requests"] >= 2
+    assert result["config"]["server"] == server
+    assert line(result).endswith(f"2 clients, {server})")
