@@ -166,6 +166,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parser = self._parser
         url = bytes(self._url)
+        if not url.startswith(b"/"):  # the absolute form ("http://host/path"), as proxies send it
+            url = _path_of(url)
         path = url.partition(b"?")[0].decode("latin-1")
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = _Request(
@@ -316,6 +318,14 @@ class _Connection(asyncio.Protocol):
             self._close()
         else:
             self._idle = loop.call_at(max(self._last + KEEPALIVE_S, loop.time() + 1.0), self._check_idle)
+
+
+def _path_of(url: bytes) -> bytes:
+    """The path of an absolute URL (b"" when it has none, or is not a URL)."""
+    try:
+        return httptools.parse_url(url).path or b""
+    except httptools.HttpParserInvalidURLError:
+        return b""
 
 
 def _reason(status: int) -> bytes:

@@ -88,6 +88,29 @@ async def test_pipelined_requests_are_answered_in_order_on_one_connection(sim: S
 
 
 @functional
+async def test_a_chunked_body_and_an_absolute_url_are_taken_as_any_http_1_1_server_takes_them(
+    sim: SimServer,
+) -> None:
+    host, port = address(sim)
+    reader, writer = await asyncio.open_connection(host, port)
+    body = json.dumps(rest_body("req-chunked")).encode()
+    half = len(body) // 2
+    writer.write(
+        b"POST http://%s:%d/insurers/restco/api/v1/applications?x=1 HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n"
+        % (host.encode(), port, half, body[:half], len(body) - half, body[half:])
+    )
+    created = await read_response(reader)
+    assert created.status == 201, created.body
+    writer.write(
+        b"GET http://%s:%d/insurers/restco/api/v1/applications/%s HTTP/1.1\r\nHost: x\r\n\r\n"
+        % (host.encode(), port, created.json()["applicationId"].encode())
+    )
+    assert (await read_response(reader)).json()["status"] == "PROCESSING"
+    writer.close()
+
+
+@functional
 async def test_connection_close_and_http_1_0_end_the_connection_after_the_answer(sim: SimServer) -> None:
     for request in [
         b"GET /insurers/restco/nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
