@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from opentelemetry import trace
 
 from insurer_sim import control
 from insurer_sim.api import Answer, Held, InsurerApi, Late
@@ -86,9 +87,17 @@ def make_app(config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> web.Application:
 
 async def _insurer_api(request: web.Request) -> web.StreamResponse:
     """Every insurer's API (`insurer_sim.api`), carried out over aiohttp."""
+    api = request.app[API]
+    path = request.rel_url.raw_path
+    if tracing.recording():  # the span names the API's route, not this catch-all one
+        route = api.route_template(path)
+        if route is not None:
+            span = trace.get_current_span()
+            span.update_name(f"{request.method} {route}")
+            span.set_attribute("http.route", route)
     body = await request.read()
     key = request.headers.get("Idempotency-Key") or None
-    outcome = request.app[API].handle(request.method, request.rel_url.raw_path, body, key, _origin(request))
+    outcome = api.handle(request.method, path, body, key, _origin(request))
     if isinstance(outcome, Late):
         await request.app[SIMULATION].clock.sleep(outcome.delay_s)
         if request.transport is None or request.transport.is_closing():

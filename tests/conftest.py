@@ -13,8 +13,12 @@ import pytest
 import redis
 from aiohttp import web
 from google.protobuf import json_format
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from osago.v1 import aggregator_service_pb2, application_pb2, events_pb2
 
+from osago_common import tracing
 from osago_common.clock import FakeClock
 from osago_mesh.local import LocalMesh, start_mesh
 from osago_mesh.servers import postgres_server, redis_server
@@ -34,6 +38,21 @@ def load_example(name: str = "moscow-young-driver") -> application_pb2.Applicati
     app = application_pb2.Application()
     json_format.Parse((EXAMPLES / f"{name}.json").read_text(encoding="utf-8"), app)
     return app
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Every span ended during the test, from a provider of the test's own (the global one can
+    be set only once per process, and is left alone)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.set_tracer_provider_for_tests(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.set_tracer_provider_for_tests(None)
+        provider.shutdown()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,15 +18,12 @@ import psycopg
 import pytest
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from osago.v1 import aggregator_service_pb2 as pb
 from osago.v1 import application_pb2, events_pb2
 
 from aggregator.postgres import PostgresRequestStore
 from aggregator.store import MemoryRequestStore, RequestRecord, RequestStore
-from osago_common import tracing
 from osago_common.clock import FakeClock
 from osago_common.logs import JsonLineFormatter
 from osago_common.metrics import MetricsEndpoint
@@ -62,19 +59,6 @@ def application_json() -> dict[str, Any]:
     document["vehicle"]["plate"] = PERSONAL["plate"]
     document["vehicle"]["registrationDocument"]["number"] = PERSONAL["document_number"]
     return document
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.set_tracer_provider_for_tests(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.set_tracer_provider_for_tests(None)
-        provider.shutdown()
 
 
 def leaks(text: str) -> list[str]:

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 import uvloop
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from insurer_sim import api, lean_http
 from insurer_sim.config import SimConfig
@@ -48,11 +50,12 @@ class Response:
         return json.loads(self.body)
 
 
-async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> Response:
-    """One HTTP/1.1 response, read as any client would: status line, headers, Content-Length."""
+async def read_response(reader: asyncio.StreamReader, *, head: bool = False, version: str = "1.1") -> Response:
+    """One HTTP response, read as any client would: status line (of the request's HTTP
+    version), headers, Content-Length."""
     status_line = (await asyncio.wait_for(reader.readline(), 10)).decode("latin-1")
-    version, status, _ = status_line.split(" ", 2)
-    assert version == "HTTP/1.1", status_line
+    answered, status, _ = status_line.split(" ", 2)
+    assert answered == f"HTTP/{version}", status_line
     headers: dict[str, str] = {}
     while (line := (await reader.readline()).decode("latin-1").rstrip("\r\n")) != "":
         name, _, value = line.partition(":")
@@ -110,6 +113,139 @@ async def test_a_chunked_body_and_an_absolute_url_are_taken_as_any_http_1_1_serv
     writer.close()
 
 
+async def slow(http: aiohttp.ClientSession, sim: SimServer, delay_s: float) -> None:
+    async with http.put(f"{sim.url}/_sim/insurers/restco/fault", json={"mode": "slow", "delay_s": delay_s}) as r:
+        assert r.status == 200
+
+
+async def heal_all(http: aiohttp.ClientSession, sim: SimServer) -> None:
+    async with http.delete(f"{sim.url}/_sim/insurers/restco/fault") as r:
+        assert r.status == 200
+
+
+def create_request(ref: str, extra: bytes = b"") -> bytes:
+    body = json.dumps(rest_body(ref)).encode()
+    return (
+        b"POST /insurers/restco/api/v1/applications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"%sContent-Length: %d\r\n\r\n%s" % (extra, len(body), body)
+    )
+
+
+NOWHERE = b"GET /insurers/restco/nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@functional
+async def test_requests_pipelined_behind_a_delayed_one_wait_for_it_however_many(
+    sim: SimServer, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    await slow(http, sim, 5.0)
+    reader, writer = await asyncio.open_connection(*address(sim))
+    many = lean_http.MAX_PIPELINED + 8  # past the point where reading pauses
+    writer.write(
+        create_request("req-slow") + NOWHERE * many + b"DELETE /insurers/restco/api/v1/applications HTTP/1.1\r\n\r\n"
+    )
+    await clock.advance(5.0)
+    first = await read_response(reader)
+    assert first.status == 201 and first.json()["status"] == "PROCESSING"  # the delayed one first
+    rest = [await read_response(reader) for _ in range(many + 1)]
+    assert [r.status for r in rest] == [404] * many + [405]
+    writer.close()
+
+
+@functional
+async def test_what_cannot_be_taken_behind_a_delayed_request_is_refused_after_its_answer(
+    sim: SimServer, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    await slow(http, sim, 5.0)
+    reader, writer = await asyncio.open_connection(*address(sim))
+    writer.write(create_request("req-before-garbage") + NOWHERE + b"NOT HTTP\r\n\r\n")
+    await clock.advance(5.0)
+    assert (await read_response(reader)).status == 201
+    assert (await read_response(reader)).status == 404
+    refused = await read_response(reader)
+    assert (refused.status, refused.json()) == (400, {"error": "bad request"})
+    assert await closed(reader)
+    writer.close()
+
+
+@functional
+async def test_an_upgrade_is_ignored_as_by_aiohttp_and_one_with_a_body_refused_once(
+    sim: SimServer, http: aiohttp.ClientSession
+) -> None:
+    reader, writer = await asyncio.open_connection(*address(sim))
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+    writer.write(b"GET /insurers/restco/nowhere HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n" + NOWHERE)
+    assert [(await read_response(reader)).status for _ in range(2)] == [404, 404]  # one answer each
+    writer.close()
+    reader, writer = await asyncio.open_connection(*address(sim))
+    writer.write(create_request("req-upgrade", upgrade))
+    refused = await read_response(reader)
+    assert (refused.status, refused.json()) == (400, {"error": "bad request"})
+    assert await closed(reader)  # and nothing after the one answer
+    writer.close()
+    async with http.get(f"{sim.url}/_sim/stats") as r:
+        assert (await r.json())["insurers"]["restco"]["creates"] == 0
+
+
+@functional
+async def test_the_first_of_a_repeated_idempotency_key_counts(sim: SimServer, http: aiohttp.ClientSession) -> None:
+    reader, writer = await asyncio.open_connection(*address(sim))
+    writer.write(create_request("req-keys", b"Idempotency-Key: first\r\nIdempotency-Key: second\r\n"))
+    created = (await read_response(reader)).json()
+    writer.write(create_request("req-keys", b"Idempotency-Key: first\r\n"))
+    again = await read_response(reader)
+    writer.close()
+    assert again.status in (200, 201) and again.json()["applicationId"] == created["applicationId"]
+
+
+@functional
+async def test_every_request_has_one_server_span_ended_once_however_it_ends(
+    spans: InMemorySpanExporter, sim: SimServer, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    url = sim.insurer_url("restco") + "/api/v1/applications"
+    async with http.post(url, json=rest_body("req-span")) as r:  # answered at once
+        assert r.status == 201
+    async with http.get(f"{url}/none") as r:
+        assert r.status == 404
+    await slow(http, sim, 60.0)
+    with pytest.raises(TimeoutError):  # a delayed one whose client leaves
+        await http.post(url, json=rest_body("req-gone"), timeout=aiohttp.ClientTimeout(total=0.2))
+    async with http.put(f"{sim.url}/_sim/insurers/restco/fault", json={"mode": "blackhole"}) as r:
+        assert r.status == 200
+    with pytest.raises(TimeoutError):  # a held one whose client leaves
+        await http.post(url, json=rest_body("req-held"), timeout=aiohttp.ClientTimeout(total=0.2))
+    for _ in range(500):
+        ours = [s for s in spans.get_finished_spans() if s.name.split(" ")[-1].startswith("/insurers/")]
+        if len(ours) >= 4:
+            break
+        await asyncio.sleep(0.01)
+    assert [s.name for s in ours] == [
+        "POST /insurers/{insurer_id}/api/v1/applications",
+        "GET /insurers/{insurer_id}/api/v1/applications/{ref}",
+        "POST /insurers/{insurer_id}/api/v1/applications",
+        "POST /insurers/{insurer_id}/api/v1/applications",
+    ]
+    assert all(s.kind is trace.SpanKind.SERVER for s in ours)
+    assert all(s.instrumentation_scope is not None and s.instrumentation_scope.name == lean_http.__name__ for s in ours)
+    assert [s.attributes.get("http.status_code") if s.attributes else None for s in ours] == [201, 404, None, None]
+    assert [s.status.status_code for s in ours[2:]] == [trace.StatusCode.ERROR] * 2
+    assert len({s.context.span_id for s in ours}) == 4  # each ended once
+    # The shared port's server (aiohttp's instrumentation) names the same route the same way.
+    await heal_all(http, sim)
+    async with http.post(f"{sim.url}/insurers/restco/api/v1/applications", json=rest_body("req-shared")) as r:
+        assert r.status == 201
+    shared = [s for s in spans.get_finished_spans() if s.name.startswith("POST /insurers/")][len(ours) - 1 :]
+    assert [(s.name, s.kind, s.attributes and s.attributes.get("http.route")) for s in shared] == [
+        (
+            "POST /insurers/{insurer_id}/api/v1/applications",
+            trace.SpanKind.SERVER,
+            "/insurers/{insurer_id}/api/v1/applications",
+        )
+    ]
+    assert shared[0].instrumentation_scope is not None
+    assert shared[0].instrumentation_scope.name != lean_http.__name__
+
+
 @functional
 async def test_connection_close_and_http_1_0_end_the_connection_after_the_answer(sim: SimServer) -> None:
     for request in [
@@ -118,16 +254,16 @@ async def test_connection_close_and_http_1_0_end_the_connection_after_the_answer
     ]:
         reader, writer = await asyncio.open_connection(*address(sim))
         writer.write(request)
-        response = await read_response(reader)
+        response = await read_response(reader, version="1.1" if b"HTTP/1.1" in request else "1.0")
         assert response.status == 404 and response.headers["connection"] == "close"
         assert await closed(reader)
         writer.close()
     # HTTP/1.0 asking to keep the connection is told it is kept.
     reader, writer = await asyncio.open_connection(*address(sim))
     writer.write(b"GET /insurers/restco/nowhere HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-    assert (await read_response(reader)).headers["connection"].lower() == "keep-alive"
+    assert (await read_response(reader, version="1.0")).headers["connection"].lower() == "keep-alive"
     writer.write(b"GET /insurers/restco/nowhere HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-    assert (await read_response(reader)).status == 404
+    assert (await read_response(reader, version="1.0")).status == 404
     writer.close()
 
 
@@ -212,6 +348,8 @@ async def test_payment_links_follow_a_well_formed_host_header_and_ignore_any_oth
         ("insurer.example:8443", "http://insurer.example:8443"),
         ("Insurer.Example", "http://insurer.example"),
         ("[::1]:8080", "http://[::1]:8080"),
+        ("insurer_sim:8080", "http://insurer_sim:8080"),
+        ("insurer.example:80", "http://insurer.example"),
         ("evil.example/phish?", own),
         ("a b", own),
         ("", own),
@@ -273,8 +411,15 @@ def test_the_server_runs_on_uvloop_as_every_simulator_process_does() -> None:
                 raise AssertionError("never quoted")
             async with http.put(f"{server.url}/_sim/insurers/restco/fault", json={"mode": "blackhole"}) as r:
                 assert r.status == 200
-            with pytest.raises(TimeoutError):
-                await http.post(url, json=rest_body("req-held"), timeout=aiohttp.ClientTimeout(total=0.2))
+            held = asyncio.ensure_future(http.post(url, json=rest_body("req-held")))
+            for _ in range(500):
+                async with http.get(f"{server.url}/_sim/insurers/restco/fault") as r:
+                    if (await r.json())["held"] == 1:
+                        break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the request was not held")
+            held.cancel()  # the client leaves
             for _ in range(500):
                 async with http.get(f"{server.url}/_sim/insurers/restco/fault") as r:
                     if (await r.json())["held"] == 0:

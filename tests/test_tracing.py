@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -32,21 +31,6 @@ functional = pytest.mark.functional
 # The SERVER spans of the gRPC instrumentation (opentelemetry-instrumentation-grpc).
 AGGREGATOR_CALL = "/osago.v1.AggregatorService/GetQuotes"
 GATEWAY_CALL = "RequestOffer"  # by hand, one per ask (osago_common.tracing)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Every span ended during the test, from a provider of the test's own (the global one can
-    be set only once per process, and is left alone)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.set_tracer_provider_for_tests(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.set_tracer_provider_for_tests(None)
-        provider.shutdown()
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
