@@ -182,6 +182,15 @@ def _parser() -> argparse.ArgumentParser:
     simcost.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
     simcost.add_argument("--json", action="store_true", help="the result as one JSON object")
 
+    storecost = benches.add_parser(
+        "store", help="the aggregator's CPU per event appended to the Postgres store, binary against text parameters"
+    )
+    storecost.add_argument("--requests", type=int, default=200, help="requests a round and form (default %(default)s)")
+    storecost.add_argument("--events", type=int, default=10, help="events appended to each (default %(default)s)")
+    storecost.add_argument("--rounds", type=int, default=3, help="rounds, each form once (default %(default)s)")
+    storecost.add_argument("--postgres", help="a Postgres URL (default: a private server started for the run)")
+    storecost.add_argument("--json", action="store_true", help="the result as one JSON object")
+
     health = commands.add_parser("health", help="check a gRPC service's grpc.health.v1 status (exit 0 when SERVING)")
     health.add_argument("--target", required=True, help="host:port, or any gRPC target such as dns:///name:port")
     health.add_argument("--service", default="", help="service name to check (default: the server as a whole)")
@@ -372,6 +381,19 @@ def _run(args: argparse.Namespace) -> int:
         )
         sim_application = load_application(Path(args.file) if args.file else DEFAULT_APPLICATION)
         return run_simcost(simcost_config, sim_application, args.json)
+    if args.command == "bench" and args.bench == "store":
+        import asyncio
+        import json
+
+        from osago_bench.storecost import StoreCostConfig, line, measure
+
+        if args.requests < 1 or args.events < 1 or args.rounds < 1:
+            print("osago bench store: --requests, --events and --rounds must be positive", file=sys.stderr)
+            return 2
+        store_config = StoreCostConfig(args.requests, args.events, args.rounds, args.postgres)
+        store_result = asyncio.run(measure(store_config))
+        print(json.dumps(store_result) if args.json else line(store_result))
+        return 0
     if args.command == "bench" and args.bench == "polling":
         from osago_bench.cli import run_polling_command
 
