@@ -76,7 +76,7 @@ def json_answer(body: object, status: int = 200, headers: Mapping[str, str] | No
 
 def error_answer(status: int, headers: Mapping[str, str] | None = None) -> Answer:
     """`{"error": "<reason phrase in lower case>"}` with `status`."""
-    return json_answer({"error": _phrase(status).lower()}, status, headers)
+    return json_answer({"error": phrase(status).lower()}, status, headers)
 
 
 def reply_answer(reply: Reply) -> Answer:
@@ -204,10 +204,10 @@ def fault_answer(action: Fail | Throttle | Garble) -> Answer:
     if isinstance(action, Throttle):
         return json_answer({"error": "too many requests"}, 429, {"Retry-After": str(action.retry_after_s)})
     if isinstance(action, Fail):
-        phrase = _phrase(action.status, "Server Error")
+        reason = phrase(action.status, "Server Error")
         if action.text:
-            return Answer(action.status, phrase.encode(), "text/plain; charset=utf-8")
-        return json_answer({"error": phrase.lower()}, action.status)
+            return Answer(action.status, reason.encode(), "text/plain; charset=utf-8")
+        return json_answer({"error": reason.lower()}, action.status)
     if action.variant == "json":
         return Answer(200, BROKEN_JSON.encode())
     if action.variant == "html":
@@ -215,7 +215,8 @@ def fault_answer(action: Fail | Throttle | Garble) -> Answer:
     return json_answer(WRONG_SCHEMA)
 
 
-def _phrase(status: int, default: str = "Error") -> str:
+def phrase(status: int, default: str = "Error") -> str:
+    """The reason phrase of `status` ("Not Found"), or `default` for a status HTTP does not name."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:

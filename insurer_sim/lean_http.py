@@ -27,13 +27,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from email.utils import formatdate
-from http import HTTPStatus
 from typing import TypeVar, cast
 
 import httptools
 from opentelemetry import propagate, trace
 
-from insurer_sim.api import INTERNAL_ERROR, Answer, Held, InsurerApi, Late, Outcome, error_answer, json_answer
+from insurer_sim.api import INTERNAL_ERROR, Answer, Held, InsurerApi, Late, Outcome, error_answer, json_answer, phrase
 from insurer_sim.state import origin
 from osago_common import tracing
 from osago_common.clock import Clock
@@ -320,7 +319,7 @@ class _Connection(asyncio.Protocol):
             return
         keep_alive = request.keep_alive
         head = [
-            b"HTTP/%s %d %s\r\n" % (request.version.encode(), answer.status, _reason(answer.status)),
+            b"HTTP/%s %d %s\r\n" % (request.version.encode(), answer.status, phrase(answer.status, "Unknown").encode()),
             b"Content-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\nServer: osago-sim\r\n"
             % (answer.content_type.encode(), len(answer.body), _DATE()),
         ]
@@ -411,13 +410,6 @@ def _path_of(url: bytes) -> bytes:
         return httptools.parse_url(url).path or b""
     except httptools.HttpParserInvalidURLError:
         return b""
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Unknown"
 
 
 def _start_span(api: InsurerApi, request: _Request) -> trace.Span:

@@ -24,6 +24,7 @@ from insurer_sim.config import SimConfig
 from insurer_sim.server import SimServer
 from osago_common.clock import FakeClock
 from tests.test_insurer_sim import PROFILES, rest_body
+from tests.test_sim_faults import fault, heal, until_held
 
 functional = pytest.mark.functional
 
@@ -113,16 +114,6 @@ async def test_a_chunked_body_and_an_absolute_url_are_taken_as_any_http_1_1_serv
     writer.close()
 
 
-async def slow(http: aiohttp.ClientSession, sim: SimServer, delay_s: float) -> None:
-    async with http.put(f"{sim.url}/_sim/insurers/restco/fault", json={"mode": "slow", "delay_s": delay_s}) as r:
-        assert r.status == 200
-
-
-async def heal_all(http: aiohttp.ClientSession, sim: SimServer) -> None:
-    async with http.delete(f"{sim.url}/_sim/insurers/restco/fault") as r:
-        assert r.status == 200
-
-
 def create_request(ref: str, extra: bytes = b"") -> bytes:
     body = json.dumps(rest_body(ref)).encode()
     return (
@@ -138,7 +129,7 @@ NOWHERE = b"GET /insurers/restco/nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
 async def test_requests_pipelined_behind_a_delayed_one_wait_for_it_however_many(
     sim: SimServer, http: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
-    await slow(http, sim, 5.0)
+    await fault(http, sim, "restco", mode="slow", delay_s=5.0)
     reader, writer = await asyncio.open_connection(*address(sim))
     many = lean_http.MAX_PIPELINED + 8  # past the point where reading pauses
     writer.write(
@@ -156,7 +147,7 @@ async def test_requests_pipelined_behind_a_delayed_one_wait_for_it_however_many(
 async def test_what_cannot_be_taken_behind_a_delayed_request_is_refused_after_its_answer(
     sim: SimServer, http: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
-    await slow(http, sim, 5.0)
+    await fault(http, sim, "restco", mode="slow", delay_s=5.0)
     reader, writer = await asyncio.open_connection(*address(sim))
     writer.write(create_request("req-before-garbage") + NOWHERE + b"NOT HTTP\r\n\r\n")
     await clock.advance(5.0)
@@ -207,11 +198,10 @@ async def test_every_request_has_one_server_span_ended_once_however_it_ends(
         assert r.status == 201
     async with http.get(f"{url}/none") as r:
         assert r.status == 404
-    await slow(http, sim, 60.0)
+    await fault(http, sim, "restco", mode="slow", delay_s=60.0)
     with pytest.raises(TimeoutError):  # a delayed one whose client leaves
         await http.post(url, json=rest_body("req-gone"), timeout=aiohttp.ClientTimeout(total=0.2))
-    async with http.put(f"{sim.url}/_sim/insurers/restco/fault", json={"mode": "blackhole"}) as r:
-        assert r.status == 200
+    await fault(http, sim, "restco", mode="blackhole")
     with pytest.raises(TimeoutError):  # a held one whose client leaves
         await http.post(url, json=rest_body("req-held"), timeout=aiohttp.ClientTimeout(total=0.2))
     for _ in range(500):
@@ -231,7 +221,7 @@ async def test_every_request_has_one_server_span_ended_once_however_it_ends(
     assert [s.status.status_code for s in ours[2:]] == [trace.StatusCode.ERROR] * 2
     assert len({s.context.span_id for s in ours}) == 4  # each ended once
     # The shared port's server (aiohttp's instrumentation) names the same route the same way.
-    await heal_all(http, sim)
+    await heal(http, sim, "restco")
     async with http.post(f"{sim.url}/insurers/restco/api/v1/applications", json=rest_body("req-shared")) as r:
         assert r.status == 201
     shared = [s for s in spans.get_finished_spans() if s.name.startswith("POST /insurers/")][len(ours) - 1 :]
@@ -409,24 +399,11 @@ def test_the_server_runs_on_uvloop_as_every_simulator_process_does() -> None:
                 await asyncio.sleep(0.01)
             else:
                 raise AssertionError("never quoted")
-            async with http.put(f"{server.url}/_sim/insurers/restco/fault", json={"mode": "blackhole"}) as r:
-                assert r.status == 200
+            await fault(http, server, "restco", mode="blackhole")
             held = asyncio.ensure_future(http.post(url, json=rest_body("req-held")))
-            for _ in range(500):
-                async with http.get(f"{server.url}/_sim/insurers/restco/fault") as r:
-                    if (await r.json())["held"] == 1:
-                        break
-                await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("the request was not held")
+            await until_held(http, server, "restco", 1)
             held.cancel()  # the client leaves
-            for _ in range(500):
-                async with http.get(f"{server.url}/_sim/insurers/restco/fault") as r:
-                    if (await r.json())["held"] == 0:
-                        break
-                await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("the held request outlived its client")
+            await until_held(http, server, "restco", 0)  # and the request it held ends with it
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
