@@ -152,9 +152,10 @@ class InsurerGuard:
         parse: Callable[[HttpResponse], T],
         attempt: int,
     ) -> T | Failed | _Transient:
-        """One attempt (`attempt` counts from 1); past the breaker, traced as an `insurer_http`
-        span: step, attempt, HTTP status, and the failure with whether it may be retried. The
-        HTTP call itself is its child, a CLIENT span of the aiohttp instrumentation."""
+        """One attempt (`attempt` counts from 1); past the breaker, traced (when spans are
+        recorded) as an `insurer_http` span: step, attempt, HTTP status, and the failure with
+        whether it may be retried. The HTTP call itself is its child, a CLIENT span of the
+        aiohttp instrumentation."""
         if deadline - self._clock.monotonic() <= 0:
             return failed(Reason.DEADLINE, f"{step}: deadline reached")
         permit = self.breaker.try_acquire()
@@ -162,6 +163,11 @@ class InsurerGuard:
             return self._open_failure(step)
         if attempt == 1:  # a call, for the retry budget, once the breaker let it through
             self.budget.record_call()
+        if not tracing.recording():
+            # Nothing records spans: the attempt's span would be made and dropped unseen, for
+            # about 3 % of a gateway's CPU (docs/BENCHMARKS.md); the RequestOffer span stays
+            # current, so log lines keep the session's trace id.
+            return await self._settled(http, call, deadline, step, parse, attempt, permit)
         with tracing.tracer(__name__).start_as_current_span(
             "insurer_http",
             kind=trace.SpanKind.INTERNAL,
@@ -169,17 +175,30 @@ class InsurerGuard:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            try:
-                outcome = await self._permitted(http, call, deadline, step, parse, attempt > 1, permit)
-            finally:
-                if not permit.done:  # no verdict: cancelled, refused by us, 429, cut by the deadline
-                    permit.release()
+            outcome = await self._settled(http, call, deadline, step, parse, attempt, permit)
             failure = outcome.failed if isinstance(outcome, _Transient) else outcome
             if isinstance(failure, Failed):
                 span.set_attributes(
                     {tracing.FAILURE: failure.reason.name.lower(), tracing.RETRYABLE: isinstance(outcome, _Transient)}
                 )
             return outcome
+
+    async def _settled(
+        self,
+        http: HttpFunction,
+        call: HttpCall,
+        deadline: float,
+        step: str,
+        parse: Callable[[HttpResponse], T],
+        attempt: int,
+        permit: Permit,
+    ) -> T | Failed | _Transient:
+        """The attempt past the breaker; its permit released if it got no verdict."""
+        try:
+            return await self._permitted(http, call, deadline, step, parse, attempt > 1, permit)
+        finally:
+            if not permit.done:  # no verdict: cancelled, refused by us, 429, cut by the deadline
+                permit.release()
 
     async def _permitted(
         self,
@@ -222,7 +241,8 @@ class InsurerGuard:
         finally:
             self.bulkhead.leave()
         duration = self._clock.monotonic() - started
-        trace.get_current_span().set_attribute(tracing.HTTP_STATUS, response.status)
+        if tracing.recording():
+            trace.get_current_span().set_attribute(tracing.HTTP_STATUS, response.status)
         if response.status == 429:
             return _Transient(failed(Reason.RATE_LIMITED, f"{step}: HTTP 429"), self._retry_after(response))
         if response.status >= 500:

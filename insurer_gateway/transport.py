@@ -39,9 +39,14 @@ class AiohttpTransport:
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
+        # Most calls have the same timeout (the HTTP limit, unless the deadline is nearer): the
+        # last one made is reused rather than built per call.
+        self._timeout = aiohttp.ClientTimeout()
 
     async def __call__(self, call: HttpCall, timeout: float) -> HttpResponse:
         url = self._base_url + call.path
+        if self._timeout.total != timeout:
+            self._timeout = aiohttp.ClientTimeout(total=timeout)
         try:
             # Leaving the block (normally, by error or by cancellation) releases or closes the
             # connection, so a cancelled call stops at once.
@@ -49,8 +54,8 @@ class AiohttpTransport:
                 call.method,
                 url,
                 json=call.json,
-                headers=dict(call.headers),
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                headers=call.headers,
+                timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
                 body = await _read(response)
