@@ -81,6 +81,12 @@ def load_config(args: argparse.Namespace) -> LoadConfig:
         if not sep or not name.startswith("OSAGO_"):
             raise BenchError(f"--env takes OSAGO_NAME=VALUE, not {item!r}")
         env[name] = value
+    nice = {}
+    for item in args.nice:
+        role, sep, value = item.partition("=")
+        if not sep or not value.lstrip("-").isdigit():
+            raise BenchError(f"--nice takes ROLE=N, not {item!r}")
+        nice[role] = int(value)
     return LoadConfig(
         customers=args.sessions,
         hold_s=args.duration,
@@ -103,6 +109,7 @@ def load_config(args: argparse.Namespace) -> LoadConfig:
         profile_dir=Path(args.profile) if args.profile else None,
         mesh_log=Path(args.mesh_log) if args.mesh_log else None,
         mesh_env=env,
+        nice=nice,
     )
 
 

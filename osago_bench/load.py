@@ -38,7 +38,15 @@ from osago.v1 import application_pb2
 
 from osago_bench.load_report import Measured, ProcessCost, build_report
 from osago_bench.loadgen import LoadPlan
-from osago_bench.procstat import ProcSample, machine, machine_busy_seconds, sample, sample_group, server_processes
+from osago_bench.procstat import (
+    ProcSample,
+    machine,
+    machine_busy_seconds,
+    renice,
+    sample,
+    sample_group,
+    server_processes,
+)
 from osago_bench.profiles import summarise
 from osago_bench.workers import Worker
 from osago_mesh.processes import MeshOptions, RunningMesh, process_mesh
@@ -90,6 +98,9 @@ class LoadConfig:
     mesh_log: Path | None = None
     # Extra settings for every service of a mesh started here (OSAGO_*).
     mesh_env: Mapping[str, str] = field(default_factory=dict)
+    # Nice values by role ("aggregator", "gateway", "sim", "loadgen", "backend"), set on every
+    # thread of those processes before the customers start (a mesh started here or --pid's).
+    nice: Mapping[str, int] = field(default_factory=dict)
 
     def check(self) -> None:
         if self.customers < 1:
@@ -100,6 +111,11 @@ class LoadConfig:
             raise BenchError("--backend must be embedded or shared")
         if (self.target is None) != (self.sim_url is None):
             raise BenchError("--target and --sim go together: both name a running mesh")
+        unknown = sorted(set(self.nice) - set(ROLES))
+        if unknown:
+            raise BenchError(f"--nice names a role of {', '.join(ROLES)}, not {', '.join(unknown)}")
+        if any(not -20 <= n <= 19 for n in self.nice.values()):
+            raise BenchError("--nice takes a value from -20 to 19")
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -107,6 +123,7 @@ class LoadConfig:
         data["mesh_log"] = str(self.mesh_log) if self.mesh_log else None
         data["pids"] = dict(self.pids)
         data["mesh_env"] = dict(self.mesh_env)
+        data["nice"] = dict(self.nice)
         for secret in ("postgres_url", "redis_url"):
             data[secret] = "set" if data[secret] else None
         data["fresh"] = True  # every request asks the insurers anew (never the cache of results)
@@ -141,6 +158,27 @@ def mesh_options(config: LoadConfig) -> MeshOptions:
         )
     except ValueError as error:
         raise BenchError(str(error)) from None
+
+
+# The roles of the processes a run measures: the first word of each one's name.
+ROLES = ("aggregator", "gateway", "sim", "loadgen", "backend")
+
+
+def apply_nice(nice: Mapping[str, int], processes: Mapping[str, list[int]]) -> None:
+    """Gives every process of a role in `nice` that nice value (all its threads): on one machine
+    the processes share its cores equally, where a cluster weights each pod's share by its CPU
+    request (docs/BENCHMARKS.md). BenchError when the system refuses."""
+    for name, pids in processes.items():
+        role = name.split(" ", 1)[0]
+        if role not in nice:
+            continue
+        for pid in pids:
+            try:
+                renice(pid, nice[role])
+            except OSError as error:
+                raise BenchError(
+                    f"--nice {role}={nice[role]}: {error.strerror} (a negative value needs root)"
+                ) from None
 
 
 def mesh_processes(running: RunningMesh) -> dict[str, list[int]]:
@@ -365,6 +403,7 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                     )
                 await asyncio.gather(*(g.ready() for g in generators))
                 measured = {**mesh.pids, **{g.name: [g.pid] for g in generators}}
+                apply_nice(config.nice, measured)
                 async with _profiling(config, mesh.pids) as profiles:
                     requests_before = await _sim_requests(http, mesh.sim)
                     busy_before = machine_busy_seconds()

@@ -111,6 +111,21 @@ def server_processes(port: int, proc: Path = Path("/proc")) -> list[int]:
     return [main[0], *children(main[0], proc)] if main else []
 
 
+def renice(pid: int, nice: int, proc: Path = Path("/proc")) -> int:
+    """Sets the nice value of every thread of process `pid` (Linux's setpriority acts on one
+    thread; threads made later inherit their creator's); returns how many threads it set.
+    Raises OSError when not allowed (a negative value needs root or CAP_SYS_NICE)."""
+    tasks = [int(t.name) for t in (proc / str(pid) / "task").iterdir() if t.name.isdigit()]
+    for tid in tasks:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    return len(tasks)
+
+
+def nice_of(pid: int, proc: Path = Path("/proc")) -> int:
+    """The nice value of process `pid`'s main thread (field 19 of /proc/PID/stat)."""
+    return int(_stat_fields(pid, proc)[16])
+
+
 def machine_busy_seconds(proc: Path = Path("/proc")) -> float:
     """CPU seconds every core has spent busy since boot (user, nice, system, irq, softirq, steal):
     the difference over a window, less what the benchmark's processes used, is what everything

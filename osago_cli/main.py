@@ -250,6 +250,13 @@ def _add_bench_load(benches: Any) -> None:
         metavar="NAME=VALUE",
         help="a setting for every service of the mesh started here, e.g. OSAGO_MAX_SESSIONS=500",
     )
+    load.add_argument(
+        "--nice",
+        action="append",
+        default=[],
+        metavar="ROLE=N",
+        help="a nice value for the aggregator, gateway, sim, loadgen or backend processes, e.g. aggregator=-4",
+    )
     load.add_argument("--json", action="store_true", help="print the report as one JSON document")
     load.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
 

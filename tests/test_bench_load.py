@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,10 @@ from osago_bench.accounting import (
 )
 from osago_bench.baselines import StreamReader, open_fanout, stream_server
 from osago_bench.cli import load_config, run_load_command
-from osago_bench.load import BenchError, LoadConfig, mesh_options, run_load
+from osago_bench.load import BenchError, LoadConfig, apply_nice, mesh_options, run_load
 from osago_bench.load_report import Measured, ProcessCost, build_report, passed, table
 from osago_bench.loadgen import Generator, LoadPlan
-from osago_bench.procstat import cpu_seconds, peak_rss_kib, sample_group, server_processes
+from osago_bench.procstat import cpu_seconds, nice_of, peak_rss_kib, sample_group, server_processes
 from osago_bench.profiles import frame_name, summarise
 from osago_cli.main import _parser
 from tests.conftest import load_example, start_mesh
@@ -322,6 +324,39 @@ def test_the_command_line_becomes_the_config() -> None:
     assert capped.mesh_env == {"OSAGO_MAX_SESSIONS": "500"}
     with pytest.raises(BenchError, match="--env"):
         load_config(_parser().parse_args(["bench", "load", "--env", "PATH=/tmp"]))
+
+
+def test_nice_values_are_taken_by_role_and_checked() -> None:
+    config = load_config(_parser().parse_args(["bench", "load", "--nice", "aggregator=-4", "--nice", "sim=5"]))
+    assert config.nice == {"aggregator": -4, "sim": 5}
+    assert config.to_json()["nice"] == {"aggregator": -4, "sim": 5}
+    with pytest.raises(BenchError, match="--nice"):
+        load_config(_parser().parse_args(["bench", "load", "--nice", "aggregator"]))
+    with pytest.raises(BenchError, match="role"):
+        LoadConfig(nice={"envoy": 1}).check()
+    with pytest.raises(BenchError, match="-20 to 19"):
+        LoadConfig(nice={"sim": 20}).check()
+
+
+@pytest.mark.functional
+def test_a_nice_value_reaches_every_thread_of_the_processes_of_its_role_and_no_other() -> None:
+    # Two real processes, each with a second thread started before the nice value is set.
+    code = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"
+    sim, gateway = (subprocess.Popen([sys.executable, "-c", code]) for _ in range(2))
+    try:
+        tasks = Path(f"/proc/{sim.pid}/task")
+        deadline = time.monotonic() + 10
+        while len(list(tasks.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(list(tasks.iterdir())) == 2
+        apply_nice({"sim": 7}, {"sim": [sim.pid], "gateway alfa 1": [gateway.pid]})
+        for task in tasks.iterdir():
+            assert nice_of(int(task.name), Path(f"/proc/{sim.pid}/task")) == 7
+        assert nice_of(gateway.pid) == os.getpriority(os.PRIO_PROCESS, 0)  # another role: untouched
+    finally:
+        for child in (sim, gateway):
+            child.kill()
+            child.wait()
 
 
 async def test_the_command_refuses_what_it_cannot_run_before_starting_anything(tmp_path: Path) -> None:
