@@ -164,8 +164,8 @@ class InsurerGuard:
         if attempt == 1:  # a call, for the retry budget, once the breaker let it through
             self.budget.record_call()
         if not tracing.recording():
-            # Nothing records spans: the attempt's span would be made and dropped unseen, for
-            # about 3 % of a gateway's CPU (docs/BENCHMARKS.md); the RequestOffer span stays
+            # Nothing records spans: the attempt's span would be made and dropped unseen (a few
+            # per cent of a gateway's profile, docs/BENCHMARKS.md); the RequestOffer span stays
             # current, so log lines keep the session's trace id.
             return await self._settled(http, call, deadline, step, parse, attempt, permit)
         with tracing.tracer(__name__).start_as_current_span(

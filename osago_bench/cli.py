@@ -83,10 +83,11 @@ def load_config(args: argparse.Namespace) -> LoadConfig:
         env[name] = value
     nice = {}
     for item in args.nice:
-        role, sep, value = item.partition("=")
-        if not sep or not value.lstrip("-").isdigit():
-            raise BenchError(f"--nice takes ROLE=N, not {item!r}")
-        nice[role] = int(value)
+        role, _, value = item.partition("=")
+        try:
+            nice[role] = int(value)
+        except ValueError:
+            raise BenchError(f"--nice takes ROLE=N, not {item!r}") from None
     return LoadConfig(
         customers=args.sessions,
         hold_s=args.duration,

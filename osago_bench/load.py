@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -36,13 +37,14 @@ from typing import Any
 import aiohttp
 from osago.v1 import application_pb2
 
-from osago_bench.load_report import Measured, ProcessCost, build_report
+from osago_bench.load_report import ROLES, Measured, ProcessCost, build_report, role_of
 from osago_bench.loadgen import LoadPlan
 from osago_bench.procstat import (
     ProcSample,
     machine,
     machine_busy_seconds,
     renice,
+    restore_nice,
     sample,
     sample_group,
     server_processes,
@@ -160,25 +162,29 @@ def mesh_options(config: LoadConfig) -> MeshOptions:
         raise BenchError(str(error)) from None
 
 
-# The roles of the processes a run measures: the first word of each one's name.
-ROLES = ("aggregator", "gateway", "sim", "loadgen", "backend")
-
-
-def apply_nice(nice: Mapping[str, int], processes: Mapping[str, list[int]]) -> None:
+def apply_nice(nice: Mapping[str, int], processes: Mapping[str, list[int]]) -> dict[int, int]:
     """Gives every process of a role in `nice` that nice value (all its threads): on one machine
     the processes share its cores equally, where a cluster weights each pod's share by its CPU
-    request (docs/BENCHMARKS.md). BenchError when the system refuses."""
+    request (docs/BENCHMARKS.md). Returns each thread's value before (`restore_nice`).
+    BenchError when a role names no process of the run, or the system refuses."""
+    found = {role_of(name) for name in processes}
+    missing = sorted(set(nice) - found)
+    if missing:
+        raise BenchError(f"--nice: no {', '.join(missing)} process in this run")
+    before: dict[int, int] = {}
     for name, pids in processes.items():
-        role = name.split(" ", 1)[0]
+        role = role_of(name)
         if role not in nice:
             continue
         for pid in pids:
             try:
-                renice(pid, nice[role])
+                before.update(renice(pid, nice[role]))
             except OSError as error:
-                raise BenchError(
-                    f"--nice {role}={nice[role]}: {error.strerror} (a negative value needs root)"
-                ) from None
+                restore_nice(before)
+                lowering = nice[role] < os.getpriority(os.PRIO_PROCESS, 0)
+                why = "lowering a nice value needs root" if lowering and error.errno == errno.EACCES else error.strerror
+                raise BenchError(f"--nice {role}={nice[role]}: {why}") from None
+    return before
 
 
 def mesh_processes(running: RunningMesh) -> dict[str, list[int]]:
@@ -394,6 +400,7 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
         async with _mesh(config) as mesh, aiohttp.ClientSession() as http:
             plans = _plans(config, mesh.targets, serialized)
             generators: list[Worker] = []
+            reniced: dict[int, int] = {}
             try:
                 for n, plan in enumerate(plans):
                     path = workdir / f"plan-{n}.json"
@@ -403,7 +410,7 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                     )
                 await asyncio.gather(*(g.ready() for g in generators))
                 measured = {**mesh.pids, **{g.name: [g.pid] for g in generators}}
-                apply_nice(config.nice, measured)
+                reniced = apply_nice(config.nice, measured)
                 async with _profiling(config, mesh.pids) as profiles:
                     requests_before = await _sim_requests(http, mesh.sim)
                     busy_before = machine_busy_seconds()
@@ -417,6 +424,7 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                     window_s = time.time() - sampled_at
                     requests_after = await _sim_requests(http, mesh.sim)
             finally:
+                restore_nice(reniced)  # for the baselines, and a running mesh's processes as they were
                 await asyncio.gather(*(g.stop() for g in generators), return_exceptions=True)
             ledger = await _sim_json(http, mesh.sim, "/_sim/ledger")
             stats = await _sim_json(http, mesh.sim, "/_sim/stats")

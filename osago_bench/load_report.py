@@ -39,10 +39,18 @@ class ProcessCost:
 
     @property
     def role(self) -> str:
-        for role in ("aggregator", "gateway", "sim", "loadgen"):
-            if self.name.startswith(role):
-                return role
-        return "backend"  # Postgres, Redis, ... of a shared-backend mesh
+        return role_of(self.name)
+
+
+# What each measured process is, from its name ("gateway alfa 1", "loadgen 2", ...).
+ROLES = ("aggregator", "gateway", "sim", "loadgen", "backend")
+
+
+def role_of(name: str) -> str:
+    for role in ROLES[:-1]:
+        if name.startswith(role):
+            return role
+    return "backend"  # Postgres, Redis, ... of a shared-backend mesh
 
 
 @dataclass

@@ -3,6 +3,7 @@ and peak resident memory; and what the machine is."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from dataclasses import dataclass
@@ -111,14 +112,31 @@ def server_processes(port: int, proc: Path = Path("/proc")) -> list[int]:
     return [main[0], *children(main[0], proc)] if main else []
 
 
-def renice(pid: int, nice: int, proc: Path = Path("/proc")) -> int:
+def renice(pid: int, nice: int, proc: Path = Path("/proc")) -> dict[int, int]:
     """Sets the nice value of every thread of process `pid` (Linux's setpriority acts on one
-    thread; threads made later inherit their creator's); returns how many threads it set.
-    Raises OSError when not allowed (a negative value needs root or CAP_SYS_NICE)."""
-    tasks = [int(t.name) for t in (proc / str(pid) / "task").iterdir() if t.name.isdigit()]
-    for tid in tasks:
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
-    return len(tasks)
+    thread; threads made later inherit their creator's); returns each thread's value before, to
+    put back (`restore_nice`). A thread that ended meanwhile is passed over. Raises OSError when
+    not allowed (lowering a value needs root or CAP_SYS_NICE)."""
+    before: dict[int, int] = {}
+    for task in (proc / str(pid) / "task").iterdir():
+        if not task.name.isdigit():
+            continue
+        tid = int(task.name)
+        try:
+            was = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except ProcessLookupError:
+            continue
+        before[tid] = was
+    return before
+
+
+def restore_nice(before: dict[int, int]) -> None:
+    """Puts back the values `renice` returned, for the threads still there (best effort: raising
+    a value back up may not be allowed to whoever lowered it)."""
+    for tid, nice in before.items():
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 def nice_of(pid: int, proc: Path = Path("/proc")) -> int:

@@ -11,9 +11,9 @@ Who makes which span:
   HTTP ones only when spans are recorded (see `recording`);
 - by hand, what no library knows: a gateway's SERVER span per ask (RequestOffer, or an ask of
   an Offers stream, continuing the trace context the ask carries), `quote_session` (a session,
-  whichever call started it), `request_offer` (one insurer of a session, the CLIENT side of its
-  gateway calls, across the calls that resume it) and `insurer_http` (one attempt of the
-  gateway's guard, with its step and failure reason);
+  whichever call started it), and, only when spans are recorded, `request_offer` (one insurer
+  of a session, the CLIENT side of its gateway calls, across the calls that resume it) and
+  `insurer_http` (one attempt of the gateway's guard, with its step and failure reason);
 - by hand, the gRPC client side: `inject_metadata()` at each call. The library's grpc.aio
   client interceptors (opentelemetry-instrumentation-grpc 0.66b1) do not fit our calls: a
   server-streaming call's span ends only when its response iterator is read to the end (the

@@ -31,7 +31,7 @@ from osago_bench.cli import load_config, run_load_command
 from osago_bench.load import BenchError, LoadConfig, apply_nice, mesh_options, run_load
 from osago_bench.load_report import Measured, ProcessCost, build_report, passed, table
 from osago_bench.loadgen import Generator, LoadPlan
-from osago_bench.procstat import cpu_seconds, nice_of, peak_rss_kib, sample_group, server_processes
+from osago_bench.procstat import cpu_seconds, nice_of, peak_rss_kib, restore_nice, sample_group, server_processes
 from osago_bench.profiles import frame_name, summarise
 from osago_cli.main import _parser
 from tests.conftest import load_example, start_mesh
@@ -330,29 +330,38 @@ def test_nice_values_are_taken_by_role_and_checked() -> None:
     config = load_config(_parser().parse_args(["bench", "load", "--nice", "aggregator=-4", "--nice", "sim=5"]))
     assert config.nice == {"aggregator": -4, "sim": 5}
     assert config.to_json()["nice"] == {"aggregator": -4, "sim": 5}
-    with pytest.raises(BenchError, match="--nice"):
-        load_config(_parser().parse_args(["bench", "load", "--nice", "aggregator"]))
+    for bad in ("aggregator", "aggregator=--4", "sim=²", "sim=1.5"):
+        with pytest.raises(BenchError, match="--nice takes ROLE=N"):
+            load_config(_parser().parse_args(["bench", "load", "--nice", bad]))
     with pytest.raises(BenchError, match="role"):
         LoadConfig(nice={"envoy": 1}).check()
     with pytest.raises(BenchError, match="-20 to 19"):
         LoadConfig(nice={"sim": 20}).check()
+    with pytest.raises(BenchError, match="no backend process"):  # the embedded backend has none
+        apply_nice({"backend": 5}, {"sim": [os.getpid()], "aggregator 1": [os.getpid()]})
 
 
 @pytest.mark.functional
-def test_a_nice_value_reaches_every_thread_of_the_processes_of_its_role_and_no_other() -> None:
+def test_a_nice_value_reaches_every_thread_of_the_processes_of_its_role_and_is_put_back() -> None:
     # Two real processes, each with a second thread started before the nice value is set.
     code = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"
     sim, gateway = (subprocess.Popen([sys.executable, "-c", code]) for _ in range(2))
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    higher = min(19, ours + 7)  # raising a value needs no privilege
     try:
         tasks = Path(f"/proc/{sim.pid}/task")
         deadline = time.monotonic() + 10
         while len(list(tasks.iterdir())) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(list(tasks.iterdir())) == 2
-        apply_nice({"sim": 7}, {"sim": [sim.pid], "gateway alfa 1": [gateway.pid]})
+        before = apply_nice({"sim": higher}, {"sim": [sim.pid], "gateway alfa 1": [gateway.pid]})
+        assert sorted(before) == sorted(int(t.name) for t in tasks.iterdir())
         for task in tasks.iterdir():
-            assert nice_of(int(task.name), Path(f"/proc/{sim.pid}/task")) == 7
-        assert nice_of(gateway.pid) == os.getpriority(os.PRIO_PROCESS, 0)  # another role: untouched
+            assert nice_of(int(task.name), tasks) == higher
+        assert nice_of(gateway.pid) == ours  # another role: untouched
+        if os.geteuid() == 0:  # putting a value back down is allowed to root only
+            restore_nice(before)
+            assert all(nice_of(int(task.name), tasks) == ours for task in tasks.iterdir())
     finally:
         for child in (sim, gateway):
             child.kill()
