@@ -149,9 +149,17 @@ class Aggregator:
         )
         for limit in LIMITS:
             refused.add_metric([limit], self._admission.refused[limit] if self._admission is not None else 0)
+        shed = CounterMetricFamily(
+            "osago_sessions_shed",
+            "New sessions refused by load shedding, by the signal that refused: sessions running "
+            "(OSAGO_MAX_SESSIONS), loop_lag, queue_wait (the calls' wait at the door), adaptive_cap.",
+            labels=["signal"],
+        )
+        for signal, count in self.shedding.shed_by.items():
+            shed.add_metric([signal], count)
         return [
             gauge("osago_sessions_running", "Sessions running on this instance.", len(self.runner.running)),
-            counter("osago_sessions_shed", "New sessions refused by load shedding.", self.shedding.shed_total),
+            shed,
             gauge(
                 "osago_queue_wait_seconds",
                 "How long the instance's own probe call last waited at its door (gRPC's queue of calls not taken yet).",

@@ -5,7 +5,7 @@
 | `osago_sessions_started_total` | counter | | sessions created and started on this instance (not those taken over) |
 | `osago_sessions_finished_total` | counter | `outcome` | sessions this instance finished: `completed`, `deadline_exceeded`, `upstream_outage`, `cancelled` |
 | `osago_sessions_running` | gauge | | sessions running on this instance now |
-| `osago_sessions_shed_total` | counter | | new sessions refused by load shedding (`OSAGO_MAX_SESSIONS`, loop lag) |
+| `osago_sessions_shed_total` | counter | `signal` | new sessions refused by load shedding, by the signal that refused: `sessions` (`OSAGO_MAX_SESSIONS`), `loop_lag`, `queue_wait` (the calls' wait at the door), `adaptive_cap` |
 | `osago_sessions_rate_limited_total` | counter | `limit` | new sessions refused by the rate limits on creation: the `customer`'s or the `instance`'s (`OSAGO_CUSTOMER_CREATE_*`, `OSAGO_CREATE_*`) |
 | `osago_sessions_late_total` | counter | | sessions whose final event came more than `LATE_AFTER_S` after their deadline |
 | `osago_sessions_taken_over_total` | counter | | sessions this instance took over from one whose lease lapsed or that released them |

@@ -60,6 +60,10 @@ CAP_DECREASE = 0.9
 CAP_INCREASE = 0.02
 
 
+# What refused a new session, as osago_sessions_shed_total's `signal` label says it.
+SIGNALS = ("sessions", "loop_lag", "queue_wait", "adaptive_cap")
+
+
 class Busy(Exception):
     """This instance is saturated and takes no new session now; try again in `retry_after_s`
     (on another instance, or here). The message says why, without internal detail."""
@@ -189,6 +193,8 @@ class LoadShedding:
         self._admitted = self._refused = 0
         self._rng = rng or random.Random()  # noqa: S311 - spreads retries, no secret
         self.shed_total = 0
+        # The refusals by the signal that refused (SIGNALS), so an operator sees which one bites.
+        self.shed_by = dict.fromkeys(SIGNALS, 0)
         self._shedding = False
 
     def watch_queue(self, queue: QueueWait) -> None:
@@ -232,11 +238,11 @@ class LoadShedding:
         if self.max_sessions > 0 and running >= self.max_sessions:
             why = "sessions"
         elif self.watches_lag and self.lag.smoothed > self.shed_loop_lag_s:
-            why = "loop lag"
+            why = "loop_lag"
         elif waited > self.shed_queue_wait_s > 0:
-            why = "calls queued"
+            why = "queue_wait"
         elif self.cap is not None and running >= self.cap:
-            why = "adaptive cap"
+            why = "adaptive_cap"
         if not why:
             self._admitted += 1
             if self._shedding:
@@ -244,6 +250,7 @@ class LoadShedding:
                 log.info("admitting new sessions again (running %d)", running)
             return
         self.shed_total += 1
+        self.shed_by[why] += 1
         self._refused += 1
         if not self._shedding:  # logged once per episode: under overload a line per refusal would add to it
             self._shedding = True

@@ -32,6 +32,9 @@ from web_bridge.settings import BridgeSettings
 Status = events_pb2.SessionStatus
 NEVER_DECLINES = {"alfa": {"decline_rate": 0.0}}
 
+# The signals osago_sessions_shed_total is labelled by (the README lists them).
+SHED_SIGNALS = ("sessions", "loop_lag", "queue_wait", "adaptive_cap")
+
 
 async def session(stub: object, time_limit_s: float | None = None) -> list[events_pb2.QuoteEvent]:
     request = pb.GetQuotesRequest(application=load_example())
@@ -116,7 +119,8 @@ async def test_a_sessions_counters_match_what_the_customer_saw_and_the_insurers_
         assert aggregator.total("osago_sessions_finished_total") == 1
         assert aggregator.value("osago_sessions_running") == 0
         assert aggregator.value("osago_sessions_late_total") == 0
-        assert aggregator.value("osago_sessions_shed_total") == 0
+        for signal in SHED_SIGNALS:
+            assert aggregator.value("osago_sessions_shed_total", signal=signal) == 0
         assert aggregator.value("osago_session_duration_seconds_count") == 1
         for insurer_id in mesh.gateway_targets:
             assert aggregator.value("osago_offers_total", insurer=insurer_id) == ledger[insurer_id]
@@ -230,7 +234,9 @@ async def test_a_session_refused_by_load_shedding_is_counted_shed_and_the_runnin
             await mesh.stub.CreateQuoteRequest(request, timeout=5)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         aggregator = await scrape(http, mesh.metrics["aggregator"])
-        assert aggregator.value("osago_sessions_shed_total") == 1
+        assert aggregator.value("osago_sessions_shed_total", signal="sessions") == 1
+        for signal in SHED_SIGNALS[1:]:  # every signal is exported, refusing or not
+            assert aggregator.value("osago_sessions_shed_total", signal=signal) == 0
         assert aggregator.value("osago_sessions_started_total") == 1
         assert aggregator.value("osago_sessions_running") == 1
 
@@ -250,7 +256,8 @@ async def test_a_customer_over_its_creation_limit_is_counted_rate_limited_not_sh
         aggregator = await scrape(http, mesh.metrics["aggregator"])
         assert aggregator.value("osago_sessions_rate_limited_total", limit="customer") == 1
         assert aggregator.value("osago_sessions_rate_limited_total", limit="instance") == 0
-        assert aggregator.value("osago_sessions_shed_total") == 0
+        for signal in SHED_SIGNALS:
+            assert aggregator.value("osago_sessions_shed_total", signal=signal) == 0
         assert aggregator.value("osago_sessions_started_total") == 1
 
 

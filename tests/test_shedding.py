@@ -90,6 +90,7 @@ def test_a_cap_refuses_the_session_beyond_it_with_the_configured_retry_delay() -
     # The configured delay, lengthened by up to half of it: not everyone comes back at once.
     assert all(4.0 <= d <= 6.0 for d in delays) and len(delays) > 1
     assert shedding.shed_total == 20
+    assert shedding.shed_by == {"sessions": 20, "loop_lag": 0, "queue_wait": 0, "adaptive_cap": 0}
 
 
 def test_without_a_cap_and_without_watching_the_lag_everything_is_admitted() -> None:
@@ -112,8 +113,10 @@ def test_the_smoothed_lag_follows_a_lasting_lag_more_than_a_lone_pause() -> None
     assert lasting.smoothed == pytest.approx(0.201696)
     threshold = LoadShedding(max_sessions=0, shed_loop_lag_s=0.15, retry_after_s=1.0, lag=lone)
     threshold.admit(0)
+    lagging = LoadShedding(max_sessions=0, shed_loop_lag_s=0.15, retry_after_s=1.0, lag=lasting)
     with pytest.raises(Busy):
-        LoadShedding(max_sessions=0, shed_loop_lag_s=0.15, retry_after_s=1.0, lag=lasting).admit(0)
+        lagging.admit(0)
+    assert (threshold.shed_by["loop_lag"], lagging.shed_by["loop_lag"]) == (0, 1)
 
 
 def test_settings_read_and_check_the_shedding_variables() -> None:
@@ -273,6 +276,7 @@ def test_a_long_queue_sheds_and_the_advised_delay_grows_while_it_lasts_then_ease
     queue.latest = 0.01
     shedding.admit(0)
     assert shedding.shed_total == 30
+    assert shedding.shed_by["queue_wait"] == 30
     # Not watched: a long queue changes nothing.
     unwatched = LoadShedding(0, 0.0, 2.0, LoopLag(clock), shed_queue_wait_s=0.0)
     long_queue = QueueWait(clock, HeldProbe())
@@ -301,6 +305,7 @@ def test_a_slow_door_caps_the_sessions_running_and_a_quick_one_raises_the_cap_un
     # until sessions end and make room one for one.
     with pytest.raises(Busy):
         shedding.admit(460)
+    assert shedding.shed_by["adaptive_cap"] == 1
     shedding.admit(404)
     shedding.queue_observed(1.9)  # not too long: + 2 %
     assert shedding.cap == pytest.approx(405.0 * 1.02)
