@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 from osago.v1 import application_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from osago_bench.load_report import ROLES, Measured, ProcessCost, build_report, role_of
 from osago_bench.loadgen import LoadPlan
@@ -138,6 +139,8 @@ class _Mesh:
     sim: str
     # name -> the pids of every process measured under that name
     pids: dict[str, list[int]]
+    # name -> the /metrics URL of each service of a mesh started here (none for a running one)
+    metrics: dict[str, str] = field(default_factory=dict)
 
 
 def mesh_options(config: LoadConfig) -> MeshOptions:
@@ -187,6 +190,28 @@ def apply_nice(nice: Mapping[str, int], processes: Mapping[str, list[int]]) -> d
     return before
 
 
+async def _shed_by_signal(http: aiohttp.ClientSession, metrics: Mapping[str, str]) -> dict[str, float] | None:
+    """osago_sessions_shed_total of every aggregator, summed by signal; None when there is no
+    aggregator's /metrics to read (a running mesh) or one cannot be read."""
+    urls = [url for name, url in metrics.items() if role_of(name) == "aggregator"]
+    if not urls:
+        return None
+    total: dict[str, float] = {}
+    try:
+        for url in urls:
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response:
+                text = await response.text()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "osago_sessions_shed_total":
+                        signal = sample.labels.get("signal", "")
+                        total[signal] = total.get(signal, 0.0) + sample.value
+    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+        print(f"osago bench load: the aggregators' metrics could not be read: {error!r}", file=sys.stderr)
+        return None
+    return total
+
+
 def mesh_processes(running: RunningMesh) -> dict[str, list[int]]:
     """Every process of a mesh started here, by name ("sim", "gateway alfa 1", "aggregator 1",
     and with the shared backend "backend postgres" and "backend redis": each server's processes,
@@ -227,7 +252,7 @@ async def _mesh(config: LoadConfig) -> AsyncIterator[_Mesh]:
     async with stack:
         with _stderr_to(config.mesh_log):
             running = await stack.enter_async_context(process_mesh(options, web=False, env=env))
-        yield _Mesh(running.aggregators or [running.aggregator], running.sim, mesh_processes(running))
+        yield _Mesh(running.aggregators or [running.aggregator], running.sim, mesh_processes(running), running.metrics)
 
 
 def _plans(config: LoadConfig, targets: list[str], application: bytes) -> list[LoadPlan]:
@@ -413,6 +438,7 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                 reniced = apply_nice(config.nice, measured)
                 async with _profiling(config, mesh.pids) as profiles:
                     requests_before = await _sim_requests(http, mesh.sim)
+                    shed_before = await _shed_by_signal(http, mesh.metrics)
                     busy_before = machine_busy_seconds()
                     before = _samples(measured)
                     sampled_at = time.time()
@@ -423,6 +449,7 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                     busy_after = machine_busy_seconds()
                     window_s = time.time() - sampled_at
                     requests_after = await _sim_requests(http, mesh.sim)
+                    shed_after = await _shed_by_signal(http, mesh.metrics)
             finally:
                 restore_nice(reniced)  # for the baselines, and a running mesh's processes as they were
                 await asyncio.gather(*(g.stop() for g in generators), return_exceptions=True)
@@ -441,6 +468,9 @@ async def run_load(config: LoadConfig, application: application_pb2.Application)
                 applications=stats["applications"],
                 load_processes=len(plans),
                 channels=sum(p.channels_per_target * len(p.targets) for p in plans),
+                shed_by_signal=None
+                if shed_before is None or shed_after is None
+                else {k: v - shed_before.get(k, 0.0) for k, v in shed_after.items()},
             )
             if config.baselines:
                 streams, events, size = run.grpc_baseline_shape()

@@ -75,6 +75,9 @@ class Measured:
     grpc_baseline: dict[str, Any] | None = None
     fanout_baseline: dict[str, Any] | None = None
     profiles: dict[str, Any] = field(default_factory=dict)
+    # The aggregators' own count of the sessions they shed in the window, by the signal that
+    # refused (osago_sessions_shed_total); None when not scraped (a running mesh).
+    shed_by_signal: dict[str, float] | None = None
 
     @property
     def sessions(self) -> list[dict[str, Any]]:
@@ -179,6 +182,9 @@ def build_report(run: Measured) -> dict[str, Any]:
         # deadline passed before the final status arrived).
         "finished_then_failed_by_code": dict(late_status),
         "shed": len(shed),
+        # Which signal refused them, as the aggregators counted (their refusals of the
+        # benchmark's attempts and of nothing else: only the benchmark calls them).
+        "shed_by_signal": run.shed_by_signal,
         # How long a refused customer waited for the refusal, and the delay it was told to wait.
         "shed_answered_after_s": _s([x["elapsed"] for x in shed], 50, 99),
         "shed_retry_after_s": _s([x["retry_after_s"] for x in shed if x.get("retry_after_s") is not None], 50, 99),
@@ -437,6 +443,9 @@ def table(report: dict[str, Any]) -> str:
             f"{_fmt(refused.get('p99'), 's')}, told to retry after p50 {_fmt(retry.get('p50'), 's')} "
             f"p99 {_fmt(retry.get('p99'), 's')}"
         )
+        by_signal = {k: int(v) for k, v in (s.get("shed_by_signal") or {}).items() if v}
+        if by_signal:
+            counts += "; refused on " + ", ".join(f"{k} {v}" for k, v in by_signal.items())
     times = (
         f"           started p50 {_fmt(started['p50'], 's')} p99 {_fmt(started['p99'], 's')}; "
         f"first offer p50 {_fmt(first['p50'], 's')} p99 {_fmt(first['p99'], 's')}; finished p50 "

@@ -435,6 +435,10 @@ def check_tiny_report(report: dict[str, Any], fanout_sessions: int) -> None:
     # Every attempt is accounted for once: finished, shed, or failed.
     assert s["attempted"] == s["finished"] + s["shed"] + sum(s["failed_by_code"].values())
     assert s["shed"] > 0 and s["started"] >= 20
+    # The aggregator's own count of its refusals, by signal: the cap of 12 sessions refused, and
+    # nothing refused more than the customers saw refused (the rate limits refuse apart).
+    assert set(s["shed_by_signal"]) == {"sessions", "loop_lag", "queue_wait", "adaptive_cap"}
+    assert 0 < s["shed_by_signal"]["sessions"] <= sum(s["shed_by_signal"].values()) <= s["shed"]
     assert s["finished_within_limit"] <= s["finished"] <= s["started"]
     assert s["finished"] == s["started"]  # a healthy mesh at this size finishes every session it starts
     assert sum(s["statuses"].values()) == s["finished"]
