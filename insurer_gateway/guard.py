@@ -163,39 +163,25 @@ class InsurerGuard:
             return self._open_failure(step)
         if attempt == 1:  # a call, for the retry budget, once the breaker let it through
             self.budget.record_call()
-        if not tracing.recording():
-            # Nothing records spans: the attempt's span would be made and dropped unseen (a few
-            # per cent of a gateway's profile, docs/BENCHMARKS.md); the RequestOffer span stays
-            # current, so log lines keep the session's trace id.
-            return await self._settled(http, call, deadline, step, parse, attempt, permit)
-        with tracing.tracer(__name__).start_as_current_span(
-            "insurer_http",
-            kind=trace.SpanKind.INTERNAL,
-            attributes={tracing.STEP: step, tracing.ATTEMPT: attempt},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            outcome = await self._settled(http, call, deadline, step, parse, attempt, permit)
-            failure = outcome.failed if isinstance(outcome, _Transient) else outcome
-            if isinstance(failure, Failed):
-                span.set_attributes(
-                    {tracing.FAILURE: failure.reason.name.lower(), tracing.RETRYABLE: isinstance(outcome, _Transient)}
-                )
-            return outcome
-
-    async def _settled(
-        self,
-        http: HttpFunction,
-        call: HttpCall,
-        deadline: float,
-        step: str,
-        parse: Callable[[HttpResponse], T],
-        attempt: int,
-        permit: Permit,
-    ) -> T | Failed | _Transient:
-        """The attempt past the breaker; its permit released if it got no verdict."""
         try:
-            return await self._permitted(http, call, deadline, step, parse, attempt > 1, permit)
+            if not tracing.recording():
+                # Nothing records spans: the attempt's span would be made and dropped unseen (a
+                # few per cent of a gateway's profile, docs/BENCHMARKS.md); the RequestOffer span
+                # stays current, so log lines keep the session's trace id.
+                return await self._permitted(http, call, deadline, step, parse, attempt > 1, permit)
+            with tracing.tracer(__name__).start_as_current_span(
+                "insurer_http",
+                kind=trace.SpanKind.INTERNAL,
+                attributes={tracing.STEP: step, tracing.ATTEMPT: attempt},
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                outcome = await self._permitted(http, call, deadline, step, parse, attempt > 1, permit)
+                failure = outcome.failed if isinstance(outcome, _Transient) else outcome
+                if isinstance(failure, Failed):
+                    retryable = isinstance(outcome, _Transient)
+                    span.set_attributes({tracing.FAILURE: failure.reason.name.lower(), tracing.RETRYABLE: retryable})
+                return outcome
         finally:
             if not permit.done:  # no verdict: cancelled, refused by us, 429, cut by the deadline
                 permit.release()
