@@ -30,6 +30,10 @@ class LiveStream:
         self.events.append(event)
         self._wake()
 
+    def extend(self, events: list[events_pb2.QuoteEvent]) -> None:
+        self.events.extend(events)
+        self._wake()
+
     def close(self) -> None:
         """No more events will come here (the session left this instance)."""
         self.closed = True

@@ -59,7 +59,14 @@ class SessionLog(Protocol):
 
     async def append(self, event: events_pb2.QuoteEvent) -> events_pb2.QuoteEvent:
         """Logs the event under the next seq; raises LeaseLost when this instance no longer runs
-        the session."""
+        the session. An event handed over is logged even if the caller stops waiting."""
+
+    async def append_all(self, events: Sequence[events_pb2.QuoteEvent]) -> None:
+        """Logs the events, in order, under the next seqs (as `append` does each)."""
+
+    async def logged(self) -> Sequence[events_pb2.QuoteEvent]:
+        """Every event the session logged (those before it came to this instance included), once
+        none handed over is still being written."""
 
 
 @dataclass(frozen=True)
@@ -134,10 +141,15 @@ class QuoteSession:
         """Runs the session; returns the SessionStatus it finished with. Raises CancelledError
         when cancelled (after logging CANCELLED, unless detached) and LeaseLost when another
         instance took the session over."""
-        for insurer_id, name in self.plan.insurers:
-            cached = self.plan.cached.get(insurer_id)
-            if cached is not None and insurer_id not in self._tally.answered:
-                await self._quote(insurer_id, name, cached)
+        cached = [
+            self._quote_event(insurer_id, name, quote)
+            for insurer_id, name in self.plan.insurers
+            if (quote := self.plan.cached.get(insurer_id)) is not None and insurer_id not in self._tally.answered
+        ]
+        if cached:
+            await self._events.append_all(cached)
+            for event in cached:
+                self._tally.count(event)
         in_time = self.plan.deadline > self._clock.monotonic()  # a session resumed late: just finish
         tasks = [
             asyncio.create_task(self._ask(insurer_id, name), name=f"offer:{insurer_id}")
@@ -244,33 +256,51 @@ class QuoteSession:
                 await self._failed(insurer_id, name, Reason.FAILURE_REASON_INTERNAL, "internal error")
             return reason_name(Reason.FAILURE_REASON_INTERNAL)
 
-    async def _quote(self, insurer_id: str, name: str, offer: quote_pb2.Quote) -> None:
+    def _quote_event(self, insurer_id: str, name: str, offer: quote_pb2.Quote) -> events_pb2.QuoteEvent:
         event = self._event()
         quote = event.quote_received.quote
         quote.CopyFrom(offer)
         quote.insurer_id = insurer_id
         quote.insurer_name = name
-        await self._events.append(event)
-        self._tally.count(event)
+        return event
 
-    async def _failed(self, insurer_id: str, name: str, reason: Reason.ValueType, message: str) -> None:
+    def _failed_event(
+        self, insurer_id: str, name: str, reason: Reason.ValueType, message: str
+    ) -> events_pb2.QuoteEvent:
         event = self._event()
         event.insurer_failed.CopyFrom(
             events_pb2.InsurerFailed(insurer_id=insurer_id, insurer_name=name, reason=reason, message=message)
         )
+        return event
+
+    async def _quote(self, insurer_id: str, name: str, offer: quote_pb2.Quote) -> None:
+        event = self._quote_event(insurer_id, name, offer)
+        await self._events.append(event)
+        self._tally.count(event)
+
+    async def _failed(self, insurer_id: str, name: str, reason: Reason.ValueType, message: str) -> None:
+        event = self._failed_event(insurer_id, name, reason, message)
         await self._events.append(event)
         self._tally.count(event)
 
     async def _finish(self, cancelled: bool) -> int:
+        # What the log holds, not what the insurers' tasks counted: a task stopped by the deadline
+        # while its answer was being written did not count it, and the answer is logged anyway.
+        self._tally = _Tally()
+        for logged in await self._events.logged():
+            self._tally.count(logged)
         limit = f"{self.plan.limit_s:g} s"
-        late = [(i, n) for i, n in self.plan.insurers if i not in self._tally.answered]
-        for insurer_id, name in late:
-            if cancelled:
-                await self._failed(insurer_id, name, Reason.FAILURE_REASON_CANCELLED, "the request was cancelled")
-            else:
-                await self._failed(
-                    insurer_id, name, Reason.FAILURE_REASON_DEADLINE, f"no offer within the {limit} limit"
-                )
+        events = [
+            self._failed_event(insurer_id, name, Reason.FAILURE_REASON_CANCELLED, "the request was cancelled")
+            if cancelled
+            else self._failed_event(
+                insurer_id, name, Reason.FAILURE_REASON_DEADLINE, f"no offer within the {limit} limit"
+            )
+            for insurer_id, name in self.plan.insurers
+            if insurer_id not in self._tally.answered
+        ]
+        for late in events:
+            self._tally.count(late)
         asked = len(self.plan.insurers)
         quotes = self._tally.quotes
         failures = self._tally.failures
@@ -298,7 +328,8 @@ class QuoteSession:
                 message=message,
             )
         )
-        await self._events.append(event)
+        events.append(event)
+        await self._events.append_all(events)
         self.status = int(status)
         # The session's span (started by whoever runs the session); a no-op without one.
         trace.get_current_span().set_attributes(

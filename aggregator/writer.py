@@ -1,13 +1,20 @@
 """Where a running session's events go, in this order: numbered, committed to the store under
 the session's lease (fenced), handed to this instance's live followers, then published on the
-bus for followers elsewhere. One event at a time per session, so seqs reach every reader in
-order; an event is never published before it is committed."""
+bus for followers elsewhere. One write at a time per session, so seqs reach every reader in
+order; an event is never published before it is committed.
+
+Events handed over while a write is in flight go together in the next one (one statement, one
+publish): a session's burst of updates, ten insurers accepting the application within a few
+milliseconds, costs a round trip or two to the store instead of one each, and the last of them
+waits for two writes instead of ten. The writing runs in a task of its own, so an event once
+handed over is written even if its caller stops waiting (a session's deadline cancels its
+insurers' tasks mid-write); `logged` says what the log holds once nothing is in flight."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from osago.v1 import events_pb2
@@ -21,6 +28,12 @@ log = logging.getLogger(__name__)
 
 # Waits between attempts to commit while the store is unreachable (seconds, growing to the last).
 STORE_RETRY_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def _retrieved(done: asyncio.Future[None]) -> None:
+    """Marks a write's outcome as seen: its callers may all have stopped waiting for it."""
+    if not done.cancelled():
+        done.exception()
 
 
 class SessionWriter:
@@ -48,30 +61,87 @@ class SessionWriter:
         self._keep_until = keep_until
         # On the clock's monotonic scale: past it, an unreachable store fails the write.
         self._give_up_at = give_up_at
-        self._lock = asyncio.Lock()
         # Told of every event once it is committed (the metrics count the insurers' answers).
         self._on_logged = on_logged
+        # Events handed over and not yet taken by a write, and what their callers wait for.
+        self._queue: list[events_pb2.QuoteEvent] = []
+        self._queued: asyncio.Future[None] | None = None
+        # The task writing, while there is anything to write.
+        self._writing: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
 
     async def append(self, event: events_pb2.QuoteEvent) -> events_pb2.QuoteEvent:
-        async with self._lock:
-            event.seq = self._next
-            await self._commit(event)
-            self._next += 1
-            if self._on_logged is not None:
-                self._on_logged(event)
-            self._live.append(event)
-            try:
-                await self._bus.publish([event], self._keep_until)
-            except BusUnavailable:
-                # Followers elsewhere read the store when the bus fails them; nothing is lost.
-                log.warning("event not published: the bus is unavailable", extra={"request_id": event.request_id})
-            return event
+        await self.append_all((event,))
+        return event
 
-    async def _commit(self, event: events_pb2.QuoteEvent) -> None:
+    async def append_all(self, events: Sequence[events_pb2.QuoteEvent]) -> None:
+        if self._queued is None:
+            self._queued = asyncio.get_running_loop().create_future()
+            self._queued.add_done_callback(_retrieved)
+        done = self._queued
+        self._queue.extend(events)
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write_queued(), name=f"log:{self.lease.request_id}")
+            self._writing.add_done_callback(self._stopped)
+        # Shielded: a caller that stops waiting leaves its events (and others') to be written.
+        await asyncio.shield(done)
+
+    async def logged(self) -> list[events_pb2.QuoteEvent]:
+        while self._writing is not None:
+            await asyncio.wait((self._writing,))
+        return list(self._live.events)
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                self._inflight, self._queued = self._queued, None
+                assert self._inflight is not None
+                try:
+                    await self._write(batch)
+                except Exception as error:  # noqa: BLE001 - raised to every caller of the batch
+                    # Nothing of the batch was stored; later events still get their own try.
+                    self._inflight.set_exception(error)
+                else:
+                    self._inflight.set_result(None)
+        except asyncio.CancelledError:
+            self._abandon()
+            raise
+        finally:
+            self._writing = None
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        if self._writing is task:  # cancelled before it started: its body never ran
+            self._writing = None
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """The writing task was cancelled (the instance stops): nobody is left to write for."""
+        for waiting in (self._inflight, self._queued):
+            if waiting is not None and not waiting.done():
+                waiting.cancel()
+        self._queue, self._queued, self._inflight = [], None, None
+
+    async def _write(self, batch: list[events_pb2.QuoteEvent]) -> None:
+        for offset, event in enumerate(batch):
+            event.seq = self._next + offset
+        await self._commit(batch)
+        self._next += len(batch)
+        if self._on_logged is not None:
+            for event in batch:
+                self._on_logged(event)
+        self._live.extend(batch)
+        try:
+            await self._bus.publish(batch, self._keep_until)
+        except BusUnavailable:
+            # Followers elsewhere read the store when the bus fails them; nothing is lost.
+            log.warning("events not published: the bus is unavailable", extra={"request_id": self.lease.request_id})
+
+    async def _commit(self, batch: list[events_pb2.QuoteEvent]) -> None:
         attempt = 0
         while True:
             try:
-                await self._store.append(self.lease, [event])
+                await self._store.append(self.lease, batch)
                 return
             except StoreUnavailable:
                 wait = STORE_RETRY_S[min(attempt, len(STORE_RETRY_S) - 1)]

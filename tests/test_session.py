@@ -12,7 +12,7 @@ from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
 from aggregator.bus import MemoryEventBus
 from aggregator.live import LiveStream
 from aggregator.session import QuoteSession, SessionPlan, session_started
-from aggregator.store import LeaseLost, MemoryRequestStore, RequestRecord
+from aggregator.store import Lease, LeaseLost, MemoryRequestStore, RequestRecord
 from aggregator.writer import SessionWriter
 from osago_common.clock import FakeClock
 
@@ -98,6 +98,14 @@ class Log:
     async def append(self, event: events_pb2.QuoteEvent) -> events_pb2.QuoteEvent:
         assert self.writer is not None
         return await self.writer.append(event)
+
+    async def append_all(self, events: Sequence[events_pb2.QuoteEvent]) -> None:
+        assert self.writer is not None
+        await self.writer.append_all(events)
+
+    async def logged(self) -> list[events_pb2.QuoteEvent]:
+        assert self.writer is not None
+        return await self.writer.logged()
 
     async def read(self, request_id: str) -> list[events_pb2.QuoteEvent]:
         return await self.store.events(request_id)
@@ -396,3 +404,44 @@ async def test_a_session_resumed_after_its_deadline_asks_nobody_and_finishes_at_
     assert kinds(events[2:]) == ["insurer_failed", "session_finished"]
     assert events[2].insurer_failed.insurer_id == "b"
     assert events[2].insurer_failed.reason == Reason.FAILURE_REASON_DEADLINE
+
+
+async def test_an_answer_being_written_when_the_deadline_comes_is_kept_and_not_also_failed_late() -> None:
+    clock, _, task, log = await run({"a": [(59.9, offer(500_000))], "b": [(0.1, accepted())]}, limit=60.0)
+    gate = asyncio.Event()
+    plain = log.store.append
+
+    async def held(lease: Lease, events: Sequence[events_pb2.QuoteEvent]) -> None:
+        if any(e.HasField("quote_received") for e in events):
+            await gate.wait()
+        await plain(lease, events)
+
+    log.store.append = held  # type: ignore[method-assign]
+    await clock.advance(59.9)  # a's offer is being written...
+    await clock.advance(0.1)  # ...when the deadline stops a's task
+    assert not task.done()  # the session waits for the write before it counts the answers
+    gate.set()
+    assert await task == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+    events = await log.read("r1")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.quote_received.quote.insurer_id for e in events if e.HasField("quote_received")] == ["a"]
+    failures = [(e.insurer_failed.insurer_id, e.insurer_failed.reason) for e in events if e.HasField("insurer_failed")]
+    assert failures == [("b", Reason.FAILURE_REASON_DEADLINE)]
+    finished = events[-1].session_finished
+    assert (finished.quotes_received, finished.insurers_failed) == (1, 1)
+
+
+async def test_the_late_failures_and_the_end_are_written_together() -> None:
+    clock, _, task, log = await run({i: [(0.1, accepted())] for i in "abcde"}, limit=60.0)
+    writes: list[list[str]] = []
+    plain = log.store.append
+
+    async def recorded(lease: Lease, events: Sequence[events_pb2.QuoteEvent]) -> None:
+        writes.append([str(e.WhichOneof("payload")) for e in events])
+        await plain(lease, events)
+
+    log.store.append = recorded  # type: ignore[method-assign]
+    await clock.advance(60.0)
+    assert task.result() == Status.SESSION_STATUS_DEADLINE_EXCEEDED
+    # Five insurers out of time and the session's end: one write, not six.
+    assert writes[-1] == ["insurer_failed"] * 5 + ["session_finished"]

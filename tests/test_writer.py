@@ -1,0 +1,162 @@
+"""The session writer over the embedded store and bus, with the store's writes held open by the
+test: what is written together, in which order, and what a caller that stops waiting leaves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+from osago.v1 import events_pb2
+
+from aggregator.bus import MemoryEventBus
+from aggregator.live import LiveStream
+from aggregator.session import session_started
+from aggregator.store import Lease, LeaseLost, MemoryRequestStore, RequestRecord, StoreUnavailable
+from aggregator.writer import SessionWriter
+from osago_common.clock import FakeClock
+
+
+class HeldStore(MemoryRequestStore):
+    """The embedded store; each write waits until the test opens the gate, and the seqs of every
+    write are kept in the order the writes came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.writes: list[list[int]] = []
+
+    async def append(self, lease: Lease, events: Sequence[events_pb2.QuoteEvent]) -> None:
+        self.writes.append([e.seq for e in events])
+        await self.gate.wait()
+        await super().append(lease, events)
+
+
+def progress(insurer_id: str) -> events_pb2.QuoteEvent:
+    event = events_pb2.QuoteEvent(request_id="r1")
+    event.insurer_progress.insurer_id = insurer_id
+    return event
+
+
+async def open_writer(clock: FakeClock) -> tuple[HeldStore, MemoryEventBus, LiveStream, SessionWriter]:
+    store, bus = HeldStore(), MemoryEventBus(clock)
+    now = clock.now()
+    insurers = (("a", "A"),)
+    record = RequestRecord("r1", now, now + timedelta(seconds=60), insurers, "", "f")
+    first = session_started("r1", insurers, clock, record.deadline)
+    _, lease = await store.create(record, b"", {}, first, "here")
+    assert lease is not None
+    live = LiveStream([first])
+    writer = SessionWriter(
+        lease, 2, store, bus, live, clock, keep_until=record.deadline, give_up_at=clock.monotonic() + 70
+    )
+    return store, bus, live, writer
+
+
+async def turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def insurers_of(events: Sequence[events_pb2.QuoteEvent]) -> list[str]:
+    return [e.insurer_progress.insurer_id for e in events if e.HasField("insurer_progress")]
+
+
+async def test_events_handed_over_during_a_write_go_together_in_the_next_one_in_order() -> None:
+    store, bus, live, writer = await open_writer(FakeClock())
+    first = asyncio.create_task(writer.append(progress("i0")))
+    await turns()
+    burst = [asyncio.create_task(writer.append(progress(f"i{n}"))) for n in range(1, 11)]
+    await turns()
+    assert store.writes == [[2]]  # the burst waits for the write in flight
+    store.gate.set()
+    written = await asyncio.gather(first, *burst)
+    # Two writes for eleven events: the one in flight, then the ten that came meanwhile.
+    assert store.writes == [[2], list(range(3, 13))]
+    assert [e.seq for e in written] == list(range(2, 13))
+    expected = [f"i{n}" for n in range(11)]
+    stored = await store.events("r1")
+    assert [e.seq for e in stored] == list(range(1, 13))
+    assert insurers_of(stored) == expected
+    assert insurers_of(live.events) == expected
+    published = await bus.read("r1", 0, 0)
+    assert published is not None and insurers_of(published) == expected
+
+
+async def test_a_caller_that_stops_waiting_leaves_its_event_logged() -> None:
+    store, _, _, writer = await open_writer(FakeClock())
+    in_flight = asyncio.create_task(writer.append(progress("a")))
+    await turns()
+    queued = asyncio.create_task(writer.append(progress("b")))
+    await turns()
+    # The session's deadline cancels both insurers' tasks while their events are being written.
+    in_flight.cancel()
+    queued.cancel()
+    await asyncio.gather(in_flight, queued, return_exceptions=True)
+    assert in_flight.cancelled() and queued.cancelled()
+    store.gate.set()
+    logged = await writer.logged()
+    assert insurers_of(logged) == ["a", "b"]
+    assert [e.seq for e in await store.events("r1")] == [1, 2, 3]
+    # What follows is numbered on from them.
+    store.gate.set()
+    assert (await writer.append(progress("c"))).seq == 4
+
+
+async def test_a_lost_lease_fails_every_event_of_the_write_and_stores_none() -> None:
+    clock = FakeClock()
+    store, _, _, writer = await open_writer(clock)
+    in_flight = asyncio.create_task(writer.append(progress("a")))
+    await turns()
+    queued = [asyncio.create_task(writer.append(progress(i))) for i in ("b", "c")]
+    await turns()
+    # Another instance takes the session over while the write is in flight.
+    later = clock.now() + timedelta(seconds=10)
+    store.gate.set()
+    await store.heartbeat("other", later, 5.0)
+    await store.claim_orphans("other", later, 10)
+    results = await asyncio.gather(in_flight, *queued, return_exceptions=True)
+    assert [type(r) for r in results] == [LeaseLost, LeaseLost, LeaseLost]
+    assert [e.seq for e in await store.events("r1")] == [1]
+
+
+async def test_a_store_that_stays_unreachable_fails_the_events_after_the_last_try() -> None:
+    clock = FakeClock()
+    store, _, _, writer = await open_writer(clock)
+    store.gate.set()
+
+    async def unreachable(lease: Lease, events: Sequence[events_pb2.QuoteEvent]) -> None:
+        raise StoreUnavailable("the request store is unavailable")
+
+    store.append = unreachable  # type: ignore[method-assign]
+    waiting = [asyncio.create_task(writer.append(progress(i))) for i in ("a", "b")]
+    await clock.advance(75.0)  # retries until the writer's give-up time (70 s)
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["StoreUnavailable", "StoreUnavailable"]
+    assert await writer.logged() == [(await store.events("r1"))[0]]
+
+
+async def test_an_instance_stopping_mid_write_leaves_no_caller_waiting_forever() -> None:
+    store, _, _, writer = await open_writer(FakeClock())
+    waiting = [asyncio.create_task(writer.append(progress(i))) for i in ("a", "b")]
+    await turns()
+    [writing] = [t for t in asyncio.all_tasks() if t.get_name() == "log:r1"]
+    writing.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    # The writer is free again: the next event is written under the next seq.
+    store.gate.set()
+    assert (await writer.append(progress("c"))).seq == 2
+
+
+async def test_the_writing_task_cancelled_before_it_ran_frees_the_writer() -> None:
+    store, _, _, writer = await open_writer(FakeClock())
+    store.gate.set()
+    waiting = asyncio.create_task(writer.append(progress("a")))
+    await asyncio.sleep(0)  # the caller has handed its event over and made the writing task
+    [writing] = [t for t in asyncio.all_tasks() if t.get_name() == "log:r1"]
+    writing.cancel()  # before its first step: its body never runs
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    assert (await writer.append(progress("b"))).seq == 2
+    assert [e.seq for e in await store.events("r1")] == [1, 2]
