@@ -175,6 +175,8 @@ class PostgresRequestStore:
         first: events_pb2.QuoteEvent,
         owner: str,
     ) -> tuple[RequestRecord, Lease | None]:
+        if _answer(first) is not None or final_status([first]) is not None:
+            raise ValueError("a request's first event is its start, not an answer or its end")
         params = {
             "id": record.request_id,
             "customer_id": record.customer_id,
@@ -186,8 +188,12 @@ class PostgresRequestStore:
             "created_at": record.created_at,
             "expires_at": record.deadline,
             "owner": owner,
+            "seq": first.seq,
+            "kind": first.WhichOneof("payload") or "",
+            "event": first.SerializeToString(),
+            "time": first.time.ToDatetime(tzinfo=_UTC),
         }
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(QUERIES["insert_request"], params)
             inserted = await cursor.fetchone()
@@ -197,9 +203,6 @@ class PostgresRequestStore:
                 if row is None:  # pragma: no cover - the conflicting row is visible once committed
                     raise StoreUnavailable("idempotency conflict on a request not visible yet")
                 return _record(row), None
-            await self._insert(
-                conn, Lease(record.request_id, owner, int(inserted["lease_epoch"])), [first], fenced=False
-            )
         return record, Lease(record.request_id, owner, int(inserted["lease_epoch"]))
 
     async def get(self, request_id: str) -> RequestRecord | None:
@@ -211,15 +214,13 @@ class PostgresRequestStore:
 
     async def append(self, lease: Lease, events: Sequence[events_pb2.QuoteEvent]) -> None:
         async with self._conn() as conn:
-            await self._insert(conn, lease, events, fenced=True)
+            await self._insert(conn, lease, events)
 
     async def _insert(
         self,
         conn: psycopg.AsyncConnection[Any],
         lease: Lease,
         events: Sequence[events_pb2.QuoteEvent],
-        *,
-        fenced: bool,
     ) -> None:
         answers = [(e, a) for e in events if (a := _answer(e)) is not None]
         status = final_status(events)
@@ -250,7 +251,7 @@ class PostgresRequestStore:
                 return
             raise LeaseLost(lease.request_id) from error
         row = await cursor.fetchone()
-        if fenced and (row is None or int(row[0]) != len(events)):
+        if row is None or int(row[0]) != len(events):
             raise LeaseLost(lease.request_id)
 
     async def events(self, request_id: str, after_seq: int = 0) -> list[events_pb2.QuoteEvent]:

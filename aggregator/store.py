@@ -77,9 +77,10 @@ class RequestStore(Protocol):
         first: events_pb2.QuoteEvent,
         owner: str,
     ) -> tuple[RequestRecord, Lease | None]:
-        """Stores a new request with its first event (seq 1) and `owner` holding it, all or
-        nothing; or, when the customer already used the record's idempotency key, returns the
-        request stored under it and no lease."""
+        """Stores a new request with its first event (seq 1: the session's start, never an answer
+        or its end; ValueError) and `owner` holding it, all or nothing; or, when the customer
+        already used the record's idempotency key, returns the request stored under it and no
+        lease."""
 
     async def get(self, request_id: str) -> RequestRecord | None:
         """The record, or None."""
@@ -161,6 +162,8 @@ class MemoryRequestStore:
         first: events_pb2.QuoteEvent,
         owner: str,
     ) -> tuple[RequestRecord, Lease | None]:
+        if first.WhichOneof("payload") in ("quote_received", "insurer_failed") or final_status([first]) is not None:
+            raise ValueError("a request's first event is its start, not an answer or its end")
         key = (record.customer_id, record.idempotency_key)
         if record.idempotency_key:
             existing = self._by_key.get(key)

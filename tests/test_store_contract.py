@@ -87,7 +87,7 @@ async def test_a_created_request_reads_back_with_its_first_event(store: RequestS
     assert lease == Lease("r1", "a", 1)
     assert stored == record("r1")
     assert await store.get("r1") == record("r1")
-    assert [e.seq for e in await store.events("r1")] == [1]
+    assert await store.events("r1") == [started("r1")]
     assert await store.get("nope") is None
     assert await store.events("nope") == []
 
@@ -97,10 +97,17 @@ async def test_the_same_key_from_the_same_customer_returns_the_first_request(sto
     again, lease = await store.create(record("r2", key="k", customer="c1"), b"app", {}, started("r2"), "b")
     assert lease is None
     assert again.request_id == "r1"
-    assert await store.get("r2") is None
+    assert await store.get("r2") is None and await store.events("r2") == []
     # Another customer's key is their own.
     other, other_lease = await store.create(record("r3", key="k", customer="c2"), b"app", {}, started("r3"), "b")
     assert other.request_id == "r3" and other_lease is not None
+
+
+async def test_a_request_is_not_created_with_an_answer_or_an_end_for_its_first_event(store: RequestStore) -> None:
+    for first in (offer("r1", 1), finished("r1", 1)):
+        with pytest.raises(ValueError, match="first event"):
+            await store.create(record("r1"), b"app", {}, first, "a")
+    assert await store.get("r1") is None and await store.events("r1") == []
 
 
 async def test_events_append_in_order_and_read_from_any_point(store: RequestStore) -> None:

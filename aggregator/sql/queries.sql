@@ -2,16 +2,26 @@
 -- Parameters are psycopg's %(name)s placeholders.
 
 -- name: insert_request
--- A new request; nothing when the customer's idempotency key is taken (see find_by_key).
-INSERT INTO osago_requests (
-    id, customer_id, idempotency_key, fingerprint, vehicle_data, application, insurers,
-    status, created_at, expires_at, owner, lease_epoch
-) VALUES (
-    %(id)s, %(customer_id)s, %(idempotency_key)s, %(fingerprint)s, %(vehicle_data)s,
-    %(application)s, %(insurers)s, 'running', %(created_at)s, %(expires_at)s, %(owner)s, 1
+-- A new request with its first event, in one statement (a round trip, where a transaction of
+-- two inserts takes four); nothing when the customer's idempotency key is taken (see
+-- find_by_key). The event row's reference to the request is checked at the statement's end,
+-- when the request's row is there.
+WITH request AS (
+    INSERT INTO osago_requests (
+        id, customer_id, idempotency_key, fingerprint, vehicle_data, application, insurers,
+        status, created_at, expires_at, owner, lease_epoch
+    ) VALUES (
+        %(id)s, %(customer_id)s, %(idempotency_key)s, %(fingerprint)s, %(vehicle_data)s,
+        %(application)s, %(insurers)s, 'running', %(created_at)s, %(expires_at)s, %(owner)s, 1
+    )
+    ON CONFLICT ON CONSTRAINT osago_requests_idempotency DO NOTHING
+    RETURNING id, lease_epoch
+),
+first AS (
+    INSERT INTO osago_events (request_id, seq, kind, event, created_at)
+    SELECT request.id, %(seq)s, %(kind)s, %(event)s, %(time)s FROM request
 )
-ON CONFLICT ON CONSTRAINT osago_requests_idempotency DO NOTHING
-RETURNING lease_epoch;
+SELECT lease_epoch FROM request;
 
 -- name: find_by_key
 SELECT id, customer_id, idempotency_key, fingerprint, insurers, status, created_at, expires_at
