@@ -138,15 +138,15 @@ class PostgresRequestStore:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(
-        cls, url: str, *, min_size: int = 2, max_size: int = 20, timeout_s: float = 5.0
-    ) -> AsyncIterator[PostgresRequestStore]:
-        """A pool to `url`, the schema migrated, closed on exit. The first connection is waited
-        for (up to `timeout_s`): an instance does not start without its database."""
+    async def open(cls, url: str, *, size: int = 20, timeout_s: float = 5.0) -> AsyncIterator[PostgresRequestStore]:
+        """A pool of `size` connections to `url`, all opened now and kept (one growing on demand
+        made the first busy seconds wait for its new connections), the schema migrated, closed
+        on exit. The connections are waited for (up to `timeout_s`): an instance does not start
+        without its database."""
         pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
             url,
-            min_size=min_size,
-            max_size=max_size,
+            min_size=size,
+            max_size=size,
             timeout=timeout_s,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout_s))},
             open=False,

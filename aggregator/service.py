@@ -79,7 +79,8 @@ class AggregatorService:
         bus: EventBus
         cache: ResultCache
         if s.postgres_url and s.redis_url:
-            store = await self._stack.enter_async_context(PostgresRequestStore.open(s.postgres_url))
+            pool = PostgresRequestStore.open(s.postgres_url, size=s.postgres_pool)
+            store = await self._stack.enter_async_context(pool)
             redis_bus = await self._stack.enter_async_context(RedisEventBus.open(s.redis_url))
             bus, cache = redis_bus, RedisResultCache(redis_bus.client)
         else:

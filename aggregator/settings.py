@@ -58,6 +58,9 @@ class AggregatorSettings:
     # Unset: the embedded, in-process ones (one instance).
     postgres_url: str | None = None
     redis_url: str | None = None
+    # Connections to Postgres each instance opens at start-up and keeps: a pool that grew only
+    # on demand made the first busy seconds wait for new connections (docs/BENCHMARKS.md).
+    postgres_pool: int = 20
     # How long an instance's lease lasts without renewal: its sessions are taken over once it
     # lapses. Renewed every `takeover_scan_s`, which is also how often orphans are looked for.
     lease_ttl_s: float = 5.0
@@ -151,6 +154,7 @@ class AggregatorSettings:
             instance_name=env_str(env, "OSAGO_INSTANCE_NAME", ""),
             postgres_url=env.get("OSAGO_POSTGRES_URL") or None,
             redis_url=env.get("OSAGO_REDIS_URL") or None,
+            postgres_pool=env_int(env, "OSAGO_POSTGRES_POOL", cls.postgres_pool),
             lease_ttl_s=env_float(env, "OSAGO_LEASE_TTL_S", cls.lease_ttl_s),
             takeover_scan_s=env_float(env, "OSAGO_TAKEOVER_SCAN_S", cls.takeover_scan_s),
             takeover_batch=env_int(env, "OSAGO_TAKEOVER_BATCH", cls.takeover_batch),
@@ -211,6 +215,8 @@ class AggregatorSettings:
             raise SettingsError("OSAGO_SESSION_LIMIT_S must be between 0 and 600 seconds")
         if bool(settings.postgres_url) != bool(settings.redis_url):
             raise SettingsError("OSAGO_POSTGRES_URL and OSAGO_REDIS_URL go together: set both or neither")
+        if not 1 <= settings.postgres_pool <= 1000:
+            raise SettingsError("OSAGO_POSTGRES_POOL must be between 1 and 1000 connections")
         if settings.gateway_streams < 0 or settings.gateway_stream_asks < 1:
             raise SettingsError(
                 "OSAGO_GATEWAY_STREAMS must be 0 (a call per ask) or more, OSAGO_GATEWAY_STREAM_ASKS at least 1"

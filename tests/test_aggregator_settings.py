@@ -46,3 +46,12 @@ def test_the_gateway_margin_is_the_settings_own_and_read_from_the_environment() 
     gateways = {"OSAGO_GATEWAYS": "alfa=h:1"}
     assert AggregatorSettings.from_env(DEV_ENV | gateways).gateway_margin_s == 0.1
     assert AggregatorSettings.from_env(DEV_ENV | {**gateways, "OSAGO_GATEWAY_MARGIN_S": "0.3"}).gateway_margin_s == 0.3
+
+
+def test_the_postgres_pool_size_is_read_and_bounded() -> None:
+    gateways = DEV_ENV | {"OSAGO_GATEWAYS": "alfa=h:1"}
+    assert AggregatorSettings.from_env(gateways).postgres_pool == 20
+    assert AggregatorSettings.from_env(gateways | {"OSAGO_POSTGRES_POOL": "64"}).postgres_pool == 64
+    for bad in ("0", "1001"):
+        with pytest.raises(SettingsError, match="OSAGO_POSTGRES_POOL must be between 1 and 1000"):
+            AggregatorSettings.from_env(gateways | {"OSAGO_POSTGRES_POOL": bad})

@@ -217,6 +217,21 @@ async def test_postgres_keeps_each_answer_once_and_no_personal_data_outside_the_
         assert await cursor.fetchall() == [("running", "a", 1, {"power_hp": 110})]
 
 
+async def test_postgres_opens_its_whole_pool_at_start_up(postgres_db: str) -> None:
+    database = postgres_db.rsplit("/", 1)[1]
+
+    async def connections() -> int:
+        async with await psycopg.AsyncConnection.connect(postgres_db, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+            )
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+    async with PostgresRequestStore.open(postgres_db, size=7):
+        assert await connections() == 7  # before any request needed them
+
+
 async def test_two_instances_claiming_at_once_never_share_a_request(postgres_db: str) -> None:
     async with PostgresRequestStore.open(postgres_db) as one, PostgresRequestStore.open(postgres_db) as two:
         for n in range(40):
