@@ -88,7 +88,9 @@ class RequestStore(Protocol):
     async def append(self, lease: Lease, events: Sequence[events_pb2.QuoteEvent]) -> None:
         """Stores events (numbered by the writer, following the last one), each offer or failure
         also as the insurer's one answer; a `session_finished` event ends the request. Raises
-        LeaseLost when `lease` is no longer current, storing nothing."""
+        LeaseLost when `lease` is no longer current, storing nothing. The same events again under
+        the same seqs (a write whose outcome its writer did not learn) are taken without being
+        stored twice; other events under a stored seq raise LeaseLost (another writer's)."""
 
     async def events(self, request_id: str, after_seq: int = 0) -> list[events_pb2.QuoteEvent]:
         """The request's events with seq > after_seq, in order ([] for an unknown request)."""
@@ -186,6 +188,12 @@ class MemoryRequestStore:
         if stored is None or stored.epoch != lease.epoch or stored.owner != lease.owner:
             raise LeaseLost(lease.request_id)
         last = stored.events[-1].seq if stored.events else 0
+        if events and events[0].seq <= last:
+            # Seqs already stored: this very write again (its writer did not learn the outcome),
+            # or another writer's events (then this one lost its lease).
+            if stored.events[events[0].seq - 1 : events[-1].seq] == list(events):
+                return
+            raise LeaseLost(lease.request_id)
         for offset, event in enumerate(events, 1):
             if event.seq != last + offset:
                 raise ValueError(f"event seq {event.seq} does not follow {last + offset - 1}")

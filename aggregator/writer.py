@@ -6,9 +6,9 @@ order; an event is never published before it is committed.
 Events handed over while a write is in flight go together in the next one (one statement, one
 publish): a session's burst of updates, ten insurers accepting the application within a few
 milliseconds, costs a round trip or two to the store instead of one each, and the last of them
-waits for two writes instead of ten. The writing runs in a task of its own, so an event once
-handed over is written even if its caller stops waiting (a session's deadline cancels its
-insurers' tasks mid-write); `logged` says what the log holds once nothing is in flight."""
+waits for two writes instead of ten. An event once handed over is written even if its caller
+stops waiting (a session's deadline cancels its insurers' tasks mid-write): a task takes the
+write up where the caller left it; `logged` says what the log holds once nothing is in flight."""
 
 from __future__ import annotations
 
@@ -66,9 +66,13 @@ class SessionWriter:
         # Events handed over and not yet taken by a write, and what their callers wait for.
         self._queue: list[events_pb2.QuoteEvent] = []
         self._queued: asyncio.Future[None] | None = None
-        # The task writing, while there is anything to write.
-        self._writing: asyncio.Task[None] | None = None
+        # The batch being written (numbered), whether it is committed yet, what its callers wait for.
+        self._batch: list[events_pb2.QuoteEvent] | None = None
+        self._committed = False
         self._inflight: asyncio.Future[None] | None = None
+        # Someone is writing: a caller, or the task carrying on after a caller was stopped midway.
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
 
     async def append(self, event: events_pb2.QuoteEvent) -> events_pb2.QuoteEvent:
         await self.append_all((event,))
@@ -80,39 +84,66 @@ class SessionWriter:
             self._queued.add_done_callback(_retrieved)
         done = self._queued
         self._queue.extend(events)
-        if self._writing is None:
-            self._writing = asyncio.create_task(self._write_queued(), name=f"log:{self.lease.request_id}")
-            self._writing.add_done_callback(self._stopped)
-        # Shielded: a caller that stops waiting leaves its events (and others') to be written.
-        await asyncio.shield(done)
+        if self._busy:
+            # Shielded: a caller that stops waiting leaves its events to be written.
+            await asyncio.shield(done)
+            return
+        # Nobody is writing: this caller writes, at once (a task of its own would cost a turn of
+        # the event loop per write), until nothing is queued; stopped midway, it leaves the rest
+        # to a task that takes the interrupted batch up again.
+        self._busy = True
+        try:
+            await self._drain()
+        except asyncio.CancelledError:
+            self._task = asyncio.create_task(self._carry_on(), name=f"log:{self.lease.request_id}")
+            self._task.add_done_callback(self._stopped)
+            raise
+        await done  # settled by now: raises what failed the write
 
     async def logged(self) -> list[events_pb2.QuoteEvent]:
-        while self._writing is not None:
-            await asyncio.wait((self._writing,))
+        while self._busy:
+            if self._task is not None:
+                await asyncio.wait((self._task,))
+                continue
+            pending = [f for f in (self._inflight, self._queued) if f is not None and not f.done()]
+            await (asyncio.wait(pending) if pending else asyncio.sleep(0))
         return list(self._live.events)
 
-    async def _write_queued(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
+    async def _drain(self) -> None:
+        """Writes until nothing is queued, the batch an interrupted writer left first."""
+        while True:
+            if self._batch is None:
+                if not self._queue:
+                    self._busy = False
+                    return
+                self._batch, self._queue = self._queue, []
                 self._inflight, self._queued = self._queued, None
-                assert self._inflight is not None
-                try:
-                    await self._write(batch)
-                except Exception as error:  # noqa: BLE001 - raised to every caller of the batch
-                    # Nothing of the batch was stored; later events still get their own try.
-                    self._inflight.set_exception(error)
-                else:
-                    self._inflight.set_result(None)
+                self._committed = False
+                for offset, event in enumerate(self._batch):
+                    event.seq = self._next + offset
+            done = self._inflight
+            assert done is not None
+            try:
+                await self._write(self._batch)
+            except Exception as error:  # noqa: BLE001 - raised to every caller of the batch
+                # Nothing of the batch was stored; later events still get their own try.
+                done.set_exception(error)
+            else:
+                done.set_result(None)
+            self._batch = None
+
+    async def _carry_on(self) -> None:
+        try:
+            await self._drain()
         except asyncio.CancelledError:
             self._abandon()
             raise
         finally:
-            self._writing = None
+            self._task = None
 
     def _stopped(self, task: asyncio.Task[None]) -> None:
-        if self._writing is task:  # cancelled before it started: its body never ran
-            self._writing = None
+        if self._task is task:  # cancelled before it started: its body never ran
+            self._task = None
             self._abandon()
 
     def _abandon(self) -> None:
@@ -120,17 +151,20 @@ class SessionWriter:
         for waiting in (self._inflight, self._queued):
             if waiting is not None and not waiting.done():
                 waiting.cancel()
-        self._queue, self._queued, self._inflight = [], None, None
+        self._queue, self._queued, self._inflight, self._batch = [], None, None, None
+        self._busy = False
 
     async def _write(self, batch: list[events_pb2.QuoteEvent]) -> None:
-        for offset, event in enumerate(batch):
-            event.seq = self._next + offset
-        await self._commit(batch)
-        self._next += len(batch)
-        if self._on_logged is not None:
-            for event in batch:
-                self._on_logged(event)
-        self._live.extend(batch)
+        """Commits the batch, unless an interrupted writer did (the store takes a batch it already
+        holds again without storing it twice), then publishes it."""
+        if not self._committed:
+            await self._commit(batch)
+            self._committed = True
+            self._next += len(batch)
+            if self._on_logged is not None:
+                for event in batch:
+                    self._on_logged(event)
+            self._live.extend(batch)
         try:
             await self._bus.publish(batch, self._keep_until)
         except BusUnavailable:

@@ -122,6 +122,18 @@ async def test_events_append_in_order_and_read_from_any_point(store: RequestStor
     assert stored is not None and stored.status == Status.SESSION_STATUS_COMPLETED
 
 
+async def test_a_write_made_again_after_an_unknown_outcome_is_stored_once(store: RequestStore) -> None:
+    lease = await create(store, "r1")
+    batch = [offer("r1", 2), declined("r1", 3)]
+    await store.append(lease, batch)
+    await store.append(lease, batch)  # its writer was stopped before it learned the outcome
+    assert await store.events("r1") == [started("r1"), *batch]
+    # Other events under a stored seq are another writer's: this one lost the session.
+    with pytest.raises(LeaseLost):
+        await store.append(lease, [offer("r1", 3, insurer="other")])
+    assert await store.events("r1") == [started("r1"), *batch]
+
+
 async def test_a_finished_request_takes_no_more_events(store: RequestStore) -> None:
     lease = await create(store, "r1")
     await store.append(lease, [finished("r1", 2)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from osago.v1 import events_pb2
 
@@ -136,27 +136,55 @@ async def test_a_store_that_stays_unreachable_fails_the_events_after_the_last_tr
     assert await writer.logged() == [(await store.events("r1"))[0]]
 
 
-async def test_an_instance_stopping_mid_write_leaves_no_caller_waiting_forever() -> None:
-    store, _, _, writer = await open_writer(FakeClock())
-    waiting = [asyncio.create_task(writer.append(progress(i))) for i in ("a", "b")]
+async def test_a_caller_stopped_after_the_commit_leaves_only_the_publish_to_do() -> None:
+    store, bus, live, writer = await open_writer(FakeClock())
+    store.gate.set()
+    gate = asyncio.Event()
+    publish = bus.publish
+
+    async def held(events: Sequence[events_pb2.QuoteEvent], keep_until: datetime) -> None:
+        await gate.wait()
+        await publish(events, keep_until)
+
+    bus.publish = held  # type: ignore[method-assign]
+    caller = asyncio.create_task(writer.append(progress("a")))
     await turns()
-    [writing] = [t for t in asyncio.all_tasks() if t.get_name() == "log:r1"]
+    caller.cancel()  # committed, being published
+    await asyncio.gather(caller, return_exceptions=True)
+    gate.set()
+    assert insurers_of(await writer.logged()) == ["a"]
+    assert store.writes == [[2]]  # committed once
+    published = await bus.read("r1", 0, 0)
+    assert published is not None and [e.seq for e in published] == [2]
+    assert insurers_of(live.events) == ["a"]
+
+
+async def stopped_mid_write(cancel_before_it_runs: bool) -> None:
+    """The session's tasks are cancelled while one of them writes, then the instance stops and
+    cancels the task that took the write up."""
+    store, _, _, writer = await open_writer(FakeClock())
+    writing = asyncio.create_task(writer.append(progress("a")))
+    await turns()
+    queued = asyncio.create_task(writer.append(progress("b")))
+    await turns()
     writing.cancel()
-    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    await asyncio.sleep(0)  # the caller stops; a task of the writer's own is made to carry on
+    [carrying_on] = [t for t in asyncio.all_tasks() if t.get_name() == "log:r1"]
+    if not cancel_before_it_runs:
+        await turns()
+    carrying_on.cancel()
+    results = await asyncio.wait_for(asyncio.gather(writing, queued, return_exceptions=True), 5)
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
-    # The writer is free again: the next event is written under the next seq.
+    # Nobody waits forever, and the writer is free again: nothing was stored, so the next event
+    # is numbered 2.
     store.gate.set()
     assert (await writer.append(progress("c"))).seq == 2
-
-
-async def test_the_writing_task_cancelled_before_it_ran_frees_the_writer() -> None:
-    store, _, _, writer = await open_writer(FakeClock())
-    store.gate.set()
-    waiting = asyncio.create_task(writer.append(progress("a")))
-    await asyncio.sleep(0)  # the caller has handed its event over and made the writing task
-    [writing] = [t for t in asyncio.all_tasks() if t.get_name() == "log:r1"]
-    writing.cancel()  # before its first step: its body never runs
-    await asyncio.gather(waiting, return_exceptions=True)
-    assert waiting.cancelled()
-    assert (await writer.append(progress("b"))).seq == 2
     assert [e.seq for e in await store.events("r1")] == [1, 2]
+
+
+async def test_an_instance_stopping_mid_write_leaves_no_caller_waiting_forever() -> None:
+    await stopped_mid_write(cancel_before_it_runs=False)
+
+
+async def test_the_task_taking_a_write_up_cancelled_before_it_ran_frees_the_writer() -> None:
+    await stopped_mid_write(cancel_before_it_runs=True)
