@@ -1,7 +1,8 @@
 """Where a process spent its CPU, from py-spy's raw output with native frames (collapsed stacks:
 one line per distinct stack, `frame;frame;...;frame COUNT`, the innermost frame last).
 
-Samples whose innermost frame waits (epoll, futex, ...) are idle and left out. Each busy sample
+Samples whose innermost frame waits (epoll, futex, ..., or a lock's wait in libc without
+symbols) are idle and left out. Each busy sample
 is charged to one component: scanning from the innermost frame outwards, the first frame that
 belongs to a known library (gRPC's C core and Cython, protobuf, OpenTelemetry, aiohttp, json,
 asyncio, the garbage collector) takes it; a sample whose innermost frames are our own code is
@@ -35,6 +36,9 @@ IDLE = (
     "__lll_lock_wait",
     "EpollSelector.select (selectors.py",  # without native frames
 )
+# CPython waiting for a lock (a thread pool's worker on its queue): when the frames inside it are
+# libc's without symbols (py-spy names them by address only), the thread waits.
+LOCK_WAIT = "PyThread_acquire_lock_timed"
 # (component, substrings of a frame): the first component whose substring a frame holds.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("garbage collector", ("gc_collect",)),
@@ -74,6 +78,18 @@ def component(frames: list[str]) -> str:
     return "other (interpreter, libc)"
 
 
+def waits(frames: list[str]) -> bool:
+    """Whether a sample's thread was waiting rather than working."""
+    if any(mark in frames[-1] for mark in IDLE):
+        return True
+    for index in range(len(frames) - 1, -1, -1):
+        if LOCK_WAIT in frames[index]:
+            return all(f.startswith("0x") for f in frames[index + 1 :])
+        if not frames[index].startswith("0x"):
+            return False
+    return False
+
+
 def summarise(path: Path, top: int = TOP) -> dict[str, Any]:
     own: Counter[str] = Counter()
     ours: Counter[str] = Counter()
@@ -87,7 +103,7 @@ def summarise(path: Path, top: int = TOP) -> dict[str, Any]:
         frames = [f for f in stack.split(";") if f]
         if not frames:
             continue
-        if any(mark in frames[-1] for mark in IDLE):
+        if waits(frames):
             idle += n
             continue
         busy += n

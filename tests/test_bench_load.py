@@ -32,7 +32,7 @@ from osago_bench.load import BenchError, LoadConfig, apply_nice, mesh_options, r
 from osago_bench.load_report import Measured, ProcessCost, build_report, passed, table
 from osago_bench.loadgen import Generator, LoadPlan
 from osago_bench.procstat import cpu_seconds, nice_of, peak_rss_kib, restore_nice, sample_group, server_processes
-from osago_bench.profiles import frame_name, summarise
+from osago_bench.profiles import frame_name, summarise, waits
 from osago_cli.main import _parser
 from tests.conftest import load_example, start_mesh
 
@@ -185,9 +185,12 @@ def test_a_profile_summary_leaves_idle_samples_out_and_charges_each_busy_one_to_
         f"{loop};append (aggregator/writer.py:55) 3\n"
         f"{loop};gc_collect_main (libpython3.11.so.1.0) 1\n"
         f"{loop};select (selectors.py:469);epoll_wait (libc.so.6) 90\n"  # waiting: idle
+        # A thread pool's worker waiting on its queue: libc's frames without symbols.
+        "_worker (concurrent/futures/thread.py:81);_queue_SimpleQueue_get (_queuemodule.c.h:177);"
+        "PyThread_acquire_lock_timed (libpython3.11.so.1.0);0x7fad546aed90 (libc.so.6);0x7fad546a3f16 (libc.so.6) 40\n"
     )
     summary = summarise(raw)
-    assert (summary["busy_samples"], summary["idle_samples"]) == (10, 90)
+    assert (summary["busy_samples"], summary["idle_samples"]) == (10, 130)
     assert summary["components_pct"] == [
         ["gRPC (C core, Cython)", 60.0],
         ["our code: aggregator", 30.0],
@@ -196,6 +199,14 @@ def test_a_profile_summary_leaves_idle_samples_out_and_charges_each_busy_one_to_
     assert summary["self_pct"][0] == ["sendmsg (libc.so.6)", 60.0]
     assert summary["ours_inclusive_pct"] == [["append (aggregator/writer.py)", 90.0]]
     assert frame_name("f (/usr/lib/python3.11/site-packages/grpc/aio/_server.py:12)") == "f (aio/_server.py)"
+
+
+def test_a_lock_s_wait_is_idle_only_where_libc_s_unnamed_frames_are_all_inside_it() -> None:
+    lock = "PyThread_acquire_lock_timed (libpython3.11.so.1.0)"
+    assert waits(["f (x.py:1)", lock, "0x7fad546aed90 (libc.so.6)", "0x7fad546a3f16 (libc.so.6)"])
+    assert not waits(["f (x.py:1)", lock, "memcpy (libc.so.6)"])  # working inside it
+    assert not waits(["f (x.py:1)", "0x7fad546a3f16 (libc.so.6)"])  # an unnamed frame alone says nothing
+    assert waits(["f (x.py:1)", "futex_wait (libc.so.6)"])
 
 
 # --- the report, from a hand-made run ---------------------------------------------------------------
