@@ -224,13 +224,14 @@ class PostgresRequestStore:
     ) -> None:
         answers = [(e, a) for e in events if (a := _answer(e)) is not None]
         status = final_status(events)
+        serialized = [e.SerializeToString() for e in events]
         params = {
             "id": lease.request_id,
             "epoch": lease.epoch,
             "owner": lease.owner,
             "seqs": [e.seq for e in events],
             "kinds": [e.WhichOneof("payload") or "" for e in events],
-            "events": [e.SerializeToString() for e in events],
+            "events": serialized,
             "times": [e.time.ToDatetime(tzinfo=_UTC) for e in events],
             "companies": [a[0] for _, a in answers],
             "answers": [Jsonb(a[1]) for _, a in answers],
@@ -244,15 +245,29 @@ class PostgresRequestStore:
         except psycopg.errors.UniqueViolation as error:
             # A seq already stored: this very write, committed by an attempt whose reply was
             # lost, or another writer's (then this one lost its lease).
-            stored = await conn.execute(
-                QUERIES["events_between"], {"id": lease.request_id, "first": events[0].seq, "last": events[-1].seq}
-            )
-            if [bytes(row[0]) for row in await stored.fetchall()] == params["events"]:
+            if await self._holds(conn, lease.request_id, events, serialized):
                 return
             raise LeaseLost(lease.request_id) from error
         row = await cursor.fetchone()
         if row is None or int(row[0]) != len(events):
+            # Fenced off: the lease is lost, or this very write ended the request already (its
+            # writer did not learn the outcome, and a finished request has no owner).
+            if await self._holds(conn, lease.request_id, events, serialized):
+                return
             raise LeaseLost(lease.request_id)
+
+    @staticmethod
+    async def _holds(
+        conn: psycopg.AsyncConnection[Any],
+        request_id: str,
+        events: Sequence[events_pb2.QuoteEvent],
+        serialized: list[bytes],
+    ) -> bool:
+        """Whether the request holds exactly these events under their seqs already."""
+        stored = await conn.execute(
+            QUERIES["events_between"], {"id": request_id, "first": events[0].seq, "last": events[-1].seq}
+        )
+        return [bytes(row[0]) for row in await stored.fetchall()] == serialized
 
     async def events(self, request_id: str, after_seq: int = 0) -> list[events_pb2.QuoteEvent]:
         async with self._conn() as conn:

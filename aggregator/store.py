@@ -185,14 +185,16 @@ class MemoryRequestStore:
 
     async def append(self, lease: Lease, events: Sequence[events_pb2.QuoteEvent]) -> None:
         stored = self._by_id.get(lease.request_id)
-        if stored is None or stored.epoch != lease.epoch or stored.owner != lease.owner:
-            raise LeaseLost(lease.request_id)
-        last = stored.events[-1].seq if stored.events else 0
-        if events and events[0].seq <= last:
-            # Seqs already stored: this very write again (its writer did not learn the outcome),
-            # or another writer's events (then this one lost its lease).
+        if not events:
+            return
+        last = stored.events[-1].seq if stored is not None and stored.events else 0
+        if stored is not None and events[0].seq <= last:
+            # Seqs already stored: this very write again (its writer did not learn the outcome;
+            # it may have ended the request), or another writer's (then this one lost its lease).
             if stored.events[events[0].seq - 1 : events[-1].seq] == list(events):
                 return
+            raise LeaseLost(lease.request_id)
+        if stored is None or stored.epoch != lease.epoch or stored.owner != lease.owner:
             raise LeaseLost(lease.request_id)
         for offset, event in enumerate(events, 1):
             if event.seq != last + offset:

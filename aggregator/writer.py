@@ -79,6 +79,8 @@ class SessionWriter:
         return event
 
     async def append_all(self, events: Sequence[events_pb2.QuoteEvent]) -> None:
+        if not events:
+            return
         if self._queued is None:
             self._queued = asyncio.get_running_loop().create_future()
             self._queued.add_done_callback(_retrieved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -132,6 +133,14 @@ async def test_a_write_made_again_after_an_unknown_outcome_is_stored_once(store:
     with pytest.raises(LeaseLost):
         await store.append(lease, [offer("r1", 3, insurer="other")])
     assert await store.events("r1") == [started("r1"), *batch]
+    # The write that ended the request, made again: taken, although the request has no owner now.
+    end = [declined("r1", 4, insurer="x"), finished("r1", 5)]
+    await store.append(lease, end)
+    await store.append(lease, end)
+    assert await store.events("r1") == [started("r1"), *batch, *end]
+    assert (await store.get("r1")) == replace(record("r1"), status=Status.SESSION_STATUS_COMPLETED)
+    with pytest.raises(LeaseLost):  # but nothing new
+        await store.append(lease, [offer("r1", 6, insurer="y")])
 
 
 async def test_a_finished_request_takes_no_more_events(store: RequestStore) -> None:

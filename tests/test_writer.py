@@ -25,11 +25,16 @@ class HeldStore(MemoryRequestStore):
         super().__init__()
         self.gate = asyncio.Event()
         self.writes: list[list[int]] = []
+        # Commit first, then wait: the answer of a write the store has made is what is held.
+        self.commit_first = False
 
     async def append(self, lease: Lease, events: Sequence[events_pb2.QuoteEvent]) -> None:
         self.writes.append([e.seq for e in events])
+        if self.commit_first:
+            await super().append(lease, events)
         await self.gate.wait()
-        await super().append(lease, events)
+        if not self.commit_first:
+            await super().append(lease, events)
 
 
 def progress(insurer_id: str) -> events_pb2.QuoteEvent:
@@ -157,6 +162,33 @@ async def test_a_caller_stopped_after_the_commit_leaves_only_the_publish_to_do()
     published = await bus.read("r1", 0, 0)
     assert published is not None and [e.seq for e in published] == [2]
     assert insurers_of(live.events) == ["a"]
+
+
+async def test_a_write_the_store_made_before_its_caller_was_stopped_is_taken_up_once() -> None:
+    store, bus, live, writer = await open_writer(FakeClock())
+    store.commit_first = True
+    end = events_pb2.QuoteEvent(request_id="r1")
+    end.session_finished.status = events_pb2.SessionStatus.SESSION_STATUS_COMPLETED
+    caller = asyncio.create_task(writer.append_all([progress("a"), end]))
+    await turns()
+    caller.cancel()  # the store committed the write (and the request ended); its answer is lost
+    await asyncio.gather(caller, return_exceptions=True)
+    store.gate.set()
+    logged = await writer.logged()
+    assert [e.seq for e in logged] == [1, 2, 3] and logged[-1].HasField("session_finished")
+    assert store.writes == [[2, 3], [2, 3]]  # made again, stored once
+    assert [e.seq for e in await store.events("r1")] == [1, 2, 3]
+    assert [e.seq for e in live.events] == [1, 2, 3]
+    published = await bus.read("r1", 0, 0)
+    assert published is not None and [e.seq for e in published] == [2, 3]
+
+
+async def test_handing_over_no_events_is_nothing_to_wait_for() -> None:
+    store, _, _, writer = await open_writer(FakeClock())
+    await asyncio.wait_for(writer.append_all([]), 1)
+    store.gate.set()
+    assert store.writes == []
+    assert (await writer.append(progress("a"))).seq == 2
 
 
 async def stopped_mid_write(cancel_before_it_runs: bool) -> None:
