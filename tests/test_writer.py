@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from osago.v1 import events_pb2
 
@@ -63,6 +64,15 @@ async def turns(n: int = 5) -> None:
         await asyncio.sleep(0)
 
 
+async def one_writing_one_queued(writer: SessionWriter) -> tuple[asyncio.Task[Any], asyncio.Task[Any]]:
+    """Two insurers' events: the first being written (held by the store), the second queued."""
+    writing = asyncio.create_task(writer.append(progress("a")))
+    await turns()
+    queued = asyncio.create_task(writer.append(progress("b")))
+    await turns()
+    return writing, queued
+
+
 def insurers_of(events: Sequence[events_pb2.QuoteEvent]) -> list[str]:
     return [e.insurer_progress.insurer_id for e in events if e.HasField("insurer_progress")]
 
@@ -90,10 +100,7 @@ async def test_events_handed_over_during_a_write_go_together_in_the_next_one_in_
 
 async def test_a_caller_that_stops_waiting_leaves_its_event_logged() -> None:
     store, _, _, writer = await open_writer(FakeClock())
-    in_flight = asyncio.create_task(writer.append(progress("a")))
-    await turns()
-    queued = asyncio.create_task(writer.append(progress("b")))
-    await turns()
+    in_flight, queued = await one_writing_one_queued(writer)
     # The session's deadline cancels both insurers' tasks while their events are being written.
     in_flight.cancel()
     queued.cancel()
@@ -195,10 +202,7 @@ async def stopped_mid_write(cancel_before_it_runs: bool) -> None:
     """The session's tasks are cancelled while one of them writes, then the instance stops and
     cancels the task that took the write up."""
     store, _, _, writer = await open_writer(FakeClock())
-    writing = asyncio.create_task(writer.append(progress("a")))
-    await turns()
-    queued = asyncio.create_task(writer.append(progress("b")))
-    await turns()
+    writing, queued = await one_writing_one_queued(writer)
     writing.cancel()
     await asyncio.sleep(0)  # the caller stops; a task of the writer's own is made to carry on
     [carrying_on] = [t for t in asyncio.all_tasks() if t.get_name() == "log:r1"]
