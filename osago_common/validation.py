@@ -47,6 +47,7 @@ _VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
 _BODY_NUMBER = re.compile(r"[A-Z0-9А-ЯЁ-]{3,30}")
 _PLATE = re.compile(r"[АВЕКМНОРСТУХ][0-9]{3}[АВЕКМНОРСТУХ]{2}[0-9]{2,3}")
 _NAME = re.compile(r"[A-Za-zА-Яа-яЁё]+(?:[ '’-]+[A-Za-zА-Яа-яЁё]+)*")
+_NAME_SEPARATORS = re.compile(r"[ '’-]+")
 _LICENCE = re.compile(r"[0-9]{10}|[0-9]{2}[А-ЯЁA-Z]{2}[0-9]{6}")
 _DOC_SERIES = re.compile(r"[0-9]{2}(?:[0-9]{2}|[А-ЯЁA-Z]{2})")
 _DOC_NUMBER = re.compile(r"[0-9]{6}")
@@ -84,31 +85,60 @@ def normalise_vin(vin: str) -> str:
     return vin.strip().upper().translate(_LATIN_LOOKALIKES)
 
 
+# What a field holds, as the two walks below see it: a string, a message, repeated messages, or
+# anything else. Kept per field descriptor: asking the descriptor three questions per field cost
+# more than the walk's own work (every session is validated).
+_TEXT, _MESSAGE, _MESSAGES, _OTHER = range(4)
+_KINDS: dict[FieldDescriptor, int] = {}
+
+
+def _kind(descriptor: FieldDescriptor) -> int:
+    kind = _KINDS.get(descriptor)
+    if kind is None:
+        if descriptor.type == FieldDescriptor.TYPE_STRING and not descriptor.is_repeated:
+            kind = _TEXT
+        elif descriptor.message_type is not None:
+            kind = _MESSAGES if descriptor.is_repeated else _MESSAGE
+        else:
+            kind = _OTHER
+        _KINDS[descriptor] = kind
+    return kind
+
+
 def normalise_text(message: Message) -> None:
     """Every string of `message` (nested messages included) in NFKC, trimmed, in place."""
     for descriptor, value in message.ListFields():
-        if descriptor.type == FieldDescriptor.TYPE_STRING and not descriptor.is_repeated:
-            setattr(message, descriptor.name, unicodedata.normalize("NFKC", value).strip())
-        elif descriptor.message_type is not None:
-            for child in value if descriptor.is_repeated else [value]:
+        kind = _kind(descriptor)
+        if kind == _TEXT:
+            normal = unicodedata.normalize("NFKC", value).strip()
+            if normal != value:
+                setattr(message, descriptor.name, normal)
+        elif kind == _MESSAGE:
+            normalise_text(value)
+        elif kind == _MESSAGES:
+            for child in value:
                 normalise_text(child)
 
 
 def _text_violations(message: Message, path: str, out: list[FieldViolation]) -> None:
     """Texts too long, or with control or format characters, anywhere in `message`."""
     for descriptor, value in message.ListFields():
+        kind = _kind(descriptor)
+        if kind == _OTHER:
+            continue
         here = f"{path}.{descriptor.name}"
-        if descriptor.type == FieldDescriptor.TYPE_STRING and not descriptor.is_repeated:
+        if kind == _TEXT:
             if len(value) > MAX_ANY_TEXT:
                 out.append(FieldViolation(here, f"must be at most {MAX_ANY_TEXT} characters"))
-            elif any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in value):
+            # str.isprintable() is false for every refused category (and for separators but
+            # the ASCII space): a printable text, nearly every one, needs no look at each character.
+            elif not value.isprintable() and any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in value):
                 out.append(FieldViolation(here, "must not contain control or invisible formatting characters"))
-        elif descriptor.message_type is not None:
-            if descriptor.is_repeated:
-                for i, child in enumerate(value[: MAX_DRIVERS + 1]):
-                    _text_violations(child, f"{here}[{i}]", out)
-            else:
-                _text_violations(value, here, out)
+        elif kind == _MESSAGES:
+            for i, child in enumerate(value[: MAX_DRIVERS + 1]):
+                _text_violations(child, f"{here}[{i}]", out)
+        else:
+            _text_violations(value, here, out)
 
 
 def _normalise_licence(number: str) -> str:
@@ -177,7 +207,7 @@ class _Checker:
                     f"{path}.{part}",
                     "must be letters (Cyrillic or Latin), spaces, hyphens or apostrophes",
                 )
-            elif value is not None and any(_mixed_scripts(word) for word in re.split(r"[ '’-]+", value)):
+            elif value is not None and any(_mixed_scripts(word) for word in _NAME_SEPARATORS.split(value)):
                 self.add(f"{path}.{part}", "must not mix Cyrillic and Latin letters in one word")
 
     def kbm_class(self, path: str, value: int, *, required: bool) -> None:
