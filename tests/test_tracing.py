@@ -360,3 +360,37 @@ def test_http_instrumentation_is_left_out_when_nothing_is_recorded() -> None:
     finally:
         tracing.set_tracer_provider_for_tests(None)
         provider.shutdown()
+
+
+@functional
+async def test_the_server_traces_the_aggregators_calls_and_not_health_reflection_or_the_gateways(
+    spans: InMemorySpanExporter,
+) -> None:
+    """A real grpc.aio server with the project's interceptors and raw-bytes methods of five
+    services: only the calls the aggregator takes get a SERVER span."""
+
+    async def echo(request: bytes, _context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return request
+
+    methods = {
+        "osago.v1.AggregatorService": True,
+        "osago.v1.QuoteRequestService": True,
+        "grpc.health.v1.Health": False,
+        "grpc.reflection.v1alpha.ServerReflection": False,
+        "osago.v1.InsurerGatewayService": False,
+    }
+    server = grpc.aio.server(interceptors=tracing.server_interceptors())
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(s, {"Call": grpc.unary_unary_rpc_method_handler(echo)}) for s in methods]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for service in methods:
+                call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/{service}/Call")
+                assert await call(b"x", timeout=10) == b"x"
+    finally:
+        await server.stop(None)
+    traced = sorted(s.name for s in spans.get_finished_spans())
+    assert traced == sorted(f"/{s}/Call" for s, kept in methods.items() if kept)
