@@ -23,7 +23,7 @@ from osago.v1 import application_pb2, events_pb2, gateway_service_pb2, quote_pb2
 
 from aggregator.store import LeaseLost
 from osago_common import tracing
-from osago_common.clock import Clock
+from osago_common.clock import Clock, set_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class QuoteSession:
 
     def _event(self) -> events_pb2.QuoteEvent:
         event = events_pb2.QuoteEvent(request_id=self.plan.request_id)
-        event.time.FromDatetime(self._clock.now())
+        set_timestamp(event.time, self._clock.now())
         return event
 
     async def run(self) -> int:
@@ -378,9 +378,9 @@ def session_started(
 ) -> events_pb2.QuoteEvent:
     """The first event of a session."""
     event = events_pb2.QuoteEvent(request_id=request_id, seq=1)
-    event.time.FromDatetime(clock.now())
+    set_timestamp(event.time, clock.now())
     started = event.session_started
     for insurer_id, name in insurers:
         started.insurers.add(insurer_id=insurer_id, insurer_name=name)
-    started.deadline.FromDatetime(deadline_wall)
+    set_timestamp(started.deadline, deadline_wall)
     return event

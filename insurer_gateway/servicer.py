@@ -28,7 +28,7 @@ from insurer_gateway.settings import GatewaySettings
 from osago_common import tracing
 from osago_common.batching import BATCH_HEADER, says_batches, take_more
 from osago_common.breaker import BreakerState
-from osago_common.clock import Clock
+from osago_common.clock import Clock, set_timestamp
 from osago_common.grpc_errors import abort_invalid
 
 SERVICE_NAME = "osago.v1.InsurerGatewayService"
@@ -449,9 +449,9 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
             ),
             purchase_url=offer.purchase_url,
         )
-        quote.valid_until.FromDatetime(offer.valid_until)
+        set_timestamp(quote.valid_until, offer.valid_until)
         if offer.obtained_at is not None:
-            quote.obtained_at.FromDatetime(offer.obtained_at)
+            set_timestamp(quote.obtained_at, offer.obtained_at)
         return quote
 
     def _log(self, request_id: str, update: Update) -> None:

@@ -382,6 +382,7 @@ def _rest_offer(**changes: Any) -> dict[str, Any]:
         (reply(200, _rest_offer(premium={"amount": True, "currency": "RUB"})), "'amount' is not a decimal"),
         (reply(200, _rest_offer(validUntil="2026-01-20T09:00:00")), "'validUntil' has no time zone"),
         (reply(200, _rest_offer(validUntil="tomorrow")), "'validUntil' is not an ISO 8601 date-time"),
+        (reply(200, _rest_offer(validUntil="9999-12-31T23:00:00-05:00")), "'validUntil' is out of range"),
         (reply(200, _rest_offer(offerId="")), "'offerId' is not a non-empty string"),
         (reply(200, _rest_offer(paymentUrl=None)), "'paymentUrl' is not a non-empty string"),
         (reply(200, _rest_offer(coefficients={"TB": "5000.00"})), "'KT' is not a decimal"),

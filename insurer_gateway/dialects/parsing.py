@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
@@ -88,6 +88,10 @@ def get_datetime(obj: Mapping[str, Any], key: str) -> datetime:
         raise BadResponse(f"{key!r} is not an ISO 8601 date-time") from None
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise BadResponse(f"{key!r} has no time zone")
+    try:
+        moment.astimezone(UTC)  # a moment within a day of years 1 or 9999 may be beyond them in UTC
+    except OverflowError:
+        raise BadResponse(f"{key!r} is out of range") from None
     return moment
 
 
