@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from insurer_gateway.dialects import DIALECTS, Offer
 from insurer_gateway.exchange import HttpCall, HttpResponse
@@ -71,6 +74,44 @@ def test_the_first_poll_at_or_after_a_promise_judges_the_hint_once_per_applicati
         other.start(1.0)
         other.answered(1.0, 1.01, True, None, True)
     assert learning.hints.trust() is Trust.VAGUE  # 1 of 3 wrong
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("time"), st.floats(0, 30), st.floats(0, 30)),
+            st.tuples(st.just("verdict"), st.booleans(), st.just(0.0)),
+            st.tuples(st.just("ask"), st.just(0.0), st.just(0.0)),
+        ),
+        max_size=300,
+    )
+)
+def test_what_is_learned_follows_every_new_time_and_verdict_however_often_it_is_asked(
+    steps: list[tuple[str, object, float]],
+) -> None:
+    """The median and the trust are kept between polls: each answer must still be what the last
+    `ready_window` times and last 20 verdicts say, computed here from scratch."""
+    learning = PollLearning(SETTINGS)
+    middles: list[float] = []
+    verdicts: list[bool] = []
+    for kind, a, b in steps:
+        if kind == "time":
+            assert isinstance(a, float)
+            learning.offer_time(a, b)
+            lo = min(a, b)
+            middles.append((lo + max(lo, b)) / 2)
+        elif kind == "verdict":
+            assert isinstance(a, bool)
+            learning.hints.record(a)
+            verdicts.append(a)
+        learned = learning.learned()
+        recent = middles[-SETTINGS.ready_window :]
+        assert learned.median == (statistics.median(recent) if recent else None)
+        last = verdicts[-20:]
+        expected = (
+            Trust.UNKNOWN if len(last) < 3 else Trust.VAGUE if last.count(False) > len(last) / 4 else Trust.TRUSTED
+        )
+        assert learned.trust is expected
 
 
 # --- the schedule -----------------------------------------------------------------------------
