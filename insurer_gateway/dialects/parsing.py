@@ -21,10 +21,15 @@ def _no_constants(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every body: json.loads with options builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
+
+
 def load_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; numbers with a fraction become Decimal, never float."""
     try:
-        value = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+        # As json.loads reads bytes: UTF-8, -16 or -32, told apart by the first bytes.
+        value = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, RecursionError):
         raise BadResponse("body is not JSON") from None
     if not isinstance(value, dict):
