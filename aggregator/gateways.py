@@ -20,6 +20,7 @@ from osago_common.grpc_options import CallRetry, balanced, channel_options
 from osago_common.tls import TlsFiles
 
 Reason = quote_pb2.FailureReason
+_CIRCUIT_OPEN = quote_pb2.FAILURE_REASON_CIRCUIT_OPEN  # the module's constant: read for every update
 
 SERVICE = "osago.v1.InsurerGatewayService"
 
@@ -165,9 +166,7 @@ class GrpcGateways:
                                 # says nothing about the gateway (insurers take their time): none
                                 # is slow.
                                 permit.success(0.0)
-                            if update.failed.reason == Reason.FAILURE_REASON_CIRCUIT_OPEN and update.failed.HasField(
-                                "retry_after"
-                            ):
+                            if update.failed.reason == _CIRCUIT_OPEN and update.failed.HasField("retry_after"):
                                 pause = update.failed.retry_after.ToTimedelta().total_seconds()
                                 self._refusing_until[insurer_id] = self._clock.monotonic() + pause
                             yield update

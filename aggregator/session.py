@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 Reason = quote_pb2.FailureReason
 Status = events_pb2.SessionStatus
 Progress = events_pb2.InsurerProgressState
+# The module's constants, not the enum wrapper's attributes (a Python-level lookup each): read
+# for every update of every insurer.
+_ACCEPTED = events_pb2.INSURER_PROGRESS_STATE_ACCEPTED
+_PENDING = events_pb2.INSURER_PROGRESS_STATE_PENDING
 
 # Failures that say "could not get an answer" rather than "answered no": when every insurer
 # fails this way at once, the cause is most likely shared (e.g. the national registry is down).
@@ -231,18 +235,13 @@ class QuoteSession:
                 if kind == "failed":
                     await self._failed(insurer_id, name, update.failed.reason, update.failed.message)
                     return reason_name(update.failed.reason)
-                state = (
-                    Progress.INSURER_PROGRESS_STATE_ACCEPTED
-                    if kind == "accepted"
-                    else Progress.INSURER_PROGRESS_STATE_PENDING
-                )
+                state = _ACCEPTED if kind == "accepted" else _PENDING
                 if state != progress:  # only changes of state reach the log
                     progress = state
                     self._tally.progress[insurer_id] = state
                     event = self._event()
-                    event.insurer_progress.CopyFrom(
-                        events_pb2.InsurerProgress(insurer_id=insurer_id, insurer_name=name, state=state)
-                    )
+                    told = event.insurer_progress
+                    told.insurer_id, told.insurer_name, told.state = insurer_id, name, state
                     await self._events.append(event)
             await self._failed(
                 insurer_id, name, Reason.FAILURE_REASON_BAD_RESPONSE, "the insurer's gateway ended without an answer"
