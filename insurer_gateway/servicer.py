@@ -285,13 +285,11 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
         try:
             async with asyncio.timeout(None if budget is None else budget + self._settings.deadline_margin_s):
                 application = ask.application if ask.HasField("application") else None
-                updates = self._updates(ask.request_id, application, budget, ask_trace_context(ask))
+                # No heartbeats: the stream has its own keepalive.
+                updates = self._updates(ask.request_id, application, budget, ask_trace_context(ask), heartbeats=False)
                 async with contextlib.aclosing(updates):
                     async for update in updates:
-                        kind = update.WhichOneof("update")
-                        if kind == "pending" and last == "pending":
-                            continue  # a heartbeat: the stream has its own keepalive
-                        last = kind
+                        last = update.WhichOneof("update")
                         out.put_nowait(OffersResponse(call_id=call_id, update=update))
             return
         except TimeoutError:
@@ -312,11 +310,14 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
         application: application_pb2.Application | None,
         remaining_s: float | None,
         caller: Context,
+        *,
+        heartbeats: bool = True,
     ) -> AsyncGenerator[OfferResponse, None]:
         """One application's flow, shared by RequestOffer and every Offers ask: validated
         (InvalidAsk), traced as a `RequestOffer` server span child of `caller`, counted, logged;
-        `remaining_s` is the caller's time left (None: the gateway's longest call). An
-        unexpected exception is logged and raised as AskFailed."""
+        `remaining_s` is the caller's time left (None: the gateway's longest call). A `pending`
+        after each poll that found nothing (a heartbeat), or, without `heartbeats`, only the
+        first. An unexpected exception is logged and raised as AskFailed."""
         stats = self.stats
         stats.requests_total += 1
         stats.in_flight += 1
@@ -335,15 +336,22 @@ class GatewayServicer(gateway_service_pb2_grpc.InsurerGatewayServiceServicer):
             # The span is current while the flow runs (so HTTP attempts are its children), but
             # never across this generator's yields.
             in_span = trace.set_span_in_context(span, caller)
+            pending = False
             async with contextlib.aclosing(tracing.stream_within(in_span, self._flow.run(create, deadline))) as updates:
                 async for update in updates:
-                    got_offer = got_offer or isinstance(update, Offer)
-                    if isinstance(update, Offer):
-                        outcome = "offer"
-                    elif isinstance(update, Failed):
-                        outcome = update.reason.name.lower()
-                    with tracing.attached(in_span):  # the log line carries the ask's trace id
-                        self._log(request_id, update)
+                    if isinstance(update, Pending):
+                        # A repeat is dropped before any work: vague-hint insurers are polled
+                        # five to ten times an application.
+                        if pending and not heartbeats:
+                            continue
+                        pending = True
+                    else:
+                        pending = False
+                        if isinstance(update, Offer | Failed):
+                            got_offer = got_offer or isinstance(update, Offer)
+                            outcome = "offer" if isinstance(update, Offer) else update.reason.name.lower()
+                            with tracing.attached(in_span):  # the log line carries the ask's trace id
+                                self._log(request_id, update)
                     yield self._to_proto(update)
         except asyncio.CancelledError:
             if self._draining:
