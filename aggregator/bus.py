@@ -26,6 +26,7 @@ import redis.asyncio
 import redis.exceptions
 from osago.v1 import events_pb2
 
+from aggregator.live import Changes
 from osago_common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class EventBus(Protocol):
 @dataclass
 class _Stream:
     events: list[events_pb2.QuoteEvent] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changes: Changes = field(default_factory=Changes)
 
 
 class MemoryEventBus:
@@ -85,12 +86,13 @@ class MemoryEventBus:
     async def publish(self, events: Sequence[events_pb2.QuoteEvent], keep_until: datetime) -> None:
         if not events:
             return
-        stream = self._streams.setdefault(events[0].request_id, _Stream())
+        stream = self._streams.get(events[0].request_id)
+        if stream is None:
+            stream = self._streams[events[0].request_id] = _Stream()
         for event in events:
             if not stream.events or event.seq > stream.events[-1].seq:
                 stream.events.append(event)
-        stream.changed.set()
-        stream.changed = asyncio.Event()
+        stream.changes.notify()
 
     async def read(self, request_id: str, after_seq: int, wait_s: float) -> list[events_pb2.QuoteEvent] | None:
         stream = self._streams.get(request_id)
@@ -100,7 +102,7 @@ class MemoryEventBus:
         if newer or wait_s <= 0:
             return newer
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stream.changed.wait(), wait_s)
+            await asyncio.wait_for(stream.changes.wait(), wait_s)
         if self._streams.get(request_id) is not stream:
             return None
         return [e for e in stream.events if e.seq > after_seq]
@@ -116,7 +118,7 @@ class MemoryEventBus:
         stream = self._streams.pop(request_id, None)
         self._watched.pop(request_id, None)
         if stream is not None:
-            stream.changed.set()
+            stream.changes.notify()
 
     async def check(self) -> None:
         return None
