@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -16,6 +18,7 @@ from osago.v1 import application_pb2
 from osago_bench.failover import FailoverConfig, run_failover
 from osago_bench.failover import table as failover_table
 from osago_bench.faults import SCENARIOS, MatrixConfig, ModeReport, run_matrix
+from osago_bench.hotpaths import line as hotpaths_line
 from osago_bench.load import BenchError, LoadConfig, run_load
 from osago_bench.load_report import passed
 from osago_bench.load_report import table as load_table
@@ -176,4 +179,30 @@ def run_simcost(
     """`osago bench sim`: one line (or JSON object) of the simulator's CPU per HTTP request."""
     result = asyncio.run(measure(config, application))
     print(json.dumps(result) if as_json else simcost_line(result), file=out)
+    return 0
+
+
+def run_hotpaths_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """`osago bench hotpaths`: osago_bench/hotpaths.py run as a script in a process of its own,
+    importing the packages of this checkout or of `--code DIR`."""
+    code = Path(args.code).resolve() if args.code else Path(__file__).resolve().parent.parent
+    application = Path(args.file) if args.file else DEFAULT_APPLICATION
+    if args.rounds < 1:
+        print("osago bench hotpaths: --rounds must be positive", file=sys.stderr)
+        return 2
+    if not (code / "aggregator").is_dir() or not (code / "generated").is_dir():
+        print(f"osago bench hotpaths: {code} is not a checkout of this project", file=sys.stderr)
+        return 2
+    if not application.is_file():
+        print(f"osago bench hotpaths: no application file at {application}; pass --file", file=sys.stderr)
+        return 2
+    script = Path(__file__).with_name("hotpaths.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(code), str(code / "generated"))))
+    command = [sys.executable, str(script), "--rounds", str(args.rounds), "--json", "--file", str(application)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - our own script
+    if done.returncode != 0:
+        print(f"osago bench hotpaths: the timing failed:\n{done.stderr}", file=sys.stderr)
+        return 1
+    results = json.loads(done.stdout)
+    print(json.dumps(results) if args.json else hotpaths_line(results), file=out)
     return 0

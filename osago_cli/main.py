@@ -182,6 +182,14 @@ def _parser() -> argparse.ArgumentParser:
     simcost.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
     simcost.add_argument("--json", action="store_true", help="the result as one JSON object")
 
+    hotpaths = benches.add_parser(
+        "hotpaths", help="the CPU of the per-request steps the profiles found hot, each timed on its own"
+    )
+    hotpaths.add_argument("--rounds", type=int, default=5, help="rounds, the best one counts (default %(default)s)")
+    hotpaths.add_argument("--code", help="time another checkout's code (its directory), to compare two versions")
+    hotpaths.add_argument("--file", help="application JSON (default: examples/moscow-young-driver.json)")
+    hotpaths.add_argument("--json", action="store_true", help="the result as one JSON object")
+
     storecost = benches.add_parser(
         "store", help="the aggregator's CPU per event appended to the Postgres store, binary against text parameters"
     )
@@ -401,6 +409,10 @@ def _run(args: argparse.Namespace) -> int:
         store_result = asyncio.run(measure(store_config))
         print(json.dumps(store_result) if args.json else line(store_result))
         return 0
+    if args.command == "bench" and args.bench == "hotpaths":
+        from osago_bench.cli import run_hotpaths_command
+
+        return run_hotpaths_command(args)
     if args.command == "bench" and args.bench == "polling":
         from osago_bench.cli import run_polling_command
 
